@@ -1,0 +1,75 @@
+"""``mmldm`` entry point.
+
+Each command lives in its own module under ``mmldm.cli`` exposing
+``register(subparsers)``; the parser it adds sets ``func`` (called with the
+parsed namespace, returns an exit code or None).
+
+Errors: an :class:`~mmldm.errors.MMLDMError` (or an OS error such as a missing
+file) prints one line ``mmldm: error: ...`` and exits non-zero. Anything else is
+a bug: one line too, with ``--debug`` to show the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .. import __version__
+from ..errors import MMLDMError
+
+# Modules under mmldm.cli that add commands, in --help order.
+COMMAND_MODULES = [
+    "data",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mmldm",
+        description="MM-LDM: sounding video generation (joint audio + video latent diffusion).",
+    )
+    parser.add_argument("--version", action="version", version=f"mmldm {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"{__package__}.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 0 if args.command is None else 2
+        code = args.func(args)
+        return int(code or 0)
+    except MMLDMError as exc:
+        if debug:
+            raise
+        print(f"mmldm: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
+        if debug:
+            raise
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        print(f"mmldm: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mmldm: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - last line of defence: one line, no traceback
+        if debug:
+            raise
+        msg = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"mmldm: internal error: {type(exc).__name__}: {msg} (rerun with --debug for the traceback)",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
