@@ -1,0 +1,14 @@
+"""Diffusion objectives, schedules, samplers and guidance, independent of any network.
+
+Everything here works on a latent that is one tensor ``[B, ...]`` or a dict of
+tensors (``{"audio": ..., "video": ...}``) with one timestep per sample, and on
+any ``denoise(x_t, t_model)`` callable.
+"""
+
+from .guidance import apply_guidance, guided_denoiser
+from .objectives import DiffusionConfig, EpsilonObjective, Objective, RectifiedFlowObjective, make_objective
+from .samplers import SAMPLERS, make_scheduler, sample
+from .tree import Latents, tree_map
+
+__all__ = ["DiffusionConfig", "EpsilonObjective", "Latents", "Objective", "RectifiedFlowObjective", "SAMPLERS",
+           "apply_guidance", "guided_denoiser", "make_objective", "make_scheduler", "sample", "tree_map"]

@@ -1,0 +1,129 @@
+"""Samplers: integrate any denoiser callable from noise to a clean latent.
+
+``sample(denoise, noise, objective, sampler=..., steps=...)`` calls
+``denoise(x_t, t_model) -> model_output`` where ``x_t`` has the structure of
+``noise`` (a tensor ``[B, ...]`` or a dict of them), ``t_model`` is the ``[B]``
+float timestep the network receives (``objective.model_timestep``) and the
+output is what the objective's network predicts (epsilon or velocity), with the
+structure of ``x_t``. The denoiser can be a network with its conditions bound
+(``lambda x, t: net(x, t, **cond)``) or a guidance wrapper
+(:mod:`mmldm.diffusion.guidance`); nothing here knows the network.
+
+The update rules are diffusers' schedulers (one algorithm per scheduler, tested
+upstream), configured from the objective so its schedule is the single source:
+
+* ``"ddim"`` (epsilon objective; paper default: 50 steps, eta 0): DDIM,
+  Song et al. 2021 Eq. (12). Timesteps are LDM's "uniform" DDIM grid
+  (981, 961, ..., 1 for 50 steps: ``steps_offset=1``). The last step goes to the
+  clean sample (``set_alpha_to_one=True``); LDM's own sampler stops at
+  ``abar_0`` instead, leaving ``sqrt(beta_0) ~ 0.03`` of noise in the output.
+* ``"dpmpp"`` (epsilon objective): DPM-Solver++(2M), Lu et al. 2022, ending at sigma 0.
+* ``"euler"`` / ``"heun"`` (flow objective): Euler and Heun ODE steps from
+  t = 1 to t = 0 on diffusers' flow-matching grid (timesteps = ``sigma * 1000``,
+  which is exactly ``RectifiedFlowObjective.model_timestep``).
+
+diffusers' schedulers step one tensor; their updates are element-wise in the
+sample, so a dict latent is packed into ``[B, N]`` for the step and unpacked for
+the denoiser (:class:`~mmldm.diffusion.tree.Packer`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+import torch
+from tqdm.auto import tqdm
+
+from ..errors import ConfigError
+from .objectives import Objective
+from .tree import Latents, Packer, batch_size, tree_map
+
+SamplerName = Literal["ddim", "dpmpp", "euler", "heun"]
+SAMPLERS: tuple[str, ...] = ("ddim", "dpmpp", "euler", "heun")
+
+#: ``denoise(x_t, t_model) -> model output`` (same structure as x_t)
+Denoiser = Callable[[Latents, torch.Tensor], Latents]
+
+
+def make_scheduler(objective: Objective, sampler: SamplerName):
+    """The diffusers scheduler implementing ``sampler`` for ``objective`` (fresh state)."""
+    if sampler not in SAMPLERS:
+        raise ConfigError(f"unknown sampler '{sampler}' (choose one of {', '.join(SAMPLERS)})")
+    if sampler not in objective.samplers:
+        raise ConfigError(f"sampler '{sampler}' does not fit the '{objective.name}' objective "
+                          f"(use {' or '.join(objective.samplers)})")
+    # imported here: diffusers takes seconds to import, and only sampling needs it
+    from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler,
+                           FlowMatchHeunDiscreteScheduler)
+
+    steps = objective.num_train_timesteps
+    if sampler == "ddim":
+        return DDIMScheduler(num_train_timesteps=steps, trained_betas=objective.betas.numpy(),
+                             clip_sample=False, set_alpha_to_one=True, steps_offset=1,
+                             timestep_spacing="leading", prediction_type="epsilon")
+    if sampler == "dpmpp":
+        return DPMSolverMultistepScheduler(num_train_timesteps=steps, trained_betas=objective.betas.numpy(),
+                                           algorithm_type="dpmsolver++", solver_order=2,
+                                           prediction_type="epsilon", final_sigmas_type="zero",
+                                           lower_order_final=True)
+    if sampler == "euler":
+        return FlowMatchEulerDiscreteScheduler(num_train_timesteps=steps, shift=1.0)
+    return FlowMatchHeunDiscreteScheduler(num_train_timesteps=steps, shift=1.0)
+
+
+def _objective_time(objective: Objective, timestep: torch.Tensor, batch: int,
+                    device: torch.device) -> torch.Tensor:
+    """A scheduler timestep -> the objective's ``t`` for every sample ``[B]``."""
+    if objective.prediction == "epsilon":
+        return torch.full((batch,), int(timestep), dtype=torch.long, device=device)
+    # flow schedulers count timesteps as sigma * num_train_timesteps, and sigma is our t
+    return torch.full((batch,), float(timestep) / objective.num_train_timesteps, dtype=torch.float32,
+                      device=device)
+
+
+@torch.no_grad()
+def sample(denoise: Denoiser, noise: Latents, objective: Objective, sampler: SamplerName = "ddim",
+           steps: int = 50, eta: float = 0.0, generator: torch.Generator | None = None,
+           callback: Callable[[dict[str, Any]], None] | None = None, progress: bool = False) -> Latents:
+    """Integrate ``denoise`` from ``noise`` (t = T or 1) to a clean latent.
+
+    :param denoise: ``denoise(x_t, t_model) -> epsilon or velocity`` (see module docstring).
+    :param noise: the starting Gaussian noise, ``[B, ...]`` or ``{key: [B, ...]}``.
+    :param objective: the objective the denoiser was trained with.
+    :param sampler: "ddim" or "dpmpp" (epsilon), "euler" or "heun" (flow).
+    :param steps: number of sampler steps (Heun evaluates the denoiser ``2 * steps - 1`` times).
+    :param eta: DDIM stochasticity (0 = deterministic DDIM; only for "ddim").
+    :param generator: random source for eta > 0.
+    :param callback: called after each denoiser evaluation with ``{"i", "t", "x", "denoised"}``
+        (``t`` the objective's ``[B]`` time, ``denoised`` the x0 estimate).
+    :return: the clean latent, same structure, shapes and dtype as ``noise``.
+    """
+    if steps < 1:
+        raise ConfigError(f"sampler steps must be >= 1, got {steps}")
+    if eta != 0.0 and sampler != "ddim":
+        raise ConfigError(f"eta={eta} only applies to the ddim sampler, not '{sampler}'")
+    if eta < 0.0:
+        raise ConfigError(f"DDIM eta must be >= 0, got {eta}")
+    scheduler = make_scheduler(objective, sampler)
+    batch = batch_size(noise)
+    packer = Packer(noise)
+    flat = packer.pack(noise)
+    device = flat.device
+    scheduler.set_timesteps(steps, device=device)
+    step_kwargs: dict[str, Any] = {"eta": eta} if sampler == "ddim" else {}
+    for i, timestep in enumerate(tqdm(scheduler.timesteps, disable=not progress, desc=f"{sampler}")):
+        t = _objective_time(objective, timestep, batch, device)  # [B]
+        x_t = packer.unpack(flat)
+        out = denoise(x_t, objective.model_timestep(t))
+        out = tree_map(lambda o, x: _check_output(o, x).to(x.dtype), out, x_t)
+        if callback is not None:
+            callback({"i": i, "t": t, "x": x_t, "denoised": objective.predict_x0(out, x_t, t)})
+        flat = scheduler.step(packer.pack(out), timestep, flat, generator=generator, **step_kwargs).prev_sample
+    return packer.unpack(flat.to(packer.pack(noise).dtype))
+
+
+def _check_output(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    if out.shape != x.shape:
+        raise ConfigError(f"denoiser output shape {tuple(out.shape)} != input shape {tuple(x.shape)}")
+    return out

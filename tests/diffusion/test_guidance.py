@@ -1,0 +1,75 @@
+import pytest
+import torch
+
+from mmldm.diffusion.guidance import apply_guidance, guided_denoiser
+from mmldm.errors import ConfigError
+
+
+class Recorder:
+    """A conditional model whose output depends on x, t and a condition tensor; counts calls."""
+
+    def __init__(self):
+        self.batches = []
+
+    def __call__(self, x, t, label, scale_by=None):
+        self.batches.append(label.shape[0])
+        shift = label[:, None, None, None].float() + t[:, None, None, None] / 1000.0
+        return {"audio": x["audio"] * 2 + shift, "video": x["video"] - shift * 3}
+
+
+def _inputs():
+    g = torch.Generator().manual_seed(0)
+    x = {"audio": torch.randn(2, 3, 2, 2, generator=g), "video": torch.randn(2, 3, 4, 4, generator=g)}
+    return x, torch.tensor([10.0, 500.0]), torch.tensor([1, 2]), torch.tensor([0, 0])
+
+
+@pytest.mark.parametrize("scale,use_cond", [(1.0, True), (0.0, False)])
+def test_scale_one_is_conditional_and_zero_is_unconditional(scale, use_cond):
+    x, t, label, null = _inputs()
+    model = Recorder()
+    out = guided_denoiser(model, {"label": label}, {"label": null}, scale)(x, t)
+    expected = Recorder()(x, t, label if use_cond else null)
+    for key in x:
+        torch.testing.assert_close(out[key], expected[key])
+    assert model.batches == [2]  # a single un-doubled evaluation
+
+
+def test_per_modality_scales_apply_to_their_entries_in_one_batched_call():
+    x, t, label, null = _inputs()
+    model = Recorder()
+    out = guided_denoiser(model, {"label": label}, {"label": null}, {"audio": 2.0, "video": 5.0})(x, t)
+    assert model.batches == [4]  # conditional and unconditional in one forward
+    cond, uncond = Recorder()(x, t, label), Recorder()(x, t, null)
+    torch.testing.assert_close(out["audio"], uncond["audio"] + 2.0 * (cond["audio"] - uncond["audio"]))
+    torch.testing.assert_close(out["video"], uncond["video"] + 5.0 * (cond["video"] - uncond["video"]))
+    joint = guided_denoiser(Recorder(), {"label": label}, {"label": null}, 5.0)(x, t)
+    torch.testing.assert_close(joint["video"], out["video"])
+    assert not torch.allclose(joint["audio"], out["audio"])
+
+
+def test_shared_conditions_and_tensor_latents():
+    calls = []
+
+    def model(x, t, a, b=None):
+        calls.append((a.shape[0], None if b is None else b.shape[0]))
+        return x * a[:, None] + (0 if b is None else b[:, None])
+
+    x, t = torch.ones(2, 3), torch.zeros(2)
+    out = guided_denoiser(model, {"a": torch.tensor([2.0, 3.0]), "b": torch.tensor([1.0, 1.0])},
+                          {"a": torch.tensor([1.0, 1.0])}, 3.0)(x, t)
+    # b is shared: cond = x*a + 1, uncond = x*1 + 1
+    torch.testing.assert_close(out, 1 + 1 + 3.0 * (torch.tensor([[2.0], [3.0]]) - 1).expand(2, 3))
+    assert calls == [(4, 4)]
+
+
+def test_guidance_errors():
+    x = {"audio": torch.zeros(1, 2), "video": torch.zeros(1, 2)}
+    with pytest.raises(ConfigError, match="name exactly the entries"):
+        apply_guidance(x, x, {"audio": 2.0})
+    with pytest.raises(ConfigError, match="need a dict latent"):
+        apply_guidance(torch.zeros(1), torch.zeros(1), {"audio": 1.0})
+    with pytest.raises(ConfigError, match="no conditional counterpart"):
+        guided_denoiser(lambda x, t, **c: x, {}, {"label": torch.zeros(1)}, 2.0)
+    with pytest.raises(ConfigError, match="tensor on one side only"):
+        guided_denoiser(lambda x, t, **c: x, {"label": torch.zeros(1)}, {"label": None}, 2.0)(
+            torch.zeros(1, 2), torch.zeros(1))
