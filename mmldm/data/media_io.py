@@ -1,0 +1,596 @@
+"""Reading and writing sounding video with sample-exact audio-video sync (PyAV only).
+
+Conventions (the same as :class:`~mmldm.timing.AVTiming`):
+
+* Time 0 of a clip is the first instant of its video stream. Output frame ``i``
+  is the source frame on screen at time ``start + i / fps`` (so 29.97 fps and
+  variable frame rate sources resample correctly), and audio sample ``k`` is
+  the sound at time ``start + k / sample_rate``. Hence the audio of frame ``i``
+  starts at sample ``i * sample_rate / fps`` exactly.
+* Audio is mono float32 in [-1, 1]; it is padded with zeros or trimmed so that
+  it lasts exactly as long as the video.
+* Frames are uint8 ``[T, H, W, 3]`` RGB.
+
+AAC priming: an AAC encoder emits 1024 "priming" samples before the first real
+one. :func:`write_av` gives every audio frame its presentation time, so the
+encoder's first packet gets pts -1024 and the MP4 muxer records that delay in
+an edit list. On reading, libavformat turns the edit list into "skip samples"
+side data that the decoder applies, and :func:`read_av` places decoded audio by
+its timestamps. A click written at sample ``k`` is read back at sample ``k``.
+Written naively (frames without pts) the audio would play 64 ms late at 16 kHz.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Literal
+
+import av
+import numpy as np
+from scipy.signal import resample_poly
+
+from ..errors import MediaError
+
+Geometry = Literal["letterbox", "crop"]
+
+#: Largest accepted frame side in pixels (source or output).
+MAX_SIDE = 8192
+#: Largest accepted decoded clip in bytes (frames at output size, uint8 RGB).
+MAX_DECODED_BYTES = 4 * 1024**3
+#: Output container formats of :func:`write_av`, by file suffix.
+_WRITE_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov"}
+#: Audio whose timestamps jump by more than this (seconds) is re-anchored to the timestamp;
+#: smaller differences are timestamp rounding and the audio is kept contiguous.
+_AUDIO_JITTER_S = 0.01
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """What :func:`probe` learns from a file's headers (nothing is decoded)."""
+
+    path: Path
+    duration: float  # seconds of the video stream (of the container if the stream does not say)
+    has_video: bool
+    has_audio: bool
+    fps: float | None  # average frame rate
+    width: int | None
+    height: int | None
+    num_frames: int | None  # header count, or duration * fps when the header has none
+    sample_rate: int | None
+    channels: int | None
+    video_codec: str | None
+    audio_codec: str | None
+    audio_duration: float | None
+
+
+@dataclass
+class AVClip:
+    """Decoded frames with the audio that belongs to them.
+
+    Shapes: ``frames`` uint8 [T, H, W, 3]; ``audio`` float32 [N] with
+    ``N == round(T * sample_rate / fps)``.
+    """
+
+    frames: np.ndarray
+    audio: np.ndarray
+    fps: float
+    sample_rate: int
+    path: Path | None = None
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.frames.shape[0])
+
+    @property
+    def duration(self) -> float:
+        return self.num_frames / self.fps
+
+
+@dataclass
+class AVWindow:
+    """One fixed-length piece of a clip: frames uint8 [T, H, W, 3], audio float32 [N]."""
+
+    frames: np.ndarray
+    audio: np.ndarray
+    start_frame: int
+    start_time: float
+
+
+def _seconds(value: int | None, time_base: Fraction | None) -> Fraction | None:
+    if value is None or time_base is None:
+        return None
+    return Fraction(value) * time_base
+
+
+def _exact(value: float) -> Fraction:
+    """A float as the fraction it stands for (29.97002997 -> 30000/1001, 0.1 -> 1/10)."""
+    return Fraction(value).limit_denominator(1_000_000)
+
+
+def _open(path: Path, mode: str = "r", **kwargs: Any) -> Any:
+    """``av.open`` with every failure turned into a one-line MediaError."""
+    try:
+        return av.open(str(path), mode, **kwargs)
+    except FileNotFoundError:
+        raise MediaError(path, "file not found") from None
+    except IsADirectoryError:
+        raise MediaError(path, "is a folder, not a media file") from None
+    except av.error.FFmpegError as exc:
+        raise MediaError(path, f"not a readable media file ({exc.strerror or exc})") from None
+
+
+def probe(path: str | Path, max_side: int = MAX_SIDE) -> MediaInfo:
+    """Read stream information from the headers of ``path`` (cheap: no decoding).
+
+    Raises MediaError for a missing, empty, unreadable or stream-less file and
+    for frames larger than ``max_side`` pixels on a side.
+    """
+    path = Path(path)
+    if path.is_file() and path.stat().st_size == 0:
+        raise MediaError(path, "empty file (0 bytes)")
+    with _open(path) as container:
+        video = container.streams.video[0] if container.streams.video else None
+        audio = container.streams.audio[0] if container.streams.audio else None
+        if video is None and audio is None:
+            raise MediaError(path, "no video or audio stream")
+        container_duration = (
+            Fraction(container.duration, 1_000_000) if container.duration else None
+        )
+        fps = width = height = num_frames = None
+        video_duration = None
+        if video is not None:
+            width, height = video.codec_context.width, video.codec_context.height
+            if not width or not height:
+                raise MediaError(path, "video stream has no frame size (corrupt header?)")
+            if width > max_side or height > max_side:
+                raise MediaError(path, f"frames of {width}x{height} exceed the {max_side} px limit per side")
+            rate = video.average_rate or video.guessed_rate or video.base_rate
+            fps = float(rate) if rate else None
+            video_duration = _seconds(video.duration, video.time_base) or container_duration
+            num_frames = video.frames or None
+            if num_frames is None and fps and video_duration:
+                num_frames = int(round(float(video_duration) * fps))
+        audio_duration = None
+        if audio is not None:
+            audio_duration = _seconds(audio.duration, audio.time_base) or container_duration
+        duration = video_duration if video is not None else audio_duration
+        return MediaInfo(
+            path=path,
+            duration=float(duration or 0.0),
+            has_video=video is not None,
+            has_audio=audio is not None,
+            fps=fps,
+            width=width,
+            height=height,
+            num_frames=num_frames,
+            sample_rate=audio.codec_context.sample_rate if audio is not None else None,
+            channels=audio.codec_context.channels if audio is not None else None,
+            video_codec=video.codec_context.name if video is not None else None,
+            audio_codec=audio.codec_context.name if audio is not None else None,
+            audio_duration=None if audio_duration is None else float(audio_duration),
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Fit:
+    """How a source frame maps to the output: scale to (scaled_w, scaled_h), then pad or crop."""
+
+    scaled_w: int
+    scaled_h: int
+    out_w: int
+    out_h: int
+
+    @classmethod
+    def plan(cls, width: int, height: int, size: int | None, geometry: Geometry) -> "_Fit":
+        if size is None:
+            return cls(width, height, width, height)
+        if geometry == "letterbox":  # longer side -> size, aspect kept, zero padding
+            scale = size / max(width, height)
+        elif geometry == "crop":  # shorter side -> size, centre crop
+            scale = size / min(width, height)
+        else:
+            raise ValueError(f"geometry must be 'letterbox' or 'crop', got {geometry!r}")
+        scaled_w = max(1, int(round(width * scale)))
+        scaled_h = max(1, int(round(height * scale)))
+        if geometry == "letterbox":
+            scaled_w, scaled_h = min(scaled_w, size), min(scaled_h, size)
+        else:
+            scaled_w, scaled_h = max(scaled_w, size), max(scaled_h, size)
+        return cls(scaled_w, scaled_h, size, size)
+
+    def apply(self, frame: av.VideoFrame) -> np.ndarray:
+        """Shapes: returns uint8 [out_h, out_w, 3]."""
+        downscale = self.scaled_w < frame.width or self.scaled_h < frame.height
+        rgb = frame.reformat(
+            width=self.scaled_w, height=self.scaled_h, format="rgb24",
+            interpolation="AREA" if downscale else "BICUBIC",
+        ).to_ndarray()
+        if (self.scaled_w, self.scaled_h) == (self.out_w, self.out_h):
+            return rgb
+        top, left = abs(self.out_h - self.scaled_h) // 2, abs(self.out_w - self.scaled_w) // 2
+        if self.scaled_w >= self.out_w and self.scaled_h >= self.out_h:  # crop
+            return np.ascontiguousarray(rgb[top:top + self.out_h, left:left + self.out_w])
+        out = np.zeros((self.out_h, self.out_w, 3), np.uint8)  # letterbox
+        out[top:top + self.scaled_h, left:left + self.scaled_w] = rgb
+        return out
+
+
+class _AudioTrack:
+    """Mono audio placed on the clip's time line by timestamp, at the source rate.
+
+    Timestamps are trusted for the first frame and for real jumps (gaps, cuts);
+    below ``_AUDIO_JITTER_S`` the audio stays contiguous, so millisecond-rounded
+    timestamps (Matroska, WebM) do not create clicks.
+    """
+
+    def __init__(self, origin: Fraction):
+        self.origin = origin  # clip time 0, in seconds of the file's time line
+        self.rate: int | None = None
+        self.pieces: list[tuple[int, np.ndarray]] = []
+        self.next_offset: int | None = None
+        self.converter: av.AudioResampler | None = None
+
+    def add(self, frame: av.AudioFrame) -> None:
+        if self.rate is None:
+            self.rate = frame.sample_rate
+            # Format conversion only (same rate, same layout): never shifts time.
+            self.converter = av.AudioResampler(format="fltp", layout=frame.layout.name, rate=self.rate)
+        time = _seconds(frame.pts, frame.time_base)
+        for converted in self.converter.resample(frame):
+            self._place(converted.to_ndarray().mean(axis=0, dtype=np.float32), time)
+            time = None  # later pieces of one input frame follow contiguously
+
+    def _place(self, mono: np.ndarray, time: Fraction | None) -> None:
+        offset = self.next_offset
+        if time is not None:
+            stamped = int(round((time - self.origin) * self.rate))
+            if offset is None or abs(stamped - offset) > _AUDIO_JITTER_S * self.rate:
+                offset = stamped
+        offset = 0 if offset is None else offset
+        self.pieces.append((offset, mono))
+        self.next_offset = offset + len(mono)
+
+    def render(self, start: Fraction, num_samples: int, sample_rate: int) -> np.ndarray:
+        """Audio of ``[start, start + num_samples / sample_rate)`` (clip time) at ``sample_rate``.
+
+        Shapes: returns float32 [num_samples].
+        """
+        out = np.zeros(num_samples, np.float32)
+        if self.rate is None or num_samples == 0:
+            return out
+        first = int(math.floor(start * self.rate))
+        count = int(math.ceil(num_samples * self.rate / sample_rate)) + 1
+        native = np.zeros(count, np.float32)
+        for offset, samples in self.pieces:
+            lo, hi = max(offset, first), min(offset + len(samples), first + count)
+            if lo < hi:
+                native[lo - first:hi - first] = samples[lo - offset:hi - offset]
+        if self.rate != sample_rate:
+            # scipy's polyphase filter is zero-phase (no delay), unlike a streaming resampler,
+            # which keeps sample k at time k / rate exactly.
+            ratio = Fraction(sample_rate, self.rate)
+            native = resample_poly(native, ratio.numerator, ratio.denominator).astype(np.float32)
+        length = min(num_samples, len(native))
+        out[:length] = native[:length]
+        return out
+
+
+def read_av(
+    path: str | Path,
+    fps: float = 10.0,
+    sample_rate: int = 16000,
+    size: int | None = None,
+    geometry: Geometry = "letterbox",
+    start: float = 0.0,
+    duration: float | None = None,
+    require_audio: bool = True,
+    max_bytes: int = MAX_DECODED_BYTES,
+) -> AVClip:
+    """Decode ``path`` into frames at ``fps`` and mono audio at ``sample_rate``, in sync.
+
+    Args:
+        size: output frames are ``size x size`` (letterboxed or centre-cropped);
+            None keeps the source size.
+        start, duration: the part of the file to read, in seconds from the first video frame.
+        require_audio: a file without an audio stream is an error; when False,
+            its audio comes back as silence.
+        max_bytes: refuse clips whose decoded frames would exceed this many bytes.
+
+    Shapes: frames uint8 [T, H, W, 3]; audio float32 [round(T * sample_rate / fps)].
+    """
+    path = Path(path)
+    if fps <= 0 or sample_rate <= 0:
+        raise ValueError(f"fps and sample_rate must be positive (got {fps}, {sample_rate})")
+    if size is not None and not 0 < size <= MAX_SIDE:
+        raise MediaError(path, f"output size {size} is outside 1..{MAX_SIDE} px")
+    info = probe(path)
+    if not info.has_video:
+        raise MediaError(path, "no video stream (audio-only file)")
+    if require_audio and not info.has_audio:
+        raise MediaError(path, "no audio track")
+    fit = _Fit.plan(info.width, info.height, size, geometry)
+    span = max(info.duration - start, 0.0) if duration is None else duration
+    expected_frames = int(math.floor(span * fps)) + 1
+    if expected_frames * fit.out_w * fit.out_h * 3 > max_bytes:
+        raise MediaError(
+            path, f"{expected_frames} frames of {fit.out_w}x{fit.out_h} exceed the memory limit of "
+            f"{max_bytes / 1024**3:.1f} GiB; read a shorter part (start, duration) or a smaller size",
+        )
+    step = 1 / _exact(fps)  # seconds between output frames
+    start_s = _exact(start)
+    want = None if duration is None else int(math.floor(_exact(duration) / step + Fraction(1, 1000)))
+    try:
+        frames, track = _decode(path, fit, start_s, step, want)
+    except av.error.FFmpegError as exc:
+        raise MediaError(path, f"cannot decode ({exc.strerror or exc})") from None
+    if not frames:
+        raise MediaError(path, "no decodable video frames" + (f" after {start} s" if start else ""))
+    num_samples = int(round(len(frames) * sample_rate / fps))
+    audio = track.render(start_s, num_samples, sample_rate)
+    return AVClip(np.stack(frames), audio, float(fps), int(sample_rate), path)
+
+
+def _decode(
+    path: Path, fit: _Fit, start: Fraction, step: Fraction, want: int | None
+) -> tuple[list[np.ndarray], _AudioTrack]:
+    """Demux and decode once: output frames at ``origin + start + i * step`` and the audio track."""
+    with _open(path) as container:
+        vstream = container.streams.video[0]
+        vstream.thread_type = "AUTO"
+        astream = container.streams.audio[0] if container.streams.audio else None
+        origin = _seconds(vstream.start_time, vstream.time_base)
+        if origin is None:
+            origin = Fraction(0)
+        track = _AudioTrack(origin)
+        if start > 1:  # seek a second early: key frames and interleaved audio both precede start
+            target = int((origin + start - 1) / vstream.time_base)
+            container.seek(target, stream=vstream, backward=True, any_frame=False)
+        frames: list[np.ndarray] = []
+        shown: av.VideoFrame | None = None  # the source frame on screen at the next target time
+        shown_rgb: np.ndarray | None = None
+        shown_end: Fraction | None = None
+        default_duration = (1 / vstream.average_rate) if vstream.average_rate else step
+        eps = Fraction(1, 1_000_000)  # a microsecond: float-to-timestamp rounding, not a real frame offset
+        streams = [s for s in (vstream, astream) if s is not None]
+
+        def emit_until(limit: Fraction) -> bool:
+            """Output ``shown`` for all targets before ``limit``; True when enough frames."""
+            nonlocal shown_rgb
+            while want is None or len(frames) < want:
+                target = origin + start + len(frames) * step
+                if target >= limit - eps:
+                    return False
+                if shown_rgb is None:
+                    shown_rgb = fit.apply(shown)
+                frames.append(shown_rgb)
+            return True
+
+        done = False
+        for packet in container.demux(streams):
+            if packet.stream.type == "audio":
+                for frame in packet.decode():
+                    track.add(frame)
+                if done and track.next_offset is not None and \
+                        Fraction(track.next_offset, track.rate) > start + len(frames) * step:
+                    break
+                continue
+            if done:
+                continue
+            for frame in packet.decode():
+                time = _seconds(frame.pts, frame.time_base)
+                if time is None:  # no timestamp: assume constant rate after the last frame
+                    time = origin if shown_end is None else shown_end
+                if shown is not None and emit_until(time):
+                    done = True
+                    break
+                shown, shown_rgb = frame, None
+                frame_duration = _seconds(frame.duration, frame.time_base) or default_duration
+                shown_end = time + frame_duration
+            if done and astream is None:
+                break
+        # demux() ends with empty packets that flushed the decoders; the last frame stays
+        # on screen until its own end.
+        if shown is not None and not done:
+            emit_until(shown_end)
+        return frames, track
+
+
+def cut_windows(clip: AVClip, num_frames: int = 16, stride: int | None = None) -> list[AVWindow]:
+    """Cut ``clip`` into windows of ``num_frames`` frames, ``stride`` frames apart (default: no overlap).
+
+    Window ``j`` holds frames ``[s, s + num_frames)`` with ``s = j * stride`` and the audio
+    samples ``[s * sr / fps, (s + num_frames) * sr / fps)``; a trailing part shorter than a
+    window is dropped.
+
+    Shapes: each window has frames uint8 [num_frames, H, W, 3] and audio float32
+    [round(num_frames * sample_rate / fps)].
+    """
+    stride = num_frames if stride is None else stride
+    if num_frames <= 0 or stride <= 0:
+        raise ValueError(f"num_frames and stride must be positive (got {num_frames}, {stride})")
+    total = clip.num_frames
+    if total < num_frames:
+        raise MediaError(
+            clip.path or "clip", f"clip is shorter than one window ({total} frames < {num_frames})"
+        )
+    per_frame = Fraction(clip.sample_rate) / _exact(clip.fps)
+    window_samples = int(round(num_frames * per_frame))
+    windows = []
+    for first in range(0, total - num_frames + 1, stride):
+        a = int(round(first * per_frame))
+        audio = clip.audio[a:a + window_samples]
+        if len(audio) < window_samples:  # only when the clip's audio was cut short by the caller
+            audio = np.pad(audio, (0, window_samples - len(audio)))
+        windows.append(AVWindow(clip.frames[first:first + num_frames], audio, first, first / clip.fps))
+    return windows
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------------------------
+
+
+def _frames_to_uint8(frames: Any, path: Path) -> np.ndarray:
+    """uint8 [T, H, W, 3] as is; float [T, 3, H, W] in [-1, 1] (numpy or torch) converted."""
+    if hasattr(frames, "detach"):  # torch.Tensor, without importing torch here
+        frames = frames.detach().float().cpu().numpy()
+    frames = np.asarray(frames)
+    if frames.ndim != 4:
+        raise MediaError(path, f"frames must be [T, H, W, 3] uint8 or [T, 3, H, W] float, got shape {frames.shape}")
+    if frames.dtype == np.uint8:
+        if frames.shape[-1] != 3:
+            raise MediaError(path, f"uint8 frames must be [T, H, W, 3], got shape {frames.shape}")
+        return np.ascontiguousarray(frames)
+    if not np.issubdtype(frames.dtype, np.floating) or frames.shape[1] != 3:
+        raise MediaError(path, f"float frames must be [T, 3, H, W] in [-1, 1], got {frames.dtype} {frames.shape}")
+    if not np.isfinite(frames).all():
+        raise MediaError(path, "frames contain NaN or infinite values")
+    scaled = np.clip(np.rint((frames.astype(np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(scaled.transpose(0, 2, 3, 1))
+
+
+def _audio_to_float(audio: Any, path: Path) -> np.ndarray:
+    """Mono float32 [N] from [N] or [1, N] (numpy or torch)."""
+    if hasattr(audio, "detach"):
+        audio = audio.detach().float().cpu().numpy()
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim == 2 and audio.shape[0] == 1:
+        audio = audio[0]
+    if audio.ndim != 1:
+        raise MediaError(path, f"audio must be mono [N] or [1, N], got shape {audio.shape}")
+    if not np.isfinite(audio).all():
+        raise MediaError(path, "audio contains NaN or infinite values")
+    return np.clip(audio, -1.0, 1.0)
+
+
+def _atomic_target(path: Path) -> Path:
+    """A fresh temporary path in the same folder with the same suffix (for os.replace)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=path.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def write_av(
+    path: str | Path,
+    frames: Any,
+    audio: Any | None,
+    fps: float,
+    sample_rate: int,
+    wav: bool = False,
+    crf: int = 18,
+) -> Path:
+    """Write an H.264 + AAC MP4 whose audio is in sync to the sample; return its path.
+
+    Args:
+        frames: uint8 [T, H, W, 3], or float [T, 3, H, W] in [-1, 1] (numpy or torch).
+            H.264 (4:2:0) needs even H and W; odd sizes are refused.
+        audio: mono float [N] or [1, N] in [-1, 1], or None for a file without audio.
+            It is trimmed or zero-padded to ``round(T * sample_rate / fps)`` samples,
+            exactly the video duration.
+        wav: also write the (trimmed) audio as 16-bit PCM WAV beside the video.
+        crf: libx264 quality (0 lossless .. 51 worst).
+
+    The file appears atomically: it is written under a temporary name in the same
+    folder and renamed when complete.
+    """
+    path = Path(path)
+    container_format = _WRITE_FORMATS.get(path.suffix.lower())
+    if container_format is None:
+        raise MediaError(path, f"cannot write '{path.suffix}' files; use one of {sorted(_WRITE_FORMATS)}")
+    frames = _frames_to_uint8(frames, path)
+    num_frames, height, width = frames.shape[:3]
+    if num_frames == 0:
+        raise MediaError(path, "no frames to write")
+    if height % 2 or width % 2:
+        raise MediaError(path, f"H.264 needs even frame sizes, got {width}x{height}; pad or resize the frames")
+    if height > MAX_SIDE or width > MAX_SIDE:
+        raise MediaError(path, f"frames of {width}x{height} exceed the {MAX_SIDE} px limit per side")
+    rate = _exact(fps)
+    if audio is not None:
+        wave = _audio_to_float(audio, path)
+        num_samples = int(round(num_frames * sample_rate / rate))
+        wave = np.pad(wave[:num_samples], (0, max(0, num_samples - len(wave))))
+    tmp = _atomic_target(path)
+    try:
+        with _open(tmp, "w", format=container_format) as container:
+            vstream = container.add_stream("libx264", rate=rate)
+            vstream.width, vstream.height, vstream.pix_fmt = width, height, "yuv420p"
+            vstream.options = {"crf": str(crf)}
+            astream = None
+            if audio is not None:
+                astream = container.add_stream("aac", rate=sample_rate)
+                astream.layout = "mono"
+            for index, rgb in enumerate(frames):
+                frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+                frame.pts, frame.time_base = index, 1 / rate
+                container.mux(vstream.encode(frame))
+            container.mux(vstream.encode(None))
+            if astream is not None:
+                chunk = astream.codec_context.frame_size or 1024
+                for first in range(0, len(wave), chunk):
+                    frame = av.AudioFrame.from_ndarray(wave[None, first:first + chunk], format="fltp", layout="mono")
+                    # The pts is what makes the encoder's priming delay end up in the edit list.
+                    frame.sample_rate, frame.pts, frame.time_base = sample_rate, first, Fraction(1, sample_rate)
+                    container.mux(astream.encode(frame))
+                container.mux(astream.encode(None))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    if wav and audio is not None:
+        write_wav(path.with_suffix(".wav"), wave, sample_rate)
+    return path
+
+
+def write_wav(path: str | Path, audio: Any, sample_rate: int) -> Path:
+    """Write mono float audio [N] in [-1, 1] as 16-bit PCM WAV (stdlib ``wave``), atomically."""
+    import wave
+
+    path = Path(path)
+    samples = _audio_to_float(audio, path)
+    pcm = np.clip(np.rint(samples * 32768.0), -32768, 32767).astype("<i2")  # decoders divide by 32768
+    tmp = _atomic_target(path)
+    try:
+        with wave.open(str(tmp), "wb") as out:
+            out.setnchannels(1)
+            out.setsampwidth(2)
+            out.setframerate(int(sample_rate))
+            out.writeframes(pcm.tobytes())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def read_wav(path: str | Path, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
+    """Read any audio file PyAV decodes as mono float32 [N]; resample when ``sample_rate`` is given.
+
+    Returns ``(audio, sample_rate)``.
+    """
+    path = Path(path)
+    info = probe(path)
+    if not info.has_audio:
+        raise MediaError(path, "no audio stream")
+    rate = sample_rate or info.sample_rate
+    try:
+        with _open(path) as container:
+            astream = container.streams.audio[0]
+            track = _AudioTrack(_seconds(astream.start_time, astream.time_base) or Fraction(0))
+            for frame in container.decode(astream):
+                track.add(frame)
+    except av.error.FFmpegError as exc:
+        raise MediaError(path, f"cannot decode ({exc.strerror or exc})") from None
+    if track.rate is None:
+        raise MediaError(path, "no decodable audio")
+    total = track.next_offset or 0
+    return track.render(Fraction(0), int(round(total * rate / track.rate)), rate), rate
