@@ -116,6 +116,13 @@ def test_start_and_duration_select_matching_frames_and_audio(tmp_path):
     assert abs(int(np.argmax(np.abs(clip.audio))) - (9000 - 4800)) <= 1
 
 
+def test_start_past_one_second_seeks_and_stays_in_sync(tmp_path):
+    path = write_av(tmp_path / "long.mp4", coded_frames(45), click(45 * 1600, 32 * 1600 + 7), 10.0, 16000)
+    clip = read_av(path, start=2.5, duration=1.6)
+    assert [frame_index(f) for f in clip.frames] == list(range(25, 41))
+    assert abs(int(np.argmax(np.abs(clip.audio))) - (7 * 1600 + 7)) <= 1
+
+
 def test_frame_rate_conversion_picks_frame_on_screen(tmp_path):
     path = write_av(tmp_path / "c.mp4", coded_frames(16), click(25600, 0), 10.0, 16000)
     clip = read_av(path, fps=20.0, sample_rate=16000)
