@@ -1,0 +1,167 @@
+"""Latent cache: sharded writing, resume after a kill, several ranks, reading back."""
+
+import json
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from mmldm.data.latent_cache import (
+    INDEX_NAME,
+    LatentCacheDataset,
+    config_hash,
+    finalize_latent_cache,
+    write_latent_cache,
+)
+from mmldm.errors import DataError
+from mmldm.vae.kl_vae import KLVAE
+
+
+class ToyClips(Dataset):
+    """Items shaped like VideoFolderDataset's, generated from the index (seeded)."""
+
+    def __init__(self, n: int, frames: int = 2, size: int = 16):
+        self.n, self.frames, self.size = n, frames, size
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        g = torch.Generator().manual_seed(1000 + i)
+        return {
+            "frames": torch.rand(self.frames, 3, self.size, self.size, generator=g) * 2 - 1,
+            "audio_image": torch.rand(3, self.size, self.size, generator=g) * 2 - 1,
+            "source": f"clips/clip_{i:03d}.mp4",
+            "start_time": 0.25 * i,
+            "class_id": i % 3,
+            "index": i,
+        }
+
+
+@pytest.fixture(scope="module")
+def vae():
+    torch.manual_seed(0)
+    return KLVAE.from_preset("tiny", chunk_size=4).eval()
+
+
+def make_encoder(vae):
+    def encode(batch):
+        return {"frames": vae.encode_frames(batch["frames"]), "audio_image": vae.encode_audio_image(batch["audio_image"])}
+    return encode
+
+
+CONFIG = {"vae": "tiny-random", "data": "toy"}
+
+
+def read_all(directory):
+    data = LatentCacheDataset(directory)
+    return [data[i] for i in range(len(data))]
+
+
+def assert_same_items(a, b):
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert x.keys() == y.keys()
+        for key in x:
+            if isinstance(x[key], torch.Tensor):
+                assert torch.equal(x[key], y[key]), key
+            else:
+                assert x[key] == y[key], key
+
+
+def test_cache_reads_back_what_the_encoder_gives(vae, tmp_path):
+    data = ToyClips(7)
+    stats = write_latent_cache(data, make_encoder(vae), tmp_path / "c", CONFIG, shard_size=3, batch_size=2)
+    assert stats.index_written and stats.items_encoded == 7 and stats.shards_written == 3
+    index = json.loads((tmp_path / "c" / INDEX_NAME).read_text())
+    assert index["num_items"] == 7 and len(index["shards"]) == 3
+    assert index["keys"]["frames"] == {"shape": [2, 4, 4, 4], "dtype": "float32"}
+    assert index["config_hash"] == config_hash(CONFIG)
+    cache = LatentCacheDataset(tmp_path / "c")
+    with torch.no_grad():
+        for i in (0, 4, 6):
+            item = data[i]
+            direct = vae.encode_frames(item["frames"][None])[0]
+            torch.testing.assert_close(cache[i]["frames"], direct, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(cache[i]["audio_image"],
+                                       vae.encode_audio_image(item["audio_image"][None])[0], rtol=1e-5, atol=1e-5)
+            assert cache[i]["source"] == item["source"] and cache[i]["class_id"] == i % 3
+            assert cache[i]["start_time"] == pytest.approx(0.25 * i) and cache[i]["index"] == i
+
+
+def test_resume_after_kill_equals_uninterrupted_run(vae, tmp_path):
+    data = ToyClips(9)
+    encoder = make_encoder(vae)
+    write_latent_cache(data, encoder, tmp_path / "full", CONFIG, shard_size=2, batch_size=2)
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_two(shard):
+        if shard == 1:
+            raise Killed
+
+    with pytest.raises(Killed):
+        write_latent_cache(data, encoder, tmp_path / "resumed", CONFIG, shard_size=2, batch_size=2,
+                           on_shard_written=kill_after_two)
+    out = tmp_path / "resumed"
+    assert not (out / INDEX_NAME).exists()
+    assert len(list(out.glob("shard-*.safetensors"))) == 2
+    # what a kill during a write leaves behind: a temporary file, and a truncated shard
+    (out / ".shard-00002.tmp999").write_bytes(b"partial")
+    last = out / "shard-00004-of-00005.safetensors"
+    last.write_bytes(b"\0" * 10)
+
+    stats = write_latent_cache(data, encoder, out, CONFIG, shard_size=2, batch_size=2)
+    assert stats.shards_skipped == 2 and stats.shards_written == 3 and stats.index_written
+    assert not list(out.glob(".shard-*"))
+    assert_same_items(read_all(out), read_all(tmp_path / "full"))
+
+
+def test_ranks_run_one_after_the_other_complete_the_index(vae, tmp_path):
+    data = ToyClips(7)
+    encoder = make_encoder(vae)
+    first = write_latent_cache(data, encoder, tmp_path / "r", CONFIG, shard_size=2, batch_size=2,
+                               rank=0, world_size=2)
+    assert first.shards_written == 2 and not first.index_written
+    with pytest.raises(DataError, match="shard-00001-of-00004"):
+        finalize_latent_cache(tmp_path / "r", CONFIG, num_items=7, shard_size=2)
+    with pytest.raises(DataError, match="no index.json"):
+        LatentCacheDataset(tmp_path / "r")
+    second = write_latent_cache(data, encoder, tmp_path / "r", CONFIG, shard_size=2, batch_size=2,
+                                rank=1, world_size=2)
+    assert second.shards_written == 2 and second.index_written
+    write_latent_cache(data, encoder, tmp_path / "one", CONFIG, shard_size=2, batch_size=2)
+    assert_same_items(read_all(tmp_path / "r"), read_all(tmp_path / "one"))
+
+
+def test_rank_from_environment(vae, tmp_path, monkeypatch):
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    stats = write_latent_cache(ToyClips(5), make_encoder(vae), tmp_path / "e", CONFIG, shard_size=1)
+    assert stats.shards_written == 2  # shards 1 and 4 of 0..4
+    assert sorted(p.name for p in (tmp_path / "e").glob("shard-*")) == [
+        "shard-00001-of-00005.safetensors", "shard-00004-of-00005.safetensors"]
+    monkeypatch.setenv("RANK", "3")
+    with pytest.raises(DataError, match="rank 3"):
+        write_latent_cache(ToyClips(5), make_encoder(vae), tmp_path / "e", CONFIG)
+
+
+def test_other_config_is_refused(vae, tmp_path):
+    write_latent_cache(ToyClips(3), make_encoder(vae), tmp_path / "c", CONFIG, shard_size=2)
+    with pytest.raises(DataError, match="another config"):
+        write_latent_cache(ToyClips(3), make_encoder(vae), tmp_path / "c", {**CONFIG, "vae": "other"})
+    with pytest.raises(DataError, match="was made with config"):
+        LatentCacheDataset(tmp_path / "c", expected_config_hash="0" * 16)
+
+
+def test_store_dtype_and_dataloader_workers(vae, tmp_path):
+    write_latent_cache(ToyClips(6), make_encoder(vae), tmp_path / "h", CONFIG, shard_size=4,
+                       store_dtype=torch.float16)
+    cache = LatentCacheDataset(tmp_path / "h")
+    assert cache[5]["frames"].dtype == torch.float16
+    seen = []
+    for batch in DataLoader(cache, batch_size=2, num_workers=2):
+        assert batch["audio_image"].shape == (2, 4, 4, 4)
+        seen += batch["index"].tolist()
+    assert sorted(seen) == list(range(6))
