@@ -21,6 +21,7 @@ from ..errors import MMLDMError
 # Modules under mmldm.cli that add commands, in --help order.
 COMMAND_MODULES = [
     "data",
+    "presets",
 ]
 
 

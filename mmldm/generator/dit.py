@@ -1,0 +1,461 @@
+"""AVDiT: the multi-modal diffusion transformer of MM-LDM (paper Sec. 3.2-3.3).
+
+One transformer denoises the audio and the video perceptual latents together.
+It only approximates a function ``(x_t, t, conditions) -> epsilon or velocity``;
+noising, losses, samplers and guidance live in :mod:`mmldm.diffusion`.
+
+Sequence (full self-attention over all of it, ``F.scaled_dot_product_attention``)::
+
+    [class token?][n_ctx prompt tokens][EOS_a][audio tokens][EOS_v][video tokens]
+     paper sizes:        77              1       64          1       256      = 399
+
+Each modality token = patch-embed(noisy latent)
+                    + fixed 2D sin-cos position embedding (per modality grid)
+                    + learnable modality embedding
+                    + ZERO-initialised patch-embed(condition latent)   (Sec. 3.3 "zero convolution":
+                      the clean audio for a2v, the clean video for v2a, zeros otherwise)
+                    + ZERO-initialised patch-embed(previous-clip latent) (continuation / long generation).
+
+Design choice for the previous clip: the authors' code feeds it as extra context
+tokens plus a side network into the first half of the blocks. We add it to the
+tokens of its own modality through a zero-initialised, bias-free projection,
+exactly like the cross-modal condition: same token count (no extra attention
+cost), and the model starts identical to one trained without it. The condition
+and previous-clip projections have no bias, so an absent input (``None``) is
+exactly the paper's null latent (zeros).
+
+The timestep (and the class, if any) conditions every block through adaLN-Zero
+(DiT, Peebles & Xie 2023): shift/scale/gate for attention and MLP from one
+zero-initialised linear, so every block starts as the identity. Each modality
+has its own zero-initialised final layer, so the network outputs zeros at init.
+
+Presets (:meth:`DiTConfig.preset`): ``tiny`` for CPU tests; ``S``, ``B``, ``L``
+match the paper's Table 4 (131M / 384M / 1543M parameters, counted at the
+paper's latent sizes with 77 context tokens); ``XL`` is the authors' default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from ..config import atomic_write_text, from_dict, to_dict
+from ..errors import ConfigError, WeightsError
+from .embeddings import ClassEmbedder, PatchEmbed, TimestepEmbedder, sincos_2d_position_embedding
+
+MODALITIES = ("audio", "video")
+
+
+# --------------------------------------------------------------------------- config and presets
+
+@dataclasses.dataclass
+class DiTConfig:
+    """Size and inputs of :class:`AVDiT`. Defaults are the authors' XL at the paper's latent sizes."""
+
+    depth: int = 28
+    width: int = 1152
+    num_heads: int = 16
+    mlp_ratio: float = 4.0
+    patch_size: int = 1
+    #: audio perceptual latent [C, H, W] (paper: 16 x 8 x 8 -> 64 tokens)
+    audio_channels: int = 16
+    audio_size: tuple[int, int] = (8, 8)
+    #: video perceptual latent [C, H, W] (paper: 16 x 16 x 16 -> 256 tokens)
+    video_channels: int = 16
+    video_size: tuple[int, int] = (16, 16)
+    #: learnable prompt tokens in front of the sequence (paper: 77)
+    n_ctx: int = 77
+    #: classes for class-conditional generation (0: none); index num_classes is the null class
+    num_classes: int = 0
+    #: width of external context tokens [B, n_ctx, context_dim] (e.g. 768 for CLIP-L text); 0: none
+    context_dim: int = 0
+    #: accept previous-clip latents (continuation / long generation)
+    previous_clip: bool = True
+    frequency_embedding_size: int = 256
+    #: recompute block activations in backward (training memory for compute)
+    gradient_checkpointing: bool = False
+
+    def __post_init__(self) -> None:
+        self.audio_size = tuple(self.audio_size)
+        self.video_size = tuple(self.video_size)
+        problems = []
+        if self.depth < 1 or self.width < 1 or self.num_heads < 1:
+            problems.append("depth, width and num_heads must be >= 1")
+        elif self.width % self.num_heads:
+            problems.append(f"width {self.width} is not divisible by num_heads {self.num_heads}")
+        if self.width % 4:
+            problems.append(f"width {self.width} must be a multiple of 4 (2D sin-cos position embedding)")
+        for name in ("audio_size", "video_size"):
+            size = getattr(self, name)
+            if len(size) != 2 or any(s % self.patch_size for s in size) or min(size) < 1:
+                problems.append(f"{name} {size} must be 2 positive multiples of patch_size {self.patch_size}")
+        if self.n_ctx < 0 or self.num_classes < 0 or self.context_dim < 0:
+            problems.append("n_ctx, num_classes and context_dim must be >= 0")
+        if self.context_dim and not self.n_ctx:
+            problems.append("context_dim needs n_ctx > 0 (context tokens are added to the prompt tokens)")
+        if problems:
+            raise ConfigError("DiT config: " + "; ".join(problems))
+
+    @property
+    def audio_tokens(self) -> int:
+        return (self.audio_size[0] // self.patch_size) * (self.audio_size[1] // self.patch_size)
+
+    @property
+    def video_tokens(self) -> int:
+        return (self.video_size[0] // self.patch_size) * (self.video_size[1] // self.patch_size)
+
+    @property
+    def context_tokens(self) -> int:
+        """Tokens before EOS_a: the class token (if classes) and the prompt."""
+        return self.n_ctx + (1 if self.num_classes else 0)
+
+    @property
+    def sequence_length(self) -> int:
+        return self.context_tokens + 1 + self.audio_tokens + 1 + self.video_tokens
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> "DiTConfig":
+        """A named size (``tiny``, ``S``, ``B``, ``L``, ``XL``), with field overrides."""
+        if name not in DIT_PRESETS:
+            raise ConfigError(f"unknown DiT preset '{name}' (choose one of {', '.join(DIT_PRESETS)})")
+        return from_dict(cls, {**DIT_PRESETS[name], **overrides}, prefix="dit.")
+
+
+#: Sizes. S/B/L: Table 4 gives only parameter counts and GFLOPs; these depth/width/heads
+#: reproduce both (params within 1%; the GFLOPs equal the multiply-adds of the linear
+#: layers, see ``mmldm presets``), with head dim 64. XL: the authors' configuration.
+DIT_PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(depth=4, width=128, num_heads=4, n_ctx=4, audio_channels=4, audio_size=(4, 4),
+                 video_channels=4, video_size=(8, 8)),
+    "S": dict(depth=12, width=768, num_heads=12),
+    "B": dict(depth=20, width=1024, num_heads=16),
+    "L": dict(depth=36, width=1536, num_heads=24),
+    "XL": dict(depth=28, width=1152, num_heads=16),
+}
+
+#: The paper's Table 4 (AudioSet scaling study): parameters and GFLOPs per forward.
+PAPER_TABLE4: dict[str, dict[str, float]] = {
+    "S": {"params": 131e6, "gflops": 34.0},
+    "B": {"params": 384e6, "gflops": 101.0},
+    "L": {"params": 1543e6, "gflops": 407.0},
+}
+
+
+# --------------------------------------------------------------------------- blocks
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """adaLN modulation ``x * (1 + scale) + shift``; x ``[B, N, D]``, shift/scale ``[B, D]``."""
+    return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention over the whole sequence (no mask)."""
+
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """:param x: ``[B, N, D]``. :return: ``[B, N, D]``."""
+        q, k, v = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.num_heads)
+        out = F.scaled_dot_product_attention(q, k, v)  # [B, h, N, D/h]
+        return self.proj(rearrange(out, "b h n d -> b n (h d)"))  # [B, N, D]
+
+
+class MLP(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+
+
+class AdaLNZeroBlock(nn.Module):
+    """Transformer block with adaLN-Zero conditioning (DiT Sec. 3.2); identity at init."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.attn = SelfAttention(dim, num_heads)
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.mlp = MLP(dim, int(dim * mlp_ratio))
+        self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """:param x: tokens ``[B, N, D]``. :param c: conditioning ``[B, D]``. :return: ``[B, N, D]``."""
+        shift_attn, scale_attn, gate_attn, shift_mlp, scale_mlp, gate_mlp = self.modulation(c).chunk(6, dim=1)
+        x = x + gate_attn.unsqueeze(1) * self.attn(modulate(self.norm1(x), shift_attn, scale_attn))  # [B, N, D]
+        x = x + gate_mlp.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))  # [B, N, D]
+        return x
+
+
+class FinalLayer(nn.Module):
+    """adaLN-modulated LayerNorm + linear to ``p * p * C`` values per token, then unpatchify."""
+
+    def __init__(self, dim: int, patch_size: int, out_channels: int, grid: tuple[int, int]):
+        super().__init__()
+        self.patch_size = patch_size
+        self.grid = grid
+        self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
+        self.linear = nn.Linear(dim, patch_size * patch_size * out_channels)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """:param x: ``[B, N, D]`` with N = gh * gw. :param c: ``[B, D]``. :return: ``[B, C, gh*p, gw*p]``."""
+        shift, scale = self.modulation(c).chunk(2, dim=1)
+        x = self.linear(modulate(self.norm(x), shift, scale))  # [B, N, p*p*C]
+        return rearrange(x, "b (h w) (p q c) -> b c (h p) (w q)", h=self.grid[0], w=self.grid[1],
+                         p=self.patch_size, q=self.patch_size)
+
+
+# --------------------------------------------------------------------------- the network
+
+class AVDiT(nn.Module):
+    """Joint audio-video denoiser over perceptual latents (see the module docstring)."""
+
+    def __init__(self, cfg: DiTConfig):
+        super().__init__()
+        self.cfg = cfg
+        d, p = cfg.width, cfg.patch_size
+        self.audio_grid = (cfg.audio_size[0] // p, cfg.audio_size[1] // p)
+        self.video_grid = (cfg.video_size[0] // p, cfg.video_size[1] // p)
+
+        self.time_embed = TimestepEmbedder(d, cfg.frequency_embedding_size)
+        self.class_embed = ClassEmbedder(cfg.num_classes, d) if cfg.num_classes else None
+        self.prompt = nn.Parameter(torch.empty(cfg.n_ctx, d))  # learnable context tokens
+        self.context_proj = nn.Linear(cfg.context_dim, d) if cfg.context_dim else None
+        self.eos = nn.ParameterDict({m: nn.Parameter(torch.empty(d)) for m in MODALITIES})
+        self.modality_embed = nn.ParameterDict({m: nn.Parameter(torch.empty(d)) for m in MODALITIES})
+
+        channels = {"audio": cfg.audio_channels, "video": cfg.video_channels}
+        grids = {"audio": self.audio_grid, "video": self.video_grid}
+        self.patch_embed = nn.ModuleDict({m: PatchEmbed(channels[m], d, p) for m in MODALITIES})
+        # cross-modal condition (Sec. 3.3) and previous clip: bias-free, zero-initialised
+        self.cond_embed = nn.ModuleDict({m: PatchEmbed(channels[m], d, p, bias=False) for m in MODALITIES})
+        self.prev_embed = (nn.ModuleDict({m: PatchEmbed(channels[m], d, p, bias=False) for m in MODALITIES})
+                           if cfg.previous_clip else None)
+        for m in MODALITIES:  # fixed, rebuilt from the config (not saved)
+            self.register_buffer(f"pos_embed_{m}", sincos_2d_position_embedding(d, *grids[m]), persistent=False)
+
+        self.blocks = nn.ModuleList(AdaLNZeroBlock(d, cfg.num_heads, cfg.mlp_ratio) for _ in range(cfg.depth))
+        self.final = nn.ModuleDict({m: FinalLayer(d, p, channels[m], grids[m]) for m in MODALITIES})
+        self.initialize_weights()
+
+    def initialize_weights(self) -> None:
+        """DiT's initialisation, with every zero-init named.
+
+        Zero-initialised (the network starts as "output 0, conditions ignored"):
+        * ``blocks[i].modulation[-1]``: adaLN-Zero, so every block is the identity;
+        * ``final[m].modulation[-1]`` and ``final[m].linear``: outputs are zero;
+        * ``cond_embed[m]``: the paper's zero convolution for the cross-modal condition;
+        * ``prev_embed[m]``: the previous-clip path.
+        """
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        for embed in self.patch_embed.values():  # like nn.Linear, on the flattened kernel
+            nn.init.xavier_uniform_(embed.proj.weight.view(embed.proj.weight.shape[0], -1))
+            nn.init.zeros_(embed.proj.bias)
+        nn.init.normal_(self.time_embed.mlp.linear_1.weight, std=0.02)
+        nn.init.normal_(self.time_embed.mlp.linear_2.weight, std=0.02)
+        if self.class_embed is not None:
+            nn.init.normal_(self.class_embed.table.weight, std=0.02)
+        for param in [self.prompt, *self.eos.values(), *self.modality_embed.values()]:
+            nn.init.normal_(param, std=0.02)
+
+        for block in self.blocks:
+            nn.init.zeros_(block.modulation[-1].weight)
+            nn.init.zeros_(block.modulation[-1].bias)
+        for final in self.final.values():
+            nn.init.zeros_(final.modulation[-1].weight)
+            nn.init.zeros_(final.modulation[-1].bias)
+            nn.init.zeros_(final.linear.weight)
+            nn.init.zeros_(final.linear.bias)
+        zero_paths = [*self.cond_embed.values(), *(self.prev_embed.values() if self.prev_embed else [])]
+        for embed in zero_paths:
+            nn.init.zeros_(embed.proj.weight)
+
+    @property
+    def null_class(self) -> int | None:
+        """The label meaning "no class" (for condition dropout), or None without classes."""
+        return None if self.class_embed is None else self.class_embed.null_class
+
+    def _modality_tokens(self, m: str, x: torch.Tensor, cond: torch.Tensor | None,
+                         prev: torch.Tensor | None) -> torch.Tensor:
+        """Tokens ``[B, N_m, D]`` of one modality (noisy latent + position + modality + conditions)."""
+        pos = getattr(self, f"pos_embed_{m}")
+        tokens = self.patch_embed[m](x) + pos.to(x.dtype) + self.modality_embed[m]  # [B, N_m, D]
+        if cond is not None:
+            tokens = tokens + self.cond_embed[m](cond)  # [B, N_m, D]
+        if prev is not None:
+            tokens = tokens + self.prev_embed[m](prev)  # [B, N_m, D]
+        return tokens
+
+    def forward(self, x: dict[str, torch.Tensor], t: torch.Tensor,
+                audio_cond: torch.Tensor | None = None, video_cond: torch.Tensor | None = None,
+                prev_audio: torch.Tensor | None = None, prev_video: torch.Tensor | None = None,
+                class_labels: torch.Tensor | None = None,
+                context: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Predict the noise (or velocity) of both modalities.
+
+        Shapes:
+            x: ``{"audio": [B, Ca, Ha, Wa], "video": [B, Cv, Hv, Wv]}`` noisy latents.
+            t: ``[B]`` network timestep (``objective.model_timestep``, 0..1000).
+            audio_cond / prev_audio: ``[B, Ca, Ha, Wa]`` or None (= zeros, the null latent).
+            video_cond / prev_video: ``[B, Cv, Hv, Wv]`` or None.
+            class_labels: ``[B]`` int64 in [0, num_classes] (num_classes = null) or None (= null).
+            context: ``[B, n_ctx, context_dim]`` external context tokens or None.
+        Returns:
+            ``{"audio": [B, Ca, Ha, Wa], "video": [B, Cv, Hv, Wv]}``.
+        """
+        cfg = self.cfg
+        self._check_inputs(x, t, audio_cond, video_cond, prev_audio, prev_video, class_labels, context)
+        audio, video = x["audio"], x["video"]
+        batch = audio.shape[0]
+        if t.ndim == 0:
+            t = t.expand(batch)
+
+        c = self.time_embed(t)  # [B, D]
+        class_token = None
+        if self.class_embed is not None:
+            if class_labels is None:
+                class_labels = torch.full((batch,), self.class_embed.null_class, dtype=torch.long,
+                                          device=audio.device)
+            class_vec = self.class_embed(class_labels)  # [B, D]
+            c = c + class_vec  # [B, D]
+            class_token = class_vec.unsqueeze(1)  # [B, 1, D]
+
+        audio_tokens = self._modality_tokens("audio", audio, audio_cond, prev_audio)  # [B, Na, D]
+        video_tokens = self._modality_tokens("video", video, video_cond, prev_video)  # [B, Nv, D]
+        prompt = self.prompt.unsqueeze(0).expand(batch, -1, -1)  # [B, n_ctx, D]
+        if context is not None:
+            prompt = prompt + self.context_proj(context)  # [B, n_ctx, D]
+        eos_a = self.eos["audio"].expand(batch, 1, -1)  # [B, 1, D]
+        eos_v = self.eos["video"].expand(batch, 1, -1)  # [B, 1, D]
+        parts = [prompt, eos_a, audio_tokens, eos_v, video_tokens]
+        if class_token is not None:
+            parts.insert(0, class_token)
+        tokens = torch.cat([part.to(audio_tokens.dtype) for part in parts], dim=1)  # [B, N, D]
+
+        for block in self.blocks:
+            if cfg.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                tokens = checkpoint(block, tokens, c, use_reentrant=False)  # [B, N, D]
+            else:
+                tokens = block(tokens, c)  # [B, N, D]
+
+        start = cfg.context_tokens + 1
+        audio_out = tokens[:, start:start + cfg.audio_tokens]  # [B, Na, D]
+        video_out = tokens[:, -cfg.video_tokens:]  # [B, Nv, D]
+        return {"audio": self.final["audio"](audio_out, c),  # [B, Ca, Ha, Wa]
+                "video": self.final["video"](video_out, c)}  # [B, Cv, Hv, Wv]
+
+    def _check_inputs(self, x, t, audio_cond, video_cond, prev_audio, prev_video, class_labels, context) -> None:
+        cfg = self.cfg
+        if not isinstance(x, dict) or set(x) != set(MODALITIES):
+            got = sorted(x) if isinstance(x, dict) else type(x).__name__
+            raise ConfigError(f"AVDiT input must be a dict with keys audio and video, got {got}")
+        expected = {"audio": (cfg.audio_channels, *cfg.audio_size), "video": (cfg.video_channels, *cfg.video_size)}
+        batch = x["audio"].shape[0]
+        named = {"x['audio']": ("audio", x["audio"]), "x['video']": ("video", x["video"]),
+                 "audio_cond": ("audio", audio_cond), "video_cond": ("video", video_cond),
+                 "prev_audio": ("audio", prev_audio), "prev_video": ("video", prev_video)}
+        for name, (m, value) in named.items():
+            if value is None:
+                continue
+            if value.ndim != 4 or tuple(value.shape[1:]) != expected[m] or value.shape[0] != batch:
+                raise ConfigError(f"AVDiT {name}: expected shape [{batch}, {', '.join(map(str, expected[m]))}], "
+                                  f"got {list(value.shape)}")
+        if (prev_audio is not None or prev_video is not None) and self.prev_embed is None:
+            raise ConfigError("AVDiT was built with previous_clip=false but got previous-clip latents")
+        if t.ndim > 1 or (t.ndim == 1 and t.shape[0] != batch):
+            raise ConfigError(f"AVDiT timestep: expected shape [{batch}], got {list(t.shape)}")
+        if class_labels is not None:
+            if self.class_embed is None:
+                raise ConfigError("AVDiT was built with num_classes=0 but got class labels")
+            if class_labels.shape != (batch,):
+                raise ConfigError(f"AVDiT class_labels: expected shape [{batch}], got {list(class_labels.shape)}")
+        if context is not None:
+            if self.context_proj is None:
+                raise ConfigError("AVDiT was built with context_dim=0 but got context tokens")
+            if tuple(context.shape) != (batch, cfg.n_ctx, cfg.context_dim):
+                raise ConfigError(f"AVDiT context: expected shape [{batch}, {cfg.n_ctx}, {cfg.context_dim}], "
+                                  f"got {list(context.shape)}")
+
+    # ----------------------------------------------------------------------- save / load
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` to ``directory``."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(directory / "config.json", json.dumps(to_dict(self.cfg), indent=2))
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        save_file(state, str(directory / "model.safetensors"))
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, weights_name: str = "model.safetensors") -> "AVDiT":
+        """Rebuild from ``config.json`` and load ``weights_name`` (safetensors) from ``directory``."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        config_path, weights_path = directory / "config.json", directory / weights_name
+        if not config_path.is_file():
+            raise WeightsError(config_path, "AVDiT config", "missing: a model folder needs config.json "
+                               "(written by save_pretrained)")
+        if not weights_path.is_file():
+            raise WeightsError(weights_path, "AVDiT weights", f"missing: the folder needs {weights_name}")
+        try:
+            data = json.loads(config_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise WeightsError(config_path, "AVDiT config", f"not valid JSON ({exc.msg})") from None
+        model = cls(from_dict(DiTConfig, data, prefix="dit."))
+        try:
+            state = load_file(str(weights_path))
+        except (SafetensorError, OSError) as exc:
+            raise WeightsError(weights_path, "AVDiT weights", f"not a readable safetensors file ({exc})") from None
+        load_state_checked(model, state, weights_path)
+        return model
+
+
+def load_state_checked(model: nn.Module, state: dict[str, torch.Tensor], path: str | Path) -> None:
+    """``load_state_dict`` that reports missing/unexpected/mis-shaped tensors as one-line WeightsErrors."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = [f"{k} {list(state[k].shape)} != {list(own[k].shape)}" for k in own
+             if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or wrong:
+        parts = []
+        for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
+            if items:
+                parts.append(f"{len(items)} {label} (e.g. {', '.join(items[:3])})")
+        raise WeightsError(path, "AVDiT weights", "do not fit the config: " + "; ".join(parts))
+    model.load_state_dict(state)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters (buffers excluded)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def build_on_meta(cfg: DiTConfig) -> AVDiT:
+    """An :class:`AVDiT` on the meta device: shapes only, no memory (for counting)."""
+    with torch.device("meta"):
+        return AVDiT(cfg)
