@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 from scipy.signal import resample_poly
 
 from ..errors import MediaError
@@ -208,11 +209,15 @@ class _Fit:
             scaled_w, scaled_h = max(scaled_w, size), max(scaled_h, size)
         return cls(scaled_w, scaled_h, size, size)
 
-    def apply(self, frame: av.VideoFrame) -> np.ndarray:
-        """Shapes: returns uint8 [out_h, out_w, 3]."""
+    def apply(self, frame: av.VideoFrame, reformatter: VideoReformatter) -> np.ndarray:
+        """Shapes: returns uint8 [out_h, out_w, 3].
+
+        ``reformatter`` is reused across frames: it keeps its scaler, which
+        ``frame.reformat`` would rebuild for every frame (about 25x slower on small frames).
+        """
         downscale = self.scaled_w < frame.width or self.scaled_h < frame.height
-        rgb = frame.reformat(
-            width=self.scaled_w, height=self.scaled_h, format="rgb24",
+        rgb = reformatter.reformat(
+            frame, width=self.scaled_w, height=self.scaled_h, format="rgb24",
             interpolation="AREA" if downscale else "BICUBIC",
         ).to_ndarray()
         if (self.scaled_w, self.scaled_h) == (self.out_w, self.out_h):
@@ -355,6 +360,7 @@ def _decode(
         if start > 1:  # seek a second early: key frames and interleaved audio both precede start
             target = int((origin + start - 1) / vstream.time_base)
             container.seek(target, stream=vstream, backward=True, any_frame=False)
+        reformatter = VideoReformatter()
         frames: list[np.ndarray] = []
         shown: av.VideoFrame | None = None  # the source frame on screen at the next target time
         shown_rgb: np.ndarray | None = None
@@ -371,7 +377,7 @@ def _decode(
                 if target >= limit - eps:
                     return False
                 if shown_rgb is None:
-                    shown_rgb = fit.apply(shown)
+                    shown_rgb = fit.apply(shown, reformatter)
                 frames.append(shown_rgb)
             return True
 
