@@ -13,3 +13,21 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 def _seed():
     torch.manual_seed(0)
     np.random.seed(0)
+
+
+@pytest.fixture(scope="session")
+def shapes_dir(tmp_path_factory):
+    """A small Sounding Shapes folder (9 mp4 clips, 3 per class, 64x64, 10 fps, 16 kHz), written once."""
+    from mmldm.data.sounding_shapes import ShapesConfig, write_dataset
+
+    out = tmp_path_factory.mktemp("sounding_shapes")
+    write_dataset(out, n=9, seed=0, cfg=ShapesConfig(size=64, sample_rate=16000))
+    return out
+
+
+@pytest.fixture(scope="session")
+def shapes_manifest(shapes_dir):
+    """The records of ``shapes_dir``'s manifest.jsonl (dicts; ``path`` made absolute)."""
+    from mmldm.data.sounding_shapes import read_manifest
+
+    return read_manifest(shapes_dir)

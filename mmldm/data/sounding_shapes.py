@@ -229,8 +229,11 @@ def _check_seed(seed: int, what: str) -> int:
     return int(seed)
 
 
-def synth_clip(cfg: ShapesConfig, seed: int, class_id: int | None = None) -> ShapesClip:
-    """Generate one clip deterministically from ``seed`` (class drawn from the seed unless given)."""
+def synth_truth(cfg: ShapesConfig, seed: int, class_id: int | None = None) -> dict[str, Any]:
+    """The ground truth of the clip made from ``seed``: class, r, per-frame centre and f0 (no pixels, no audio).
+
+    Keys: class_id, class_name, r, x [T], y [T], f0 [T] (Hz at frame instants), seed.
+    """
     seed = _check_seed(seed, "seed")
     if class_id is not None and class_id not in range(len(CLASSES)):
         raise DataError(f"Sounding Shapes: class id must be one of 0..{len(CLASSES) - 1}, got {class_id!r}")
@@ -247,7 +250,7 @@ def synth_clip(cfg: ShapesConfig, seed: int, class_id: int | None = None) -> Sha
     steps = np.arange(cfg.num_frames, dtype=np.float64)
     x = _bounce(x0 + speed * math.cos(direction) * steps, left, size - right)
     y = _bounce(y0 + speed * math.sin(direction) * steps, up, size - down)
-    truth = {
+    return {
         "class_id": cls.id,
         "class_name": cls.name,
         "r": float(r),
@@ -256,7 +259,13 @@ def synth_clip(cfg: ShapesConfig, seed: int, class_id: int | None = None) -> Sha
         "f0": [float(v) for v in law_f0(y, size)],
         "seed": seed,
     }
-    return ShapesClip(frames=render_frames(size, cls.id, r, x, y), audio=synth_audio(cfg, cls.id, y), truth=truth)
+
+
+def synth_clip(cfg: ShapesConfig, seed: int, class_id: int | None = None) -> ShapesClip:
+    """Generate one clip deterministically from ``seed`` (class drawn from the seed unless given)."""
+    truth = synth_truth(cfg, seed, class_id)
+    frames = render_frames(cfg.size, truth["class_id"], truth["r"], np.asarray(truth["x"]), np.asarray(truth["y"]))
+    return ShapesClip(frames=frames, audio=synth_audio(cfg, truth["class_id"], np.asarray(truth["y"])), truth=truth)
 
 
 def clip_seed(seed: int, index: int) -> int:

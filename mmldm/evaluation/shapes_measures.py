@@ -47,6 +47,7 @@ MIN_SPECK = 4
 F0_MIN_HZ = 180.0
 F0_MAX_HZ = 2000.0
 WINDOW_SECONDS = 0.064
+EDGE_TAPER_SECONDS = 0.010
 SILENCE_RMS = 1e-4
 # A subharmonic f/d at least this fraction of the peak's power means the peak was a harmonic.
 SUBHARMONIC_POWER = 0.25
@@ -185,22 +186,24 @@ def frame_spectra(audio: Any, sample_rate: int, fps: float = 10.0, num_frames: i
                   window_seconds: float = WINDOW_SECONDS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Power spectra of Hann windows centred on the frame instants t_i = i / fps.
 
-    Windows are clipped to the clip and zero-padded at its edges; the FFT is
+    Windows are clipped to the clip (zeros outside it) and, where they cross a
+    clip edge, also ramped linearly over EDGE_TAPER_SECONDS inside it, so that
+    an abrupt start or end splatters no energy across the spectrum. The FFT is
     zero-padded 8x for a fine frequency grid. Returns (power [T, F],
-    frequencies [F] in Hz, rms [T] of each windowed segment).
+    frequencies [F] in Hz, rms [T] of the clipped, unwindowed segments).
     """
     samples = _audio_mono(audio)
     num_frames = _num_frames(len(samples), sample_rate, fps, num_frames)
     length = max(8, round(window_seconds * sample_rate))
     nfft = 1 << int(math.ceil(math.log2(8 * length)))
-    padded = np.concatenate([np.zeros(length), samples, np.zeros(length)])
-    starts = np.round(np.arange(num_frames) * sample_rate / fps).astype(np.int64) - length // 2 + length
-    segments = np.zeros((num_frames, length))
-    for t, start in enumerate(starts):
-        chunk = padded[max(start, 0):start + length]
-        segments[t, :len(chunk)] = chunk
+    centres = np.round(np.arange(num_frames) * sample_rate / fps).astype(np.int64)
+    index = centres[:, None] - length // 2 + np.arange(length)[None, :]  # [T, L] sample of each window slot
+    inside = (index >= 0) & (index < len(samples))
+    segments = np.where(inside, samples[np.clip(index, 0, len(samples) - 1)], 0.0)  # [T, L]
+    taper = max(1, round(EDGE_TAPER_SECONDS * sample_rate))
+    edge_ramp = np.clip(np.minimum(index + 1, len(samples) - index) / taper, 0.0, 1.0)  # 0 outside the clip
     rms = np.sqrt(np.mean(segments**2, axis=1))
-    power = np.abs(np.fft.rfft(segments * np.hanning(length), n=nfft, axis=1)) ** 2
+    power = np.abs(np.fft.rfft(segments * edge_ramp * np.hanning(length), n=nfft, axis=1)) ** 2
     return power, np.fft.rfftfreq(nfft, 1.0 / sample_rate), rms
 
 
@@ -218,8 +221,10 @@ def _estimate_f0(power: np.ndarray, freqs: np.ndarray) -> float:
     The tones' fundamentals are their strongest partials (harmonic n has
     amplitude 1/n), so the peak is the fundamental; the guard still moves to
     f/2 or f/3 when that holds a strong partial (a weak-fundamental sound).
-    The refinement is the power-weighted mean of log f over [0.7 f, 1.3 f]:
-    for a glide whose log f is linear in time, it is log f at the window centre.
+    The refinement is the power-weighted mean frequency over [0.7 f, 1.3 f]: the
+    centre of a steady tone's (symmetric) main lobe, and for a glide the
+    Hann-weighted mean of its instantaneous frequency, i.e. close to f at the
+    window centre (the law's glides span at most +-0.11 octave per window).
     """
     search = (freqs >= F0_MIN_HZ) & (freqs <= F0_MAX_HZ)
     peak = np.flatnonzero(search)[np.argmax(power[search])]
@@ -233,7 +238,7 @@ def _estimate_f0(power: np.ndarray, freqs: np.ndarray) -> float:
                 break
     band = (freqs >= 0.7 * peak_freq) & (freqs <= 1.3 * peak_freq)
     weights = power[band]
-    return float(np.exp(np.sum(weights * np.log(freqs[band])) / np.sum(weights)))
+    return float(np.sum(weights * freqs[band]) / np.sum(weights))
 
 
 def f0_per_frame(audio: Any, sample_rate: int, fps: float = 10.0, num_frames: int | None = None) -> np.ndarray:
