@@ -1,0 +1,381 @@
+"""The hierarchical multi-modal autoencoder (paper Sec. 3.1): encode, losses, decode.
+
+    model = HierarchicalAVAutoencoder(tiny_config())
+    video_post, audio_post = model.encode(video_latents, audio_latent)   # perceptual latents
+    losses = model.training_losses(video_latents, audio_latent, labels, vae=vae,
+                                   discriminator=disc, step=step, generator=g)
+    frames, audio_image = model.reconstruct(vae, video_post.mode(), audio_post.mode(), generator=g)
+    model.save_pretrained("run/autoencoder"); HierarchicalAVAutoencoder.from_pretrained("run/autoencoder")
+
+Everything works on KL-VAE latents (already multiplied by the VAE's scaling
+factor): ``video_latents`` [B, T, C, s, s] for the T frames of a clip and
+``audio_latent`` [B, C, s, s] for its audio image. The frozen VAE is passed in
+where pixels are needed (the adversarial loss and :meth:`reconstruct`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange, repeat
+from safetensors.torch import load_model, save_model
+from torch import nn
+from torch.func import functional_call
+
+from ..config import atomic_write_text, from_dict, to_dict
+from ..diffusion.objectives import EpsilonObjective
+from ..diffusion.samplers import sample
+from ..errors import ConfigError, DataError, MMLDMError, WeightsError
+from .audio_encoder import AudioEncoder
+from .blocks import DiagonalGaussian
+from .config import AutoencoderConfig
+from .discriminator import AVDiscriminator, hinge_discriminator_loss, hinge_generator_loss
+from .semantic import ClassificationHead, ContrastiveHead, Projector
+from .signal_decoder import DecoderCondition, SignalDecoder, unet_architecture
+from .video_encoder import VideoEncoder
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+def _rand(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device,
+          normal: bool = True) -> torch.Tensor:
+    """Random numbers drawn on the generator's device (so a CPU generator drives GPU runs)."""
+    where = generator.device if generator is not None else device
+    draw = torch.randn if normal else torch.rand
+    return draw(shape, generator=generator, device=where).to(device)
+
+
+@dataclass
+class SemanticFeatures:
+    """Semantic tokens ``[B, N, D]`` of each modality and class logits ``[B, K]`` (None without labels)."""
+
+    video: torch.Tensor
+    audio: torch.Tensor
+    class_logits: torch.Tensor | None
+
+
+class HierarchicalAVAutoencoder(nn.Module):
+    """Video and audio encoders, projectors, semantic heads and the shared signal decoder."""
+
+    def __init__(self, cfg: AutoencoderConfig):
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        self.video_encoder = VideoEncoder(cfg.video_encoder, cfg.vae_latent_channels, cfg.vae_latent_size)
+        self.audio_encoder = AudioEncoder(cfg.audio_encoder, cfg.vae_latent_channels, cfg.vae_latent_size)
+        self.video_projector = Projector(cfg.semantic, cfg.video_encoder.latent_channels, cfg.video_latent_size)
+        self.audio_projector = Projector(cfg.semantic, cfg.audio_encoder.latent_channels, cfg.audio_latent_size)
+        self.classifier = (ClassificationHead(cfg.semantic.dim, cfg.semantic.num_classes)
+                           if cfg.semantic.num_classes > 0 else None)
+        self.contrastive = ContrastiveHead(cfg.semantic)
+        self.decoder = SignalDecoder(cfg)
+        self.objective = EpsilonObjective(cfg.num_train_timesteps, cfg.beta_start, cfg.beta_end)
+
+    def build_discriminator(self) -> AVDiscriminator:
+        """A fresh discriminator of this model's config (trained beside it, not saved with it)."""
+        return AVDiscriminator(self.cfg.discriminator)
+
+    # ------------------------------------------------------------------ encoding
+
+    def _check_latents(self, video_latents: torch.Tensor | None, audio_latent: torch.Tensor | None) -> None:
+        c, s, t = self.cfg.vae_latent_channels, self.cfg.vae_latent_size, self.cfg.num_frames
+        if video_latents is not None and tuple(video_latents.shape[1:]) != (t, c, s, s):
+            raise DataError(f"autoencoder: video latents must be [B, {t}, {c}, {s}, {s}], "
+                            f"got {tuple(video_latents.shape)}")
+        if audio_latent is not None and tuple(audio_latent.shape[1:]) != (c, s, s):
+            raise DataError(f"autoencoder: audio latent must be [B, {c}, {s}, {s}], got {tuple(audio_latent.shape)}")
+
+    def encode_video(self, video_latents: torch.Tensor) -> DiagonalGaussian:
+        """Posterior of the video perceptual latent. [B, T, C, s, s] -> over [B, Z_v, p_v, p_v]."""
+        self._check_latents(video_latents, None)
+        return self.video_encoder(video_latents[:, self.cfg.video_encoder.key_frames])
+
+    def encode_audio(self, audio_latent: torch.Tensor) -> DiagonalGaussian:
+        """Posterior of the audio perceptual latent. [B, C, s, s] -> over [B, Z_a, p_a, p_a]."""
+        self._check_latents(None, audio_latent)
+        return self.audio_encoder(audio_latent)
+
+    def encode(self, video_latents: torch.Tensor,
+               audio_latent: torch.Tensor) -> tuple[DiagonalGaussian, DiagonalGaussian]:
+        """(video posterior, audio posterior); downstream code uses their ``mode()``."""
+        return self.encode_video(video_latents), self.encode_audio(audio_latent)
+
+    def semantic(self, video_z: torch.Tensor, audio_z: torch.Tensor) -> SemanticFeatures:
+        """Semantic tokens of DETACHED perceptual latents (upstream: training diverges otherwise)."""
+        video = self.video_projector(video_z.detach())
+        audio = self.audio_projector(audio_z.detach())
+        logits = self.classifier(video, audio) if self.classifier is not None else None
+        return SemanticFeatures(video, audio, logits)
+
+    def _class_ids(self, semantic: SemanticFeatures, labels: torch.Tensor | None) -> torch.Tensor:
+        """Class token ids: the true class if given, else the predicted one, else 0 (no-label mode)."""
+        if self.classifier is None:
+            return torch.zeros(semantic.video.shape[0], dtype=torch.long, device=semantic.video.device)
+        if labels is not None:
+            return labels.long()
+        return semantic.class_logits.argmax(dim=-1)
+
+    def _conditions(self, video_z: torch.Tensor, audio_z: torch.Tensor, semantic: SemanticFeatures,
+                    class_ids: torch.Tensor, frame_index: torch.Tensor, video_drop: torch.Tensor,
+                    audio_drop: torch.Tensor) -> tuple[DecoderCondition, DecoderCondition]:
+        """Decoder conditions of the video items (clip b, frame frame_index[b, k]) and audio items.
+
+        Shapes: ``frame_index`` [B, K] long; drops [B] bool -> conditions of B*K and B items.
+        """
+        k = frame_index.shape[1]
+        per_frame = lambda x: repeat(x, "b ... -> (b k) ...", k=k)  # noqa: E731
+        frame_pos = rearrange(frame_index, "b k -> (b k)").float() / self.cfg.num_frames
+        video = self.decoder.condition("video", per_frame(video_z), per_frame(semantic.audio),
+                                       per_frame(class_ids), per_frame(video_drop), frame_pos)
+        audio = self.decoder.condition("audio", audio_z, semantic.video, class_ids, audio_drop)
+        return video, audio
+
+    # ------------------------------------------------------------------ training
+
+    def training_losses(self, video_latents: torch.Tensor, audio_latent: torch.Tensor,
+                        labels: torch.Tensor | None = None, *, vae: nn.Module | None = None,
+                        discriminator: AVDiscriminator | None = None, video: torch.Tensor | None = None,
+                        audio_image: torch.Tensor | None = None, step: int = 0,
+                        generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """All stage-1 losses of a batch, paper Eq. (3).
+
+        Shapes: ``video_latents`` [B, T, C, s, s], ``audio_latent`` [B, C, s, s], ``labels`` [B]
+        (needed when num_classes > 0), optional real pixels ``video`` [B, T, 3, H, W] and
+        ``audio_image`` [B, 3, H, W] for the discriminator (else the VAE decodes the real latents).
+
+        Returns ``"loss/model"`` (the autoencoder's total), ``"loss/discriminator"`` (when a
+        discriminator is given; zero before the adversarial warm-up ends) and logged parts.
+        """
+        cfg = self.cfg
+        self._check_latents(video_latents, audio_latent)
+        device, b = video_latents.device, video_latents.shape[0]
+        if self.classifier is not None and labels is None:
+            raise DataError("autoencoder: the batch has no class labels but semantic.num_classes > 0 "
+                            "(set semantic.num_classes: 0 for unlabelled data)")
+        video_post, audio_post = self.encode(video_latents, audio_latent)
+        video_z, audio_z = video_post.sample(generator), audio_post.sample(generator)
+        semantic = self.semantic(video_post.mode(), audio_post.mode())
+        class_ids = self._class_ids(semantic, labels)
+
+        # 2 random distinct target frames per clip, in time order (paper: frame index i/T given)
+        k = cfg.decoder.target_frames
+        frame_index = _rand((b, cfg.num_frames), generator, device, normal=False).argsort(dim=1)[:, :k]
+        frame_index = frame_index.sort(dim=1).values  # [B, K]
+        targets = video_latents[torch.arange(b, device=device)[:, None], frame_index]  # [B, K, C, s, s]
+        p_drop = cfg.decoder.condition_dropout
+        video_drop = _rand((b,), generator, device, normal=False) < p_drop
+        audio_drop = _rand((b,), generator, device, normal=False) < p_drop
+        video_cond, audio_cond = self._conditions(video_z, audio_z, semantic, class_ids, frame_index,
+                                                  video_drop, audio_drop)
+
+        # epsilon loss on every item, independent timesteps (paper Eq. 3, L_mse)
+        x0 = torch.cat([rearrange(targets, "b k c h w -> (b k) c h w"), audio_latent])  # [B*K + B, C, s, s]
+        n_video = b * k
+        t = self.objective.sample_timesteps(x0.shape[0], generator, generator.device if generator else device)
+        t = t.to(device)
+        noise = _rand(tuple(x0.shape), generator, device).to(x0.dtype)
+        x_t = self.objective.add_noise(x0, noise, t)
+        eps = self.decoder(x_t, self.objective.model_timestep(t), DecoderCondition.cat([video_cond, audio_cond]))
+        mse = (eps.float() - noise.float()).pow(2).flatten(1).mean(dim=1)  # [B*K + B]
+        out = {"ae/mse_video": mse[:n_video].mean(), "ae/mse_audio": mse[n_video:].mean(),
+               "ae/kl_video": video_post.kl().mean(), "ae/kl_audio": audio_post.kl().mean()}
+        total = out["ae/mse_video"] + out["ae/mse_audio"] + cfg.loss.kl * (out["ae/kl_video"] + out["ae/kl_audio"])
+
+        if self.classifier is not None:
+            out["ae/classification"] = F.cross_entropy(semantic.class_logits.float(), labels.long())
+            out["ae/class_accuracy"] = (semantic.class_logits.argmax(-1) == labels).float().mean().detach()
+            total = total + cfg.loss.classification * out["ae/classification"]
+        out["ae/contrastive"] = self.contrastive(semantic.video, semantic.audio)
+        out["ae/logit_scale"] = self.contrastive.logit_scale().detach()
+        total = total + cfg.loss.contrastive * out["ae/contrastive"]
+
+        if discriminator is not None:
+            adversarial_on = cfg.ablation.adversarial_loss and step >= cfg.loss.adversarial_start_step
+            if adversarial_on:
+                if vae is None:
+                    raise ConfigError("autoencoder: the adversarial loss needs the KL-VAE to decode pixels")
+                x0_hat = self.objective.predict_x0(eps, x_t, t)
+                g_loss, d_loss = self._adversarial(x0_hat, n_video, targets, audio_latent, frame_index, vae,
+                                                   discriminator, video, audio_image)
+                out["ae/adversarial"] = g_loss
+                total = total + cfg.loss.adversarial * g_loss
+            else:
+                d_loss = sum(p.sum() * 0.0 for p in discriminator.parameters())
+            out["loss/discriminator"] = d_loss
+        out["loss/model"] = total
+        return out
+
+    def _adversarial(self, x0_hat: torch.Tensor, n_video: int, targets: torch.Tensor, audio_latent: torch.Tensor,
+                     frame_index: torch.Tensor, vae: nn.Module, discriminator: AVDiscriminator,
+                     video: torch.Tensor | None, audio_image: torch.Tensor | None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(generator loss, discriminator loss) of paper Eq. (2).
+
+        The one-step x0 estimates are decoded to pixels by the frozen VAE WITH gradients
+        (upstream decoded without them, so the adversarial loss never reached the decoder).
+        Fakes for the discriminator: all fake; fake audio with real frame a; fake audio with
+        real frame b; all fake with the frames swapped. The generator loss uses the all-fake
+        triplet and a parameter-detached copy of the discriminator, so it leaves the
+        discriminator's gradients untouched.
+        """
+        b, k = frame_index.shape
+        clips = self.cfg.loss.adversarial_clips or b
+        clips = min(clips, b)
+        fake_video = rearrange(x0_hat[:n_video], "(b k) c h w -> b k c h w", k=k)[:clips, :2]
+        fake_latents = torch.cat([rearrange(fake_video, "b k c h w -> (b k) c h w"), x0_hat[n_video:][:clips]])
+        fake_pixels = vae.decode_images(fake_latents)  # [clips*2 + clips, 3, H, W], with gradients
+        fake_frames = rearrange(fake_pixels[:clips * 2], "(b k) c h w -> b k c h w", k=2)
+        fake_audio = fake_pixels[clips * 2:]
+        with torch.no_grad():
+            if video is not None:
+                rows = torch.arange(clips, device=video.device)[:, None]
+                real_frames = video[:clips][rows, frame_index[:clips, :2].to(video.device)].to(fake_pixels.dtype)
+            else:
+                real = vae.decode_images(rearrange(targets[:clips, :2], "b k c h w -> (b k) c h w"))
+                real_frames = rearrange(real, "(b k) c h w -> b k c h w", k=2)
+            real_audio = (audio_image[:clips].to(fake_pixels.dtype) if audio_image is not None
+                          else vae.decode_images(audio_latent[:clips]))
+        fa, fb = fake_frames[:, 0].detach(), fake_frames[:, 1].detach()
+        ra, rb = real_frames[:, 0], real_frames[:, 1]
+        audio_d = fake_audio.detach()
+        d_real = discriminator(real_audio, ra, rb)
+        d_fakes = [discriminator(audio_d, fa, fb), discriminator(audio_d, ra, fb),
+                   discriminator(audio_d, fa, rb), discriminator(audio_d, fb, fa)]
+        d_loss = hinge_discriminator_loss(d_real, d_fakes)
+        frozen = {name: p.detach() for name, p in discriminator.named_parameters()}
+        g_logits = functional_call(discriminator, frozen, (fake_audio, fake_frames[:, 0], fake_frames[:, 1]))
+        return hinge_generator_loss(g_logits), d_loss
+
+    # ------------------------------------------------------------------ decoding
+
+    @torch.no_grad()
+    def decode(self, video_z: torch.Tensor, audio_z: torch.Tensor, frames: list[int] | None = None, *,
+               steps: int | None = None, video_guidance: float | None = None,
+               audio_guidance: float | None = None, eta: float | None = None,
+               class_ids: torch.Tensor | None = None, generator: torch.Generator | None = None,
+               chunk_size: int | None = None, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Perceptual latents -> KL-VAE latents of the frames and of the audio image.
+
+        DDIM (default ``sampling.steps``, eta 0) with per-modality classifier-free guidance,
+        ``chunk_size`` items (frames or audio images) per denoising run to bound memory.
+        The class token is the predicted class unless ``class_ids`` [B] is given.
+
+        Shapes: ``video_z`` [B, Z_v, p_v, p_v], ``audio_z`` [B, Z_a, p_a, p_a] ->
+        (``[B, len(frames), C, s, s]``, ``[B, C, s, s]``); ``frames`` defaults to all T frames.
+        """
+        cfg, s = self.cfg, self.cfg.sampling
+        steps = steps or s.steps
+        scales = {"video": s.video_guidance if video_guidance is None else video_guidance,
+                  "audio": s.audio_guidance if audio_guidance is None else audio_guidance}
+        eta = s.eta if eta is None else eta
+        chunk = chunk_size or s.chunk_size
+        frames = list(range(cfg.num_frames)) if frames is None else list(frames)
+        b, device = video_z.shape[0], video_z.device
+        semantic = self.semantic(video_z, audio_z)
+        class_ids = self._class_ids(semantic, class_ids)
+        frame_index = torch.tensor(frames, device=device).repeat(b, 1)  # [B, F]
+        keep = torch.zeros(b, dtype=torch.bool, device=device)
+        video_cond, audio_cond = self._conditions(video_z, audio_z, semantic, class_ids, frame_index, keep, keep)
+        drop = torch.ones(1, dtype=torch.bool, device=device)
+        null_context = {"video": self.decoder.context("video", semantic.audio[:1], class_ids[:1], drop),
+                        "audio": self.decoder.context("audio", semantic.video[:1], class_ids[:1], drop)}
+        c, side = cfg.vae_latent_channels, cfg.vae_latent_size
+        # all starting noise drawn up front, so the result does not depend on the chunk size
+        noise_video = _rand((b * len(frames), c, side, side), generator, device)
+        noise_audio = _rand((b, c, side, side), generator, device)
+        out = {}
+        for modality, cond, noise in (("video", video_cond, noise_video), ("audio", audio_cond, noise_audio)):
+            parts = []
+            for start in range(0, noise.shape[0], chunk):
+                part = slice(start, start + chunk)
+                parts.append(self._denoise_chunk(cond.select(part), null_context[modality], noise[part],
+                                                 scales[modality], steps, eta, generator, progress))
+            out[modality] = torch.cat(parts)
+        return rearrange(out["video"], "(b f) c h w -> b f c h w", b=b), out["audio"]
+
+    def _denoise_chunk(self, cond: DecoderCondition, null_context: torch.Tensor, noise: torch.Tensor,
+                       scale: float, steps: int, eta: float, generator: torch.Generator | None,
+                       progress: bool) -> torch.Tensor:
+        """DDIM on one chunk of items with classifier-free guidance, paper Eq. (9) applied per modality.
+
+        The conditional and null-context predictions run in one UNet call. (mmldm.diffusion.guidance
+        wraps dict latents sharing one batch; here the items of a chunk are one modality's plain
+        tensor, so the extrapolation is the single line below.)
+        """
+        n = noise.shape[0]
+        if scale != 1.0:
+            null = repeat(null_context[0], "l d -> n l d", n=n)
+            both = DecoderCondition.cat([cond, cond.with_context(null)])
+
+        def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            if scale == 1.0:
+                return self.decoder(x, t, cond)
+            eps_cond, eps_null = self.decoder(torch.cat([x, x]), torch.cat([t, t]), both).chunk(2)
+            return eps_null + scale * (eps_cond - eps_null)
+
+        return sample(denoise, noise, self.objective, sampler="ddim", steps=steps, eta=eta,
+                      generator=generator, progress=progress)
+
+    @torch.no_grad()
+    def reconstruct(self, vae: nn.Module, video_z: torch.Tensor, audio_z: torch.Tensor,
+                    frames: list[int] | None = None, **decode_kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """Perceptual latents -> pixels: (frames [B, F, 3, H, W], audio image [B, 3, H, W]) in [-1, 1].
+
+        The VAE decodes in its own chunks (``KLVAE.chunk_size``); the waveform is the
+        vocoder's job (the pipeline's).
+        """
+        video_latents, audio_latent = self.decode(video_z, audio_z, frames, **decode_kwargs)
+        b = video_latents.shape[0]
+        frames_px = vae.decode_images(rearrange(video_latents, "b f c h w -> (b f) c h w"))
+        frames_px = rearrange(frames_px, "(b f) c h w -> b f c h w", b=b)
+        return frames_px.clamp(-1, 1), vae.decode_images(audio_latent).clamp(-1, 1)
+
+    # ------------------------------------------------------------------ save / load
+
+    def resolved_config(self) -> AutoencoderConfig:
+        """The config that rebuilds this model without the pretrained UNet folder."""
+        data = to_dict(self.cfg)
+        data["decoder"]["unet"] = unet_architecture(self.decoder.unet)
+        data["decoder"]["pretrained_unet"] = None
+        return from_dict(AutoencoderConfig, data)
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` to ``directory`` (created if needed)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(directory / CONFIG_NAME, json.dumps(to_dict(self.resolved_config()), indent=2))
+        save_model(self, str(directory / WEIGHTS_NAME))
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, device: torch.device | str = "cpu") -> HierarchicalAVAutoencoder:
+        """Rebuild a model saved by :meth:`save_pretrained`."""
+        directory = Path(directory)
+        what = "multi-modal autoencoder"
+        config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+        for path in (config_path, weights_path):
+            if not path.is_file():
+                raise WeightsError(path, what, "missing; a saved autoencoder folder holds config.json and "
+                                               "model.safetensors")
+        try:
+            data = json.loads(config_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise WeightsError(config_path, what, f"config is not valid JSON ({exc.msg})") from None
+        try:
+            model = cls(from_dict(AutoencoderConfig, data))
+        except MMLDMError as exc:
+            raise WeightsError(config_path, what, str(exc)) from None
+        try:
+            missing, unexpected = load_model(model, str(weights_path), strict=False, device=str(device))
+        except Exception as exc:  # safetensors raises its own error types for corrupt files
+            raise WeightsError(weights_path, what, " ".join(str(exc).split())[:300]) from None
+        if missing or unexpected:
+            raise WeightsError(weights_path, what, f"weights do not fit the config (missing {sorted(missing)[:3]}, "
+                                                   f"unexpected {sorted(unexpected)[:3]})")
+        return model.to(device)
