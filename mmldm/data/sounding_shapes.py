@@ -88,7 +88,7 @@ class ShapesConfig:
         if self.sample_rate < MIN_SAMPLE_RATE:
             raise ConfigError(f"Sounding Shapes: sample rate must be at least {MIN_SAMPLE_RATE} Hz so the 3rd "
                               f"harmonic of 1760 Hz is below Nyquist, got {self.sample_rate}")
-        self.timing  # noqa: B018 - validates fps, num_frames and whole samples per frame
+        AVTiming(fps=self.fps, num_frames=self.num_frames, sample_rate=self.sample_rate)  # raises if invalid
 
     @property
     def timing(self) -> AVTiming:
@@ -281,7 +281,9 @@ def write_dataset(out: str | Path, n: int, seed: int, cfg: ShapesConfig | None =
     (one JSON object per clip: path relative to ``out``, index, ground truth,
     clip geometry and timing) is written atomically after all clips, so an
     interrupted run never leaves a manifest naming missing clips. The same
-    arguments always give the same manifest bytes. Returns the manifest path.
+    arguments always give the same manifest bytes. Files already in ``out``
+    are overwritten when they share a name and otherwise left alone (the
+    manifest names only this run's clips). Returns the manifest path.
     """
     from .media_io import write_av
 

@@ -241,14 +241,28 @@ def _estimate_f0(power: np.ndarray, freqs: np.ndarray) -> float:
     return float(np.sum(weights * freqs[band]) / np.sum(weights))
 
 
+def _pitch_and_harmonics(audio: Any, sample_rate: int, fps: float,
+                         num_frames: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """f0 [T] (NaN when silent) and 2nd/3rd-harmonic power ratios [T, 2] from one set of spectra."""
+    power, freqs, rms = frame_spectra(audio, sample_rate, fps, num_frames)
+    f0 = np.full(len(power), np.nan)
+    ratios = np.full((len(power), 2), np.nan)
+    for t, (p, level) in enumerate(zip(power, rms)):
+        if level < SILENCE_RMS:
+            continue
+        f0[t] = _estimate_f0(p, freqs)
+        if 3.5 * f0[t] < sample_rate / 2:
+            bands = [p[(freqs >= (n - 0.5) * f0[t]) & (freqs < (n + 0.5) * f0[t])].sum() for n in (1, 2, 3)]
+            ratios[t] = bands[1] / bands[0], bands[2] / bands[0]
+    return f0, ratios
+
+
 def f0_per_frame(audio: Any, sample_rate: int, fps: float = 10.0, num_frames: int | None = None) -> np.ndarray:
     """The audio's fundamental frequency at each frame instant, from a ~64 ms window: float64 [T] Hz.
 
     NaN where the window is silent. ``num_frames`` defaults to the whole frames the audio spans.
     """
-    power, freqs, rms = frame_spectra(audio, sample_rate, fps, num_frames)
-    return np.asarray([_estimate_f0(p, freqs) if level >= SILENCE_RMS else np.nan
-                       for p, level in zip(power, rms)])
+    return _pitch_and_harmonics(audio, sample_rate, fps, num_frames)[0]
 
 
 def harmonic_ratios(audio: Any, sample_rate: int, fps: float = 10.0,
@@ -258,23 +272,10 @@ def harmonic_ratios(audio: Any, sample_rate: int, fps: float = 10.0,
     Harmonic n's power is the spectrum summed over [(n - 1/2) f0, (n + 1/2) f0].
     NaN on silent frames and where 3.5 f0 reaches Nyquist.
     """
-    power, freqs, rms = frame_spectra(audio, sample_rate, fps, num_frames)
-    ratios = np.full((len(power), 2), np.nan)
-    for t, (p, level) in enumerate(zip(power, rms)):
-        if level < SILENCE_RMS:
-            continue
-        f0 = _estimate_f0(p, freqs)
-        if 3.5 * f0 >= sample_rate / 2:
-            continue
-        bands = [p[(freqs >= (n - 0.5) * f0) & (freqs < (n + 0.5) * f0)].sum() for n in (1, 2, 3)]
-        ratios[t] = bands[1] / bands[0], bands[2] / bands[0]
-    return ratios
+    return _pitch_and_harmonics(audio, sample_rate, fps, num_frames)[1]
 
 
-def audio_class(audio: Any, sample_rate: int, fps: float = 10.0, num_frames: int | None = None) -> int:
-    """Timbre class from the median harmonic ratios: sine (no 2nd, no 3rd), square (3rd, no 2nd),
-    saw (2nd and 3rd); -1 for silence or a spectrum matching none (2nd without 3rd)."""
-    ratios = harmonic_ratios(audio, sample_rate, fps, num_frames)
+def _timbre_class(ratios: np.ndarray) -> int:
     valid = ~np.isnan(ratios[:, 0])
     if not valid.any():
         return -1
@@ -282,6 +283,12 @@ def audio_class(audio: Any, sample_rate: int, fps: float = 10.0, num_frames: int
     by_harmonics = {(False, False): "sine", (False, True): "square", (True, True): "saw"}
     name = by_harmonics.get((bool(second), bool(third)))
     return -1 if name is None else next(cls.id for cls in CLASSES if cls.tone == name)
+
+
+def audio_class(audio: Any, sample_rate: int, fps: float = 10.0, num_frames: int | None = None) -> int:
+    """Timbre class from the median harmonic ratios over frames: sine (no 2nd, no 3rd), square
+    (3rd, no 2nd), saw (2nd and 3rd); -1 for silence or a spectrum matching none (2nd without 3rd)."""
+    return _timbre_class(harmonic_ratios(audio, sample_rate, fps, num_frames))
 
 
 # ---------------------------------------------------------------- clip measures
@@ -297,8 +304,8 @@ def video_features(frames: Any, threshold: float = OBJECT_THRESHOLD, min_area: i
 
 def audio_features(audio: Any, sample_rate: int, fps: float, num_frames: int) -> dict[str, Any]:
     """What the measures need from a sound: f0 per frame [T] and timbre class."""
-    return {"f0": f0_per_frame(audio, sample_rate, fps, num_frames),
-            "audio_class": audio_class(audio, sample_rate, fps, num_frames)}
+    f0, ratios = _pitch_and_harmonics(audio, sample_rate, fps, num_frames)
+    return {"f0": f0, "audio_class": _timbre_class(ratios)}
 
 
 def _semitone_errors(f0_audio: np.ndarray, y: np.ndarray, height: float) -> np.ndarray:
@@ -387,7 +394,8 @@ def _clip_paths(folder_or_files: str | Path | Sequence[str | Path]) -> list[Path
 
 
 def measure_folder(folder_or_files: str | Path | Sequence[str | Path], fps: float = 10.0,
-                   sample_rate: int = 16000, shuffled_baseline: bool = False) -> dict[str, Any]:
+                   sample_rate: int = 16000, shuffled_baseline: bool = False,
+                   progress: bool = False) -> dict[str, Any]:
     """Aggregate measures of mp4 clips (a folder, in manifest order if it has one, or a list of files).
 
     With ``shuffled_baseline`` the result also holds ``shuffled_pairs``: the same
@@ -396,8 +404,13 @@ def measure_folder(folder_or_files: str | Path | Sequence[str | Path], fps: floa
     """
     from ..data.media_io import read_av
 
+    paths = _clip_paths(folder_or_files)
+    if progress:
+        from tqdm import tqdm
+
+        paths = tqdm(paths, desc="Sounding Shapes measures", unit="clip")
     features = []
-    for path in _clip_paths(folder_or_files):
+    for path in paths:
         clip = read_av(path, fps=fps, sample_rate=sample_rate)
         video = video_features(clip.frames)
         features.append((video, audio_features(clip.audio, sample_rate, fps, len(video["y"]))))

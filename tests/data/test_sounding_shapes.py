@@ -45,6 +45,16 @@ def test_config_rejects_bad_values(kwargs):
         ShapesConfig(**kwargs)
 
 
+def test_config_loads_strictly_through_the_config_system():
+    from mmldm.config import from_dict
+
+    assert from_dict(ShapesConfig, {"size": 32, "sample_rate": 24000}) == ShapesConfig(size=32, sample_rate=24000)
+    with pytest.raises(ConfigError, match="size"):
+        from_dict(ShapesConfig, {"size": 8})
+    with pytest.raises(ConfigError, match="colour"):
+        from_dict(ShapesConfig, {"colour": 1})
+
+
 def test_clip_layout_and_amplitude():
     clip = synth_clip(CFG, seed=3)
     assert clip.frames.shape == (16, 64, 64, 3) and clip.frames.dtype == np.uint8
