@@ -84,7 +84,8 @@ def _audio_mono(audio: Any) -> np.ndarray:
     array = _as_numpy(audio)
     if array.ndim == 2 and array.shape[0] == 1:
         array = array[0]
-    if array.ndim != 1 or not np.issubdtype(array.dtype, np.floating) and not np.issubdtype(array.dtype, np.integer):
+    numeric = np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)
+    if array.ndim != 1 or not numeric:
         raise DataError(f"audio: expected mono samples [N], got shape {array.shape} dtype {array.dtype}")
     if array.size == 0:
         raise DataError("audio: no samples")
@@ -107,8 +108,8 @@ def _min_area(height: int, width: int, min_area: int | None) -> int:
     return max(MIN_SPECK, round(SPECK_FRACTION * height * width)) if min_area is None else min_area
 
 
-def _components(mask: np.ndarray, min_area: int) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Objects of each frame: (count [T], per frame the labelled pixels of the largest object or None)."""
+def _components(mask: np.ndarray, min_area: int) -> tuple[np.ndarray, list[np.ndarray | None]]:
+    """Objects of each frame: (count [T], per frame a bool [H, W] mask of the largest object, or None)."""
     eight_neighbours = np.ones((3, 3), dtype=bool)
     counts = np.zeros(mask.shape[0], dtype=np.int64)
     largest = []
@@ -121,12 +122,12 @@ def _components(mask: np.ndarray, min_area: int) -> tuple[np.ndarray, list[np.nd
     return counts, largest
 
 
-def _objects(rgb: np.ndarray, threshold: float, min_area: int | None) -> tuple[np.ndarray, list]:
+def _objects(rgb: np.ndarray, threshold: float, min_area: int | None) -> tuple[np.ndarray, list[np.ndarray | None]]:
     mask = _mask(rgb, threshold)
     return _components(mask, _min_area(*mask.shape[1:], min_area))
 
 
-def _centroids(largest: list) -> np.ndarray:
+def _centroids(largest: list[np.ndarray | None]) -> np.ndarray:
     centres = np.full((len(largest), 2), np.nan)
     for t, pixels in enumerate(largest):
         if pixels is not None:
@@ -135,7 +136,7 @@ def _centroids(largest: list) -> np.ndarray:
     return centres
 
 
-def _colour_class(rgb: np.ndarray, largest: list) -> int:
+def _colour_class(rgb: np.ndarray, largest: list[np.ndarray | None]) -> int:
     pixels = [rgb[t][px] for t, px in enumerate(largest) if px is not None]
     if not pixels:
         return -1
@@ -163,7 +164,8 @@ def object_centroids(frames: Any, threshold: float = OBJECT_THRESHOLD, min_area:
 
 
 def colour_class(frames: Any, threshold: float = OBJECT_THRESHOLD, min_area: int | None = None) -> int:
-    """Class whose colour is nearest the median colour of the objects' pixels over all frames; -1 if none."""
+    """Class whose colour is nearest the median colour of the pixels of each frame's largest object,
+    over all frames; -1 if no frame holds an object."""
     rgb = frames_to_rgb(frames)
     return _colour_class(rgb, _objects(rgb, threshold, min_area)[1])
 
@@ -216,7 +218,7 @@ def _band_max(power: np.ndarray, freqs: np.ndarray, centre: float, rel: float) -
 
 
 def _estimate_f0(power: np.ndarray, freqs: np.ndarray) -> float:
-    """f0 of one spectrum: strongest peak in range, octave guard, then log-frequency centroid.
+    """f0 of one spectrum: strongest peak in range, octave guard, then spectral centroid.
 
     The tones' fundamentals are their strongest partials (harmonic n has
     amplitude 1/n), so the peak is the fundamental; the guard still moves to
