@@ -22,6 +22,7 @@ from ..errors import MMLDMError
 COMMAND_MODULES = [
     "data",
     "presets",
+    "train",
 ]
 
 

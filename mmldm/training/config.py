@@ -127,7 +127,8 @@ class TrainConfig:
     #: max global gradient norm per group (0: no clipping)
     grad_clip: float = 1.0
     max_steps: int = 100_000
-    mixed_precision: Literal["no", "bf16", "fp16"] = "bf16"
+    #: "no", "bf16" or "fp16" (YAML reads a bare ``no`` as false, which means "no" too)
+    mixed_precision: Literal["no", "bf16", "fp16", False] = "bf16"
     #: "auto": CUDA when available, else CPU (gloo between processes)
     device: Literal["auto", "cpu"] = "auto"
     #: torch.use_deterministic_algorithms (bitwise reproducible resume, slower on GPU)
@@ -144,6 +145,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.grad_clip < 0:
             raise ValueError(f"grad_clip must be >= 0, got {self.grad_clip}")
+        if self.mixed_precision is False:
+            self.mixed_precision = "no"
         if self.num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
 

@@ -1,0 +1,58 @@
+"""Two real processes on CPU (gloo), launched with torchrun: DDP through the engine."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+HERE = Path(__file__).resolve().parent
+
+
+def test_two_processes_share_weights_split_data_and_log_global_mean(tmp_path: Path) -> None:
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE)}
+    proc = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc_per_node", "2", str(HERE / "ddp_worker.py"), str(tmp_path)],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    w0 = load_file(str(tmp_path / "weights_rank0.safetensors"))
+    w1 = load_file(str(tmp_path / "weights_rank1.safetensors"))
+    trained = [k for k in w0 if not k.startswith("initial.")]
+    assert {k.split(".")[0] for k in trained} == {"model", "critic"}
+    for key in trained:  # gradients were all-reduced: both processes hold the same weights
+        assert torch.equal(w0[key], w1[key]), key
+    # ... and they did train
+    assert not torch.equal(w0["model.0.weight"], w0["initial.0.weight"])
+    # rank 0 saved the same weights in the final checkpoint
+    saved = load_file(str(tmp_path / "checkpoints" / "step_000003" / "model_model.safetensors"))
+    for name, value in saved.items():
+        assert torch.equal(value, w0[f"model.{name}"])
+
+    # Each process saw its own shard: per micro-batch the index sets are disjoint.
+    orders = [(tmp_path / "data_order" / f"rank_{r}.txt").read_text().split("\n")[:-1] for r in (0, 1)]
+    assert len(orders[0]) == len(orders[1]) == 3 * 2  # 3 steps x 2 micro-batches
+    seen: set[int] = set()
+    for line0, line1 in zip(*orders):
+        step0, epoch0, batch0, idx0 = line0.split()
+        step1, epoch1, batch1, idx1 = line1.split()
+        assert (step0, epoch0, batch0) == (step1, epoch1, batch1)
+        a, b = set(map(int, idx0.split(","))), set(map(int, idx1.split(",")))
+        assert len(a) == len(b) == 4 and not a & b
+        assert not (a | b) & seen  # no item twice within the epoch
+        seen |= a | b
+
+    # The logged loss is the mean over processes and micro-batches of the local losses.
+    stats = [json.loads((tmp_path / f"losses_rank{r}.json").read_text()) for r in (0, 1)]
+    assert stats[0]["num_processes"] == 2
+    assert stats[0]["logged"] == stats[1]["logged"]
+    for step in range(3):
+        local = stats[0]["local"][str(step)] + stats[1]["local"][str(step)]
+        assert abs(stats[0]["logged"][str(step + 1)] - sum(local) / len(local)) < 1e-5
