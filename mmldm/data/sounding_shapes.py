@@ -291,6 +291,8 @@ def write_dataset(out: str | Path, n: int, seed: int, cfg: ShapesConfig | None =
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise DataError(f"Sounding Shapes: number of clips must be a positive integer, got {n!r}")
     seed = _check_seed(seed, "dataset seed")
+    if cfg.size % 2:
+        raise DataError(f"Sounding Shapes: mp4 (H.264 4:2:0) needs an even frame size, got {cfg.size}")
     out = Path(out)
     lines = []
     indices = range(int(n))

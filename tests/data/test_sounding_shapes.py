@@ -261,7 +261,8 @@ def test_cli_synth_writes_a_dataset(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args,message", [(["--n", "0"], "number of clips"), (["--size", "8"], "size"),
-                                          (["--seed", "-2"], "seed"), (["--sample-rate", "8000"], "sample rate")])
+                                          (["--seed", "-2"], "seed"), (["--sample-rate", "8000"], "sample rate"),
+                                          (["--size", "33"], "even frame size")])
 def test_cli_synth_bad_arguments(tmp_path, capsys, args, message):
     code = main(["data", "synth", "--out", str(tmp_path / "x"), *args])
     err = capsys.readouterr().err.strip()
