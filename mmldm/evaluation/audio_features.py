@@ -137,14 +137,15 @@ def random_vggish(seed: int) -> VGGish:
 
 def load_vggish(path: str | Path) -> VGGish:
     """Build VGGish and load the torchvggish state dict (``vggish-10086976.pth`` or .safetensors), strict."""
-    model = VGGish()
+    with torch.device("meta"):  # no initialisation: every tensor comes from the file
+        model = VGGish()
     state = load_state_dict_file(path, VGGISH_WHAT)
     try:
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as exc:
         detail = " ".join(str(exc).split())[:300]
         raise WeightsError(path, VGGISH_WHAT, f"state dict does not fit: {detail}") from exc
-    return model.eval()
+    return model.float().eval()
 
 
 @torch.inference_mode()

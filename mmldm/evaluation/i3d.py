@@ -156,16 +156,32 @@ class InceptionI3d(nn.Module):
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         if video.ndim != 5 or video.shape[1] != 3:
             raise ValueError(f"I3D expects [B, 3, T, H, W] video, got {tuple(video.shape)}")
-        x = video
-        for layer in self._trunk:
-            x = layer(x)  # [B, 1024, ceil(T/8), ceil(H/32), ceil(W/32)] after Mixed_5c
-        if x.shape[2] < 2 or x.shape[3] != 7 or x.shape[4] != 7:
+        t, h, w = trunk_output_size(*video.shape[2:])
+        if t < 2 or h != 7 or w != 7:
             raise ValueError(
-                f"I3D input {tuple(video.shape[2:])} (T, H, W) gives a {tuple(x.shape[2:])} map; "
+                f"I3D input {tuple(video.shape[2:])} (T, H, W) gives a {(t, h, w)} map; "
                 "the [2, 7, 7] logits pool needs T >= 9 and 193 <= H, W <= 224"
             )
+        x = video
+        for layer in self._trunk:
+            x = layer(x)  # [B, 1024, t, h, w] after Mixed_5c
         x = self.logits(self.avg_pool(x))  # [B, 400, T', 1, 1]; the port's dropout is off in eval
         return x.flatten(start_dim=3).squeeze(3).mean(dim=2)  # [B, 400]
+
+
+def trunk_output_size(frames: int, height: int, width: int) -> tuple[int, int, int]:
+    """(T, H, W) of the Mixed_5c map: "same" padding rounds every stride up.
+
+    Time is strided by Conv3d_1a, MaxPool3d_4a and MaxPool3d_5a; space by those
+    and the two 1x3x3 max pools.
+    """
+
+    def strided(size: int, times: int) -> int:
+        for _ in range(times):
+            size = -(-size // 2)
+        return size
+
+    return strided(frames, 3), strided(height, 5), strided(width, 5)
 
 
 def random_i3d(seed: int) -> InceptionI3d:
@@ -190,17 +206,18 @@ def random_i3d(seed: int) -> InceptionI3d:
 
 def load_i3d(path: str | Path) -> InceptionI3d:
     """Build the I3D and load ``i3d_pretrained_400.pt`` (or a .safetensors with the same keys), strict."""
-    model = InceptionI3d()
+    with torch.device("meta"):  # no initialisation: every tensor comes from the file
+        model = InceptionI3d()
     state = load_state_dict_file(path, I3D_WHAT)
     try:
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as exc:
         missing, unexpected = _key_mismatch(model, state)
         detail = " ".join(str(exc).split())[:300]
         raise WeightsError(
             path, I3D_WHAT, f"state dict does not fit (missing {missing}, unexpected {unexpected}): {detail}"
         ) from exc
-    return model.eval()
+    return model.float().eval()
 
 
 def _key_mismatch(model: nn.Module, state: dict) -> tuple[list[str], list[str]]:
