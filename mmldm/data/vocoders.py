@@ -94,8 +94,8 @@ class GriffinLim(nn.Module):
         nnls_iters: int = 100,
     ):
         super().__init__()
-        if n_iter < 1 or nnls_iters < 0:
-            raise ConfigError(f"griffin-lim: n_iter must be >= 1 and nnls_iters >= 0, got {n_iter}, {nnls_iters}")
+        if n_iter < 1 or nnls_iters < 1:
+            raise ConfigError(f"griffin-lim: n_iter and nnls_iters must be >= 1, got {n_iter}, {nnls_iters}")
         if not 0 <= momentum < 1:
             raise ConfigError(f"griffin-lim: momentum must be in [0, 1), got {momentum}")
         if init not in ("random", "zero"):

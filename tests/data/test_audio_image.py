@@ -1,0 +1,219 @@
+"""Audio config presets, the Slaney mel filterbank, log-mel and the paper's audio-image mapping."""
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from mmldm.data.audio_image import (
+    AudioConfig,
+    audio_image_to_waveform,
+    fit_to_clip,
+    hz_to_mel,
+    image_to_mel,
+    log_mel,
+    mel_filterbank,
+    mel_frequencies,
+    mel_to_hz,
+    mel_to_image,
+    waveform_to_audio_image,
+)
+from mmldm.data.vocoders import GriffinLim
+from mmldm.errors import ConfigError, DataError
+
+CFG16 = AudioConfig.preset("16k")
+CFG44 = AudioConfig.preset("paper-44k")
+LN_DB = math.log(10.0) / 20.0  # natural-log units per dB
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    """These tensors are small: one thread is as fast, and far faster on a busy shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tone(freq: float, cfg: AudioConfig, amplitude: float = 0.5) -> torch.Tensor:
+    t = torch.arange(cfg.clip_samples, dtype=torch.float64) / cfg.sample_rate
+    return (amplitude * torch.sin(2 * math.pi * freq * t)).float()
+
+
+# ------------------------------------------------------------------ config
+def test_16k_preset_matches_hifigan_settings_and_clip_lengths():
+    cfg = CFG16
+    assert (cfg.sample_rate, cfg.n_fft, cfg.hop, cfg.win, cfg.n_mels, cfg.fmin, cfg.fmax) == (16000, 1024, 256, 1024, 80, 0.0, 8000.0)
+    assert cfg.clip_samples == 25600  # 1.6 s * 16 kHz
+    assert cfg.mel_frames == 25600 // 256
+
+
+def test_paper_44k_preset_is_consistent_with_its_rate():
+    cfg = CFG44
+    assert cfg.sample_rate == 44100 and cfg.n_mels == 80
+    assert cfg.clip_samples == 70560  # the paper's 1.6 s clip
+    assert cfg.mel_frames == 70560 // cfg.hop
+    # same window and hop in seconds as HiFi-GAN's 22.05 kHz recipe (1024 / 256 at 22050 Hz)
+    assert cfg.win / cfg.sample_rate == pytest.approx(1024 / 22050)
+    assert cfg.hop / cfg.sample_rate == pytest.approx(256 / 22050)
+    assert cfg.fmax <= cfg.sample_rate / 2 and cfg.fmax > 8000  # keeps the band above 8 kHz
+
+
+def test_for_sample_rate_and_unknown_preset():
+    assert AudioConfig.for_sample_rate(16000) == CFG16
+    assert AudioConfig.for_sample_rate(44100) == CFG44
+    with pytest.raises(ConfigError, match="22050"):
+        AudioConfig.for_sample_rate(22050)
+    with pytest.raises(ConfigError, match="unknown audio preset 'cd'"):
+        AudioConfig.preset("cd")
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(win=2048), "win"),
+        (dict(hop=2048), "hop"),
+        (dict(hop=255), "even"),
+        (dict(fmax=9000.0), "fmax"),
+        (dict(fmin=8000.0), "fmin"),
+        (dict(n_mels=0), "n_mels"),
+        (dict(clip_seconds=1.00001), "whole number of samples"),
+        (dict(clip_seconds=0.01), "shorter than one STFT window"),
+        (dict(image_range_db=0.0), "image_range_db"),
+    ],
+)
+def test_bad_audio_config_is_one_line_config_error(change, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        dataclasses.replace(CFG16, **change)
+    assert "\n" not in str(info.value)
+
+
+# ------------------------------------------------------------------ mel scale and filterbank
+def test_slaney_mel_scale_documented_values():
+    # librosa's documented examples (htk=False): hz_to_mel(60) = 0.9, mel_to_hz(3) = 200
+    assert float(hz_to_mel(60.0)) == pytest.approx(0.9)
+    assert float(mel_to_hz(3.0)) == pytest.approx(200.0)
+    # linear below 1 kHz (15 mel), then 27 mel per factor 6.4
+    assert float(hz_to_mel(1000.0)) == pytest.approx(15.0)
+    assert float(hz_to_mel(6400.0)) == pytest.approx(42.0)
+    hz = np.array([0.0, 123.0, 999.0, 1000.0, 2500.0, 22050.0])
+    np.testing.assert_allclose(mel_to_hz(hz_to_mel(hz)), hz, rtol=1e-12, atol=1e-9)
+
+
+def test_filterbank_peaks_at_centres_and_covers_fmin_to_fmax():
+    cfg = dataclasses.replace(CFG16, fmin=50.0, fmax=6000.0)
+    basis = mel_filterbank(cfg.sample_rate, cfg.n_fft, cfg.n_mels, cfg.fmin, cfg.fmax).double().numpy()
+    fft_hz = np.linspace(0, cfg.sample_rate / 2, cfg.n_freqs)
+    bin_hz = fft_hz[1]
+    edges = mel_frequencies(cfg.n_mels, cfg.fmin, cfg.fmax)
+    assert basis.shape == (80, 513) and (basis >= 0).all()
+    assert edges[0] == pytest.approx(50.0) and edges[-1] == pytest.approx(6000.0)
+    for m in range(cfg.n_mels):
+        # the peak is at the FFT bin nearest the filter's centre, nothing outside its two edges
+        assert abs(fft_hz[basis[m].argmax()] - edges[m + 1]) <= bin_hz / 2 + 1e-9
+        outside = (fft_hz <= edges[m]) | (fft_hz >= edges[m + 2])
+        assert (basis[m][outside] == 0).all()
+        # Slaney normalisation: a triangle of area 1 in Hz (checked where it spans many bins)
+        if edges[m + 2] - edges[m] > 20 * bin_hz:
+            assert basis[m].sum() * bin_hz == pytest.approx(1.0, rel=0.02)
+    total = basis.sum(axis=0)
+    inside = (fft_hz > cfg.fmin) & (fft_hz < cfg.fmax)
+    assert (total[inside] > 0).all()
+    assert (total[~inside] == 0).all()
+
+
+# ------------------------------------------------------------------ log-mel
+@pytest.mark.parametrize("freq", [220.0, 700.0, 1500.0, 5000.0])
+def test_sine_lands_in_the_mel_bin_nearest_its_frequency(freq):
+    mel = log_mel(tone(freq, CFG16), CFG16)
+    assert mel.shape == (1, 80, 100)
+    centres = mel_frequencies(80, CFG16.fmin, CFG16.fmax)[1:-1]
+    loudest = mel[0, :, 10:-10].mean(dim=-1).argmax().item()
+    nearest = np.argsort(np.abs(np.log(centres / freq)))[:2]  # a tone between two centres excites both
+    assert loudest in nearest.tolist()
+
+
+def test_log_mel_silence_hits_the_floor_and_frames_follow_length():
+    silence = log_mel(torch.zeros(2, 5000), CFG16)
+    assert silence.shape == (2, 80, 5000 // 256)
+    torch.testing.assert_close(silence, torch.full_like(silence, math.log(1e-5)))
+    assert log_mel(torch.zeros(1, CFG44.clip_samples), CFG44).shape == (1, 80, CFG44.mel_frames)
+
+
+def test_log_mel_rejects_bad_waveforms():
+    with pytest.raises(DataError, match="too short"):
+        log_mel(torch.zeros(100), CFG16)
+    with pytest.raises(DataError, match="shape"):
+        log_mel(torch.zeros(1, 1, 5000), CFG16)
+
+
+def test_fit_to_clip_pads_and_trims_the_end():
+    short = torch.randn(1000)
+    padded = fit_to_clip(short, CFG16)
+    assert padded.shape == (1, CFG16.clip_samples)
+    torch.testing.assert_close(padded[0, :1000], short)
+    assert (padded[0, 1000:] == 0).all()
+    long = torch.randn(2, CFG16.clip_samples + 777)
+    torch.testing.assert_close(fit_to_clip(long, CFG16), long[:, : CFG16.clip_samples])
+    image_short = waveform_to_audio_image(short, CFG16, 32)
+    torch.testing.assert_close(image_short, waveform_to_audio_image(padded, CFG16, 32))
+
+
+# ------------------------------------------------------------------ image mapping
+def test_image_mapping_end_points():
+    db = torch.tensor([-120.0, -80.0, -30.0, 20.0, 40.0])
+    image = mel_to_image(db.view(1, 1, 5).expand(1, 80, 5) * LN_DB, (80, 5))
+    assert image.shape == (1, 3, 80, 5)
+    torch.testing.assert_close(image[0, :, 0, :], torch.tensor([0.0, 0.0, 0.5, 1.0, 1.0]).expand(3, 5))
+
+
+def test_image_is_rgb_grey_in_range_and_resized():
+    mel = torch.randn(2, 80, 100) * 4 - 3
+    image = mel_to_image(mel, (64, 48))
+    assert image.shape == (2, 3, 64, 48)
+    assert image.min() >= 0 and image.max() <= 1
+    assert torch.equal(image[:, 0], image[:, 1]) and torch.equal(image[:, 0], image[:, 2])
+
+
+def test_mel_image_mel_round_trip_where_not_clipped():
+    # A smooth log-mel within [-80, 20] dB survives upsizing to 256x256 and back.
+    m = torch.linspace(0, 1, 80).view(80, 1)
+    t = torch.linspace(0, 1, 100).view(1, 100)
+    db = -30 + 40 * torch.sin(3 * m + 1) * torch.cos(4 * t)  # in [-70, 10] dB
+    mel = (db * LN_DB).unsqueeze(0)
+    back = image_to_mel(mel_to_image(mel, 256), CFG16)
+    assert back.shape == (1, 80, 100)
+    assert (back - mel).abs().max() / LN_DB < 0.5  # dB
+    # Without resizing the mapping is inverted exactly; clipped values come back at the limits.
+    clipped = mel.clone()
+    clipped[0, :5] = -150 * LN_DB
+    exact = image_to_mel(mel_to_image(clipped, (80, 100)), CFG16)
+    torch.testing.assert_close(exact[0, 5:], mel[0, 5:], atol=1e-4, rtol=0)
+    torch.testing.assert_close(exact[0, :5], torch.full((5, 100), -80 * LN_DB), atol=1e-4, rtol=0)
+
+
+def test_image_to_mel_channels_and_shapes():
+    image = torch.rand(2, 3, 64, 64)
+    grey = image.mean(dim=1, keepdim=True)
+    torch.testing.assert_close(image_to_mel(image, CFG16), image_to_mel(grey, CFG16))
+    assert image_to_mel(image, CFG44).shape == (2, 80, CFG44.mel_frames)
+    with pytest.raises(DataError, match="channels"):
+        image_to_mel(torch.rand(1, 2, 64, 64), CFG16)
+
+
+def test_paper_44k_shapes_through_the_whole_path():
+    wave = tone(880.0, CFG44).unsqueeze(0).repeat(2, 1)
+    image = waveform_to_audio_image(wave, CFG44, 256)
+    assert image.shape == (2, 3, 256, 256)
+    vocoder = GriffinLim(CFG44, n_iter=2, nnls_iters=5)
+    out = audio_image_to_waveform(image, CFG44, vocoder)
+    assert out.shape == (2, CFG44.clip_samples)
+    assert out.abs().max() > 0
+
+
+def test_vocoder_must_match_the_audio_config():
+    image = torch.rand(1, 3, 32, 32)
+    with pytest.raises(ConfigError, match="44100 Hz"):
+        audio_image_to_waveform(image, CFG16, GriffinLim(CFG44, n_iter=1))
