@@ -43,11 +43,15 @@ Geometry = Literal["letterbox", "crop"]
 MAX_SIDE = 8192
 #: Largest accepted decoded clip in bytes (frames at output size, uint8 RGB).
 MAX_DECODED_BYTES = 4 * 1024**3
+#: Software H.264 encoders :func:`write_av` tries, best first (PyAV's wheels bundle libx264).
+_H264_ENCODERS = ("libx264", "libopenh264")
 #: Output container formats of :func:`write_av`, by file suffix.
 _WRITE_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov"}
 #: Audio whose timestamps jump by more than this (seconds) is re-anchored to the timestamp;
 #: smaller differences are timestamp rounding and the audio is kept contiguous.
 _AUDIO_JITTER_S = 0.01
+#: Audio decoded beyond each end of a window when it is resampled (filter context), seconds.
+_RESAMPLE_CONTEXT_S = 0.02
 
 
 @dataclass(frozen=True)
@@ -273,18 +277,23 @@ class _AudioTrack:
         out = np.zeros(num_samples, np.float32)
         if self.rate is None or num_samples == 0:
             return out
-        first = int(math.floor(start * self.rate))
-        count = int(math.ceil(num_samples * self.rate / sample_rate)) + 1
+        ratio = Fraction(sample_rate, self.rate)
+        # Context on both sides so the resampling filter sees real audio at the window edges;
+        # a whole number of `down` steps, so that output sample 0 stays on `start`.
+        steps = math.ceil(_RESAMPLE_CONTEXT_S * self.rate / ratio.denominator) if ratio != 1 else 0
+        margin = steps * ratio.denominator
+        first = int(math.floor(start * self.rate)) - margin
+        count = int(math.ceil(num_samples / ratio)) + 1 + 2 * margin
         native = np.zeros(count, np.float32)
         for offset, samples in self.pieces:
             lo, hi = max(offset, first), min(offset + len(samples), first + count)
             if lo < hi:
                 native[lo - first:hi - first] = samples[lo - offset:hi - offset]
-        if self.rate != sample_rate:
+        if ratio != 1:
             # scipy's polyphase filter is zero-phase (no delay), unlike a streaming resampler,
             # which keeps sample k at time k / rate exactly.
-            ratio = Fraction(sample_rate, self.rate)
             native = resample_poly(native, ratio.numerator, ratio.denominator).astype(np.float32)
+            native = native[steps * ratio.numerator:]
         length = min(num_samples, len(native))
         out[:length] = native[:length]
         return out
@@ -386,8 +395,8 @@ def _decode(
             if packet.stream.type == "audio":
                 for frame in packet.decode():
                     track.add(frame)
-                if done and track.next_offset is not None and \
-                        Fraction(track.next_offset, track.rate) > start + len(frames) * step:
+                if done and track.next_offset is not None and Fraction(track.next_offset, track.rate) > \
+                        start + len(frames) * step + 2 * _RESAMPLE_CONTEXT_S:
                     break
                 continue
             if done:
@@ -487,6 +496,17 @@ def _atomic_target(path: Path) -> Path:
     return Path(tmp)
 
 
+def h264_encoder() -> str:
+    """Name of the first available software H.264 encoder of PyAV's FFmpeg."""
+    for name in _H264_ENCODERS:
+        try:
+            av.codec.Codec(name, "w")
+        except ValueError:  # av.codec.codec.UnknownCodecError
+            continue
+        return name
+    raise MediaError("PyAV", f"its FFmpeg build has no H.264 encoder (looked for {', '.join(_H264_ENCODERS)})")
+
+
 def write_av(
     path: str | Path,
     frames: Any,
@@ -505,7 +525,8 @@ def write_av(
             It is trimmed or zero-padded to ``round(T * sample_rate / fps)`` samples,
             exactly the video duration.
         wav: also write the (trimmed) audio as 16-bit PCM WAV beside the video.
-        crf: libx264 quality (0 lossless .. 51 worst).
+        crf: libx264 quality (0 lossless .. 51 worst); libx264 is used when PyAV has it
+            (its wheels do), otherwise another H.264 encoder (:func:`h264_encoder`).
 
     The file appears atomically: it is written under a temporary name in the same
     folder and renamed when complete.
@@ -530,9 +551,13 @@ def write_av(
     tmp = _atomic_target(path)
     try:
         with _open(tmp, "w", format=container_format) as container:
-            vstream = container.add_stream("libx264", rate=rate)
+            encoder = h264_encoder()
+            vstream = container.add_stream(encoder, rate=rate)
             vstream.width, vstream.height, vstream.pix_fmt = width, height, "yuv420p"
-            vstream.options = {"crf": str(crf)}
+            if encoder == "libx264":
+                vstream.options = {"crf": str(crf)}
+            else:  # no constant-quality mode: a generous bit rate instead
+                vstream.bit_rate = 8 * width * height * int(math.ceil(rate))
             astream = None
             if audio is not None:
                 astream = container.add_stream("aac", rate=sample_rate)
