@@ -1,0 +1,276 @@
+import json
+import math
+
+import pytest
+import torch
+
+from mmldm.diffusion.objectives import make_objective
+from mmldm.generator.dit import (DIT_PRESETS, PAPER_TABLE4, AdaLNZeroBlock, AVDiT, DiTConfig, build_on_meta,
+                                 count_parameters)
+from mmldm.generator.embeddings import TimestepEmbedder, sincos_2d_position_embedding
+from mmldm.errors import ConfigError, WeightsError
+
+
+def _tiny(**overrides) -> AVDiT:
+    torch.manual_seed(0)
+    return AVDiT(DiTConfig.preset("tiny", **overrides))
+
+
+def _inputs(cfg: DiTConfig, batch: int = 2, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x = {"audio": torch.randn(batch, cfg.audio_channels, *cfg.audio_size, generator=g),
+         "video": torch.randn(batch, cfg.video_channels, *cfg.video_size, generator=g)}
+    return x, torch.rand(batch, generator=g) * 1000
+
+
+def _randomize(model: AVDiT, seed: int = 1) -> AVDiT:
+    """Give every parameter (zero-initialised ones included) a small random value."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    return model
+
+
+def test_tiny_shapes_with_every_input():
+    model = _tiny(num_classes=3, context_dim=8)
+    cfg = model.cfg
+    x, t = _inputs(cfg)
+    out = _randomize(model)(x, t, audio_cond=x["audio"], video_cond=x["video"], prev_audio=x["audio"],
+                            prev_video=x["video"], class_labels=torch.tensor([0, 3]), context=torch.randn(2, 4, 8))
+    assert out["audio"].shape == (2, 4, 4, 4) and out["video"].shape == (2, 4, 8, 8)
+    assert cfg.sequence_length == 1 + 4 + 1 + 16 + 1 + 64
+    assert all(torch.isfinite(v).all() for v in out.values())
+
+
+def test_patch_size_two_shapes():
+    model = _randomize(_tiny(patch_size=2))
+    x, t = _inputs(model.cfg)
+    out = model(x, t)
+    assert out["audio"].shape == x["audio"].shape and out["video"].shape == x["video"].shape
+    assert model.cfg.sequence_length == 4 + 1 + 4 + 1 + 16
+
+
+def test_output_is_zero_at_init():
+    model = _tiny()
+    x, t = _inputs(model.cfg)
+    out = model(x, t)
+    assert torch.count_nonzero(out["audio"]) == 0 and torch.count_nonzero(out["video"]) == 0
+
+
+def test_adaln_zero_block_is_identity_at_init():
+    model = _tiny()
+    tokens = torch.randn(2, 10, model.cfg.width)
+    c = torch.randn(2, model.cfg.width)
+    for block in model.blocks:
+        assert torch.equal(block(tokens, c), tokens)
+    fresh = AdaLNZeroBlock(16, 2, 4.0)
+    assert not torch.equal(fresh(torch.randn(1, 3, 16), torch.randn(1, 16)), torch.zeros(1, 3, 16))
+
+
+def _last_tokens(model: AVDiT, x, t, **cond) -> torch.Tensor:
+    """Token states before the final layers (the output itself is zero at init)."""
+    captured = {}
+    handle = model.final["video"].register_forward_pre_hook(lambda mod, args: captured.update(tokens=args[0]))
+    model(x, t, **cond)
+    handle.remove()
+    return captured["tokens"]
+
+
+def test_condition_paths_ignored_at_init_and_learned_after_steps():
+    model = _tiny()
+    x, t = _inputs(model.cfg)
+    zeros = {k: torch.zeros_like(v) for k, v in x.items()}
+    cond_a = dict(audio_cond=x["audio"], prev_video=x["video"])
+    cond_b = dict(audio_cond=-x["audio"], prev_video=torch.zeros_like(x["video"]))
+    assert torch.equal(_last_tokens(model, x, t, **cond_a), _last_tokens(model, x, t, **cond_b))
+    assert torch.equal(_last_tokens(model, x, t), _last_tokens(model, x, t, audio_cond=zeros["audio"]))
+    for embed in [*model.cond_embed.values(), *model.prev_embed.values()]:
+        assert torch.count_nonzero(embed.proj.weight) == 0
+    # a few steps on a loss that needs the condition make it matter
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(3):
+        out = model(x, t, **cond_a)
+        loss = sum(((o - x["audio"].mean()) ** 2).mean() for o in out.values()) + (out["video"] - 1).pow(2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        assert not torch.allclose(model(x, t, **cond_a)["video"], model(x, t, **cond_b)["video"])
+    assert torch.count_nonzero(model.cond_embed["audio"].proj.weight) > 0
+    assert torch.count_nonzero(model.prev_embed["video"].proj.weight) > 0
+
+
+def test_none_condition_equals_zero_latent():
+    model = _randomize(_tiny(num_classes=2))
+    x, t = _inputs(model.cfg)
+    zeros = {k: torch.zeros_like(v) for k, v in x.items()}
+    torch.testing.assert_close(model(x, t), model(x, t, audio_cond=zeros["audio"], video_cond=zeros["video"],
+                                                  prev_audio=zeros["audio"], prev_video=zeros["video"],
+                                                  class_labels=torch.full((2,), model.null_class)))
+
+
+def test_outputs_depend_on_each_input_once_trained():
+    model = _randomize(_tiny(num_classes=2))
+    x, t = _inputs(model.cfg)
+    base = model(x, t)
+    changed = {"t": model(x, t + 100), "audio_cond": model(x, t, audio_cond=x["audio"]),
+               "class": model(x, t, class_labels=torch.tensor([0, 1]))}
+    for name, out in changed.items():
+        assert not torch.allclose(out["video"], base["video"]), name
+    # joint attention: changing only the audio changes the video output
+    x2 = {"audio": x["audio"] + 1, "video": x["video"]}
+    assert not torch.allclose(model(x2, t)["video"], base["video"])
+    # each sample is independent of the others in the batch
+    torch.testing.assert_close(model({k: v[:1] for k, v in x.items()}, t[:1])["audio"], base["audio"][:1],
+                               atol=1e-5, rtol=1e-5)
+
+
+def test_determinism_of_construction_and_forward():
+    a, b = _tiny(), _tiny()
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(pa, pb), name
+    model = _randomize(a)
+    x, t = _inputs(model.cfg)
+    torch.testing.assert_close(model(x, t), model(x, t), rtol=0, atol=0)
+
+
+def test_bf16_autocast_forward_on_cpu():
+    model = _randomize(_tiny())
+    x, t = _inputs(model.cfg)
+    reference = model(x, t)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x, t)
+    for key in reference:
+        assert out[key].dtype == torch.bfloat16
+        assert torch.isfinite(out[key]).all()
+        error = (out[key].float() - reference[key]).norm() / reference[key].norm()
+        assert error < 0.05, (key, error)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    x, t = _inputs(DiTConfig.preset("tiny"))
+    grads = []
+    for checkpointing in (False, True):
+        model = _randomize(_tiny(gradient_checkpointing=checkpointing))
+        out = model(x, t)
+        (out["audio"].square().mean() + out["video"].square().mean()).backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    torch.testing.assert_close(grads[0], grads[1])
+
+
+@pytest.mark.parametrize("name", ["S", "B", "L"])
+def test_presets_match_paper_parameter_counts(name):
+    cfg = DiTConfig.preset(name)
+    assert cfg.sequence_length == 77 + 1 + 64 + 1 + 256
+    params = count_parameters(build_on_meta(cfg))
+    assert abs(params - PAPER_TABLE4[name]["params"]) / PAPER_TABLE4[name]["params"] < 0.05
+
+
+def test_xl_is_authors_default_and_presets_validate():
+    cfg = DiTConfig.preset("XL")
+    assert (cfg.depth, cfg.width, cfg.num_heads) == (28, 1152, 16)
+    assert 0.6e9 < count_parameters(build_on_meta(cfg)) < 0.75e9  # "about 0.7B" upstream
+    assert set(DIT_PRESETS) == {"tiny", "S", "B", "L", "XL"}
+    with pytest.raises(ConfigError, match="unknown DiT preset"):
+        DiTConfig.preset("XXL")
+    with pytest.raises(ConfigError, match="not divisible by num_heads"):
+        DiTConfig.preset("tiny", num_heads=3)
+    with pytest.raises(ConfigError, match="unknown config key 'dit.depht'"):
+        DiTConfig.preset("tiny", depht=3)
+    with pytest.raises(ConfigError, match="multiples of patch_size"):
+        DiTConfig.preset("tiny", patch_size=3)
+
+
+def test_bad_inputs_raise_config_errors():
+    model = _tiny()
+    x, t = _inputs(model.cfg)
+    with pytest.raises(ConfigError, match=r"x\['video'\]: expected shape \[2, 4, 8, 8\]"):
+        model({"audio": x["audio"], "video": x["video"][:, :, :4]}, t)
+    with pytest.raises(ConfigError, match="keys audio and video"):
+        model({"audio": x["audio"]}, t)
+    with pytest.raises(ConfigError, match="audio_cond"):
+        model(x, t, audio_cond=x["video"])
+    with pytest.raises(ConfigError, match="num_classes=0"):
+        model(x, t, class_labels=torch.zeros(2, dtype=torch.long))
+    with pytest.raises(ConfigError, match="timestep"):
+        model(x, torch.zeros(3))
+    with pytest.raises(ConfigError, match="previous_clip=false"):
+        _tiny(previous_clip=False)(x, t, prev_audio=x["audio"])
+
+
+def test_save_and_load_round_trip(tmp_path):
+    model = _randomize(_tiny(num_classes=3))
+    model.save_pretrained(tmp_path / "dit")
+    assert json.loads((tmp_path / "dit" / "config.json").read_text())["num_classes"] == 3
+    loaded = AVDiT.from_pretrained(tmp_path / "dit")
+    x, t = _inputs(model.cfg)
+    torch.testing.assert_close(loaded(x, t), model(x, t), rtol=0, atol=0)
+
+
+def test_loading_errors_are_one_line(tmp_path):
+    with pytest.raises(WeightsError, match="config.json"):
+        AVDiT.from_pretrained(tmp_path)
+    _tiny().save_pretrained(tmp_path / "a")
+    _tiny(depth=2).save_pretrained(tmp_path / "b")
+    (tmp_path / "a" / "model.safetensors").replace(tmp_path / "b" / "model.safetensors")
+    with pytest.raises(WeightsError, match="unexpected") as info:
+        AVDiT.from_pretrained(tmp_path / "b")
+    assert "\n" not in str(info.value)
+    with pytest.raises(WeightsError, match="missing"):
+        AVDiT.from_pretrained(tmp_path / "a")
+    (tmp_path / "a" / "model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(WeightsError, match="safetensors"):
+        AVDiT.from_pretrained(tmp_path / "a")
+
+
+def test_timestep_and_position_embeddings_follow_dit():
+    torch.manual_seed(0)
+    embedder = TimestepEmbedder(8, frequency_dim=6)
+    t = torch.tensor([0.0, 10.0, 999.0])
+    freqs = torch.exp(-math.log(10000) * torch.arange(3) / 3)
+    expected = torch.cat([torch.cos(t[:, None] * freqs), torch.sin(t[:, None] * freqs)], dim=1)
+    torch.testing.assert_close(embedder.frequencies(t), expected)
+    pos = sincos_2d_position_embedding(8, 2, 3)  # rows in channels 0..3, columns in 4..7
+    assert pos.shape == (6, 8)
+    row_freqs = 1.0 / 10000 ** (torch.arange(2) / 2)
+    for index in range(6):
+        row, col = divmod(index, 3)
+        torch.testing.assert_close(pos[index], torch.cat([torch.sin(row * row_freqs), torch.cos(row * row_freqs),
+                                                          torch.sin(col * row_freqs), torch.cos(col * row_freqs)]))
+
+
+@pytest.mark.parametrize("objective_name", ["epsilon", "flow"])
+def test_tiny_training_reduces_loss_on_toy_data(objective_name):
+    torch.manual_seed(0)
+    model = AVDiT(DiTConfig.preset("tiny", depth=2, width=64, num_heads=4))
+    objective = make_objective(objective_name)
+    g = torch.Generator().manual_seed(0)
+    # toy data: 4 fixed audio/video latent pairs with spatial structure
+    grid_a = torch.linspace(-1, 1, 4)
+    grid_v = torch.linspace(-1, 1, 8)
+    data = {"audio": torch.stack([torch.outer(grid_a * s, grid_a).expand(4, 4, 4) for s in (1, -1, 2, -2)]),
+            "video": torch.stack([torch.outer(grid_v, grid_v * s).expand(4, 8, 8) for s in (1, -1, 2, -2)])}
+    eval_t = objective.sample_timesteps(64, g)
+    eval_noise = {k: torch.randn(64, *v.shape[1:], generator=g) for k, v in data.items()}
+    eval_x0 = {k: v.repeat(16, 1, 1, 1) for k, v in data.items()}
+
+    def eval_loss() -> float:
+        with torch.no_grad():
+            x_t = objective.add_noise(eval_x0, eval_noise, eval_t)
+            out = model(x_t, objective.model_timestep(eval_t))
+            return objective.loss(out, eval_x0, eval_noise, eval_t).mean().item()
+
+    before = eval_loss()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(40):
+        t = objective.sample_timesteps(16, g)
+        x0 = {k: v.repeat(4, 1, 1, 1) for k, v in data.items()}
+        noise = {k: torch.randn(v.shape, generator=g) for k, v in x0.items()}
+        out = model(objective.add_noise(x0, noise, t), objective.model_timestep(t))
+        loss = objective.loss(out, x0, noise, t).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    after = eval_loss()
+    assert after < 0.7 * before, (before, after)
