@@ -78,6 +78,57 @@ def test_click_written_at_sample_k_reads_back_at_k(tmp_path, sample_rate):
     assert info.sample_rate == sample_rate and info.channels == 1
 
 
+def write_other_format(path: Path, vcodec: str, acodec: str, sample_rate: int, layout: str, k: int,
+                       video_delay_frames: int = 0) -> Path:
+    """16 coded frames at 10 fps (the first at ``video_delay_frames / 10`` s) and audio from 0 s
+    with a click at sample k, in any container PyAV writes."""
+    audio = click(16 * sample_rate // 10, k)
+    channels = 2 if layout == "stereo" else 1
+    with av.open(str(path), "w") as container:
+        vstream = container.add_stream(vcodec, rate=10)
+        vstream.width = vstream.height = 32
+        vstream.pix_fmt = "yuv420p"
+        astream = container.add_stream(acodec, rate=sample_rate)
+        astream.layout = layout
+        for index, rgb in enumerate(coded_frames(16)):
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts, frame.time_base = index + video_delay_frames, Fraction(1, 10)
+            container.mux(vstream.encode(frame))
+        container.mux(vstream.encode(None))
+        step = astream.codec_context.frame_size or 1024
+        for first in range(0, len(audio), step):
+            chunk = np.ascontiguousarray(np.repeat(audio[None, first:first + step], channels, axis=0))
+            frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=layout)
+            frame.sample_rate, frame.pts, frame.time_base = sample_rate, first, Fraction(1, sample_rate)
+            container.mux(astream.encode(frame))
+        container.mux(astream.encode(None))
+    return path
+
+
+@pytest.mark.parametrize("name, vcodec, acodec, rate, layout", [
+    ("clip.mkv", "libx264", "aac", 16000, "mono"),  # Matroska: millisecond timestamps
+    ("clip.webm", "libvpx", "libopus", 48000, "mono"),  # Opus pre-skip, resampled to 16 kHz
+    ("stereo.mp4", "libx264", "aac", 44100, "stereo"),  # mixed down to mono
+])
+def test_other_containers_keep_sync(tmp_path, name, vcodec, acodec, rate, layout):
+    k = 3 * rate // 10 + 17
+    path = write_other_format(tmp_path / name, vcodec, acodec, rate, layout, k)
+    clip = read_av(path, fps=10.0, sample_rate=16000)
+    assert [frame_index(f) for f in clip.frames] == list(range(16))
+    assert clip.audio.shape == (25600,)
+    assert abs(int(np.argmax(np.abs(clip.audio))) - round(k * 16000 / rate)) <= 1
+
+
+def test_time_zero_is_the_first_video_frame(tmp_path):
+    """Video starting 0.5 s after the audio: audio before the first frame is not part of the clip."""
+    path = write_other_format(tmp_path / "late.mp4", "libx264", "aac", 16000, "mono", k=12800,
+                              video_delay_frames=5)
+    assert probe(path).has_video
+    clip = read_av(path)
+    assert [frame_index(f) for f in clip.frames] == list(range(16))
+    assert abs(int(np.argmax(np.abs(clip.audio))) - (12800 - 8000)) <= 1
+
+
 def test_naive_aac_writing_would_be_late(tmp_path):
     """The failure the pts handling prevents: without timestamps the click comes 1024 samples late."""
     sample_rate, k = 16000, 3000
