@@ -46,8 +46,12 @@ SAMPLERS: tuple[str, ...] = ("ddim", "dpmpp", "euler", "heun")
 Denoiser = Callable[[Latents, torch.Tensor], Latents]
 
 
-def make_scheduler(objective: Objective, sampler: SamplerName):
-    """The diffusers scheduler implementing ``sampler`` for ``objective`` (fresh state)."""
+def make_scheduler(objective: Objective, sampler: SamplerName, shift: float = 1.0):
+    """The diffusers scheduler implementing ``sampler`` for ``objective`` (fresh state).
+
+    ``shift`` (flow samplers only) warps the time grid towards the noise end,
+    ``t -> shift * t / (1 + (shift - 1) * t)`` (SD3, Esser et al. 2024: resolution-dependent shifting); 1 = uniform.
+    """
     if sampler not in SAMPLERS:
         raise ConfigError(f"unknown sampler '{sampler}' (choose one of {', '.join(SAMPLERS)})")
     if sampler not in objective.samplers:
@@ -57,6 +61,8 @@ def make_scheduler(objective: Objective, sampler: SamplerName):
     from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler,
                            FlowMatchHeunDiscreteScheduler)
 
+    if shift <= 0 or (shift != 1.0 and objective.prediction != "velocity"):
+        raise ConfigError(f"time shift {shift} needs a flow sampler and must be > 0")
     steps = objective.num_train_timesteps
     if sampler == "ddim":
         return DDIMScheduler(num_train_timesteps=steps, trained_betas=objective.betas.numpy(),
@@ -68,8 +74,8 @@ def make_scheduler(objective: Objective, sampler: SamplerName):
                                            prediction_type="epsilon", final_sigmas_type="zero",
                                            lower_order_final=True)
     if sampler == "euler":
-        return FlowMatchEulerDiscreteScheduler(num_train_timesteps=steps, shift=1.0)
-    return FlowMatchHeunDiscreteScheduler(num_train_timesteps=steps, shift=1.0)
+        return FlowMatchEulerDiscreteScheduler(num_train_timesteps=steps, shift=shift)
+    return FlowMatchHeunDiscreteScheduler(num_train_timesteps=steps, shift=shift)
 
 
 def _objective_time(objective: Objective, timestep: torch.Tensor, batch: int,
@@ -84,7 +90,7 @@ def _objective_time(objective: Objective, timestep: torch.Tensor, batch: int,
 
 @torch.no_grad()
 def sample(denoise: Denoiser, noise: Latents, objective: Objective, sampler: SamplerName = "ddim",
-           steps: int = 50, eta: float = 0.0, generator: torch.Generator | None = None,
+           steps: int = 50, eta: float = 0.0, shift: float = 1.0, generator: torch.Generator | None = None,
            callback: Callable[[dict[str, Any]], None] | None = None, progress: bool = False) -> Latents:
     """Integrate ``denoise`` from ``noise`` (t = T or 1) to a clean latent.
 
@@ -94,6 +100,7 @@ def sample(denoise: Denoiser, noise: Latents, objective: Objective, sampler: Sam
     :param sampler: "ddim" or "dpmpp" (epsilon), "euler" or "heun" (flow).
     :param steps: number of sampler steps (Heun evaluates the denoiser ``2 * steps - 1`` times).
     :param eta: DDIM stochasticity (0 = deterministic DDIM; only for "ddim").
+    :param shift: time-grid shift of the flow samplers (1 = uniform; see :func:`make_scheduler`).
     :param generator: random source for eta > 0.
     :param callback: called after each denoiser evaluation with ``{"i", "t", "x", "denoised"}``
         (``t`` the objective's ``[B]`` time, ``denoised`` the x0 estimate).
@@ -105,22 +112,22 @@ def sample(denoise: Denoiser, noise: Latents, objective: Objective, sampler: Sam
         raise ConfigError(f"eta={eta} only applies to the ddim sampler, not '{sampler}'")
     if eta < 0.0:
         raise ConfigError(f"DDIM eta must be >= 0, got {eta}")
-    scheduler = make_scheduler(objective, sampler)
+    scheduler = make_scheduler(objective, sampler, shift)
     batch = batch_size(noise)
     packer = Packer(noise)
     flat = packer.pack(noise)
-    device = flat.device
+    dtype, device = flat.dtype, flat.device
     scheduler.set_timesteps(steps, device=device)
     step_kwargs: dict[str, Any] = {"eta": eta} if sampler == "ddim" else {}
     for i, timestep in enumerate(tqdm(scheduler.timesteps, disable=not progress, desc=f"{sampler}")):
         t = _objective_time(objective, timestep, batch, device)  # [B]
         x_t = packer.unpack(flat)
         out = denoise(x_t, objective.model_timestep(t))
-        out = tree_map(lambda o, x: _check_output(o, x).to(x.dtype), out, x_t)
+        out = tree_map(lambda o, x: _check_output(o, x).to(dtype), out, x_t)
         if callback is not None:
             callback({"i": i, "t": t, "x": x_t, "denoised": objective.predict_x0(out, x_t, t)})
         flat = scheduler.step(packer.pack(out), timestep, flat, generator=generator, **step_kwargs).prev_sample
-    return packer.unpack(flat.to(packer.pack(noise).dtype))
+    return packer.unpack(flat.to(dtype))
 
 
 def _check_output(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

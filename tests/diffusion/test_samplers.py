@@ -109,3 +109,23 @@ def test_bad_sampler_arguments():
         sample(lambda x, t: x, torch.zeros(1, 2), objective, "dpmpp", eta=0.5)
     with pytest.raises(ConfigError, match="denoiser output shape"):
         sample(lambda x, t: x[:, :1], torch.zeros(1, 2), objective, "ddim", steps=2)
+
+
+@pytest.mark.parametrize("sampler", ["euler", "heun"])
+def test_flow_time_shift_moves_grid_to_noise_and_keeps_oracle_exact(sampler):
+    objective = make_objective("flow")
+    g = torch.Generator().manual_seed(6)
+    x0 = torch.randn(2, 5, generator=g)
+    noise = torch.randn(2, 5, generator=g)
+    times = {}
+    for shift in (1.0, 3.0):
+        seen = []
+        out = sample(_oracle(objective, x0), noise, objective, sampler, steps=4, shift=shift,
+                     callback=lambda info: seen.append(float(info["t"][0])))
+        torch.testing.assert_close(out, x0, atol=1e-4, rtol=1e-4)
+        times[shift] = seen
+    assert times[1.0][0] == pytest.approx(1.0) and times[3.0][0] == pytest.approx(1.0)
+    t = times[1.0][1]  # the second time of the uniform grid, and its shifted value
+    assert times[3.0][1] == pytest.approx(3 * t / (1 + 2 * t), rel=1e-3)
+    with pytest.raises(ConfigError, match="time shift"):
+        make_scheduler(make_objective("epsilon"), "ddim", shift=3.0)
