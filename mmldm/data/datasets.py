@@ -22,7 +22,7 @@ import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -32,6 +32,9 @@ from torch.utils.data import Dataset
 from ..errors import ConfigError, DataError, MediaError
 from ..timing import AVTiming
 from .media_io import Geometry, probe, read_av
+
+if TYPE_CHECKING:
+    from .audio_image import AudioConfig
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi")
 Split = Literal["train", "val", "all"]
@@ -88,7 +91,7 @@ class VideoFolderDataset(Dataset):
         timing: AVTiming,
         size: int = 64,
         geometry: Geometry = "letterbox",
-        audio_cfg: Any | None = None,
+        audio_cfg: AudioConfig | None = None,
         split: Split = "train",
         val_fraction: float = 0.1,
         stride: int | None = None,
@@ -145,7 +148,7 @@ class VideoFolderDataset(Dataset):
 
     # ------------------------------------------------------------------ indexing
     @staticmethod
-    def _audio_config(audio_cfg: Any | None, timing: AVTiming) -> Any:
+    def _audio_config(audio_cfg: AudioConfig | None, timing: AVTiming) -> AudioConfig:
         from .audio_image import AudioConfig
 
         if audio_cfg is None:
@@ -237,6 +240,9 @@ class VideoFolderDataset(Dataset):
             return None
 
         names = sorted({v for v in raw if v is not None and as_id(v) is None}, key=str)
+        if names and any(v is not None and as_id(v) is not None for v in raw):
+            raise DataError(f"class labels mix integer ids and names (names: {', '.join(map(str, names[:5]))}); "
+                            "use one or the other")
         numbered = {name: number for number, name in enumerate(names)}
         ids = [-1 if v is None else (as_id(v) if as_id(v) is not None else numbered[v]) for v in raw]
         return ids, [str(n) for n in names]
@@ -252,6 +258,11 @@ class VideoFolderDataset(Dataset):
         if num_frames < self.timing.num_frames:
             raise MediaError(path, f"shorter than one window ({num_frames} frames < {self.timing.num_frames})")
         return num_frames
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes: named classes, else the largest class id + 1 (0 when unlabelled)."""
+        return len(self.classes) or max((f.class_id + 1 for f in self.files), default=0)
 
     # ------------------------------------------------------------------ items
     def __len__(self) -> int:

@@ -69,7 +69,7 @@ def test_scan_skips_bad_files_in_one_warning(folder):
     assert [f.key for f in ds.files] == ["cats/c0.mp4", "cats/c1.mp4", "dogs/d0.mp4", "dogs/deep/d1.mp4"]
     # 20 frames, windows of 8 every 4 frames: starts 0, 4, 8, 12
     assert len(ds) == 4 * 4
-    assert ds.classes == ["cats", "dogs"]
+    assert ds.classes == ["cats", "dogs"] and ds.num_classes == 2
     assert [f.class_id for f in ds.files] == [0, 0, 1, 1]
 
 
@@ -112,11 +112,16 @@ def test_jsonl_and_csv_manifests(folder, tmp_path):
         {"path": "dogs/broken.mp4", "class_id": 1}]) + "\n")
     ds = dataset(folder, split="all", manifest=jsonl)
     assert [(f.key, f.class_id) for f in ds.files] == [("dogs/d0.mp4", 2), ("cats/c1.mp4", 0)]
+    assert ds.classes == [] and ds.num_classes == 3
     csv_path = tmp_path / "list.csv"
     csv_path.write_text(f"path,label\n{folder / 'cats/c0.mp4'},kitten\n{folder / 'dogs/deep/d1.mp4'},\n")
     ds = dataset(folder, split="all", manifest=csv_path)
     assert [(f.key, f.class_id) for f in ds.files] == [("cats/c0.mp4", 0), ("dogs/deep/d1.mp4", -1)]
     assert ds.classes == ["kitten"]
+    mixed = tmp_path / "mixed.csv"
+    mixed.write_text(f"path,class\n{folder / 'cats/c0.mp4'},3\n{folder / 'dogs/d0.mp4'},dog\n")
+    with pytest.raises(DataError, match="mix integer ids and names"):
+        dataset(folder, manifest=mixed)
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"file_name": "x.mp4"}\n')
     with pytest.raises(DataError, match="row 1 has no 'path'"):
