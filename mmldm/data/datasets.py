@@ -31,7 +31,7 @@ from torch.utils.data import Dataset
 
 from ..errors import ConfigError, DataError, MediaError
 from ..timing import AVTiming
-from .media_io import Geometry, probe, read_av
+from .media_io import Geometry, cut_windows, probe, read_av
 
 if TYPE_CHECKING:
     from .audio_image import AudioConfig
@@ -275,13 +275,16 @@ class VideoFolderDataset(Dataset):
         file = self.files[number]
         timing = self.timing
         frames, audio = self._read_window(file, first)
-        start_first = first
         if len(frames) < timing.num_frames:
-            # The header promised more frames than the stream holds: use the last full window.
-            start_first = max(0, first - (timing.num_frames - len(frames)))
-            frames, audio = self._read_window(file, start_first)
-            if len(frames) < timing.num_frames:
-                raise DataError(f"{file.path}: holds only {len(frames)} frames, fewer than one window")
+            # The header promised more frames than the video holds (Matroska gives the length
+            # of the longest stream): use the file's last full window instead.
+            clip = read_av(file.path, fps=timing.fps, sample_rate=timing.sample_rate, size=self.size,
+                           geometry=self.geometry)
+            if clip.num_frames < timing.num_frames:
+                raise DataError(f"{file.path}: holds only {clip.num_frames} frames, fewer than one window "
+                                f"of {timing.num_frames}")
+            window = cut_windows(clip, timing.num_frames, stride=1)[-1]
+            first, frames, audio = window.start_frame, window.frames, window.audio
         video = torch.from_numpy(frames).float().div_(127.5).sub_(1.0)
         waveform = torch.from_numpy(audio)
         audio_image = waveform_to_audio_image(waveform, self.audio_cfg, self.size)[0] * 2.0 - 1.0
@@ -291,17 +294,25 @@ class VideoFolderDataset(Dataset):
             "audio_image": audio_image,
             "class_id": file.class_id,
             "source": str(file.path),
-            "start_time": start_first / timing.fps,
+            "start_time": first / timing.fps,
             "index": int(index),
         }
 
     def _read_window(self, file: VideoFile, first: int) -> tuple[np.ndarray, np.ndarray]:
-        """Frames uint8 [<=T, H, W, 3] and audio float32 [N] of the window starting at frame ``first``."""
+        """Frames uint8 [<=T, H, W, 3] and audio float32 [N] of the window starting at frame ``first``;
+        no frames when the video ends before it."""
         timing = self.timing
-        clip = read_av(
-            file.path, fps=timing.fps, sample_rate=timing.sample_rate, size=self.size,
-            geometry=self.geometry, start=first / timing.fps, duration=timing.seconds,
-        )
+        try:
+            clip = read_av(
+                file.path, fps=timing.fps, sample_rate=timing.sample_rate, size=self.size,
+                geometry=self.geometry, start=first / timing.fps, duration=timing.seconds,
+            )
+        except MediaError:
+            if first == 0:
+                raise
+            # Nothing to decode after `first`; a real defect shows again when the caller
+            # reads the whole file.
+            return np.zeros((0, self.size, self.size, 3), np.uint8), np.zeros(timing.samples_per_clip, np.float32)
         frames = clip.frames[: timing.num_frames]
         audio = np.zeros(timing.samples_per_clip, np.float32)
         audio[: len(clip.audio)] = clip.audio[: timing.samples_per_clip]

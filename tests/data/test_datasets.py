@@ -2,8 +2,10 @@
 
 import json
 import warnings
+from fractions import Fraction
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 import torch
@@ -181,3 +183,33 @@ def test_dataloader_with_two_workers_matches_single_process(folder):
         torch.testing.assert_close(a["frames"], b["frames"])
         torch.testing.assert_close(a["waveform"], b["waveform"])
         assert a["source"] == b["source"] and a["index"].tolist() == b["index"].tolist()
+
+
+def test_header_longer_than_video_falls_back_to_last_full_window(tmp_path):
+    """Matroska reports the longest stream: 12 frames of video with 2 s of audio look like 20+ frames."""
+    path = tmp_path / "long_audio.mkv"
+    audio = np.zeros(32000, np.float32)
+    audio[6 * 1600] = 0.9  # at frame 6
+    with av.open(str(path), "w") as container:
+        vstream = container.add_stream("libx264", rate=10)
+        vstream.width = vstream.height = SIZE
+        astream = container.add_stream("aac", rate=16000)
+        astream.layout = "mono"
+        for k in range(12):
+            frame = av.VideoFrame.from_ndarray(np.full((SIZE, SIZE, 3), 10 + LEVEL_STEP * k, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = k, Fraction(1, 10)
+            container.mux(vstream.encode(frame))
+        container.mux(vstream.encode(None))
+        for first in range(0, len(audio), 1024):
+            frame = av.AudioFrame.from_ndarray(audio[None, first:first + 1024], format="fltp", layout="mono")
+            frame.sample_rate, frame.pts, frame.time_base = 16000, first, Fraction(1, 16000)
+            container.mux(astream.encode(frame))
+        container.mux(astream.encode(None))
+    ds = dataset(tmp_path, split="all", stride=4)
+    assert len(ds) > 2  # the header promises more windows than the 12 frames hold
+    for index in range(len(ds)):
+        item = ds[index]
+        first = round(item["start_time"] * 10)
+        assert first <= 4
+        assert [frame_index(f) for f in item["frames"]] == list(range(first, first + 8))
+        assert abs(int(item["waveform"].abs().argmax()) - (6 - first) * 1600) <= 1
