@@ -239,6 +239,16 @@ def test_write_accepts_float_channel_first_tensors(tmp_path):
     np.testing.assert_allclose(levels, [0, 85, 170, 255], atol=3)
 
 
+@pytest.mark.parametrize("num_samples", [1000, 9000])
+def test_write_fits_audio_to_the_video_duration(tmp_path, num_samples):
+    audio = np.full(num_samples, 0.5, np.float32)
+    path = write_av(tmp_path / "fit.mp4", coded_frames(4), audio, 10.0, 16000, wav=True)
+    assert probe(path).audio_duration == pytest.approx(0.4, abs=1 / 16000)
+    wave, _ = read_wav(path.with_suffix(".wav"))
+    assert wave.shape == (6400,)
+    assert np.abs(wave[: min(num_samples, 6400)] - 0.5).max() < 1e-3 and not wave[num_samples:].any()
+
+
 def test_write_refuses_odd_sizes_and_bad_arrays(tmp_path):
     with pytest.raises(MediaError, match="even"):
         write_av(tmp_path / "odd.mp4", np.zeros((2, 47, 63, 3), np.uint8), None, 10.0, 16000)
