@@ -33,13 +33,15 @@ Presets (:meth:`AudioConfig.preset`):
   fmax 8000) unchanged to 44.1 kHz audio: the window then lasts 23 ms instead of
   46 ms and everything above 8 kHz, i.e. the upper two thirds of the band the
   44.1 kHz rate exists for, is thrown away, and no vocoder trained at 22.05 kHz fits
-  those mels. We fix this by scaling the STFT with the rate (n_fft, hop and win
-  doubled: the same 46 ms window and 11.6 ms hop in seconds as the 22.05 kHz
-  HiFi-GAN recipe, and the same settings as the public 44.1 kHz BigVGAN vocoders)
-  and by letting the filterbank span the whole band up to Nyquist
-  (fmax = 22,050 Hz), as those 44.1 kHz vocoders do. We keep 80 mels, the height of
-  the paper's audio image. A vocoder for this preset has to be trained with exactly
-  these settings; :func:`mmldm.data.vocoders.build_vocoder` checks that it was.
+  those mels. We fix this by scaling the STFT with the rate: n_fft, hop and win
+  doubled give the same 46 ms window and 11.6 ms hop, in seconds, as the 22.05 kHz
+  HiFi-GAN recipe (and the 2048/512 STFT of NVIDIA's 44.1 kHz BigVGAN v2 vocoders).
+  The filterbank spans the whole band up to Nyquist (fmax = 22,050 Hz): an 8 kHz
+  limit would make the 44.1 kHz rate pointless, and full-band mels are what
+  44.1 kHz vocoders are trained on. We keep 80 mels, the height of the paper's
+  audio image (so the 128-band BigVGAN checkpoints do not fit this preset). A
+  vocoder for it has to be trained with exactly these settings;
+  :func:`mmldm.data.vocoders.build_vocoder` checks that it was.
 """
 
 from __future__ import annotations

@@ -72,9 +72,9 @@ class GriffinLim(nn.Module):
     1. Magnitude: ``S >= 0`` minimising ``||A S - mel||^2`` for the mel filterbank
        ``A`` [M, K], by ``nnls_iters`` multiplicative updates (Lee & Seung 2001)
        ``S <- S * (A^T mel) / (A^T A S)`` from ``S = A^T mel``. Unlike a clamped
-       pseudo-inverse this never creates energy outside the bands that carry it,
-       and it keeps a tone's energy concentrated where the filter responses put it.
-    2. Phase: fast Griffin-Lim, Perraudin et al. 2013, Algorithm 2:
+       pseudo-inverse, S is non-negative by construction and stays exactly zero
+       in STFT bins that no sounding mel band covers.
+    2. Phase: fast Griffin-Lim (Perraudin et al. 2013):
        ``c_n = P_C(P_A(t_{n-1}))``, ``t_n = c_n + momentum * (c_n - c_{n-1})``,
        with ``P_A`` the magnitude projection and ``P_C`` = STFT(iSTFT(.)).
 

@@ -124,6 +124,51 @@ def test_filterbank_peaks_at_centres_and_covers_fmin_to_fmax():
     assert (total[~inside] == 0).all()
 
 
+# Reference numbers computed once with librosa 0.11 (librosa.filters.mel defaults) and, for
+# the log-mel, a NumPy HiFi-GAN front end (reflect pad (n_fft - hop) / 2, periodic Hann,
+# sqrt(re^2 + im^2 + 1e-9), librosa filterbank, log clamp 1e-5): an independent implementation.
+LIBROSA_FILTERBANK = {
+    # preset: (row 0 sum, row 10 peak value, row 10 peak bin, row 79 sum, row 79 peak bin, non-zero bins of row 40)
+    "16k": (0.062344543635845184, 0.02441513165831566, 26, 0.06397459656000137, 493, 8),
+    "paper-44k": (0.045681461691856384, 0.01827896200120449, 25, 0.046438585966825485, 973, 14),
+}
+NUMPY_LOG_MEL_FRAME_20 = {  # mel bin: value at frame 20 of reference_wave(), 16k preset
+    9: -4.16516, 10: 0.07884, 11: 1.05474, 12: -1.28501, 13: -5.01295,
+    49: -3.86703, 50: -2.10584, 51: -1.38843, 53: -2.36712, 54: -0.69231,
+}
+
+
+def reference_wave() -> torch.Tensor:
+    n = torch.arange(12000, dtype=torch.float64)
+    return (
+        0.3 * torch.sin(2 * math.pi * 440 * n / 16000)
+        + 0.2 * torch.sin(2 * math.pi * 3000 * n / 16000 + 0.5) * torch.cos(2 * math.pi * 3 * n / 16000)
+        + 0.05 * torch.sin(1e-4 * n**2)
+    )
+
+
+@pytest.mark.parametrize("preset", ["16k", "paper-44k"])
+def test_filterbank_matches_librosa_reference(preset):
+    cfg = AudioConfig.preset(preset)
+    basis = mel_filterbank(cfg.sample_rate, cfg.n_fft, cfg.n_mels, cfg.fmin, cfg.fmax).double()
+    row0_sum, peak10, peak10_bin, row79_sum, peak79_bin, nonzero40 = LIBROSA_FILTERBANK[preset]
+    assert basis[0].sum().item() == pytest.approx(row0_sum, rel=1e-6)
+    assert basis[10].max().item() == pytest.approx(peak10, rel=1e-6)
+    assert basis[10].argmax().item() == peak10_bin
+    assert basis[79].sum().item() == pytest.approx(row79_sum, rel=1e-6)
+    assert basis[79].argmax().item() == peak79_bin
+    assert (basis[40] > 0).sum().item() == nonzero40
+
+
+def test_log_mel_matches_numpy_hifigan_reference():
+    mel = log_mel(reference_wave(), CFG16)
+    assert mel.shape == (1, 80, 12000 // 256) and mel.dtype == torch.float64
+    for m, value in NUMPY_LOG_MEL_FRAME_20.items():
+        assert mel[0, m, 20].item() == pytest.approx(value, abs=1e-4)
+    # float32 input: the same up to float32 rounding (largest in quiet bins, ~0.03 dB)
+    torch.testing.assert_close(log_mel(reference_wave().float(), CFG16).double(), mel, atol=1e-2, rtol=0)
+
+
 # ------------------------------------------------------------------ log-mel
 @pytest.mark.parametrize("freq", [220.0, 700.0, 1500.0, 5000.0])
 def test_sine_lands_in_the_mel_bin_nearest_its_frequency(freq):
