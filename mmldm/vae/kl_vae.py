@@ -219,11 +219,15 @@ class KLVAE(nn.Module):
 
     def forward(self, images: torch.Tensor, sample_posterior: bool = True,
                 generator: torch.Generator | None = None
-                ) -> tuple[torch.Tensor, DiagonalGaussianDistribution]:
-        """Reconstruct ``images`` [N,3,H,W]; returns (reconstruction [N,3,H,W], posterior)."""
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Reconstruct ``images`` (the training entry point; plain tensors out, for DDP).
+
+        Shapes: images [N,3,H,W] -> (reconstruction [N,3,H,W], posterior mean and
+        log-variance [N,C,H/f,W/f], unscaled). ``sample_posterior=False`` decodes the mean.
+        """
         posterior = self.posterior(images)
         latents = posterior.sample(generator) if sample_posterior else posterior.mode()
-        return self.decode_unscaled(latents), posterior
+        return self.decode_unscaled(latents), posterior.mean, posterior.logvar
 
     # ------------------------------------------------------------------ chunked inference
     def encode_images(self, images: torch.Tensor, sample: bool = False,
