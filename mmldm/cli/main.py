@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "data",
     "presets",
     "train",
+    "evaluate",
 ]
 
 

@@ -25,6 +25,7 @@ handling, recorded in :class:`FrechetResult`:
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Literal
 
@@ -88,11 +89,13 @@ def frechet_distance_from_statistics(
             f"Frechet distance: statistics do not match ({mu1.shape=} {sigma1.shape=} {mu2.shape=} {sigma2.shape=})"
         )
     offset = 0.0
-    covmean = linalg.sqrtm(sigma1 @ sigma2)
-    if not np.isfinite(covmean).all():
-        offset = SQRTM_EPS
-        eye = np.eye(sigma1.shape[0])
-        covmean = linalg.sqrtm((sigma1 + offset * eye) @ (sigma2 + offset * eye))
+    with warnings.catch_warnings():  # singular products are expected (N < D) and handled below
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        covmean = linalg.sqrtm(sigma1 @ sigma2)
+        if not np.isfinite(covmean).all():
+            offset = SQRTM_EPS
+            eye = np.eye(sigma1.shape[0])
+            covmean = linalg.sqrtm((sigma1 + offset * eye) @ (sigma2 + offset * eye))
     max_imag = 0.0
     if np.iscomplexobj(covmean):
         max_imag = float(np.max(np.abs(np.diagonal(covmean).imag)))
