@@ -1,0 +1,94 @@
+"""Checkpoint folders: atomic commit, manifest check, pruning, RNG round trip."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mmldm.errors import TrainingError
+from mmldm.training import checkpoint as ckpt
+
+
+def _write(root: Path, step: int, keep_last: int = 5) -> Path:
+    tmp = ckpt.begin_checkpoint(root, step)
+    ckpt.save_tensors(tmp / "model_model.safetensors", {"w": torch.full((4,), float(step))})
+    ckpt.save_json(tmp / "state.json", {"step": step})
+    return ckpt.commit_checkpoint(tmp, step, keep_last)
+
+
+def test_commit_points_latest_and_prunes(tmp_path: Path) -> None:
+    root = tmp_path / "checkpoints"
+    for step in (10, 20, 30):
+        final = _write(root, step, keep_last=2)
+    assert final == root / "step_000030"
+    assert (root / "latest").read_text().strip() == "step_000030"
+    assert [p.name for p in ckpt.complete_checkpoints(root)] == ["step_000020", "step_000030"]
+    assert sorted(p.name for p in root.iterdir()) == ["latest", "step_000020", "step_000030"]
+    assert ckpt.resolve_resume(tmp_path, "auto") == root / "step_000030"
+    assert ckpt.load_tensors(final / "model_model.safetensors")["w"][0] == 30
+
+
+def test_auto_resume_skips_unfinished_and_damaged_folders(tmp_path: Path) -> None:
+    root = tmp_path / "checkpoints"
+    assert ckpt.resolve_resume(tmp_path, "auto") is None
+    _write(root, 10)
+    # a checkpoint being written when the process died
+    tmp = ckpt.begin_checkpoint(root, 20)
+    ckpt.save_json(tmp / "state.json", {"step": 20})
+    # a step folder without manifest, and one whose file was truncated later
+    (root / "step_000030").mkdir()
+    damaged = _write(root, 40)
+    with open(damaged / "model_model.safetensors", "r+b") as fh:
+        fh.truncate(8)
+    assert ckpt.resolve_resume(tmp_path, "auto") == root / "step_000010"
+    with pytest.raises(TrainingError, match="incomplete"):
+        ckpt.resolve_resume(tmp_path, damaged)
+    with pytest.raises(TrainingError, match="no checkpoint folder"):
+        ckpt.resolve_resume(tmp_path, tmp_path / "nowhere")
+
+
+def test_crash_during_rename_keeps_previous_latest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "checkpoints"
+    _write(root, 10)
+
+    def crash(*args: object) -> None:
+        raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(os, "rename", crash)
+    with pytest.raises(KeyboardInterrupt):
+        _write(root, 20)
+    monkeypatch.undo()
+    assert (root / "latest").read_text().strip() == "step_000010"
+    assert ckpt.resolve_resume(tmp_path, "auto") == root / "step_000010"
+    _write(root, 20)  # the next attempt cleans the stale temporary folder
+    assert not (root / ".tmp_step_000020").exists()
+    assert ckpt.resolve_resume(tmp_path, "auto") == root / "step_000020"
+
+
+def test_rng_states_round_trip(tmp_path: Path) -> None:
+    gen = torch.Generator().manual_seed(5)
+    tensors, metadata = ckpt.rng_state({"losses": gen})
+    path = tmp_path / "rng.safetensors"
+    ckpt.save_tensors(path, tensors, metadata)
+    expected = (random.random(), np.random.rand(), torch.rand(2), torch.rand(2, generator=gen))
+    random.random(), np.random.rand(), torch.rand(3), torch.rand(3, generator=gen)  # move all streams on
+    gen_restored = torch.Generator()
+    ckpt.restore_rng_state(path, {"losses": gen_restored})
+    got = (random.random(), np.random.rand(), torch.rand(2), torch.rand(2, generator=gen_restored))
+    assert got[0] == expected[0] and got[1] == expected[1]
+    assert torch.equal(got[2], expected[2]) and torch.equal(got[3], expected[3])
+
+
+def test_torch_state_loads_without_unpickling_objects(tmp_path: Path) -> None:
+    path = tmp_path / "state.pt"
+    opt = torch.optim.AdamW(torch.nn.Linear(2, 2).parameters())
+    ckpt.save_torch_state(path, opt.state_dict())
+    assert ckpt.load_torch_state(path)["param_groups"][0]["lr"] == opt.param_groups[0]["lr"]
+    torch.save({"bad": object()}, path)
+    with pytest.raises(TrainingError, match="cannot read checkpoint state"):
+        ckpt.load_torch_state(path)
