@@ -388,6 +388,10 @@ class AVDiT(nn.Module):
                 raise ConfigError("AVDiT was built with num_classes=0 but got class labels")
             if class_labels.shape != (batch,):
                 raise ConfigError(f"AVDiT class_labels: expected shape [{batch}], got {list(class_labels.shape)}")
+            if class_labels.is_floating_point() or not bool(
+                    ((class_labels >= 0) & (class_labels <= cfg.num_classes)).all()):
+                raise ConfigError(f"AVDiT class_labels must be integers in [0, {cfg.num_classes}] "
+                                  f"({cfg.num_classes} = no class), got {class_labels.tolist()}")
         if context is not None:
             if self.context_proj is None:
                 raise ConfigError("AVDiT was built with context_dim=0 but got context tokens")

@@ -193,6 +193,8 @@ def test_bad_inputs_raise_config_errors():
         model(x, t, audio_cond=x["video"])
     with pytest.raises(ConfigError, match="num_classes=0"):
         model(x, t, class_labels=torch.zeros(2, dtype=torch.long))
+    with pytest.raises(ConfigError, match=r"integers in \[0, 2\]"):
+        _tiny(num_classes=2)(x, t, class_labels=torch.tensor([0, 3]))
     with pytest.raises(ConfigError, match="timestep"):
         model(x, torch.zeros(3))
     with pytest.raises(ConfigError, match="previous_clip=false"):
@@ -274,3 +276,25 @@ def test_tiny_training_reduces_loss_on_toy_data(objective_name):
         optimizer.step()
     after = eval_loss()
     assert after < 0.7 * before, (before, after)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_bf16_forward_and_guided_sampling():
+    from mmldm.diffusion import guided_denoiser, sample
+
+    device = torch.device("cuda")
+    model = _randomize(_tiny(num_classes=2)).to(device).eval()
+    x, t = _inputs(model.cfg)
+    x, t = {k: v.to(device) for k, v in x.items()}, t.to(device)
+    reference = model(x, t)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = model(x, t)
+        denoise = guided_denoiser(model, {"class_labels": torch.tensor([0, 1], device=device)},
+                                  {"class_labels": torch.full((2,), 2, device=device)}, {"audio": 3.0, "video": 9.0})
+        generated = sample(denoise, {k: torch.randn_like(v) for k, v in x.items()}, make_objective("epsilon"),
+                           "ddim", steps=4)
+    for key in reference:
+        assert out[key].device.type == "cuda"
+        assert (out[key].float() - reference[key]).norm() / reference[key].norm() < 0.05
+        assert generated[key].shape == x[key].shape and torch.isfinite(generated[key]).all()
