@@ -79,18 +79,20 @@ def test_click_written_at_sample_k_reads_back_at_k(tmp_path, sample_rate):
 
 
 def write_other_format(path: Path, vcodec: str, acodec: str, sample_rate: int, layout: str, k: int,
-                       video_delay_frames: int = 0) -> Path:
-    """16 coded frames at 10 fps (the first at ``video_delay_frames / 10`` s) and audio from 0 s
+                       video_delay_frames: int = 0, num_frames: int = 16,
+                       video_options: dict | None = None) -> Path:
+    """Coded frames at 10 fps (the first at ``video_delay_frames / 10`` s) and audio from 0 s
     with a click at sample k, in any container PyAV writes."""
-    audio = click(16 * sample_rate // 10, k)
+    audio = click(num_frames * sample_rate // 10, k)
     channels = 2 if layout == "stereo" else 1
     with av.open(str(path), "w") as container:
         vstream = container.add_stream(vcodec, rate=10)
         vstream.width = vstream.height = 32
         vstream.pix_fmt = "yuv420p"
+        vstream.options = video_options or {}
         astream = container.add_stream(acodec, rate=sample_rate)
         astream.layout = layout
-        for index, rgb in enumerate(coded_frames(16)):
+        for index, rgb in enumerate(coded_frames(num_frames)):
             frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
             frame.pts, frame.time_base = index + video_delay_frames, Fraction(1, 10)
             container.mux(vstream.encode(frame))
@@ -179,10 +181,14 @@ def test_start_and_duration_select_matching_frames_and_audio(tmp_path):
 
 
 def test_start_past_one_second_seeks_and_stays_in_sync(tmp_path):
-    path = write_av(tmp_path / "long.mp4", coded_frames(45), click(45 * 1600, 32 * 1600 + 7), 10.0, 16000)
-    clip = read_av(path, start=2.5, duration=1.6)
-    assert [frame_index(f) for f in clip.frames] == list(range(25, 41))
-    assert abs(int(np.argmax(np.abs(clip.audio))) - (7 * 1600 + 7)) <= 1
+    # a key frame every 10 frames and B-frames: the seek lands on a real key frame before start
+    path = write_other_format(tmp_path / "long.mp4", "libx264", "aac", 16000, "mono", k=32 * 1600 + 7,
+                              num_frames=45, video_options={"g": "10", "bf": "2"})
+    for start in (2.5, 2.05):
+        clip = read_av(path, start=start, duration=1.6)
+        first = int(start * 10 + 1e-9)  # the source frame on screen at `start`
+        assert [frame_index(f) for f in clip.frames] == list(range(first, first + 16))
+        assert abs(int(np.argmax(np.abs(clip.audio))) - (32 * 1600 + 7 - round(start * 16000))) <= 1
 
 
 def test_frame_rate_conversion_picks_frame_on_screen(tmp_path):
