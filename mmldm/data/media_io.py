@@ -125,6 +125,8 @@ def _open(path: Path, mode: str = "r", **kwargs: Any) -> Any:
         raise MediaError(path, "file not found") from None
     except IsADirectoryError:
         raise MediaError(path, "is a folder, not a media file") from None
+    except PermissionError:
+        raise MediaError(path, "permission denied") from None
     except av.error.FFmpegError as exc:
         raise MediaError(path, f"not a readable media file ({exc.strerror or exc})") from None
 
@@ -343,21 +345,27 @@ def read_av(
     step = 1 / _exact(fps)  # seconds between output frames
     start_s = _exact(start)
     want = None if duration is None else int(math.floor(_exact(duration) / step + Fraction(1, 1000)))
+    # The header's duration can lie (or be missing): the limit holds while decoding too.
+    max_frames = max(1, max_bytes // (fit.out_w * fit.out_h * 3))
     try:
-        frames, track = _decode(path, fit, start_s, step, want)
+        frames, track = _decode(path, fit, start_s, step, max_frames + 1 if want is None else want)
     except av.error.FFmpegError as exc:
         raise MediaError(path, f"cannot decode ({exc.strerror or exc})") from None
     if not frames:
         raise MediaError(path, "no decodable video frames" + (f" after {start} s" if start else ""))
+    if len(frames) > max_frames:
+        raise MediaError(path, f"more than {max_frames} frames of {fit.out_w}x{fit.out_h} exceed the memory limit "
+                         f"of {max_bytes / 1024**3:.1f} GiB although the header says {info.duration:.3f} s")
     num_samples = int(round(len(frames) * sample_rate / fps))
     audio = track.render(start_s, num_samples, sample_rate)
     return AVClip(np.stack(frames), audio, float(fps), int(sample_rate), path)
 
 
 def _decode(
-    path: Path, fit: _Fit, start: Fraction, step: Fraction, want: int | None
+    path: Path, fit: _Fit, start: Fraction, step: Fraction, want: int
 ) -> tuple[list[np.ndarray], _AudioTrack]:
-    """Demux and decode once: output frames at ``origin + start + i * step`` and the audio track."""
+    """Demux and decode once: up to ``want`` output frames at ``origin + start + i * step``
+    and the audio track."""
     with _open(path) as container:
         vstream = container.streams.video[0]
         vstream.thread_type = "AUTO"
@@ -381,7 +389,7 @@ def _decode(
         def emit_until(limit: Fraction) -> bool:
             """Output ``shown`` for all targets before ``limit``; True when enough frames."""
             nonlocal shown_rgb
-            while want is None or len(frames) < want:
+            while len(frames) < want:
                 target = origin + start + len(frames) * step
                 if target >= limit - eps:
                     return False

@@ -1,5 +1,6 @@
 """Media I/O: sample-exact A/V sync through an MP4 round trip, resampling by time, bad input."""
 
+import dataclasses
 from fractions import Fraction
 from pathlib import Path
 
@@ -395,3 +396,10 @@ def test_h264_encoder_fallback_and_missing(monkeypatch):
     monkeypatch.setattr(media_io, "_H264_ENCODERS", ("no_such_encoder",))
     with pytest.raises(MediaError, match="no H.264 encoder"):
         media_io.h264_encoder()
+
+
+def test_decoded_size_limit_holds_when_the_header_understates(tmp_path, monkeypatch):
+    path = good_file(tmp_path)
+    lying = dataclasses.replace(probe(path), duration=0.0)
+    monkeypatch.setattr(media_io, "probe", lambda p: lying)
+    assert_media_error(path, "although the header says 0.000 s", size=32, max_bytes=10_000)
