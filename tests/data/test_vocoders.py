@@ -235,6 +235,23 @@ def test_griffin_lim_output_matches_its_mel():
     assert error_many < error_few  # the iterations make the phase consistent with the magnitude
 
 
+def test_griffin_lim_keeps_timing_for_audio_video_sync():
+    # A tone burst must come back where it was: our frames are centred on t*hop + hop/2,
+    # so getting that convention wrong would shift the output by half a hop (128 samples).
+    n = torch.arange(CFG16.clip_samples)
+    start, length = 8100, 6000
+    burst = 0.5 * torch.sin(2 * math.pi * 600 * n / CFG16.sample_rate) * ((n >= start) & (n < start + length))
+    out = GriffinLim(CFG16, n_iter=16)(log_mel(burst, CFG16))[0]
+
+    def envelope(wave: torch.Tensor) -> np.ndarray:
+        return np.convolve(wave.double().numpy() ** 2, np.ones(128) / 128, mode="same")
+
+    reference, rebuilt = envelope(burst), envelope(out)
+    score = np.correlate(rebuilt, reference[300:-300], mode="valid")  # lags -300 ... +300
+    lag = int(np.argmax(score)) - 300
+    assert abs(lag) <= CFG16.hop // 8, f"Griffin-Lim output is {lag} samples late"
+
+
 def test_nnls_magnitude_is_non_negative_and_reproduces_the_mel():
     gl = GriffinLim(CFG16, n_iter=1)
     target = log_mel(torch.randn(2, 8000, generator=torch.Generator().manual_seed(3)) * 0.1, CFG16)
