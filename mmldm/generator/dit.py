@@ -133,8 +133,9 @@ class DiTConfig:
 #: reproduce both (params within 1%; the GFLOPs equal the multiply-adds of the linear
 #: layers, see ``mmldm presets``), with head dim 64. XL: the authors' configuration.
 DIT_PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": dict(depth=4, width=128, num_heads=4, n_ctx=4, audio_channels=4, audio_size=(4, 4),
-                 video_channels=4, video_size=(8, 8)),
+    # tiny: the latent sizes of the tiny autoencoder (mmldm.autoencoder.tiny_config): audio 8x4x4, video 8x8x8
+    "tiny": dict(depth=4, width=128, num_heads=4, n_ctx=4, audio_channels=8, audio_size=(4, 4),
+                 video_channels=8, video_size=(8, 8)),
     "S": dict(depth=12, width=768, num_heads=12),
     "B": dict(depth=20, width=1024, num_heads=16),
     "L": dict(depth=36, width=1536, num_heads=24),

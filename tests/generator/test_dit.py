@@ -38,7 +38,7 @@ def test_tiny_shapes_with_every_input():
     x, t = _inputs(cfg)
     out = _randomize(model)(x, t, audio_cond=x["audio"], video_cond=x["video"], prev_audio=x["audio"],
                             prev_video=x["video"], class_labels=torch.tensor([0, 3]), context=torch.randn(2, 4, 8))
-    assert out["audio"].shape == (2, 4, 4, 4) and out["video"].shape == (2, 4, 8, 8)
+    assert out["audio"].shape == (2, 8, 4, 4) and out["video"].shape == (2, 8, 8, 8)
     assert cfg.sequence_length == 1 + 4 + 1 + 16 + 1 + 64
     assert all(torch.isfinite(v).all() for v in out.values())
 
@@ -185,7 +185,7 @@ def test_xl_is_authors_default_and_presets_validate():
 def test_bad_inputs_raise_config_errors():
     model = _tiny()
     x, t = _inputs(model.cfg)
-    with pytest.raises(ConfigError, match=r"x\['video'\]: expected shape \[2, 4, 8, 8\]"):
+    with pytest.raises(ConfigError, match=r"x\['video'\]: expected shape \[2, 8, 8, 8\]"):
         model({"audio": x["audio"], "video": x["video"][:, :, :4]}, t)
     with pytest.raises(ConfigError, match="keys audio and video"):
         model({"audio": x["audio"]}, t)
@@ -251,8 +251,8 @@ def test_tiny_training_reduces_loss_on_toy_data(objective_name):
     # toy data: 4 fixed audio/video latent pairs with spatial structure
     grid_a = torch.linspace(-1, 1, 4)
     grid_v = torch.linspace(-1, 1, 8)
-    data = {"audio": torch.stack([torch.outer(grid_a * s, grid_a).expand(4, 4, 4) for s in (1, -1, 2, -2)]),
-            "video": torch.stack([torch.outer(grid_v, grid_v * s).expand(4, 8, 8) for s in (1, -1, 2, -2)])}
+    data = {"audio": torch.stack([torch.outer(grid_a * s, grid_a).expand(8, 4, 4) for s in (1, -1, 2, -2)]),
+            "video": torch.stack([torch.outer(grid_v, grid_v * s).expand(8, 8, 8) for s in (1, -1, 2, -2)])}
     eval_t = objective.sample_timesteps(64, g)
     eval_noise = {k: torch.randn(64, *v.shape[1:], generator=g) for k, v in data.items()}
     eval_x0 = {k: v.repeat(16, 1, 1, 1) for k, v in data.items()}
@@ -298,3 +298,11 @@ def test_cuda_bf16_forward_and_guided_sampling():
         assert out[key].device.type == "cuda"
         assert (out[key].float() - reference[key]).norm() / reference[key].norm() < 0.05
         assert generated[key].shape == x[key].shape and torch.isfinite(generated[key]).all()
+
+
+def test_tiny_preset_takes_the_tiny_autoencoder_latents():
+    from mmldm.autoencoder import tiny_config
+
+    autoencoder, cfg = tiny_config(), DiTConfig.preset("tiny")
+    assert autoencoder.audio_latent_shape == (cfg.audio_channels, *cfg.audio_size)
+    assert autoencoder.video_latent_shape == (cfg.video_channels, *cfg.video_size)
