@@ -247,8 +247,7 @@ class AVDiT(nn.Module):
         self.cond_embed = nn.ModuleDict({m: PatchEmbed(channels[m], d, p, bias=False) for m in MODALITIES})
         self.prev_embed = (nn.ModuleDict({m: PatchEmbed(channels[m], d, p, bias=False) for m in MODALITIES})
                            if cfg.previous_clip else None)
-        for m in MODALITIES:  # fixed, rebuilt from the config (not saved)
-            self.register_buffer(f"pos_embed_{m}", sincos_2d_position_embedding(d, *grids[m]), persistent=False)
+        self._register_position_embeddings()
 
         self.blocks = nn.ModuleList(AdaLNZeroBlock(d, cfg.num_heads, cfg.mlp_ratio) for _ in range(cfg.depth))
         self.final = nn.ModuleDict({m: FinalLayer(d, p, channels[m], grids[m]) for m in MODALITIES})
@@ -289,6 +288,12 @@ class AVDiT(nn.Module):
         zero_paths = [*self.cond_embed.values(), *(self.prev_embed.values() if self.prev_embed else [])]
         for embed in zero_paths:
             nn.init.zeros_(embed.proj.weight)
+
+    def _register_position_embeddings(self, device: torch.device | str | None = None) -> None:
+        """The fixed sin-cos tables, rebuilt from the config (never saved in checkpoints)."""
+        for m, grid in (("audio", self.audio_grid), ("video", self.video_grid)):
+            table = sincos_2d_position_embedding(self.cfg.width, *grid, device=device)  # [N_m, D]
+            self.register_buffer(f"pos_embed_{m}", table, persistent=False)
 
     @property
     def null_class(self) -> int | None:
@@ -414,8 +419,15 @@ class AVDiT(nn.Module):
         return directory
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, weights_name: str = "model.safetensors") -> "AVDiT":
-        """Rebuild from ``config.json`` and load ``weights_name`` (safetensors) from ``directory``."""
+    def from_pretrained(cls, directory: str | Path, weights_name: str = "model.safetensors",
+                        device: torch.device | str = "cpu", dtype: torch.dtype | None = None) -> "AVDiT":
+        """Rebuild from ``config.json`` and load ``weights_name`` (safetensors) from ``directory``.
+
+        The network is built on the meta device and takes the loaded tensors as
+        its parameters, so memory holds one copy of the weights (L: 6 GB fp32)
+        and no time goes into a random initialisation. ``dtype`` casts floating
+        weights (e.g. ``torch.bfloat16`` for inference).
+        """
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
@@ -430,17 +442,26 @@ class AVDiT(nn.Module):
             data = json.loads(config_path.read_text())
         except json.JSONDecodeError as exc:
             raise WeightsError(config_path, "AVDiT config", f"not valid JSON ({exc.msg})") from None
-        model = cls(from_dict(DiTConfig, data, prefix="dit."))
+        cfg = from_dict(DiTConfig, data, prefix="dit.")
+        with torch.device("meta"):
+            model = cls(cfg)
         try:
-            state = load_file(str(weights_path))
+            state = load_file(str(weights_path), device=str(device))
         except (SafetensorError, OSError) as exc:
             raise WeightsError(weights_path, "AVDiT weights", f"not a readable safetensors file ({exc})") from None
-        load_state_checked(model, state, weights_path)
+        if dtype is not None:
+            state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+        load_state_checked(model, state, weights_path, assign=True)
+        model._register_position_embeddings(device)
         return model
 
 
-def load_state_checked(model: nn.Module, state: dict[str, torch.Tensor], path: str | Path) -> None:
-    """``load_state_dict`` that reports missing/unexpected/mis-shaped tensors as one-line WeightsErrors."""
+def load_state_checked(model: nn.Module, state: dict[str, torch.Tensor], path: str | Path,
+                       assign: bool = False) -> None:
+    """``load_state_dict`` that reports missing/unexpected/mis-shaped tensors as one-line WeightsErrors.
+
+    ``assign=True`` makes the loaded tensors the parameters (for a model built on the meta device).
+    """
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -452,7 +473,7 @@ def load_state_checked(model: nn.Module, state: dict[str, torch.Tensor], path: s
             if items:
                 parts.append(f"{len(items)} {label} (e.g. {', '.join(items[:3])})")
         raise WeightsError(path, "AVDiT weights", "do not fit the config: " + "; ".join(parts))
-    model.load_state_dict(state)
+    model.load_state_dict(state, assign=assign)
 
 
 def count_parameters(model: nn.Module) -> int:

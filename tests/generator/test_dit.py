@@ -206,8 +206,14 @@ def test_save_and_load_round_trip(tmp_path):
     model.save_pretrained(tmp_path / "dit")
     assert json.loads((tmp_path / "dit" / "config.json").read_text())["num_classes"] == 3
     loaded = AVDiT.from_pretrained(tmp_path / "dit")
+    assert not any(p.is_meta for p in [*loaded.parameters(), *loaded.buffers()])
     x, t = _inputs(model.cfg)
     torch.testing.assert_close(loaded(x, t), model(x, t), rtol=0, atol=0)
+    half = AVDiT.from_pretrained(tmp_path / "dit", dtype=torch.bfloat16)
+    assert {p.dtype for p in half.parameters()} == {torch.bfloat16}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = half(x, t)
+    assert torch.isfinite(out["video"]).all()
 
 
 def test_loading_errors_are_one_line(tmp_path):
