@@ -150,7 +150,8 @@ class GriffinLim(nn.Module):
         if self.init == "zero":
             phase = torch.ones_like(magnitude, dtype=torch.complex64)
         else:
-            generator = generator or torch.Generator().manual_seed(self.seed)
+            if generator is None:
+                generator = torch.Generator().manual_seed(self.seed)
             angles = torch.rand(magnitude.shape, generator=generator, device=generator.device)
             phase = torch.polar(torch.ones_like(angles), 2 * math.pi * angles).to(magnitude.device)
         previous = torch.zeros_like(phase)

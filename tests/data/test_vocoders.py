@@ -101,6 +101,25 @@ def test_public_format_checkpoint_reloads_to_identical_output(tmp_path, config):
     assert out.std() > 1e-3  # the random weights produce a signal, so the comparison means something
 
 
+@pytest.mark.parametrize(
+    "changes, published_millions",
+    [
+        ({}, 13.92),  # V1
+        ({"upsample_initial_channel": 128}, 0.92),  # V2
+        ({"resblock": "2", "upsample_rates": [8, 8, 4], "upsample_kernel_sizes": [16, 16, 8],
+          "upsample_initial_channel": 256, "resblock_kernel_sizes": [3, 5, 7],
+          "resblock_dilation_sizes": [[1, 2], [2, 6], [3, 12]]}, 1.46),  # V3
+    ],
+    ids=["V1", "V2", "V3"],
+)
+def test_full_size_generators_have_the_published_parameter_counts(changes, published_millions):
+    # Kong et al. 2020, Table 1: V1 13.92M, V2 0.92M, V3 1.46M generator parameters.
+    config = dict(TINY_V1, upsample_initial_channel=512, sampling_rate=22050)
+    config.update(changes)
+    model = HiFiGAN(HiFiGANConfig.from_mapping(config), use_weight_norm=False)
+    assert sum(p.numel() for p in model.parameters()) / 1e6 == pytest.approx(published_millions, abs=0.01)  # table rounds down
+
+
 def test_load_from_folder_picks_latest_generator(tmp_path):
     folder = tmp_path / "hifigan"
     write_public_checkpoint(folder, TINY_V1, seed=0)
