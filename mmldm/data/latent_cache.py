@@ -62,6 +62,19 @@ def config_hash(config: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def module_digest(module: torch.nn.Module) -> str:
+    """sha256 (hex, 16 chars) of a module's state dict (names, dtypes, shapes and values).
+
+    Goes into a cache's config so that other weights never mix with an old cache.
+    """
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()[:16]
+
+
 def shard_name(shard: int, num_shards: int) -> str:
     return f"shard-{shard:05d}-of-{num_shards:05d}.safetensors"
 

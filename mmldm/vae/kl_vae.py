@@ -271,6 +271,17 @@ class KLVAE(nn.Module):
         """Shapes: latents [B,C,h,w] -> audio images [B,3,h*f,w*f]."""
         return self.decode_images(latents)
 
+    @torch.no_grad()
+    def encode_clips(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Latents of a dataset batch, as the latent cache stores them (posterior means, scaled).
+
+        Shapes: batch["frames"] [B,T,3,H,W], batch["audio_image"] [B,3,H,W] ->
+        {"video_latent": [B,T,C,h,w], "audio_latent": [B,C,h,w]}.
+        """
+        device = next(self.parameters()).device
+        return {"video_latent": self.encode_frames(batch["frames"].to(device)),
+                "audio_latent": self.encode_audio_image(batch["audio_image"].to(device))}
+
 
 @torch.no_grad()
 def estimate_scaling_factor(vae: KLVAE, images: torch.Tensor) -> float:

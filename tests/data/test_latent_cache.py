@@ -174,3 +174,51 @@ def test_store_dtype_and_dataloader_workers(vae, tmp_path):
         assert batch["audio_image"].shape == (2, 4, 4, 4)
         seen += batch["index"].tolist()
     assert sorted(seen) == list(range(6))
+
+
+def test_sounding_shapes_cache_cli_resume_and_read_back(shapes_dir, tmp_path, capsys):
+    from mmldm.cli.main import main
+    from mmldm.data.datasets import VideoFolderDataset
+    from mmldm.timing import AVTiming
+
+    torch.manual_seed(3)
+    vae = KLVAE.from_preset("tiny", chunk_size=8).eval()
+    vae.save_pretrained(tmp_path / "vae")
+    common = ["--config", "configs/vae/tiny.yaml", "--vae", str(tmp_path / "vae"), "--split", "all",
+              "--shard-size", "4", "--batch-size", "2", "--num-workers", "0",
+              "--set", f"data.root={shapes_dir}", "data.size=32"]
+    assert main(["cache", "--out", str(tmp_path / "full"), *common]) == 0
+    out = capsys.readouterr().out
+    assert "cached 9 clips" in out and "clips/s" in out and "index written" in out
+
+    # a run killed after its first shard, then the same command again
+    dataset = VideoFolderDataset(shapes_dir, AVTiming(), size=32, split="all")
+    index = json.loads((tmp_path / "full" / INDEX_NAME).read_text())
+
+    def kill(shard):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_latent_cache(dataset, vae.encode_clips, tmp_path / "resumed", index["config"], shard_size=4,
+                           batch_size=2, on_shard_written=kill)
+    assert main(["cache", "--out", str(tmp_path / "resumed"), *common]) == 0
+    assert "cached 5 clips (2 shards written, 1 already done)" in capsys.readouterr().out
+    full, resumed = read_all(tmp_path / "full"), read_all(tmp_path / "resumed")
+    assert_same_items(resumed, full)
+
+    # what was stored is what the VAE gives for the dataset's items
+    for i in (0, 8):
+        item = dataset[i]
+        direct = vae.encode_clips({"frames": item["frames"][None], "audio_image": item["audio_image"][None]})
+        torch.testing.assert_close(full[i]["video_latent"], direct["video_latent"][0], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(full[i]["audio_latent"], direct["audio_latent"][0], rtol=1e-5, atol=1e-5)
+        assert full[i]["source"] == item["source"] and full[i]["class_id"] == item["class_id"]
+    assert full[0]["video_latent"].shape == (16, 4, 8, 8)
+
+
+def test_cache_cli_needs_trained_vae(shapes_dir, tmp_path, capsys):
+    from mmldm.cli.main import main
+
+    code = main(["cache", "--config", "configs/vae/tiny.yaml", "--out", str(tmp_path / "c"),
+                 "--set", f"data.root={shapes_dir}"])
+    assert code != 0 and "--vae" in capsys.readouterr().err
