@@ -50,19 +50,20 @@ def make_scheduler(objective: Objective, sampler: SamplerName, shift: float = 1.
     """The diffusers scheduler implementing ``sampler`` for ``objective`` (fresh state).
 
     ``shift`` (flow samplers only) warps the time grid towards the noise end,
-    ``t -> shift * t / (1 + (shift - 1) * t)`` (SD3, Esser et al. 2024: resolution-dependent shifting); 1 = uniform.
+    ``t -> shift * t / (1 + (shift - 1) * t)`` (the resolution-dependent shift of
+    SD3, Esser et al. 2024); 1 keeps the uniform grid.
     """
     if sampler not in SAMPLERS:
         raise ConfigError(f"unknown sampler '{sampler}' (choose one of {', '.join(SAMPLERS)})")
     if sampler not in objective.samplers:
         raise ConfigError(f"sampler '{sampler}' does not fit the '{objective.name}' objective "
                           f"(use {' or '.join(objective.samplers)})")
+    if shift <= 0 or (shift != 1.0 and objective.prediction != "velocity"):
+        raise ConfigError(f"time shift {shift} needs a flow sampler and must be > 0")
     # imported here: diffusers takes seconds to import, and only sampling needs it
     from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler,
                            FlowMatchHeunDiscreteScheduler)
 
-    if shift <= 0 or (shift != 1.0 and objective.prediction != "velocity"):
-        raise ConfigError(f"time shift {shift} needs a flow sampler and must be > 0")
     steps = objective.num_train_timesteps
     if sampler == "ddim":
         return DDIMScheduler(num_train_timesteps=steps, trained_betas=objective.betas.numpy(),
