@@ -43,7 +43,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
+from einops import pack, rearrange, unpack
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -328,7 +328,6 @@ class AVDiT(nn.Module):
         Returns:
             ``{"audio": [B, Ca, Ha, Wa], "video": [B, Cv, Hv, Wv]}``.
         """
-        cfg = self.cfg
         self._check_inputs(x, t, audio_cond, video_cond, prev_audio, prev_video, class_labels, context)
         audio, video = x["audio"], x["video"]
         batch = audio.shape[0]
@@ -352,20 +351,17 @@ class AVDiT(nn.Module):
             prompt = prompt + self.context_proj(context)  # [B, n_ctx, D]
         eos_a = self.eos["audio"].expand(batch, 1, -1)  # [B, 1, D]
         eos_v = self.eos["video"].expand(batch, 1, -1)  # [B, 1, D]
-        parts = [prompt, eos_a, audio_tokens, eos_v, video_tokens]
-        if class_token is not None:
-            parts.insert(0, class_token)
-        tokens = torch.cat([part.to(audio_tokens.dtype) for part in parts], dim=1)  # [B, N, D]
+        context_tokens = prompt if class_token is None else torch.cat([class_token, prompt], dim=1)  # [B, Nc, D]
+        parts = [context_tokens, eos_a, audio_tokens, eos_v, video_tokens]
+        tokens, layout = pack([part.to(audio_tokens.dtype) for part in parts], "b * d")  # [B, N, D]
 
         for block in self.blocks:
-            if cfg.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            if self.cfg.gradient_checkpointing and self.training and torch.is_grad_enabled():
                 tokens = checkpoint(block, tokens, c, use_reentrant=False)  # [B, N, D]
             else:
                 tokens = block(tokens, c)  # [B, N, D]
 
-        start = cfg.context_tokens + 1
-        audio_out = tokens[:, start:start + cfg.audio_tokens]  # [B, Na, D]
-        video_out = tokens[:, -cfg.video_tokens:]  # [B, Nv, D]
+        _, _, audio_out, _, video_out = unpack(tokens, layout, "b * d")  # [B, Na, D], [B, Nv, D]
         return {"audio": self.final["audio"](audio_out, c),  # [B, Ca, Ha, Wa]
                 "video": self.final["video"](video_out, c)}  # [B, Cv, Hv, Wv]
 
