@@ -138,6 +138,14 @@ class HierarchicalAVAutoencoder(nn.Module):
 
     # ------------------------------------------------------------------ training
 
+    def condition_drop(self, batch: int, device: torch.device,
+                       generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Classifier-free guidance dropout: ``[B]`` bool masks (video, audio), each True with
+        probability ``decoder.condition_dropout``, independently per clip and modality."""
+        p = self.cfg.decoder.condition_dropout
+        return (_rand((batch,), generator, device, normal=False) < p,
+                _rand((batch,), generator, device, normal=False) < p)
+
     def training_losses(self, video_latents: torch.Tensor, audio_latent: torch.Tensor,
                         labels: torch.Tensor | None = None, *, vae: nn.Module | None = None,
                         discriminator: AVDiscriminator | None = None, video: torch.Tensor | None = None,
@@ -168,9 +176,7 @@ class HierarchicalAVAutoencoder(nn.Module):
         frame_index = _rand((b, cfg.num_frames), generator, device, normal=False).argsort(dim=1)[:, :k]
         frame_index = frame_index.sort(dim=1).values  # [B, K]
         targets = video_latents[torch.arange(b, device=device)[:, None], frame_index]  # [B, K, C, s, s]
-        p_drop = cfg.decoder.condition_dropout
-        video_drop = _rand((b,), generator, device, normal=False) < p_drop
-        audio_drop = _rand((b,), generator, device, normal=False) < p_drop
+        video_drop, audio_drop = self.condition_drop(b, device, generator)
         video_cond, audio_cond = self._conditions(video_z, audio_z, semantic, class_ids, frame_index,
                                                   video_drop, audio_drop)
 
