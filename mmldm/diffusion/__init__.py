@@ -8,7 +8,8 @@ any ``denoise(x_t, t_model)`` callable.
 from .guidance import apply_guidance, guided_denoiser
 from .objectives import DiffusionConfig, EpsilonObjective, Objective, RectifiedFlowObjective, make_objective
 from .samplers import SAMPLERS, make_scheduler, sample
-from .tree import Latents, tree_map
+from .tree import Latents, noise_like, tree_map
 
 __all__ = ["DiffusionConfig", "EpsilonObjective", "Latents", "Objective", "RectifiedFlowObjective", "SAMPLERS",
-           "apply_guidance", "guided_denoiser", "make_objective", "make_scheduler", "sample", "tree_map"]
+           "apply_guidance", "guided_denoiser", "make_objective", "make_scheduler", "noise_like", "sample",
+           "tree_map"]

@@ -24,7 +24,7 @@ Usage::
 
     objective = make_objective("epsilon")
     t = objective.sample_timesteps(B, generator, device)
-    noise = tree_map(torch.randn_like, x0)          # or with a generator
+    noise = noise_like(x0, generator)
     out = model(objective.add_noise(x0, noise, t), objective.model_timestep(t), **cond)
     loss = objective.loss(out, x0, noise, t).mean()
 """

@@ -50,6 +50,19 @@ def batch_size(x: Latents) -> int:
     return sizes.pop()
 
 
+def noise_like(x: Latents, generator: torch.Generator | None = None) -> Latents:
+    """Standard Gaussian noise with the structure, shapes, dtype and device of ``x``.
+
+    Drawn on the generator's device and moved, so a seeded CPU generator gives
+    the same noise whatever device ``x`` is on. Entries are drawn in key order.
+    """
+    def draw(leaf: torch.Tensor) -> torch.Tensor:
+        device = generator.device if generator is not None else leaf.device
+        return torch.randn(leaf.shape, generator=generator, device=device, dtype=leaf.dtype).to(leaf.device)
+
+    return tree_map(draw, x)
+
+
 def broadcast_to(per_sample: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """``[B]`` -> ``[B, 1, 1, ...]`` with as many dims as ``like``, in ``like``'s dtype."""
     return per_sample.to(like.dtype).reshape(-1, *([1] * (like.ndim - 1)))

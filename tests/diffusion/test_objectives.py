@@ -5,7 +5,7 @@ import torch
 
 from mmldm.diffusion.objectives import DiffusionConfig, make_objective
 from mmldm.diffusion.schedules import logit_normal_timesteps, scaled_linear_betas
-from mmldm.diffusion.tree import tree_map
+from mmldm.diffusion.tree import noise_like, tree_map
 from mmldm.errors import ConfigError
 
 
@@ -109,3 +109,12 @@ def test_make_objective_from_config_and_errors():
         make_objective("epsilon", betas=3)
     with pytest.raises(ConfigError, match="keys do not match"):
         tree_map(torch.add, {"audio": torch.zeros(1)}, {"video": torch.zeros(1)})
+
+
+def test_noise_like_is_seeded_and_keeps_structure():
+    x = {"audio": torch.zeros(2, 3, dtype=torch.float64), "video": torch.zeros(2, 4, 5)}
+    a = noise_like(x, torch.Generator().manual_seed(7))
+    b = noise_like(x, torch.Generator().manual_seed(7))
+    assert a["audio"].dtype == torch.float64 and a["video"].shape == (2, 4, 5)
+    assert torch.equal(a["video"], b["video"]) and not torch.equal(a["video"][0], a["video"][1])
+    assert noise_like(torch.zeros(3), None).shape == (3,)
