@@ -78,7 +78,6 @@ def test_trunk_output_size_matches_the_network(i3d):
     assert tuple(x.shape[2:]) == trunk_output_size(5, 40, 72)
 
 
-@pytest.mark.slow
 def test_i3d_features_of_16_frame_clips(i3d):
     rng = np.random.default_rng(2)
     clips = [rng.integers(0, 256, (16, 48, 64, 3), dtype=np.uint8) for _ in range(2)]
