@@ -51,6 +51,13 @@ def _rand(shape: tuple[int, ...], generator: torch.Generator | None, device: tor
     return draw(shape, generator=generator, device=where).to(device)
 
 
+def _unwrap(module: nn.Module) -> nn.Module:
+    """The network inside a DDP / compile wrapper."""
+    while hasattr(module, "module"):
+        module = module.module
+    return getattr(module, "_orig_mod", module)
+
+
 @dataclass
 class SemanticFeatures:
     """Semantic tokens ``[B, N, D]`` of each modality and class logits ``[B, K]`` (None without labels)."""
@@ -137,6 +144,10 @@ class HierarchicalAVAutoencoder(nn.Module):
         return video, audio
 
     # ------------------------------------------------------------------ training
+
+    def forward(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+        """:meth:`training_losses` (so DDP wrappers see one forward per step)."""
+        return self.training_losses(*args, **kwargs)
 
     def condition_drop(self, batch: int, device: torch.device,
                        generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -250,13 +261,14 @@ class HierarchicalAVAutoencoder(nn.Module):
         fa, fb = fake_frames[:, 0].detach(), fake_frames[:, 1].detach()
         ra, rb = real_frames[:, 0], real_frames[:, 1]
         audio_d = fake_audio.detach()
-        d_real = discriminator(real_audio, ra, rb)
-        d_fakes = [discriminator(audio_d, fa, fb), discriminator(audio_d, ra, fb),
-                   discriminator(audio_d, fa, rb), discriminator(audio_d, fb, fa)]
-        d_loss = hinge_discriminator_loss(d_real, d_fakes)
-        frozen = {name: p.detach() for name, p in discriminator.named_parameters()}
-        g_logits = functional_call(discriminator, frozen, (fake_audio, fake_frames[:, 0], fake_frames[:, 1]))
-        return hinge_generator_loss(g_logits), d_loss
+        # real, then the four fakes, in ONE call (one forward per step under DDP)
+        triplets = [(real_audio, ra, rb), (audio_d, fa, fb), (audio_d, ra, fb), (audio_d, fa, rb), (audio_d, fb, fa)]
+        logits = discriminator(*(torch.cat(slot) for slot in zip(*triplets))).float().chunk(len(triplets))
+        d_loss = hinge_discriminator_loss(logits[0], list(logits[1:]))
+        network = _unwrap(discriminator)
+        frozen = {name: p.detach() for name, p in network.named_parameters()}
+        g_logits = functional_call(network, frozen, (fake_audio, fake_frames[:, 0], fake_frames[:, 1]))
+        return hinge_generator_loss(g_logits.float()), d_loss
 
     # ------------------------------------------------------------------ decoding
 

@@ -208,14 +208,16 @@ def test_discriminator_sees_four_fake_pairings(cfg, make_batch, vae, monkeypatch
     model.training_losses(batch["video_latents"], batch["audio_latent"], batch["labels"], vae=vae,
                           discriminator=disc, video=video, audio_image=audio_image,
                           generator=torch.Generator().manual_seed(0))
-    assert len(calls) == 6  # real, 4 fakes, generator
-    real, all_fake, real_a, real_b, swapped, gen = calls
+    assert len(calls) == 2  # real and the 4 fakes in one batch; the generator's all-fake triplet
+    assert calls[0][0].shape[0] == 5 * 2
+    real, all_fake, real_a, real_b, swapped = zip(*(slot.chunk(5) for slot in calls[0]))
+    gen = calls[1]
     assert torch.equal(real[0], audio_image)
     assert all(torch.equal(x[0], all_fake[0]) for x in (real_a, real_b, swapped, gen))  # fake audio
     assert torch.equal(real_a[1], real[1]) and torch.equal(real_a[2], all_fake[2])  # real frame a
     assert torch.equal(real_b[1], all_fake[1]) and torch.equal(real_b[2], real[2])  # real frame b
     assert torch.equal(swapped[1], all_fake[2]) and torch.equal(swapped[2], all_fake[1])
-    assert torch.equal(gen[1], all_fake[1]) and gen[1].requires_grad and not all_fake[1].requires_grad
+    assert torch.equal(gen[1], all_fake[1]) and gen[1].requires_grad and not calls[0][1].requires_grad
 
 
 # ----------------------------------------------------------------------------- semantic heads
