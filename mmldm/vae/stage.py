@@ -32,7 +32,7 @@ from ..config import load_config
 from ..errors import ConfigError, WeightsError
 from ..timing import AVTiming
 from ..training.config import TrainConfig
-from .kl_vae import KLVAE
+from .kl_vae import KLVAE, estimate_scaling_factor
 from .losses import (
     PatchDiscriminator,
     adaptive_gan_weight,
@@ -286,9 +286,24 @@ def load_vae(path: str | Path, preset: str = "sd-v1", chunk_size: int = 16, use_
     return KLVAE.load(path, preset=preset, chunk_size=chunk_size)
 
 
-def export_pretrained(checkpoint: str | Path, out_dir: str | Path, use_ema: bool = True) -> Path:
-    """Write a training checkpoint's VAE as a diffusers folder (what later stages load)."""
+def export_pretrained(checkpoint: str | Path, out_dir: str | Path, use_ema: bool = True,
+                      calibration_clips: int = 0) -> Path:
+    """Write a training checkpoint's VAE as a diffusers folder (what later stages load).
+
+    ``calibration_clips > 0`` replaces the scaling factor by
+    :func:`~mmldm.vae.kl_vae.estimate_scaling_factor` over the frames and audio
+    images of that many clips of the run's training data: needed for a VAE
+    trained from scratch (``tiny``), whose latents are not unit-variance at
+    factor 1. A decoder-only fine-tune keeps its encoder and so its factor.
+    """
     checkpoint = Path(checkpoint)
     if not (checkpoint / "model_model.safetensors").is_file():
         raise ConfigError(f"{checkpoint} is not a VAE training checkpoint (no model_model.safetensors)")
-    return load_vae(checkpoint, use_ema=use_ema).save_pretrained(out_dir)
+    vae = load_vae(checkpoint, use_ema=use_ema).eval()
+    if calibration_clips > 0:
+        cfg = _checkpoint_config(checkpoint)
+        data = VAEStage().dataset(cfg, "train")
+        items = [data[i] for i in range(min(calibration_clips, len(data)))]
+        images = torch.cat([torch.cat([item["frames"], item["audio_image"][None]]) for item in items])
+        vae.autoencoder.register_to_config(scaling_factor=estimate_scaling_factor(vae, images))
+    return vae.save_pretrained(out_dir)

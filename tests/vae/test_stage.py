@@ -79,6 +79,14 @@ def test_tiny_training_reduces_reconstruction_loss(shapes_dir, tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(from_folder.encode_images(x), from_checkpoint.encode_images(x), rtol=0, atol=0)
 
+    # with calibration the exported latents of the training clips have unit standard deviation
+    calibrated = KLVAE.from_pretrained(export_pretrained(result.checkpoint, tmp_path / "cal", calibration_clips=3))
+    assert calibrated.scaling_factor != from_folder.scaling_factor
+    data = InMemoryVAEStage().dataset(cfg, "train")
+    images = torch.cat([torch.cat([data[i]["frames"], data[i]["audio_image"][None]]) for i in range(3)])
+    with torch.no_grad():
+        assert calibrated.encode_images(images).std().item() == pytest.approx(1.0, rel=1e-3)
+
 
 def test_decoder_only_mode_leaves_encoder_unchanged(shapes_dir, tmp_path):
     cfg = make_config(shapes_dir, tmp_path / "run", "train.max_steps=3", "model.train_mode=decoder",
