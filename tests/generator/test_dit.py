@@ -312,3 +312,30 @@ def test_tiny_preset_takes_the_tiny_autoencoder_latents():
     autoencoder, cfg = tiny_config(), DiTConfig.preset("tiny")
     assert autoencoder.audio_latent_shape == (cfg.audio_channels, *cfg.audio_size)
     assert autoencoder.video_latent_shape == (cfg.video_channels, *cfg.video_size)
+
+
+def test_batched_cross_modal_guidance_with_the_dit_equals_separate_calls():
+    from mmldm.diffusion import guided_denoiser
+
+    model = _randomize(_tiny(num_classes=2)).eval()
+    x, t = _inputs(model.cfg)
+    cond = {"audio_cond": x["audio"] * 0.5, "class_labels": torch.tensor([0, 1])}
+    uncond = {"audio_cond": torch.zeros_like(x["audio"]), "class_labels": torch.full((2,), model.null_class)}
+    with torch.no_grad():
+        guided = guided_denoiser(model, cond, uncond, {"audio": 1.0, "video": 9.0})(x, t)
+        c, u = model(x, t, **cond), model(x, t, **uncond)
+    torch.testing.assert_close(guided["audio"], c["audio"], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(guided["video"], u["video"] + 9.0 * (c["video"] - u["video"]), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("objective_name,sampler", [("epsilon", "ddim"), ("flow", "euler")])
+def test_sampling_the_dit_is_seeded(objective_name, sampler):
+    from mmldm.diffusion import noise_like, sample
+
+    model = _randomize(_tiny()).eval()
+    like, _ = _inputs(model.cfg, batch=1)
+    objective = make_objective(objective_name)
+    runs = [sample(model, noise_like(like, torch.Generator().manual_seed(seed)), objective, sampler, steps=3)
+            for seed in (0, 0, 1)]
+    assert runs[0]["video"].shape == like["video"].shape
+    assert torch.equal(runs[0]["video"], runs[1]["video"]) and not torch.equal(runs[0]["video"], runs[2]["video"])
