@@ -1,0 +1,99 @@
+"""Audio images -> waveforms, for one clip and for clips that follow each other.
+
+Long generation produces consecutive, non-overlapping clips. Vocoding each clip
+on its own and concatenating the waves puts a click at every seam: each clip's
+wave starts and ends wherever its own synthesis (Griffin-Lim's phase, HiFi-GAN's
+edge padding) left it, and with sample rates whose clip is not a whole number of
+hops (44.1 kHz: 70,560 samples = 137.8 hops of 512) each clip even ends in a
+few milliseconds of padding silence.
+
+We instead join the clips' log-mel spectrograms into ONE spectrogram on the
+global hop grid and vocode it once (:func:`vocode_clips`). A vocoder synthesises
+by overlapping windows (Griffin-Lim's inverse STFT is a windowed overlap-add;
+HiFi-GAN is convolutional), so a seam is treated like any other instant: the
+wave stays continuous and any change of sound between clips is spread over one
+analysis window (64 ms at 16 kHz) instead of one sample. Joining: column ``t`` of
+clip ``k`` describes the audio centred on sample ``k * N + t * hop + hop / 2``
+(see :func:`mmldm.data.audio_image.log_mel`); the joined spectrogram's column
+``j`` is centred on ``j * hop + hop / 2`` and is linearly interpolated (in log
+magnitude) between the two clip columns around it. When a clip is a whole
+number of hops (the 16 kHz preset: 25,600 = 100 x 256) this is exactly the
+concatenation.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+
+from ..data.audio_image import AudioConfig, image_to_mel
+from ..data.vocoders import Vocoder
+
+
+def audio_image_to_log_mel(audio_image: torch.Tensor, cfg: AudioConfig) -> torch.Tensor:
+    """Decoded audio images ``[B, 3, H, W]`` in [-1, 1] -> log-mels ``[B, M, cfg.mel_frames]``."""
+    return image_to_mel((audio_image.float() + 1.0) / 2.0, cfg)
+
+
+def join_clip_mels(mels: list[torch.Tensor], cfg: AudioConfig) -> torch.Tensor:
+    """Consecutive clips' log-mels ``K x [B, M, L]`` -> one log-mel on the global hop grid.
+
+    Returns ``[B, M, cfg.frames_for(K * cfg.clip_samples)]`` (see the module docstring).
+    """
+    clips = len(mels)
+    batch, n_mels, per_clip = mels[0].shape
+    stacked = torch.cat(mels, dim=-1).float()  # [B, M, K * L]
+    n = cfg.clip_samples
+    half = cfg.hop / 2.0
+    local = torch.arange(per_clip, dtype=torch.float64) * cfg.hop + half  # [L] centres within a clip
+    centres = (torch.arange(clips, dtype=torch.float64)[:, None] * n + local[None, :]).reshape(-1)  # [K * L]
+    total = cfg.frames_for(clips * n)
+    targets = torch.arange(total, dtype=torch.float64) * cfg.hop + half  # [J]
+    right = torch.searchsorted(centres, targets).clamp(1, centres.numel() - 1)  # [J]
+    left = right - 1
+    weight = ((targets - centres[left]) / (centres[right] - centres[left])).clamp(0.0, 1.0).float()  # [J]
+    return stacked[..., left] * (1.0 - weight) + stacked[..., right] * weight  # [B, M, J]
+
+
+@torch.no_grad()
+def vocode_clips(audio_images: list[torch.Tensor], cfg: AudioConfig, vocoder: Vocoder) -> torch.Tensor:
+    """Waves of ``K`` consecutive clips, vocoded as one signal: ``K x [B, 3, H, W]`` -> ``[B, K * N]``.
+
+    With ``K == 1`` this is the clip's own wave (padded or trimmed to ``cfg.clip_samples``).
+    """
+    mels = [audio_image_to_log_mel(image, cfg) for image in audio_images]
+    mel = mels[0] if len(mels) == 1 else join_clip_mels(mels, cfg)
+    wave = vocoder(mel.to(module_device(vocoder))).float().cpu()  # [B, J * hop]
+    return _fit(wave, len(mels) * cfg.clip_samples)
+
+
+def module_device(module: object) -> torch.device:
+    """The device of a module's first parameter or buffer (CPU for anything else)."""
+    if isinstance(module, torch.nn.Module):
+        for tensor in itertools.chain(module.parameters(), module.buffers()):
+            return tensor.device
+    return torch.device("cpu")
+
+
+def _fit(wave: torch.Tensor, samples: int) -> torch.Tensor:
+    """Zero pad or trim the end of ``wave`` [B, N'] to ``samples``."""
+    if wave.shape[-1] >= samples:
+        return wave[..., :samples]
+    return torch.nn.functional.pad(wave, (0, samples - wave.shape[-1]))
+
+
+def largest_jumps(wave: torch.Tensor, seams: list[int], radius: int = 2) -> tuple[float, float]:
+    """``(largest |x[i] - x[i-1]| within radius of a seam, largest elsewhere)`` of ``wave`` [N].
+
+    A seam at sample ``s`` is the step from ``s - 1`` to ``s``. Used to check that
+    joined clips have no click: the first value must not exceed the second.
+    """
+    jumps = (wave[1:] - wave[:-1]).abs()  # jumps[i - 1] = |x[i] - x[i-1]|
+    near = torch.zeros_like(jumps, dtype=torch.bool)
+    for seam in seams:
+        near[max(0, seam - 1 - radius): seam + radius] = True
+    return float(jumps[near].max()), float(jumps[~near].max())
+
+
+__all__ = ["audio_image_to_log_mel", "join_clip_mels", "largest_jumps", "module_device", "vocode_clips"]

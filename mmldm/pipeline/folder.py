@@ -1,0 +1,233 @@
+"""The model folder: everything :class:`SoundingVideoPipeline` needs, in one directory.
+
+Layout (``docs/generation.md`` explains every file)::
+
+    DIR/model_index.json     format name and version, mmldm version, component folders
+    DIR/vae/                 KL-VAE, diffusers folder (config.json + diffusion_pytorch_model.safetensors)
+    DIR/autoencoder/         multi-modal autoencoder (config.json + model.safetensors)
+    DIR/generator/           AVDiT (config.json + model.safetensors) and generation.json
+                             (its diffusion objective, latent scales, sampling defaults)
+    DIR/audio.yaml           AudioConfig (``audio:``) and the vocoder spec (``vocoder:``):
+                             "griffin-lim" or a path relative to DIR of HiFi-GAN files
+    DIR/vocoder/             HiFi-GAN checkpoint + config.json (only for a HiFi-GAN vocoder)
+    DIR/config.yaml          resolved configs of all stages (for people; the files above rule)
+
+Every problem (missing folder or file, corrupt JSON/YAML, weights that do not fit)
+is a one-line :class:`~mmldm.errors.WeightsError` or
+:class:`~mmldm.errors.ConfigError` naming the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from .. import __version__
+from ..autoencoder.model import HierarchicalAVAutoencoder
+from ..config import atomic_write_text, dump_yaml, from_dict, to_dict
+from ..data.audio_image import AudioConfig
+from ..data.vocoders import GriffinLim, HiFiGAN, Vocoder, build_vocoder, save_hifigan
+from ..diffusion import DiffusionConfig, EpsilonObjective, Objective, RectifiedFlowObjective
+from ..errors import ConfigError, MMLDMError, WeightsError
+from ..generator.dit import AVDiT
+from ..vae.kl_vae import KLVAE
+
+if TYPE_CHECKING:
+    from .pipeline import SoundingVideoPipeline
+
+FORMAT_NAME = "mmldm-sounding-video"
+FORMAT_VERSION = 1
+INDEX_NAME = "model_index.json"
+AUDIO_NAME = "audio.yaml"
+CONFIG_NAME = "config.yaml"
+GENERATION_NAME = "generation.json"
+COMPONENTS = {"vae": "vae", "autoencoder": "autoencoder", "generator": "generator"}
+HIFIGAN_CHECKPOINT = "vocoder/g_00000000"
+
+
+@dataclass
+class GenerationConfig:
+    """How the generator was trained and samples by default (``DIR/generator/generation.json``)."""
+
+    #: the generator's training objective ("epsilon" DDPM of the paper, or "flow")
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    #: the generator sees ``perceptual latent * scale`` (1.0: the paper, "no rescaling")
+    audio_latent_scale: float = 1.0
+    video_latent_scale: float = 1.0
+    #: default sampler ("" = "ddim" for epsilon, "euler" for flow) and steps (paper: DDIM 50)
+    sampler: str = ""
+    steps: int = 50
+    #: default per-modality guidance scales of Eq. (9) (1 = no guidance; the authors' CLI used 9)
+    audio_guidance: float = 1.0
+    video_guidance: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.audio_latent_scale <= 0 or self.video_latent_scale <= 0:
+            raise ConfigError("generation: latent scales must be positive")
+        if self.steps < 1:
+            raise ConfigError(f"generation: steps must be >= 1, got {self.steps}")
+
+    def default_sampler(self) -> str:
+        return self.sampler or ("ddim" if self.diffusion.objective == "epsilon" else "euler")
+
+
+def diffusion_config_of(objective: Objective | DiffusionConfig | str) -> DiffusionConfig:
+    """The :class:`DiffusionConfig` that rebuilds ``objective``."""
+    if isinstance(objective, DiffusionConfig):
+        return objective
+    if isinstance(objective, str):
+        return DiffusionConfig(objective=objective)
+    if isinstance(objective, EpsilonObjective):
+        return DiffusionConfig(objective="epsilon", num_train_timesteps=objective.num_train_timesteps,
+                               beta_start=objective.beta_start, beta_end=objective.beta_end)
+    if isinstance(objective, RectifiedFlowObjective):
+        return DiffusionConfig(objective="flow", num_train_timesteps=objective.num_train_timesteps,
+                               logit_mean=objective.logit_mean, logit_std=objective.logit_std)
+    raise ConfigError(f"unknown objective {type(objective).__name__} (give an Objective, its name or a "
+                      "DiffusionConfig)")
+
+
+def replace_diffusion(generation: GenerationConfig, diffusion: DiffusionConfig) -> GenerationConfig:
+    return dataclasses.replace(generation, diffusion=diffusion)
+
+
+def resolve_vocoder(vocoder: Vocoder | str | Path, audio_cfg: AudioConfig,
+                    base: Path | None) -> tuple[Vocoder, str]:
+    """``(vocoder module, spec)``; a string spec is "griffin-lim" or a HiFi-GAN path (relative to ``base``)."""
+    if isinstance(vocoder, GriffinLim):
+        return vocoder, "griffin-lim"
+    if isinstance(vocoder, HiFiGAN):
+        return vocoder, HIFIGAN_CHECKPOINT
+    if isinstance(vocoder, (str, Path)):
+        spec = str(vocoder)
+        if spec == "griffin-lim":
+            return build_vocoder(spec, audio_cfg), spec
+        path = Path(spec)
+        if base is not None and not path.is_absolute():
+            path = base / path
+        return build_vocoder(path, audio_cfg), HIFIGAN_CHECKPOINT
+    raise ConfigError(f"vocoder must be 'griffin-lim', a HiFi-GAN path or a GriffinLim/HiFiGAN module, "
+                      f"got {type(vocoder).__name__}")
+
+
+# --------------------------------------------------------------------------- loading
+
+@dataclass
+class FolderParts:
+    vae: KLVAE
+    autoencoder: HierarchicalAVAutoencoder
+    generator: AVDiT
+    generation: GenerationConfig
+    audio_cfg: AudioConfig
+    vocoder: Vocoder
+    vocoder_spec: str
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise WeightsError(path, what, "missing")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise WeightsError(path, what, f"not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise WeightsError(path, what, "must hold a JSON object")
+    return data
+
+
+def _component(directory: Path, index: dict[str, Any], name: str) -> Path:
+    sub = index.get("components", {}).get(name)
+    if not isinstance(sub, str):
+        raise WeightsError(directory / INDEX_NAME, "model index", f"names no '{name}' component folder")
+    path = directory / sub
+    if not path.is_dir():
+        raise WeightsError(path, f"{name} component", "folder missing from the model folder")
+    return path
+
+
+def load_folder(directory: Path) -> FolderParts:
+    """Read every component of a model folder (see the module docstring)."""
+    if not directory.is_dir():
+        raise WeightsError(directory, "model folder", f"not found (a folder with {INDEX_NAME}, written by "
+                                                      "SoundingVideoPipeline.save_pretrained)")
+    index = _read_json(directory / INDEX_NAME, "model index")
+    if index.get("format") != FORMAT_NAME:
+        raise WeightsError(directory / INDEX_NAME, "model index", f"is not an {FORMAT_NAME} model index")
+    version = index.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise WeightsError(directory / INDEX_NAME, "model index",
+                           f"format version {version!r} is newer than this mmldm reads ({FORMAT_VERSION}); "
+                           "upgrade mmldm")
+    vae = KLVAE.from_pretrained(_component(directory, index, "vae"))
+    autoencoder = HierarchicalAVAutoencoder.from_pretrained(_component(directory, index, "autoencoder"))
+    generator_dir = _component(directory, index, "generator")
+    generator = AVDiT.from_pretrained(generator_dir)
+    generation_path = generator_dir / GENERATION_NAME
+    try:
+        generation = from_dict(GenerationConfig, _read_json(generation_path, "generation config"))
+    except ConfigError as exc:
+        raise WeightsError(generation_path, "generation config", str(exc)) from None
+
+    audio_path = directory / AUDIO_NAME
+    if not audio_path.is_file():
+        raise WeightsError(audio_path, "audio config", "missing")
+    try:
+        audio = yaml.safe_load(audio_path.read_text())
+    except yaml.YAMLError as exc:
+        raise WeightsError(audio_path, "audio config", f"not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(audio, dict) or not isinstance(audio.get("vocoder"), str):
+        raise WeightsError(audio_path, "audio config", "needs 'audio:' settings and a 'vocoder:' spec")
+    try:
+        audio_cfg = from_dict(AudioConfig, audio.get("audio"), prefix="audio.")
+        vocoder, _ = resolve_vocoder(audio["vocoder"], audio_cfg, base=directory)
+    except MMLDMError as exc:
+        raise WeightsError(audio_path, "audio config", str(exc)) from None
+    return FolderParts(vae, autoencoder, generator, generation, audio_cfg, vocoder, audio["vocoder"])
+
+
+# --------------------------------------------------------------------------- saving
+
+def save_folder(pipe: SoundingVideoPipeline, directory: Path) -> Path:
+    """Write ``pipe`` as a model folder at ``directory``, atomically.
+
+    Everything goes to a temporary folder beside ``directory`` first; it is renamed
+    into place only when complete. An existing folder is moved aside first and
+    deleted after the rename, so ``directory`` is always either the old or the new model.
+    """
+    directory = directory.absolute()
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".partial", dir=directory.parent))
+    try:
+        pipe.vae.save_pretrained(tmp / COMPONENTS["vae"])
+        pipe.autoencoder.save_pretrained(tmp / COMPONENTS["autoencoder"])
+        pipe.generator.save_pretrained(tmp / COMPONENTS["generator"])
+        atomic_write_text(tmp / COMPONENTS["generator"] / GENERATION_NAME,
+                          json.dumps(to_dict(pipe.generation), indent=2) + "\n")
+        spec = pipe.vocoder_spec
+        if isinstance(pipe.vocoder, HiFiGAN):
+            save_hifigan(pipe.vocoder, tmp / HIFIGAN_CHECKPOINT)
+            spec = HIFIGAN_CHECKPOINT
+        atomic_write_text(tmp / AUDIO_NAME, dump_yaml({"audio": to_dict(pipe.audio_cfg), "vocoder": spec}))
+        atomic_write_text(tmp / CONFIG_NAME, dump_yaml(pipe.resolved_config()))
+        index = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "mmldm_version": __version__,
+                 "components": COMPONENTS, "audio": AUDIO_NAME, "config": CONFIG_NAME}
+        atomic_write_text(tmp / INDEX_NAME, json.dumps(index, indent=2) + "\n")
+        old = None
+        if directory.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".old", dir=directory.parent))
+            os.replace(directory, old / "model")
+        os.replace(tmp, directory)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return directory

@@ -1,0 +1,56 @@
+"""The result of a generation run and how it is written to disk."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import atomic_write_text, dump_yaml
+
+
+@dataclass
+class SoundingVideoOutput:
+    """``n`` sounding videos.
+
+    Shapes: ``frames`` float32 [n, T, 3, H, W] in [-1, 1]; ``waveforms`` float32 [n, N]
+    in [-1, 1] with ``N = T * sample_rate / fps`` (audio and video last exactly as long).
+    ``settings`` records how they were made (task, seed, steps, sampler, guidance,
+    model folder, mmldm version...); ``model_config`` is the model's resolved config.
+    """
+
+    frames: torch.Tensor
+    waveforms: torch.Tensor
+    fps: float
+    sample_rate: int
+    settings: dict[str, Any] = field(default_factory=dict)
+    model_config: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.frames.shape[0])
+
+    def save(self, out_dir: str | Path, prefix: str = "sample", preview: bool = True) -> list[Path]:
+        """Write per sample ``{prefix}-{i:03d}.mp4`` (H.264 + AAC, sample-exact sync), ``.wav``
+        and (``preview``) a ``.png`` contact sheet (frame strip over the spectrogram), plus
+        ``{prefix}-settings.json`` and ``{prefix}-config.yaml``. Every file is written
+        atomically (temporary name, then rename). Returns the mp4 paths.
+        """
+        from ..data.inspect import write_contact_sheet
+        from ..data.media_io import probe, write_av
+
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        videos = []
+        for i in range(len(self)):
+            mp4 = out_dir / f"{prefix}-{i:03d}.mp4"
+            write_av(mp4, self.frames[i], self.waveforms[i], self.fps, self.sample_rate, wav=True)
+            if preview:
+                write_contact_sheet(mp4, probe(mp4), mp4.with_suffix(".png"))
+            videos.append(mp4)
+        settings = {**self.settings, "files": [p.name for p in videos]}
+        atomic_write_text(out_dir / f"{prefix}-settings.json", json.dumps(settings, indent=2) + "\n")
+        atomic_write_text(out_dir / f"{prefix}-config.yaml", dump_yaml(self.model_config))
+        return videos

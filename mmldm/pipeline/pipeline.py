@@ -1,0 +1,375 @@
+"""SoundingVideoPipeline: the trained MM-LDM parts composed for generation.
+
+    pipe = SoundingVideoPipeline.from_pretrained("models/shapes", device="cpu")
+    out = pipe(task="svg", n=4, seed=0)                      # SoundingVideoOutput
+    out.save("samples/")                                     # mp4 + wav + png + settings.json
+    out = pipe(task="a2v", audio="rain.wav", guidance=(1.0, 9.0))
+    out = pipe(task="long", seconds=6.4)                     # 4 clips of 1.6 s
+
+One :meth:`SoundingVideoPipeline.generate` serves the CLI (``mmldm generate``),
+the tests and evaluation. Data flow of one clip (paper Fig. 2)::
+
+    noise --AVDiT + sampler (+ cross-modal guidance, Eq. 9)--> audio / video perceptual latents
+          --autoencoder signal decoder (DDIM)--> KL-VAE latents of the frames and the audio image
+          --KL-VAE decoder--> frames [T, 3, H, W] and audio image [3, H, W]
+          --image_to_mel + vocoder--> waveform [N]
+
+Given clips go the other way (frames / waveform -> KL-VAE -> autoencoder
+encoder -> posterior mode). The model folder format is described in
+``docs/generation.md`` and :mod:`mmldm.pipeline.folder`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import __version__
+from ..autoencoder.model import HierarchicalAVAutoencoder
+from ..config import to_dict
+from ..data.audio_image import AudioConfig, waveform_to_audio_image
+from ..data.vocoders import Vocoder
+from ..diffusion import Objective, guided_denoiser, make_objective, sample
+from ..errors import ConfigError
+from ..generator.dit import AVDiT
+from ..generator.tasks import branch_conditions, load_audio, load_video, long_clip_count, resolve_task
+from ..timing import AVTiming
+from ..vae.kl_vae import KLVAE
+from . import folder
+from .audio import vocode_clips
+from .folder import GenerationConfig, diffusion_config_of
+from .output import SoundingVideoOutput
+
+Guidance = float | Sequence[float] | Mapping[str, float] | None
+
+
+class SoundingVideoPipeline:
+    """KL-VAE + multi-modal autoencoder + AVDiT generator + vocoder, ready to generate.
+
+    Build with :meth:`from_pretrained` (a model folder) or :meth:`assemble` (trained
+    modules, e.g. at the end of training), write with :meth:`save_pretrained`.
+    """
+
+    def __init__(self, vae: KLVAE, autoencoder: HierarchicalAVAutoencoder, generator: AVDiT,
+                 generation: GenerationConfig, audio_cfg: AudioConfig, vocoder: Vocoder,
+                 vocoder_spec: str = "griffin-lim", model_dir: Path | None = None,
+                 device: torch.device | str = "cpu", dtype: torch.dtype | None = None):
+        self.vae = vae
+        self.autoencoder = autoencoder
+        self.generator = generator
+        self.generation = generation
+        self.objective: Objective = make_objective(generation.diffusion)
+        self.audio_cfg = audio_cfg
+        self.vocoder = vocoder
+        self.vocoder_spec = vocoder_spec
+        self.model_dir = model_dir
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self._check_components()
+        for module in (vae, autoencoder, generator, vocoder):
+            if isinstance(module, nn.Module):
+                module.to(self.device).eval().requires_grad_(False)
+
+    # ------------------------------------------------------------------ building
+
+    @classmethod
+    def assemble(cls, *, vae: KLVAE, autoencoder: HierarchicalAVAutoencoder, generator: AVDiT,
+                 objective: Objective | str | Any = "epsilon", audio_cfg: AudioConfig,
+                 vocoder: Vocoder | str | Path = "griffin-lim", generation: GenerationConfig | None = None,
+                 device: torch.device | str = "cpu", dtype: torch.dtype | None = None) -> SoundingVideoPipeline:
+        """A pipeline from trained modules (what training code calls to export a model folder).
+
+        :param objective: the generator's training objective (an :class:`Objective`, its name
+            or a :class:`~mmldm.diffusion.DiffusionConfig`); it overrides ``generation.diffusion``.
+        :param vocoder: "griffin-lim", a HiFi-GAN checkpoint path, or a vocoder module.
+        :param generation: latent scales and sampling defaults (default: :class:`GenerationConfig`).
+        """
+        generation = generation or GenerationConfig()
+        generation = folder.replace_diffusion(generation, diffusion_config_of(objective))
+        vocoder_module, spec = folder.resolve_vocoder(vocoder, audio_cfg, base=None)
+        return cls(vae, autoencoder, generator, generation, audio_cfg, vocoder_module, spec,
+                   device=device, dtype=dtype)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, device: torch.device | str = "cpu",
+                        dtype: torch.dtype | None = None) -> SoundingVideoPipeline:
+        """Load a model folder written by :meth:`save_pretrained` (see ``docs/generation.md``).
+
+        :param dtype: compute dtype (e.g. ``torch.bfloat16``): the networks run under autocast
+            in it; weights stay float32. None: float32.
+        """
+        parts = folder.load_folder(Path(directory))
+        return cls(parts.vae, parts.autoencoder, parts.generator, parts.generation, parts.audio_cfg,
+                   parts.vocoder, parts.vocoder_spec, model_dir=Path(directory), device=device, dtype=dtype)
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write the model folder atomically (a temporary folder beside it, then renamed)."""
+        return folder.save_folder(self, Path(directory))
+
+    def resolved_config(self) -> dict[str, Any]:
+        """The resolved configs of all stages (what ``config.yaml`` of a model folder holds)."""
+        return {
+            "mmldm_version": __version__,
+            "clip": {"fps": self.fps, "num_frames": self.num_frames, "frame_size": self.frame_size,
+                     "sample_rate": self.audio_cfg.sample_rate},
+            "vae": dict(self.vae.autoencoder.config),
+            "autoencoder": to_dict(self.autoencoder.resolved_config()),
+            "generator": to_dict(self.generator.cfg),
+            "generation": to_dict(self.generation),
+            "audio": to_dict(self.audio_cfg),
+            "vocoder": self.vocoder_spec,
+        }
+
+    def _check_components(self) -> None:
+        """Refuse parts whose sizes do not fit together (one line naming the mismatch)."""
+        ae, dit, vae = self.autoencoder.cfg, self.generator.cfg, self.vae
+        problems = []
+        if vae.latent_channels != ae.vae_latent_channels:
+            problems.append(f"KL-VAE latent channels {vae.latent_channels} != autoencoder "
+                            f"vae_latent_channels {ae.vae_latent_channels}")
+        if (dit.audio_channels, *dit.audio_size) != ae.audio_latent_shape:
+            problems.append(f"generator audio latent {(dit.audio_channels, *dit.audio_size)} != autoencoder "
+                            f"audio latent {ae.audio_latent_shape}")
+        if (dit.video_channels, *dit.video_size) != ae.video_latent_shape:
+            problems.append(f"generator video latent {(dit.video_channels, *dit.video_size)} != autoencoder "
+                            f"video latent {ae.video_latent_shape}")
+        if getattr(self.vocoder, "sample_rate", None) != self.audio_cfg.sample_rate:
+            problems.append(f"vocoder sample rate {getattr(self.vocoder, 'sample_rate', None)} != audio config "
+                            f"{self.audio_cfg.sample_rate}")
+        if problems:
+            raise ConfigError("pipeline components do not fit: " + "; ".join(problems))
+        timing = AVTiming(self.fps, self.num_frames, self.audio_cfg.sample_rate)
+        if timing.samples_per_clip != self.audio_cfg.clip_samples:
+            raise ConfigError(f"pipeline: {self.num_frames} frames at {self.fps:g} fps need "
+                              f"{timing.samples_per_clip} audio samples, the audio config's clip has "
+                              f"{self.audio_cfg.clip_samples}")
+
+    # ------------------------------------------------------------------ clip geometry
+
+    @property
+    def num_frames(self) -> int:
+        """Frames per clip T."""
+        return self.autoencoder.cfg.num_frames
+
+    @property
+    def fps(self) -> float:
+        """Frame rate: T frames last one audio clip (``clip_seconds``)."""
+        return self.num_frames / self.audio_cfg.clip_seconds
+
+    @property
+    def frame_size(self) -> int:
+        """Side of the square frames (and audio images) in pixels."""
+        return self.autoencoder.cfg.vae_latent_size * self.vae.downsample_factor
+
+    @property
+    def clip_samples(self) -> int:
+        return self.audio_cfg.clip_samples
+
+    # ------------------------------------------------------------------ generation
+
+    def __call__(self, *args: Any, **kwargs: Any) -> SoundingVideoOutput:
+        return self.generate(*args, **kwargs)
+
+    @torch.no_grad()
+    def generate(self, task: str = "svg", n: int = 1, steps: int | None = None, sampler: str | None = None,
+                 guidance: Guidance = None, seed: int = 0, audio: Any = None, video: Any = None,
+                 seconds: float | None = None, class_label: int | None = None,
+                 progress: bool = True) -> SoundingVideoOutput:
+        """Generate ``n`` sounding videos for ``task`` (see :mod:`mmldm.generator.tasks`).
+
+        :param guidance: ``(audio_scale, video_scale)``, ``{"audio": s_a, "video": s_v}`` or one
+            number for both (paper Eq. 9); None: the model folder's defaults.
+        :param audio: a2v / audio-continuation: an audio (or video) file, or a waveform [N] at
+            the model's sample rate.
+        :param video: v2a / video-continuation: a video file, or frames [T, 3, H, W] in [-1, 1].
+        :param seconds: task long: how much to generate (a whole number of clips is sampled and
+            the result trimmed to ``round(seconds * fps)`` frames).
+        :param seed: all noise comes from one CPU ``torch.Generator`` seeded with it.
+        :return: frames [n, T', 3, H, W] and waveforms [n, N'] (T' = T except for long).
+        """
+        spec = resolve_task(task, audio, video, seconds)
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ConfigError(f"n (samples) must be a positive integer, got {n!r}")
+        gen = self.generation
+        steps = gen.steps if steps is None else steps
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ConfigError(f"steps must be a positive integer, got {steps!r}")
+        sampler = sampler or gen.default_sampler()
+        if sampler not in self.objective.samplers:
+            raise ConfigError(f"sampler '{sampler}' does not fit this model's '{self.objective.name}' objective "
+                              f"(use {' or '.join(self.objective.samplers)})")
+        scale = self._guidance_scales(guidance)
+        labels = self._class_labels(class_label, n)
+        uses_previous_clip = task == "long" or (spec.model_input or "").startswith("prev")
+        if uses_previous_clip and not self.generator.cfg.previous_clip:
+            raise ConfigError(f"task {task} needs a generator trained with previous-clip inputs "
+                              "(generator config previous_clip: true)")
+        generator = torch.Generator().manual_seed(int(seed))
+
+        given_audio = given_video = None
+        inputs: dict[str, torch.Tensor] = {}
+        if spec.given == "audio":
+            given_audio = load_audio(audio, self.audio_cfg.sample_rate, self.clip_samples, spec.window, task)
+            inputs[spec.model_input] = self.encode_audio(given_audio[None]).expand(n, -1, -1, -1)
+        elif spec.given == "video":
+            given_video = load_video(video, self.fps, self.frame_size, self.num_frames,
+                                     self.audio_cfg.sample_rate, spec.window, task)
+            inputs[spec.model_input] = self.encode_video(given_video[None]).expand(n, -1, -1, -1)
+
+        clips, total_frames = (long_clip_count(seconds, self.fps, self.num_frames) if task == "long"
+                               else (1, self.num_frames))
+        guided = {"applied": False}
+        latents_per_clip: list[dict[str, torch.Tensor]] = []
+        for index in range(clips):
+            if index > 0:  # long: condition on the clip before (the first clip is plain svg)
+                previous = latents_per_clip[-1]
+                inputs = {"prev_audio": previous["audio"], "prev_video": previous["video"]}
+            latents_per_clip.append(self._sample_latents(n, inputs, labels, scale, steps, sampler, generator,
+                                                         progress, guided))
+
+        frames, audio_images = [], []
+        for index, latents in enumerate(latents_per_clip):
+            clip_frames, audio_image = self.decode(latents, labels, generator, progress)
+            frames.append(clip_frames)
+            audio_images.append(audio_image)
+        frames_out = torch.cat(frames, dim=1)[:, :total_frames]  # [n, T', 3, H, W]
+        waves = vocode_clips(audio_images, self.audio_cfg, self.vocoder)  # [n, clips * N]
+        waves = waves[:, : total_frames * self.clip_samples // self.num_frames]
+        if given_audio is not None and spec.keeps_given:  # a2v: the output audio IS the given audio
+            waves = given_audio[None].expand(n, -1).clone()
+        if given_video is not None and spec.keeps_given:  # v2a: the output video IS the given video
+            frames_out = given_video[None].expand(n, -1, -1, -1, -1).clone()
+
+        settings = {
+            "task": task, "n": n, "seed": int(seed), "steps": steps, "sampler": sampler,
+            "guidance": scale, "guidance_applied": guided["applied"],
+            "unconditional_branch_drops": spec.dropped if guided["applied"] else "nothing (no guidance)",
+            "class_label": class_label, "seconds": seconds, "clips": clips,
+            "frames": int(frames_out.shape[1]), "fps": self.fps, "sample_rate": self.audio_cfg.sample_rate,
+            "input": _describe_input(audio if spec.given == "audio" else video if spec.given else None),
+            "model_dir": str(self.model_dir) if self.model_dir else None,
+            "objective": self.objective.name, "vocoder": self.vocoder_spec,
+            "device": str(self.device), "dtype": str(self.dtype or torch.float32).replace("torch.", ""),
+            "mmldm_version": __version__,
+        }
+        return SoundingVideoOutput(frames_out.float().clamp(-1, 1), waves.float().clamp(-1, 1), self.fps,
+                                   self.audio_cfg.sample_rate, settings, self.resolved_config())
+
+    def _guidance_scales(self, guidance: Guidance) -> dict[str, float]:
+        """``{"audio": s_a, "video": s_v}`` from a pair, a dict, one number or the defaults."""
+        if guidance is None:
+            return {"audio": self.generation.audio_guidance, "video": self.generation.video_guidance}
+        if isinstance(guidance, Mapping):
+            if set(guidance) != {"audio", "video"}:
+                raise ConfigError(f"guidance must name audio and video, got {sorted(guidance)}")
+            values = (guidance["audio"], guidance["video"])
+        elif isinstance(guidance, (int, float)):
+            values = (guidance, guidance)
+        else:
+            values = tuple(guidance)
+            if len(values) == 1:
+                values = values * 2
+            if len(values) != 2:
+                raise ConfigError(f"guidance takes one scale or two (audio video), got {len(values)}")
+        try:
+            audio_scale, video_scale = (float(v) for v in values)
+        except (TypeError, ValueError):
+            raise ConfigError(f"guidance scales must be numbers, got {values!r}") from None
+        return {"audio": audio_scale, "video": video_scale}
+
+    def _class_labels(self, class_label: int | None, n: int) -> torch.Tensor | None:
+        classes = self.generator.cfg.num_classes
+        if class_label is None:
+            return None
+        if not classes:
+            raise ConfigError("this model has no classes (generator num_classes 0); drop --class")
+        if isinstance(class_label, bool) or not isinstance(class_label, int) or not 0 <= class_label < classes:
+            raise ConfigError(f"class {class_label!r} is not one of this model's classes 0..{classes - 1}")
+        return torch.full((n,), class_label, dtype=torch.long, device=self.device)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.dtype is None or self.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def _denoiser_network(self, x: dict[str, torch.Tensor], t: torch.Tensor, **conditions: Any
+                          ) -> dict[str, torch.Tensor]:
+        """The generator under autocast, outputs in float32."""
+        with self._autocast():
+            out = self.generator(x, t, **conditions)
+        return {k: v.float() for k, v in out.items()}
+
+    def _sample_latents(self, n: int, inputs: dict[str, torch.Tensor], labels: torch.Tensor | None,
+                        scale: dict[str, float], steps: int, sampler: str, generator: torch.Generator,
+                        progress: bool, guided: dict[str, bool]) -> dict[str, torch.Tensor]:
+        """One clip's perceptual latents ``{"audio": [n, Ca, Ha, Wa], "video": [n, Cv, Hv, Wv]}``
+        in the generator's (scaled) space, by the sampler with cross-modal guidance (Eq. 9)."""
+        dit = self.generator.cfg
+        noise = {"audio": torch.randn((n, dit.audio_channels, *dit.audio_size), generator=generator),
+                 "video": torch.randn((n, dit.video_channels, *dit.video_size), generator=generator)}
+        noise = {k: v.to(self.device) for k, v in noise.items()}
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        cond, uncond = branch_conditions(inputs, labels, self.generator.null_class)
+        if cond:  # something to drop: per-modality classifier-free guidance
+            denoise = guided_denoiser(self._denoiser_network, cond, uncond, scale)
+            guided["applied"] = True
+        else:  # svg without a class: the unconditional branch would be the same model call
+            denoise = lambda x, t: self._denoiser_network(x, t)  # noqa: E731
+        return sample(denoise, noise, self.objective, sampler=sampler, steps=steps,
+                      progress=progress)
+
+    # ------------------------------------------------------------------ encode / decode
+
+    @torch.no_grad()
+    def encode_audio(self, waveforms: torch.Tensor) -> torch.Tensor:
+        """Waves [B, N] (one clip each) -> audio perceptual latents [B, Ca, Ha, Wa] (generator scale)."""
+        image = waveform_to_audio_image(waveforms.float(), self.audio_cfg, self.frame_size) * 2.0 - 1.0
+        with self._autocast():
+            latent = self.vae.encode_audio_image(image.to(self.device))
+            z = self.autoencoder.encode_audio(latent).mode()
+        return z.float() * self.generation.audio_latent_scale
+
+    @torch.no_grad()
+    def encode_video(self, frames: torch.Tensor) -> torch.Tensor:
+        """Frames [B, T, 3, H, W] in [-1, 1] -> video perceptual latents [B, Cv, Hv, Wv] (generator scale)."""
+        with self._autocast():
+            latents = self.vae.encode_frames(frames.to(self.device))
+            z = self.autoencoder.encode_video(latents).mode()
+        return z.float() * self.generation.video_latent_scale
+
+    @torch.no_grad()
+    def decode(self, latents: dict[str, torch.Tensor], labels: torch.Tensor | None = None,
+               generator: torch.Generator | None = None, progress: bool = False
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Generator latents -> (frames [B, T, 3, H, W], audio images [B, 3, H, W]) in [-1, 1], on CPU.
+
+        The autoencoder's signal decoder uses its own sampling settings (``sampling`` of its
+        config: DDIM steps and guidance); its class token is ``labels`` when the autoencoder
+        has the same classes as the generator, else its own prediction.
+        """
+        video_z = latents["video"].float() / self.generation.video_latent_scale
+        audio_z = latents["audio"].float() / self.generation.audio_latent_scale
+        same_classes = (labels is not None and
+                        self.autoencoder.cfg.semantic.num_classes == self.generator.cfg.num_classes)
+        with self._autocast():
+            frames, audio_image = self.autoencoder.reconstruct(
+                self.vae, video_z, audio_z, class_ids=labels if same_classes else None, generator=generator,
+                progress=progress)
+        return frames.float().cpu(), audio_image.float().cpu()
+
+
+def _describe_input(source: Any) -> str | None:
+    if source is None:
+        return None
+    if isinstance(source, (str, Path)):
+        return str(Path(source))
+    shape = tuple(getattr(source, "shape", ()))
+    return f"in-memory {type(source).__name__} {list(shape)}"
+
+
+__all__ = ["SoundingVideoPipeline"]
