@@ -25,6 +25,10 @@ half-written folder under a ``step_*`` name. Resume still checks the manifest
 Why not ``Accelerator.save_state``: it writes in place (not atomic), pickles the
 RNG states (loading needs ``weights_only=False``) and knows nothing of our data
 position.
+
+Resuming from an older checkpoint of the same run folder abandons the newer
+ones: they are deleted when the resumed run writes its first checkpoint, so that
+``--resume auto`` never jumps back to the abandoned run.
 """
 
 from __future__ import annotations
@@ -192,9 +196,20 @@ def commit_checkpoint(tmp: Path, step: int, keep_last: int) -> Path:
     _fsync_dir(root)
     atomic_write_text(root / LATEST, final.name + "\n")
     _fsync_dir(root)
-    for old in complete_checkpoints(root)[:-keep_last]:
-        _remove(old)
+    older = []
+    for folder in complete_checkpoints(root):
+        if _step_of(folder) > step:  # left by a run abandoned when resuming from an older checkpoint
+            _remove(folder)
+        elif folder != final:
+            older.append(folder)
+    for folder in older[:max(0, len(older) - (keep_last - 1))]:
+        _remove(folder)
     return final
+
+
+def _step_of(folder: Path) -> int:
+    match = _STEP_DIR.match(folder.name)
+    return int(match.group(1)) if match else -1
 
 
 def _remove(folder: Path) -> None:
@@ -224,7 +239,7 @@ def complete_checkpoints(root: Path) -> list[Path]:
     for path in root.iterdir():
         match = _STEP_DIR.match(path.name)
         if match and path.is_dir() and is_complete(path):
-            found.append((int(match.group(1)), path))
+            found.append((_step_of(path), path))
     return [path for _, path in sorted(found)]
 
 

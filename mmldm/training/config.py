@@ -131,6 +131,8 @@ class TrainConfig:
     mixed_precision: Literal["no", "bf16", "fp16", False] = "bf16"
     #: "auto": CUDA when available, else CPU (gloo between processes)
     device: Literal["auto", "cpu"] = "auto"
+    #: DDP only: allow trainable parameters that get no gradient in some steps (slower)
+    find_unused_parameters: bool = False
     #: torch.use_deterministic_algorithms (bitwise reproducible resume, slower on GPU)
     deterministic: bool = False
     seed: int = 0

@@ -32,7 +32,7 @@ from typing import Any, Iterator
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
-from accelerate.utils import DistributedType, send_to_device
+from accelerate.utils import DistributedDataParallelKwargs, DistributedType, send_to_device
 from einops import rearrange
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, default_collate
@@ -110,8 +110,16 @@ class Trainer:
         AcceleratorState._reset_state(reset_partial_state=False)
         GradientState._reset_state()
         use_cpu = tc.device == "cpu" or not torch.cuda.is_available()
-        self.accelerator = Accelerator(mixed_precision=tc.mixed_precision, cpu=use_cpu)
+        try:
+            self.accelerator = Accelerator(
+                mixed_precision=tc.mixed_precision, cpu=use_cpu,
+                kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=tc.find_unused_parameters)],
+            )
+        except ValueError as exc:  # e.g. fp16 on a CPU
+            raise ConfigError(f"train.mixed_precision={tc.mixed_precision}: {exc}") from None
         acc = self.accelerator
+        if tc.mixed_precision == "fp16" and acc.device.type == "cpu":  # Accelerate would silently run fp32
+            raise ConfigError("train.mixed_precision=fp16 needs a GPU; use bf16 or no on CPU")
         self.rank = acc.process_index
         self.num_processes = acc.num_processes
         self.is_fsdp = acc.distributed_type == DistributedType.FSDP
@@ -161,6 +169,8 @@ class Trainer:
         name = type(self.stage).__name__
         if not groups:
             raise ConfigError(f"stage {name}: optimizer_groups is empty")
+        if self.is_fsdp and any(len(keys) != 1 for keys in groups.values()):
+            raise ConfigError(f"stage {name}: with FSDP each optimiser group must hold exactly one module")
         seen: set[str] = set()
         for group, keys in groups.items():
             for key in keys:
@@ -227,8 +237,6 @@ class Trainer:
         if self.is_fsdp:
             from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
-            if len(group.keys) != 1:
-                raise ConfigError(f"optimiser group '{group.name}': with FSDP each group must hold one module")
             return get_optimizer_state_dict(self.wrapped[group.keys[0]], group.optimizer.optimizer,
                                             options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         return group.optimizer.optimizer.state_dict()

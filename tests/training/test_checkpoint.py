@@ -33,6 +33,15 @@ def test_commit_points_latest_and_prunes(tmp_path: Path) -> None:
     assert ckpt.load_tensors(final / "model_model.safetensors")["w"][0] == 30
 
 
+def test_resuming_an_older_checkpoint_abandons_newer_ones(tmp_path: Path) -> None:
+    root = tmp_path / "checkpoints"
+    for step in (4, 8, 12):
+        _write(root, step, keep_last=3)
+    final = _write(root, 6, keep_last=2)  # a run resumed from step 4 reaches step 6
+    assert [p.name for p in ckpt.complete_checkpoints(root)] == ["step_000004", "step_000006"]
+    assert ckpt.resolve_resume(tmp_path, "auto") == final
+
+
 def test_auto_resume_skips_unfinished_and_damaged_folders(tmp_path: Path) -> None:
     root = tmp_path / "checkpoints"
     assert ckpt.resolve_resume(tmp_path, "auto") is None

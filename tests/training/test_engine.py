@@ -12,7 +12,7 @@ from toy_stage import ToyConfig, ToyStage
 
 from mmldm.cli.main import main
 from mmldm.config import dump_yaml, from_dict, merge
-from mmldm.errors import DataError, TrainingError
+from mmldm.errors import ConfigError, DataError, TrainingError
 from mmldm.training.config import ScheduleConfig
 from mmldm.training.data import ShardedEpochSampler
 from mmldm.training.engine import Trainer, lr_factor
@@ -81,7 +81,8 @@ def test_fit_trains_checkpoints_and_logs(tmp_path: Path) -> None:
 
 def test_resume_from_a_checkpoint_path_continues_exactly(tmp_path: Path) -> None:
     def cfg(out: Path, max_steps: int) -> ToyConfig:
-        c = _cfg(out, max_steps=max_steps, grad_accum=2, checkpoint={"every": 3}, ema={"warmup_steps": 2})
+        c = _cfg(out, max_steps=max_steps, grad_accum=2, num_workers=1, checkpoint={"every": 3},
+                 ema={"warmup_steps": 2})
         c.model.critic = True
         return c
 
@@ -141,6 +142,9 @@ def test_refusals(tmp_path: Path) -> None:
 
     with pytest.raises(TrainingError, match="no 'loss/model'"):
         Trainer(NoLoss(), _cfg(tmp_path / "noloss")).fit()
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="fp16 needs a GPU"):
+            Trainer(ToyStage(), _cfg(tmp_path / "fp16", mixed_precision="fp16"))
 
 
 def test_lr_schedule() -> None:

@@ -35,7 +35,7 @@ train:
   schedule: {kind: cosine, warmup_steps: 2}
   ema: {decay: 0.9, warmup_steps: 3}
   checkpoint: {every: 4, keep_last: 2}
-  log: {every: 1, record_data_order: true, progress_bar: false, preview_every: 0}
+  log: {every: 1, record_data_order: true, progress_bar: false, tensorboard: false}
 """
 
 
