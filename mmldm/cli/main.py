@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "presets",
     "train",
     "evaluate",
+    "generate",
     "cache",
 ]
 

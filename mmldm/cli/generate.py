@@ -1,0 +1,94 @@
+"""``mmldm generate``: sounding videos from a model folder (``docs/generation.md``).
+
+    mmldm generate --model models/shapes --task svg --n 4 --out samples/
+    mmldm generate --model models/shapes --task a2v --audio rain.wav --guidance 1 9 --out a2v/
+    mmldm generate --task long --seconds 6.4 --out long/        # the built-in model
+
+Every bad input (unknown task, missing file, a file without the needed stream, a
+clip shorter than one clip, a non-positive length) is one ``mmldm: error:`` line.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..generator.tasks import TASKS
+
+#: the model folder shipped inside the package (installed by a later release)
+BUILTIN_MODEL = Path(__file__).resolve().parent.parent / "default_model"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    tasks = "; ".join(f"{name}: {spec.help}" for name, spec in TASKS.items())
+    parser = sub.add_parser(
+        "generate", help="generate sounding videos (mp4 + wav + png preview) from a model folder",
+        description=f"Tasks -- {tasks}.")
+    parser.add_argument("--model", type=Path, default=None,
+                        help="model folder (model_index.json, vae/, autoencoder/, generator/, audio.yaml); "
+                             "default: the built-in model")
+    parser.add_argument("--task", default="svg", metavar="TASK", help=f"one of {', '.join(TASKS)} (default svg)")
+    parser.add_argument("--n", type=int, default=1, help="number of samples (default 1)")
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--prefix", default="sample", help="output file name prefix (default 'sample')")
+    parser.add_argument("--audio", type=Path, default=None, help="audio (or video) file for a2v and audio-continuation")
+    parser.add_argument("--video", type=Path, default=None, help="video file for v2a and video-continuation")
+    parser.add_argument("--seconds", type=float, default=None, help="task long: length to generate in seconds")
+    parser.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's)")
+    parser.add_argument("--sampler", default=None, help="ddim or dpmpp (epsilon models), euler or heun (flow models)")
+    parser.add_argument("--guidance", type=float, nargs="+", default=None, metavar="SCALE",
+                        help="guidance scales: AUDIO VIDEO, or one for both (1 = none; default: the model's)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--class", dest="class_label", type=int, default=None, help="class id (class-conditional models)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    parser.add_argument("--bf16", action="store_true", help="run the networks under bfloat16 autocast")
+    parser.add_argument("--no-preview", action="store_true", help="do not write the PNG previews")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.set_defaults(func=run)
+
+
+def _model_folder(model: Path | None) -> Path:
+    if model is not None:
+        return model
+    if not (BUILTIN_MODEL / "model_index.json").is_file():
+        raise ConfigError("no built-in model is installed yet; pass --model DIR (a folder written by "
+                          "SoundingVideoPipeline.save_pretrained)")
+    return BUILTIN_MODEL
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise ConfigError(f"--device must be cpu or cuda, got '{name}'")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA device is available here")
+    return name
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..generator.tasks import resolve_task
+    from ..pipeline import SoundingVideoPipeline
+
+    # cheap checks first: a wrong task or input fails before any model is loaded
+    resolve_task(args.task, args.audio, args.video, args.seconds)
+    if args.n < 1:
+        raise ConfigError(f"--n must be >= 1, got {args.n}")
+    for given in (args.audio, args.video):
+        if given is not None and not given.is_file():
+            raise ConfigError(f"{given}: file not found")
+    device = _device(args.device)
+    pipe = SoundingVideoPipeline.from_pretrained(_model_folder(args.model), device=device,
+                                                 dtype=torch.bfloat16 if args.bf16 else None)
+    output = pipe.generate(task=args.task, n=args.n, steps=args.steps, sampler=args.sampler,
+                           guidance=args.guidance, seed=args.seed, audio=args.audio, video=args.video,
+                           seconds=args.seconds, class_label=args.class_label, progress=not args.quiet)
+    videos = output.save(args.out, prefix=args.prefix, preview=not args.no_preview)
+    print(f"wrote {len(videos)} sounding video(s) ({output.frames.shape[1]} frames at {output.fps:g} fps, "
+          f"{output.sample_rate} Hz) to {args.out}:")
+    for path in videos:
+        print(f"  {path}")
+    return 0
