@@ -1,0 +1,391 @@
+"""Stage 2 for the training engine: the multi-modal DiT on cached perceptual latents.
+
+    mmldm cache --config configs/vae/tiny.yaml --vae runs/vae-tiny/checkpoints/step_00003000 \\
+                --autoencoder runs/ae-tiny/export --out data/shapes-latents
+    mmldm train generator --config configs/generator/tiny.yaml
+
+Each step (paper Sec. 3.2-3.3, Eq. 8): draw the items' conditions
+(:func:`~mmldm.generator.conditioning.mix_conditions`: context dropout, clean
+audio or video given, previous clip), one timestep per item shared by both
+modalities, noise both latents independently, and regress the objective's
+target: ``loss = MSE_a + MSE_v``, averaged over the batch. The objective is the
+paper's DDPM epsilon prediction (``diffusion.objective: epsilon``) or rectified
+flow (``flow``).
+
+Data: :class:`~mmldm.generator.latents.GeneratorLatentDataset` over a latent
+cache of perceptual latents; nothing is decoded during training.
+
+Previews: a few latents sampled from the (EMA) model with the preview items'
+classes. With ``preview.vae`` and ``preview.autoencoder`` set, they are decoded
+to frames and audio images (the autoencoder's DDIM decoder: slow at paper size);
+otherwise the preview shows the latents themselves (first three channels,
+normalised per item), which is enough to watch structure appear.
+
+The trained generator is read back with :func:`load_generator` (from a training
+checkpoint or an exported folder) and exported with :func:`export_generator`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset
+
+from ..config import atomic_write_text, from_dict, load_config, to_dict
+from ..diffusion import DiffusionConfig, Objective, make_objective, noise_like, sample
+from ..errors import ConfigError, DataError, WeightsError
+from ..timing import AVTiming
+from ..training.config import TrainConfig
+from .conditioning import ConditioningConfig, mix_conditions
+from .dit import AVDiT, DiTConfig, load_state_checked
+from .latents import GeneratorLatentDataset
+
+#: file next to an exported AVDiT folder naming the objective it was trained with
+DIFFUSION_CONFIG_NAME = "diffusion.json"
+
+
+@dataclass
+class GeneratorModelConfig:
+    """The AVDiT: a size preset plus field overrides."""
+
+    #: DiT size: tiny, S, B, L or XL (see :data:`mmldm.generator.dit.DIT_PRESETS`)
+    preset: str = "tiny"
+    #: :class:`~mmldm.generator.dit.DiTConfig` fields replacing the preset's (num_classes, latent sizes...)
+    dit: dict[str, Any] = field(default_factory=dict)
+    #: start from these weights: an exported AVDiT folder or a ``mmldm train generator`` checkpoint
+    pretrained: str | None = None
+
+    def __post_init__(self) -> None:
+        self.dit_config()  # unknown presets or fields fail at load time
+
+    def dit_config(self) -> DiTConfig:
+        return DiTConfig.preset(self.preset, **self.dit)
+
+
+@dataclass
+class GeneratorDataConfig:
+    #: latent cache of perceptual latents (``mmldm cache --autoencoder``)
+    cache: str = "data/shapes-latents"
+    #: optional cache of the validation split
+    val_cache: str | None = None
+    #: clip length (s) for pairing consecutive windows; null: from the cache's config
+    clip_seconds: float | None = None
+    #: the DiT sees ``latent * scale`` (paper: 1, "no rescaling"); ``estimate_latent_scales`` gives
+    #: unit-variance factors. Exported with the model, so generation undoes them.
+    audio_latent_scale: float = 1.0
+    video_latent_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.audio_latent_scale <= 0 or self.video_latent_scale <= 0:
+            raise ValueError("data.audio_latent_scale and data.video_latent_scale must be > 0")
+
+    @property
+    def scales(self) -> dict[str, float]:
+        return {"audio": self.audio_latent_scale, "video": self.video_latent_scale}
+
+
+@dataclass
+class GeneratorPreviewConfig:
+    #: KL-VAE to decode previews to pixels: diffusers folder, `mmldm train vae` checkpoint or single file
+    vae: str | None = None
+    #: layout of a single-file ``vae``
+    vae_preset: Literal["sd-v1", "tiny"] = "sd-v1"
+    #: autoencoder folder (``HierarchicalAVAutoencoder.save_pretrained``); with ``vae``, previews are decoded
+    autoencoder: str | None = None
+    #: sampler (null: ddim for epsilon, euler for flow) and its steps
+    sampler: Literal["ddim", "dpmpp", "euler", "heun"] | None = None
+    steps: int = 25
+    #: frames decoded per preview clip (the autoencoder decodes each frame by DDIM)
+    frames: list[int] = field(default_factory=lambda: [0, 5, 10, 15])
+    #: DDIM steps of the autoencoder's decoder in previews (null: its own default)
+    decode_steps: int | None = 25
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"preview.steps must be >= 1, got {self.steps}")
+        if (self.vae is None) != (self.autoencoder is None):
+            raise ValueError("preview.vae and preview.autoencoder go together (set both, or neither)")
+
+
+@dataclass
+class GeneratorStageConfig:
+    model: GeneratorModelConfig = field(default_factory=GeneratorModelConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    conditioning: ConditioningConfig = field(default_factory=ConditioningConfig)
+    data: GeneratorDataConfig = field(default_factory=GeneratorDataConfig)
+    preview: GeneratorPreviewConfig = field(default_factory=GeneratorPreviewConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        make_objective(self.diffusion)  # an unknown objective fails at load time
+
+
+def default_sampler(objective: Objective) -> str:
+    """The paper's DDIM for epsilon, Euler for flow."""
+    return objective.samplers[0]
+
+
+class GeneratorStage:
+    """AVDiT training on cached perceptual latents (see the module docstring)."""
+
+    name = "generator"
+    config_cls = GeneratorStageConfig
+
+    def __init__(self) -> None:
+        self.cfg: GeneratorStageConfig | None = None
+        self.dit_cfg: DiTConfig | None = None
+        self.objective: Objective | None = None
+
+    # ------------------------------------------------------------------ build
+
+    def build(self, cfg: GeneratorStageConfig) -> dict[str, nn.Module]:
+        self.cfg = cfg
+        self.dit_cfg = cfg.model.dit_config()
+        self.objective = make_objective(cfg.diffusion)
+        if cfg.model.pretrained is not None:
+            model, _ = load_generator(cfg.model.pretrained)
+            if to_dict(model.cfg) != to_dict(self.dit_cfg):
+                raise ConfigError(f"model.pretrained {cfg.model.pretrained}: its DiT config differs from "
+                                  f"model.preset/model.dit ({_config_difference(model.cfg, self.dit_cfg)})")
+        else:
+            model = AVDiT(self.dit_cfg)
+        modules: dict[str, nn.Module] = {"model": model}
+        if cfg.preview.vae is not None and cfg.preview.autoencoder is not None:
+            from ..autoencoder import HierarchicalAVAutoencoder
+            from ..vae.stage import load_vae
+
+            modules["vae"] = load_vae(cfg.preview.vae, preset=cfg.preview.vae_preset)
+            modules["autoencoder"] = HierarchicalAVAutoencoder.from_pretrained(cfg.preview.autoencoder)
+        return modules
+
+    def optimizer_groups(self, cfg: GeneratorStageConfig) -> dict[str, list[str]]:
+        return {"model": ["model"]}
+
+    # ------------------------------------------------------------------ data
+
+    def dataset(self, cfg: GeneratorStageConfig, split: str) -> Dataset:
+        dit = cfg.model.dit_config()
+        if split == "train":
+            directory = cfg.data.cache
+        elif cfg.data.val_cache is not None:
+            directory = cfg.data.val_cache
+        else:
+            raise ConfigError(f"generator: no data for split '{split}' (set data.val_cache)")
+        pair = dit.previous_clip and cfg.conditioning.uses_previous
+        data = GeneratorLatentDataset(directory, cfg.data.clip_seconds, pair_previous=pair, scales=cfg.data.scales)
+        expected = {"audio": (dit.audio_channels, *dit.audio_size), "video": (dit.video_channels, *dit.video_size)}
+        for key, shape in expected.items():
+            if data.shapes[key] != shape:
+                raise DataError(f"latent cache {directory}: {key} latents are {list(data.shapes[key])} but the DiT "
+                                f"expects {list(shape)} (set model.dit.{key}_channels / {key}_size, or use the "
+                                "cache of the matching autoencoder)")
+        if dit.num_classes:
+            ids = [int(item.get("class_id", -1)) for item in data.cache.index["items"]]
+            if max(ids, default=-1) >= dit.num_classes:
+                raise DataError(f"latent cache {directory}: class id {max(ids)} does not fit "
+                                f"model.dit.num_classes={dit.num_classes}")
+        return data
+
+    # ------------------------------------------------------------------ loss
+
+    def losses(self, modules: dict[str, nn.Module], batch: dict[str, Any], step: int,
+               generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """``loss/model`` = mean over items of ``w_a MSE_a + w_v MSE_v`` (Eq. 8; w = 1 unless
+        ``conditioning.loss_on_given`` is false), plus per-modality MSEs and condition rates."""
+        assert self.cfg is not None and self.dit_cfg is not None and self.objective is not None, "build() first"
+        cfg, dit, objective = self.cfg, self.dit_cfg, self.objective
+        audio, video = batch["audio"], batch["video"]  # [B, Ca, Ha, Wa], [B, Cv, Hv, Wv]
+        b, device = audio.shape[0], audio.device
+        use_previous = dit.previous_clip and cfg.conditioning.uses_previous
+        mixed = mix_conditions(
+            audio, video, cfg.conditioning, generator,
+            class_labels=batch["class_id"] if dit.num_classes else None,
+            null_class=dit.num_classes if dit.num_classes else None,
+            prev_audio=batch.get("prev_audio") if use_previous else None,
+            prev_video=batch.get("prev_video") if use_previous else None,
+            has_previous=batch.get("has_previous") if use_previous else None,
+        )
+        x0 = {"audio": audio, "video": video}
+        t = objective.sample_timesteps(b, generator, device)  # [B], one t for both modalities
+        noise = noise_like(x0, generator)
+        x_t = objective.add_noise(x0, noise, t)  # Eq. (6) for epsilon, linear path for flow
+        kwargs = mixed.model_kwargs()
+        if not dit.previous_clip:
+            del kwargs["prev_audio"], kwargs["prev_video"]
+        out = modules["model"](x_t, objective.model_timestep(t), **kwargs)
+        mse = objective.loss_terms(out, x0, noise, t)  # {"audio": [B], "video": [B]} float32
+        per_item = mse["audio"] * mixed.loss_weights["audio"] + mse["video"] * mixed.loss_weights["video"]
+        return {
+            "loss/model": per_item.mean(),
+            "mse/audio": mse["audio"].mean().detach(),
+            "mse/video": mse["video"].mean().detach(),
+            "cond/audio_given": mixed.audio_given.float().mean(),
+            "cond/video_given": mixed.video_given.float().mean(),
+            "cond/prev_audio": mixed.prev_audio_given.float().mean(),
+            "cond/prev_video": mixed.prev_video_given.float().mean(),
+        }
+
+    # ------------------------------------------------------------------ preview
+
+    @torch.no_grad()
+    def sample_latents(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Latents sampled for the items of ``batch`` (their classes; no other condition), seeded.
+
+        Shapes: ``{"audio": [B, Ca, Ha, Wa], "video": [B, Cv, Hv, Wv]}``.
+        """
+        assert self.cfg is not None and self.dit_cfg is not None and self.objective is not None, "build() first"
+        cfg, dit, objective = self.cfg, self.dit_cfg, self.objective
+        audio = batch["audio"]
+        b, device = audio.shape[0], audio.device
+        generator = torch.Generator(device=device).manual_seed(cfg.preview.seed)
+        noise = {"audio": torch.randn(audio.shape, generator=generator, device=device),
+                 "video": torch.randn(batch["video"].shape, generator=generator, device=device)}
+        labels = None
+        if dit.num_classes:
+            labels = batch["class_id"].to(device=device, dtype=torch.long)
+            labels = torch.where(labels < 0, torch.full_like(labels, dit.num_classes), labels)
+
+        def denoise(x: dict[str, torch.Tensor], t: torch.Tensor) -> dict[str, torch.Tensor]:
+            return model(x, t, class_labels=labels)
+
+        sampler = cfg.preview.sampler or default_sampler(objective)
+        return sample(denoise, noise, objective, sampler=sampler, steps=cfg.preview.steps)
+
+    @torch.no_grad()
+    def preview(self, modules: dict[str, nn.Module], batch: dict[str, Any]) -> dict[str, Any]:
+        """Decoded samples ("video" [B, F, 3, H, W], "image" = audio images [B, 3, H, W]) with a VAE and
+        autoencoder; else "image" [2B, 3, Hv, Wv]: each item's video latent, then its audio latent
+        (first 3 channels, min-max normalised per item, audio resized to the video grid)."""
+        assert self.cfg is not None, "build() first"
+        latents = self.sample_latents(modules["model"], batch)
+        scales = self.cfg.data.scales
+        video_z, audio_z = latents["video"].float() / scales["video"], latents["audio"].float() / scales["audio"]
+        if "vae" in modules and "autoencoder" in modules:
+            frames, audio_image = modules["autoencoder"].reconstruct(
+                modules["vae"], video_z, audio_z, frames=self.cfg.preview.frames,
+                steps=self.cfg.preview.decode_steps,
+                generator=torch.Generator(device=video_z.device).manual_seed(self.cfg.preview.seed))
+            return {"video": frames, "image": audio_image}
+        return {"image": torch.cat([_latent_picture(video_z, video_z.shape[-2:]),
+                                    _latent_picture(audio_z, video_z.shape[-2:])])}
+
+
+def _latent_picture(z: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """A latent ``[B, C, h, w]`` as a picture ``[B, 3, H, W]`` in [-1, 1] (first 3 channels)."""
+    pic = z[:, :3]
+    if pic.shape[1] < 3:
+        pic = pic.repeat(1, 3, 1, 1)[:, :3]
+    low = pic.flatten(1).amin(dim=1).view(-1, 1, 1, 1)
+    high = pic.flatten(1).amax(dim=1).view(-1, 1, 1, 1)
+    pic = (pic - low) / (high - low).clamp_min(1e-6) * 2 - 1
+    return F.interpolate(pic, size=tuple(size), mode="nearest")
+
+
+def _config_difference(a: DiTConfig, b: DiTConfig) -> str:
+    da, db = to_dict(a), to_dict(b)
+    return ", ".join(f"{k}: {da[k]} vs {db[k]}" for k in da if da[k] != db[k])
+
+
+# --------------------------------------------------------------------------- load / export
+
+def load_generator(path: str | Path, use_ema: bool = True,
+                   device: torch.device | str = "cpu") -> tuple[AVDiT, DiffusionConfig]:
+    """The AVDiT and its objective's config, from a training checkpoint or an exported folder.
+
+    * A ``mmldm train generator`` checkpoint folder (``model_model.safetensors`` and
+      ``config.yaml``): rebuilt from its config, EMA weights when present and ``use_ema``.
+    * A folder of :func:`export_generator` / ``AVDiT.save_pretrained`` (``config.json``,
+      ``model.safetensors``, optional ``diffusion.json``; without it the paper's epsilon
+      objective is assumed).
+    """
+    path = Path(path)
+    if (path / "model_model.safetensors").is_file():
+        from safetensors.torch import load_file
+
+        config_path = path / "config.yaml"
+        if not config_path.is_file():
+            raise WeightsError(config_path, "generator training checkpoint", "config.yaml is missing")
+        cfg = load_config(GeneratorStageConfig, config_path)
+        weights = path / "ema_model.safetensors"
+        if not (use_ema and weights.is_file()):
+            weights = path / "model_model.safetensors"
+        model = AVDiT(cfg.model.dit_config())
+        load_state_checked(model, load_file(str(weights), device=str(device)), weights)
+        return model.to(device), cfg.diffusion
+    if not path.is_dir():
+        raise WeightsError(path, "generator", "not found: give an exported generator folder or a "
+                           "`mmldm train generator` checkpoint folder")
+    model = AVDiT.from_pretrained(path, device=device)
+    diffusion = DiffusionConfig()
+    diffusion_path = path / DIFFUSION_CONFIG_NAME
+    if diffusion_path.is_file():
+        try:
+            diffusion = from_dict(DiffusionConfig, json.loads(diffusion_path.read_text()), prefix="diffusion.")
+        except json.JSONDecodeError as exc:
+            raise WeightsError(diffusion_path, "generator diffusion config", f"not valid JSON ({exc.msg})") from None
+    return model, diffusion
+
+
+def export_generator(checkpoint: str | Path, out_dir: str | Path, use_ema: bool = True) -> Path:
+    """Write a checkpoint's generator as a self-describing folder: ``config.json`` +
+    ``model.safetensors`` (``AVDiT.save_pretrained``) + ``diffusion.json`` (the objective)."""
+    model, diffusion = load_generator(checkpoint, use_ema=use_ema)
+    out = model.save_pretrained(out_dir)
+    atomic_write_text(out / DIFFUSION_CONFIG_NAME, json.dumps(to_dict(diffusion), indent=2))
+    return out
+
+
+def clip_timing_of(cache_dir: str | Path) -> AVTiming:
+    """The clip timing (fps, frames, sample rate) a perceptual latent cache was made with (its config's ``data``)."""
+    from ..data.latent_cache import LatentCacheDataset
+
+    data = LatentCacheDataset(cache_dir).config.get("data") or {}
+    try:
+        return AVTiming(fps=float(data["fps"]), num_frames=int(data["num_frames"]),
+                        sample_rate=int(data["sample_rate"]))
+    except (KeyError, TypeError, ValueError):
+        raise DataError(f"latent cache {cache_dir}: its config names no clip timing (data.fps, num_frames, "
+                        "sample_rate); pass the timing explicitly") from None
+
+
+def export_model(checkpoint: str | Path, out_dir: str | Path, *, vae: str | Path, autoencoder: str | Path,
+                 vae_preset: str = "sd-v1", vocoder: str | Path = "griffin-lim", timing: AVTiming | None = None,
+                 use_ema: bool = True) -> Path:
+    """Write a complete model folder (KL-VAE + autoencoder + generator + vocoder) for ``mmldm generate``.
+
+    Composes the trained parts with :meth:`mmldm.pipeline.SoundingVideoPipeline.assemble` and
+    writes them with its ``save_pretrained``. ``vae``: diffusers folder, ``mmldm train vae``
+    checkpoint or single file; ``autoencoder``: its ``save_pretrained`` folder; ``vocoder``:
+    "griffin-lim" or a HiFi-GAN checkpoint; ``timing``: the clips' timing (default: from the
+    config of the generator's training cache). The generator's latent scales and objective go
+    into the folder's generation settings.
+    """
+    import dataclasses
+
+    from ..autoencoder import HierarchicalAVAutoencoder
+    from ..data.audio_image import AudioConfig
+    from ..pipeline import SoundingVideoPipeline
+    from ..pipeline.folder import GenerationConfig
+    from ..vae.stage import load_vae
+
+    checkpoint = Path(checkpoint)
+    generator, diffusion = load_generator(checkpoint, use_ema=use_ema)
+    data = GeneratorDataConfig()
+    if (checkpoint / "config.yaml").is_file():
+        data = load_config(GeneratorStageConfig, checkpoint / "config.yaml").data
+    if timing is None:
+        timing = clip_timing_of(data.cache)
+    audio_cfg = dataclasses.replace(AudioConfig.for_sample_rate(timing.sample_rate), clip_seconds=timing.seconds)
+    generation = GenerationConfig(diffusion=diffusion, audio_latent_scale=data.audio_latent_scale,
+                                  video_latent_scale=data.video_latent_scale)
+    pipe = SoundingVideoPipeline.assemble(
+        vae=load_vae(vae, preset=vae_preset), autoencoder=HierarchicalAVAutoencoder.from_pretrained(autoencoder),
+        generator=generator, objective=diffusion, audio_cfg=audio_cfg, vocoder=vocoder, generation=generation)
+    return pipe.save_pretrained(out_dir)
