@@ -170,3 +170,19 @@ def test_cli_train_and_resume(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
     assert "trained steps 2->4" in capsys.readouterr().out
     assert main(["train", "no-such-stage"]) == 2
     assert "unknown stage 'no-such-stage'" in capsys.readouterr().err
+
+
+def test_dataset_hears_each_epoch_start(tmp_path: Path) -> None:
+    epochs: list[int] = []
+
+    class EpochAware(ToyStage):
+        def dataset(self, cfg, split):
+            data = super().dataset(cfg, split)
+            data.set_epoch = epochs.append
+            return data
+
+    # 64 items in batches of 16: steps 0-3 are epoch 0, steps 4-5 epoch 1
+    Trainer(EpochAware(), _cfg(tmp_path, max_steps=6, batch_size=16, checkpoint={"every": 6})).fit()
+    assert epochs == [0, 1]
+    state = (tmp_path / "checkpoints" / "step_000006" / "state.json").read_text()
+    assert '"epoch": 1' in state and '"batch": 2' in state
