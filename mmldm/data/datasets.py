@@ -77,7 +77,9 @@ class VideoFolderDataset(Dataset):
             (and without classes in the manifest) the class is the first sub-folder under
             ``root`` (names sorted -> ids); files with no class get -1.
         manifest: JSONL or CSV listing the files (``path`` and optionally ``class_id`` /
-            ``class`` / ``label`` / ``class_name``) instead of scanning ``root``.
+            ``class`` / ``label`` / ``class_name``) instead of scanning ``root``. When not
+            given and ``root/manifest.jsonl`` exists (as ``mmldm data synth`` writes), that
+            manifest is used, so a Sounding Shapes folder keeps its own class ids.
         seed: salt of the split hash.
 
     Items (dicts): ``frames`` float [T, 3, H, W] in [-1, 1]; ``waveform`` float [N] with
@@ -114,6 +116,8 @@ class VideoFolderDataset(Dataset):
             raise ConfigError(f"dataset stride must be positive, got {stride!r}")
         self.audio_cfg = self._audio_config(audio_cfg, timing)
 
+        if manifest is None and (self.root / "manifest.jsonl").is_file():
+            manifest = self.root / "manifest.jsonl"
         listed = self._read_manifest(Path(manifest)) if manifest is not None else self._scan()
         mapping = self._load_class_map(class_map) if class_map is not None else None
         labels, self.classes = self._assign_classes(listed, mapping)

@@ -213,3 +213,13 @@ def test_header_longer_than_video_falls_back_to_last_full_window(tmp_path):
         assert first <= 4
         assert [frame_index(f) for f in item["frames"]] == list(range(first, first + 8))
         assert abs(int(item["waveform"].abs().argmax()) - (6 - first) * 1600) <= 1
+
+
+def test_sounding_shapes_folder_uses_its_manifest_class_ids(shapes_dir, shapes_manifest):
+    """A scanned Sounding Shapes folder takes class ids from its manifest.jsonl (sine 0, square 1, saw 2),
+    not from sorted sub-folder names (which would give saw 0)."""
+    ds = VideoFolderDataset(shapes_dir, AVTiming(fps=10.0, num_frames=16, sample_rate=16000), split="all")
+    truth = {Path(r["path"]).resolve(): r["class_id"] for r in shapes_manifest}
+    assert len(ds.files) == len(truth)
+    for f in ds.files:
+        assert f.class_id == truth[Path(f.path).resolve()]
