@@ -1,8 +1,9 @@
 """Training speed of the KL-VAE stage (optimiser steps per second), data loading excluded.
 
 One step is what the engine does for the VAE stage: ``VAEStage.losses`` on a
-batch (random frames of each clip + its audio image), backward, AdamW. The batch
-is synthetic (fixed random clips) so that only the network is timed; see
+batch (random frames of each clip + its audio image) under the precision's
+autocast, backward, gradient clipping at 1.0, AdamW. The batch is synthetic
+(fixed random clips) so that only the network is timed; see
 benchmarks/dataloader.py for decoding speed.
 
     python benchmarks/vae_train.py                                   # tiny preset, 64x64, fp32 and bf16
@@ -13,53 +14,76 @@ benchmarks/dataloader.py for decoding speed.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
-import platform
-import time
 from pathlib import Path
+from typing import Any
 
 import torch
+from common import (
+    PRECISIONS,
+    Column,
+    add_device_argument,
+    engine_training_step,
+    finish,
+    record,
+    render,
+    resolve_device,
+    time_call,
+    torch_threads,
+)
 
 from mmldm.config import load_config
 from mmldm.vae.stage import VAEStage, VAEStageConfig
 
+COLUMNS: list[Column] = [
+    ("preset", "preset", ""), ("mode", "mode", ""), ("size", "size", ""), ("precision", "precision", ""),
+    ("images/step", "images_per_step", ""), ("steps/s", "steps_per_s", ".2f"), ("images/s", "images_per_s", ".1f"),
+    ("trainable params (M)", "params_trainable_m", ".2f"),
+]
+
 
 def measure(preset: str, mode: str, size: int, batch_size: int, frames_per_clip: int, precision: str,
-            steps: int, warmup: int, seed: int) -> dict:
+            steps: int, warmup: int, seed: int, device: torch.device = torch.device("cpu")) -> dict[str, Any]:
+    """Time ``steps`` VAE-stage optimiser steps (after ``warmup``) on one fixed synthetic batch."""
     cfg = load_config(VAEStageConfig, None, [
         f"model.preset={preset}", f"model.train_mode={mode}", "loss.lpips_weight=0.0",
         f"data.size={size}", f"data.frames_per_clip={frames_per_clip}",
     ])
     torch.manual_seed(seed)
     stage = VAEStage()
-    modules = stage.build(cfg)
+    modules = {key: module.to(device) for key, module in stage.build(cfg).items()}
     model = modules["model"].train()
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator(device).manual_seed(seed)
     batch = {
-        "frames": torch.rand(batch_size, cfg.data.num_frames, 3, size, size, generator=gen) * 2 - 1,
-        "audio_image": torch.rand(batch_size, 3, size, size, generator=gen) * 2 - 1,
+        "frames": torch.rand(batch_size, cfg.data.num_frames, 3, size, size, generator=gen, device=device) * 2 - 1,
+        "audio_image": torch.rand(batch_size, 3, size, size, generator=gen, device=device) * 2 - 1,
     }
-    autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16"
-                else contextlib.nullcontext())
-    times = []
-    for step in range(warmup + steps):
-        start = time.perf_counter()
-        with autocast:
-            loss = stage.losses(modules, batch, step, gen)["loss/model"]
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        times.append(time.perf_counter() - start)
-    timed = times[warmup:]
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    step = engine_training_step(lambda i: stage.losses(modules, batch, i, gen), {"model": trainable},
+                                device, precision)
+    timing = time_call(step, device, warmup=warmup, repeats=steps)
     images = batch_size * (frames_per_clip + 1)
     return {
         "preset": preset, "mode": mode, "size": size, "precision": precision, "batch_clips": batch_size,
-        "images_per_step": images, "steps": steps,
-        "steps_per_s": len(timed) / sum(timed), "images_per_s": images * len(timed) / sum(timed),
-        "params_trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "images_per_step": images, **timing.as_dict(),
+        "steps_per_s": 1.0 / timing.mean_s, "images_per_s": images / timing.mean_s,
+        "params_trainable_m": sum(p.numel() for p in trainable) / 1e6,
     }
+
+
+def run(preset: str = "tiny", mode: str = "full", size: int = 64, batch_size: int = 8, frames_per_clip: int = 2,
+        precisions: tuple[str, ...] = PRECISIONS, steps: int = 20, warmup: int = 3, seed: int = 0,
+        device: str = "cpu", threads: int | None = None) -> dict[str, Any]:
+    """The record of :func:`measure` for each precision."""
+    settings = dict(locals())
+    dev = resolve_device(device)
+    with torch_threads(threads):
+        rows = [measure(preset, mode, size, batch_size, frames_per_clip, precision, steps, warmup, seed, dev)
+                for precision in precisions]
+        return record("vae_train", dev, settings, {"steps": rows})
+
+
+def markdown(result: dict[str, Any]) -> str:
+    return render(result, [("VAE training speed", "steps", COLUMNS)])
 
 
 def main() -> None:
@@ -69,27 +93,17 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=8, help="clips per step")
     parser.add_argument("--frames-per-clip", type=int, default=2)
-    parser.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    parser.add_argument("--precision", nargs="+", default=list(PRECISIONS), choices=PRECISIONS)
     parser.add_argument("--steps", type=int, default=20, help="timed steps")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
+    add_device_argument(parser)
+    parser.add_argument("--out", type=Path, default=None, help="write the record as JSON here")
     args = parser.parse_args()
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    rows = [measure(args.preset, args.mode, args.size, args.batch_size, args.frames_per_clip, precision,
-                    args.steps, args.warmup, args.seed) for precision in args.precision]
-    print(f"VAE training speed ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__})\n")
-    print("| preset | mode | size | precision | images/step | steps/s | images/s | trainable params |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['preset']} | {r['mode']} | {r['size']} | {r['precision']} | {r['images_per_step']} | "
-              f"{r['steps_per_s']:.2f} | {r['images_per_s']:.1f} | {r['params_trainable'] / 1e6:.2f}M |")
-    if args.out is not None:
-        args.out.write_text(json.dumps({"threads": torch.get_num_threads(), "torch": torch.__version__,
-                                        "rows": rows}, indent=1))
+    result = run(args.preset, args.mode, args.size, args.batch_size, args.frames_per_clip, tuple(args.precision),
+                 args.steps, args.warmup, args.seed, args.device, args.threads)
+    finish(result, markdown(result), args.out)
 
 
 if __name__ == "__main__":
