@@ -1,0 +1,196 @@
+"""SoundingVideoPipeline.generate: outputs, determinism, every task's condition, guidance, long generation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import mmldm.pipeline.pipeline as pipeline_module
+from mmldm.data.media_io import read_av, read_wav
+from mmldm.errors import ConfigError, DataError
+
+
+def test_svg_writes_playable_mp4_wav_png_and_settings(pipe, kit, tmp_path):
+    out = pipe(task="svg", n=2, steps=2, seed=3, progress=False)
+    assert out.frames.shape == (2, kit.frames, 3, kit.size, kit.size)
+    assert out.waveforms.shape == (2, kit.clip_samples)
+    assert out.frames.min() >= -1 and out.frames.max() <= 1
+    videos = out.save(tmp_path, prefix="svg")
+    assert [p.name for p in videos] == ["svg-000.mp4", "svg-001.mp4"]
+    for i, mp4 in enumerate(videos):
+        clip = read_av(mp4, fps=kit.fps, sample_rate=kit.rate)
+        assert clip.num_frames == kit.frames and clip.fps == kit.fps
+        assert clip.audio.shape == (kit.clip_samples,)
+        # AAC is lossy, but the decoded sound must be the generated one, in place (sample-exact sync)
+        generated = out.waveforms[i].numpy()
+        assert np.corrcoef(clip.audio, generated)[0, 1] > 0.9
+        wav, rate = read_wav(mp4.with_suffix(".wav"))
+        assert rate == kit.rate and np.abs(wav - generated).max() < 1e-3  # 16-bit PCM
+        with Image.open(mp4.with_suffix(".png")) as preview:
+            assert preview.size[0] > 0 and preview.size[1] > 0
+    settings = json.loads((tmp_path / "svg-settings.json").read_text())
+    assert settings["task"] == "svg" and settings["seed"] == 3 and settings["steps"] == 2
+    assert settings["sampler"] == "ddim" and settings["guidance"] == {"audio": 1.0, "video": 1.0}
+    assert settings["model_dir"] == str(pipe.model_dir) and settings["mmldm_version"]
+    assert settings["files"] == ["svg-000.mp4", "svg-001.mp4"]
+    assert (tmp_path / "svg-config.yaml").is_file()
+    assert not [p for p in tmp_path.iterdir() if "partial" in p.name or p.name.endswith(".tmp")]
+
+
+def test_same_seed_same_output_different_seed_different(pipe):
+    first = pipe(task="svg", n=1, steps=2, seed=7, progress=False)
+    again = pipe(task="svg", n=1, steps=2, seed=7, progress=False)
+    other = pipe(task="svg", n=1, steps=2, seed=8, progress=False)
+    assert torch.equal(first.frames, again.frames) and torch.equal(first.waveforms, again.waveforms)
+    assert (first.frames - other.frames).abs().max() > 1e-3
+    assert (first.waveforms - other.waveforms).abs().max() > 1e-3
+
+
+def test_a2v_keeps_the_given_audio_and_the_audio_steers_the_video(pipe, kit):
+    low = torch.from_numpy(kit.tone(220))
+    high = torch.from_numpy(kit.tone(1760))
+    out_low = pipe(task="a2v", audio=low, steps=2, seed=0, progress=False)
+    out_high = pipe(task="a2v", audio=high, steps=2, seed=0, progress=False)
+    assert torch.equal(out_low.waveforms[0], low)  # the output audio IS the given audio
+    assert (out_low.frames - out_high.frames).abs().max() > 1e-3  # same seed: only the condition differs
+
+
+def test_a2v_reads_the_first_clip_of_a_file(pipe, kit, media):
+    out = pipe(task="a2v", audio=media["sounding"], steps=2, progress=False)
+    audio, _ = read_wav(media["sounding"], sample_rate=kit.rate)
+    assert torch.equal(out.waveforms[0], torch.from_numpy(audio[: kit.clip_samples]))
+    assert out.settings["input"] == str(media["sounding"])
+
+
+def test_v2a_keeps_the_given_video_and_the_video_steers_the_audio(pipe, kit, media):
+    square = torch.from_numpy(kit.moving_square(seed=0)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    other = torch.from_numpy(kit.moving_square(seed=5)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    out = pipe(task="v2a", video=square, steps=2, seed=0, progress=False)
+    out_other = pipe(task="v2a", video=other, steps=2, seed=0, progress=False)
+    assert torch.equal(out.frames[0], square)  # frame-exact: the given video is kept
+    assert (out.waveforms - out_other.waveforms).abs().max() > 1e-3
+    from_file = pipe(task="v2a", video=media["silent_video"], steps=2, progress=False)
+    clip = read_av(media["silent_video"], fps=kit.fps, sample_rate=kit.rate, size=kit.size, require_audio=False)
+    expected = torch.from_numpy(clip.frames[: kit.frames]).permute(0, 3, 1, 2).float() / 127.5 - 1
+    assert torch.equal(from_file.frames[0], expected)
+
+
+def test_continuations_feed_the_given_clip_as_previous_latent(pipe, kit, monkeypatch):
+    calls = []
+    network = pipe._denoiser_network
+
+    def spy(x, t, **conditions):
+        calls.append(conditions)
+        return network(x, t, **conditions)
+
+    monkeypatch.setattr(pipe, "_denoiser_network", spy)
+    wave = torch.from_numpy(np.concatenate([kit.tone(300), kit.tone(900)]))  # two clips: the LAST is used
+    first = pipe(task="audio-continuation", audio=wave, steps=2, guidance=1.0, progress=False)
+    assert set(calls[0]) == {"prev_audio"}
+    expected = pipe.encode_audio(wave[None, kit.clip_samples:])
+    assert torch.allclose(calls[0]["prev_audio"], expected)
+    second = pipe(task="audio-continuation", audio=torch.from_numpy(kit.tone(300)), steps=2, guidance=1.0,
+                  progress=False)
+    assert (first.waveforms - second.waveforms).abs().max() > 1e-3
+    calls.clear()
+    frames = torch.from_numpy(kit.moving_square()).permute(0, 3, 1, 2).float() / 127.5 - 1
+    video = pipe(task="video-continuation", video=frames, steps=2, guidance=1.0, progress=False)
+    assert set(calls[0]) == {"prev_video"}
+    assert video.frames.shape == (1, kit.frames, 3, kit.size, kit.size)
+
+
+def test_guidance_scales_are_passed_per_modality_and_uncond_drops_the_condition(pipe, kit, monkeypatch):
+    seen = {}
+    real = pipeline_module.guided_denoiser
+
+    def spy(model, cond, uncond, scale):
+        seen.update(cond=cond, uncond=uncond, scale=scale)
+        return real(model, cond, uncond, scale)
+
+    monkeypatch.setattr(pipeline_module, "guided_denoiser", spy)
+    out = pipe(task="a2v", audio=torch.from_numpy(kit.tone(440)), class_label=2, guidance=(2.0, 5.0), steps=2,
+               progress=False)
+    assert seen["scale"] == {"audio": 2.0, "video": 5.0}
+    assert seen["cond"]["audio_cond"].abs().max() > 0 and seen["uncond"]["audio_cond"].abs().max() == 0
+    assert seen["cond"]["class_labels"].tolist() == [2]
+    assert seen["uncond"]["class_labels"].tolist() == [pipe.generator.null_class]
+    assert out.settings["guidance_applied"] and "audio condition" in out.settings["unconditional_branch_drops"]
+    # the video scale changes the video (the arithmetic itself is mmldm.diffusion's, tested there)
+    weaker = pipe(task="a2v", audio=torch.from_numpy(kit.tone(440)), class_label=2, guidance=(2.0, 1.0), steps=2,
+                  progress=False)
+    assert (out.frames - weaker.frames).abs().max() > 1e-3
+
+
+def test_svg_without_class_has_nothing_to_guide(pipe, monkeypatch):
+    monkeypatch.setattr(pipeline_module, "guided_denoiser", lambda *a, **k: pytest.fail("no guidance expected"))
+    out = pipe(task="svg", steps=1, guidance=(3.0, 3.0), progress=False)
+    assert out.settings["guidance_applied"] is False
+
+
+def test_long_first_clip_is_svg_then_each_clip_follows_the_previous(pipe, kit, monkeypatch):
+    calls, results = [], []
+    network = pipe._denoiser_network
+    real_sample = pipeline_module.sample
+
+    def spy_network(x, t, **conditions):
+        calls.append((len(results), conditions))
+        return network(x, t, **conditions)
+
+    def spy_sample(*args, **kwargs):
+        results.append(real_sample(*args, **kwargs))
+        return results[-1]
+
+    monkeypatch.setattr(pipe, "_denoiser_network", spy_network)
+    monkeypatch.setattr(pipeline_module, "sample", spy_sample)
+    out = pipe(task="long", seconds=2.0, n=2, steps=2, guidance=1.0, progress=False)
+    frames = round(2.0 * kit.fps)  # 20 frames = 3 clips of 8, trimmed
+    assert len(results) == 3 and out.settings["clips"] == 3
+    assert out.frames.shape == (2, frames, 3, kit.size, kit.size)
+    assert out.waveforms.shape == (2, frames * kit.clip_samples // kit.frames)
+    first_clip = [c for clip, c in calls if clip == 0]
+    assert first_clip and all(c == {} for c in first_clip)  # plain svg: no previous-clip latents
+    for clip in (1, 2):
+        conditions = [c for index, c in calls if index == clip]
+        assert conditions and all(torch.equal(c["prev_audio"], results[clip - 1]["audio"]) and
+                                  torch.equal(c["prev_video"], results[clip - 1]["video"]) for c in conditions)
+
+
+def test_long_audio_has_no_click_at_clip_seams(pipe, kit):
+    from mmldm.pipeline.audio import largest_jumps
+
+    out = pipe(task="long", seconds=3.2, steps=2, seed=1, progress=False)
+    wave = out.waveforms[0]
+    seams = [k * kit.clip_samples for k in range(1, 4)]
+    at_seams, inside = largest_jumps(wave, seams)
+    assert inside > 0 and at_seams <= inside
+
+
+@pytest.mark.parametrize("kwargs, error, words", [
+    (dict(task="draw"), ConfigError, "unknown task"),
+    (dict(task="a2v"), ConfigError, "needs --audio"),
+    (dict(task="svg", audio="x.wav"), ConfigError, "takes no input"),
+    (dict(task="v2a", audio="x.wav"), ConfigError, "takes --video"),
+    (dict(task="long"), ConfigError, "needs --seconds"),
+    (dict(task="long", seconds=-1.0), ConfigError, "positive"),
+    (dict(task="long", seconds=0.3), ConfigError, "shorter than one clip"),
+    (dict(task="svg", seconds=3.0), ConfigError, "only applies to task long"),
+    (dict(task="svg", class_label=9), ConfigError, "classes 0..2"),
+    (dict(task="svg", sampler="euler"), ConfigError, "does not fit"),
+    (dict(task="a2v", audio=torch.zeros(100)), DataError, "shorter than one clip"),
+    (dict(task="v2a", video=torch.zeros(8, 3, 32, 32)), DataError, "frames must be"),
+])
+def test_bad_arguments_are_one_line_errors(pipe, kwargs, error, words):
+    with pytest.raises(error) as info:
+        pipe(steps=1, progress=False, **kwargs)
+    assert words in str(info.value) and "\n" not in str(info.value)
+
+
+def test_bf16_autocast_runs(pipe):
+    pipe_bf16 = type(pipe)(pipe.vae, pipe.autoencoder, pipe.generator, pipe.generation, pipe.audio_cfg,
+                           pipe.vocoder, dtype=torch.bfloat16)
+    out = pipe_bf16(task="svg", steps=1, progress=False)
+    assert out.frames.dtype == torch.float32 and torch.isfinite(out.waveforms).all()
