@@ -247,7 +247,7 @@ class AutoencoderConfig:
 
 def tiny_config() -> AutoencoderConfig:
     """CPU preset: 4x16x16 VAE latents -> video 8x8x8, audio 8x4x4 perceptual latents."""
-    return AutoencoderConfig()
+    return AutoencoderConfig(loss=LossConfig(adversarial_start_step=1000))
 
 
 def paper_config() -> AutoencoderConfig:

@@ -168,7 +168,7 @@ class HierarchicalAVAutoencoder(nn.Module):
         (needed when num_classes > 0), optional real pixels ``video`` [B, T, 3, H, W] and
         ``audio_image`` [B, 3, H, W] for the discriminator (else the VAE decodes the real latents).
 
-        Returns ``"loss/model"`` (the autoencoder's total), ``"loss/discriminator"`` (when a
+        Returns ``"loss/model"`` (the autoencoder's total), ``"loss/disc"`` (when a
         discriminator is given; zero before the adversarial warm-up ends) and logged parts.
         """
         cfg = self.cfg
@@ -223,8 +223,9 @@ class HierarchicalAVAutoencoder(nn.Module):
                 out["ae/adversarial"] = g_loss
                 total = total + cfg.loss.adversarial * g_loss
             else:
-                d_loss = sum(p.sum() * 0.0 for p in discriminator.parameters())
-            out["loss/discriminator"] = d_loss
+                # a constant with no path to the discriminator: its gradients stay None, its optimiser skips
+                d_loss = torch.zeros((), device=device, requires_grad=True)
+            out["loss/disc"] = d_loss
         out["loss/model"] = total
         return out
 

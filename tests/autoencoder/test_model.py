@@ -181,7 +181,7 @@ def test_adversarial_gradient_reaches_the_signal_decoder(cfg, make_batch, vae):
     assert all(p.grad is None for p in disc.parameters())
     # ... and the discriminator loss trains the discriminator only
     model.zero_grad(set_to_none=True)
-    losses["loss/discriminator"].backward()
+    losses["loss/disc"].backward()
     assert all(p.grad is None for p in model.parameters())
     assert max(p.grad.abs().max().item() for p in disc.parameters() if p.grad is not None) > 0
 
@@ -192,7 +192,7 @@ def test_adversarial_loss_waits_for_its_start_step(make_config, make_batch, vae)
     batch = make_batch()
     losses = model.training_losses(batch["video_latents"], batch["audio_latent"], batch["labels"], vae=vae,
                                    discriminator=model.build_discriminator(), step=99)
-    assert "ae/adversarial" not in losses and losses["loss/discriminator"].item() == 0.0
+    assert "ae/adversarial" not in losses and losses["loss/disc"].item() == 0.0
 
 
 def test_discriminator_sees_four_fake_pairings(cfg, make_batch, vae, monkeypatch):
