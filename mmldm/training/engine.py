@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import contextlib
 import math
+import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
@@ -128,6 +130,11 @@ class Trainer:
         if tc.deterministic:
             torch.use_deterministic_algorithms(True)
 
+        self.resume_from = self._resume_folder()
+        self.resume_state: dict[str, Any] = {}
+        if self.resume_from is not None:
+            self.resume_state = ckpt.load_json(self.resume_from / "state.json")
+
         # Same initial weights on every process, then per-process RNG streams.
         torch.manual_seed(tc.seed)
         modules = stage.build(cfg)
@@ -139,22 +146,14 @@ class Trainer:
         self._seed_process_rngs(mixed_seed(tc.seed, self.rank, 1))
         self.generator = torch.Generator(device=acc.device).manual_seed(mixed_seed(tc.seed, self.rank, 2))
 
-        self.resume_from = self._resume_folder()
-        self.resume_state: dict[str, Any] = {}
-        if self.resume_from is not None:
-            self.resume_state = ckpt.load_json(self.resume_from / "state.json")
-            for key in self.trainable_keys:
-                self._load_weights(modules[key], self.resume_from / f"model_{key}.safetensors")
-
         self.ema: dict[str, EMA] = {}
-        if tc.ema.enabled:
-            for key in self.trainable_keys:
-                self.ema[key] = EMA(modules[key].to(acc.device), tc.ema.decay, tc.ema.warmup_steps)
-                if self.resume_from is not None:
-                    path = self.resume_from / f"ema_{key}.safetensors"
-                    if not path.is_file():
-                        raise TrainingError(f"{path}: checkpoint has no EMA weights for '{key}' but ema is enabled")
-                    self.ema[key].load_state_dict(ckpt.load_tensors(path), self.resume_state.get("ema_updates", 0))
+        for key in self.trainable_keys:
+            module = modules[key].to(acc.device)
+            self._load_from_checkpoint(f"model_{key}.safetensors", module.load_state_dict)
+            if tc.ema.enabled:
+                self.ema[key] = EMA(module, tc.ema.decay, tc.ema.warmup_steps)
+                self._load_from_checkpoint(f"ema_{key}.safetensors", lambda state, ema=self.ema[key]: (
+                    ema.load_state_dict(state, self.resume_state.get("ema_updates", 0))))
 
         wrapped = acc.prepare(*[modules[k].train() for k in self.trainable_keys])
         wrapped = list(wrapped) if isinstance(wrapped, (tuple, list)) else [wrapped]
@@ -185,10 +184,6 @@ class Trainer:
                               f"(this stage has {sorted(groups)})")
 
     def _seed_process_rngs(self, seed: int) -> None:
-        import random
-
-        import numpy as np
-
         random.seed(seed)
         np.random.seed(seed % 2**32)
         torch.manual_seed(seed)
@@ -201,11 +196,20 @@ class Trainer:
             return None
         return ckpt.resolve_resume(self.out_dir, self.resume)
 
-    def _load_weights(self, module: nn.Module, path: Path) -> None:
+    def _load_from_checkpoint(self, name: str, load: Any) -> None:
+        """Load tensors file ``name`` of the resume checkpoint with ``load(state)``.
+
+        A file the checkpoint lacks (a module or EMA that was not part of that run,
+        e.g. a discriminator switched on for fine-tuning) starts fresh, with a note.
+        """
+        if self.resume_from is None:
+            return
+        path = self.resume_from / name
         if not path.is_file():
-            raise TrainingError(f"{path}: checkpoint has no weights file for this module")
+            self.accelerator.print(f"note: {self.resume_from} has no {name}; it starts fresh")
+            return
         try:
-            module.load_state_dict(ckpt.load_tensors(path), strict=True)
+            load(ckpt.load_tensors(path))
         except RuntimeError as exc:
             first = str(exc).splitlines()[0]
             raise TrainingError(f"{path}: weights do not fit the module ({first})") from None
@@ -243,6 +247,10 @@ class Trainer:
 
     def _load_optimizer_states(self, folder: Path) -> None:
         for group in self.groups:
+            if not (folder / f"optim_{group.name}.pt").is_file():
+                self.accelerator.print(f"note: {folder} has no state for optimiser group '{group.name}'; "
+                                       "it starts fresh")
+                continue
             state = ckpt.load_torch_state(folder / f"optim_{group.name}.pt")
             if self.is_fsdp:
                 from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict

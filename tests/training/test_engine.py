@@ -186,3 +186,18 @@ def test_dataset_hears_each_epoch_start(tmp_path: Path) -> None:
     assert epochs == [0, 1]
     state = (tmp_path / "checkpoints" / "step_000006" / "state.json").read_text()
     assert '"epoch": 1' in state and '"batch": 2' in state
+
+
+def test_resume_with_a_new_module_starts_it_fresh(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    Trainer(ToyStage(), _cfg(tmp_path, max_steps=1)).fit()
+    with_critic = _cfg(tmp_path, max_steps=2)
+    with_critic.model.critic = True  # e.g. a discriminator switched on for fine-tuning
+    result = Trainer(ToyStage(), with_critic, resume="auto").fit()
+    out = capsys.readouterr().out
+    assert "no model_critic.safetensors; it starts fresh" in out
+    assert "no state for optimiser group 'critic'" in out
+    assert result.steps == 2 and (result.checkpoint / "model_critic.safetensors").is_file()
+    bigger = _cfg(tmp_path, max_steps=3)
+    bigger.model.hidden = 32
+    with pytest.raises(TrainingError, match="weights do not fit the module"):
+        Trainer(ToyStage(), bigger, resume="auto")
