@@ -4,28 +4,34 @@
     python benchmarks/dataloader.py data/landscape --size 256 --workers 0 2 4 --out dl.json
 
 Prints a markdown table (workers, batches, clips/s, time to first batch) and writes
-the same rows as JSON with --out. The first batch (worker start-up, first decode)
-is timed separately and not counted in clips/s.
+the record as JSON with --out. The first batch (worker start-up, first decode)
+is timed separately and not counted in clips/s. Decoding runs on the CPU whatever
+the device, so this benchmark has no ``--device``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import tempfile
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
+from common import Column, finish, record, render
 from torch.utils.data import DataLoader
 
 from mmldm.data.datasets import VideoFolderDataset
 from mmldm.timing import AVTiming
 
+COLUMNS: list[Column] = [
+    ("workers", "workers", ""), ("batch", "batch_size", ""), ("timed clips", "timed_clips", ""),
+    ("clips/s", "clips_per_s", ".1f"), ("first batch (s)", "first_batch_s", ".2f"),
+]
 
-def measure(dataset: VideoFolderDataset, workers: int, batch_size: int, max_batches: int) -> dict:
+
+def measure(dataset: VideoFolderDataset, workers: int, batch_size: int, max_batches: int) -> dict[str, Any]:
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
                         generator=torch.Generator().manual_seed(0), persistent_workers=False)
     start = time.perf_counter()
@@ -48,6 +54,37 @@ def measure(dataset: VideoFolderDataset, workers: int, batch_size: int, max_batc
     }
 
 
+def run(folder: Path | None = None, synth_clips: int = 48, workers: tuple[int, ...] = (0, 2), batch_size: int = 8,
+        batches: int = 5, size: int = 64, fps: float = 10.0, num_frames: int = 16,
+        sample_rate: int = 16000) -> dict[str, Any]:
+    """Clips/s per worker count over ``folder`` (default: ``synth_clips`` fresh Sounding Shapes clips)."""
+    settings = {**locals(), "folder": str(folder) if folder else f"synthesized Sounding Shapes ({synth_clips} clips)"}
+    timing = AVTiming(fps=fps, num_frames=num_frames, sample_rate=sample_rate)
+    notes = []
+    with tempfile.TemporaryDirectory() as scratch:
+        if folder is None:
+            from mmldm.data.sounding_shapes import ShapesConfig, write_dataset
+
+            folder = Path(scratch) / "shapes"
+            write_dataset(folder, n=synth_clips, seed=0, cfg=ShapesConfig(size=size, sample_rate=sample_rate))
+        manifest = folder / "manifest.jsonl"
+        with warnings.catch_warnings(record=True) as skipped:
+            warnings.simplefilter("always")
+            dataset = VideoFolderDataset(folder, timing, size=size, split="all",
+                                         manifest=manifest if manifest.is_file() else None)
+        notes += [f"warning: {warning.message}" for warning in skipped]
+        rows = [measure(dataset, n, batch_size, batches) for n in workers]
+    settings.update(files=len(dataset.files), windows=len(dataset), dataset=repr(dataset))
+    return record("dataloader", torch.device("cpu"), settings, {"loader": rows}, notes)
+
+
+def markdown(result: dict[str, Any]) -> str:
+    s = result["settings"]
+    title = (f"Data loader speed ({s['folder']}: {s['files']} files, {s['windows']} windows, "
+             f"{s['size']}x{s['size']}, {s['num_frames']} frames at {s['fps']} fps + audio)")
+    return render(result, [(title, "loader", COLUMNS)])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=Path, nargs="?", help="video folder (default: synthesize Sounding Shapes)")
@@ -59,46 +96,11 @@ def main() -> None:
     parser.add_argument("--fps", type=float, default=10.0)
     parser.add_argument("--num-frames", type=int, default=16)
     parser.add_argument("--sample-rate", type=int, default=16000)
-    parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    parser.add_argument("--out", type=Path, default=None, help="write the record as JSON here")
     args = parser.parse_args()
-
-    timing = AVTiming(fps=args.fps, num_frames=args.num_frames, sample_rate=args.sample_rate)
-    with tempfile.TemporaryDirectory() as scratch:
-        folder = args.folder
-        if folder is None:
-            from mmldm.data.sounding_shapes import ShapesConfig, write_dataset
-
-            folder = Path(scratch) / "shapes"
-            write_dataset(folder, n=args.synth_clips, seed=0,
-                          cfg=ShapesConfig(size=args.size, sample_rate=args.sample_rate))
-        manifest = folder / "manifest.jsonl"
-        with warnings.catch_warnings(record=True) as skipped:
-            warnings.simplefilter("always")
-            dataset = VideoFolderDataset(folder, timing, size=args.size, split="all",
-                                         manifest=manifest if manifest.is_file() else None)
-        for warning in skipped:
-            print(f"warning: {warning.message}")
-        rows = [measure(dataset, workers, args.batch_size, args.batches) for workers in args.workers]
-
-    print(f"\n{dataset!r}\n")
-    print("| workers | batch | timed clips | clips/s | first batch (s) |")
-    print("|---:|---:|---:|---:|---:|")
-    for row in rows:
-        print(f"| {row['workers']} | {row['batch_size']} | {row['timed_clips']} | "
-              f"{row['clips_per_s']:.1f} | {row['first_batch_s']:.2f} |")
-    if args.out is not None:
-        result = {
-            "folder": str(args.folder) if args.folder else f"synthesized Sounding Shapes ({args.synth_clips} clips)",
-            "files": len(dataset.files),
-            "windows": len(dataset),
-            "size": args.size,
-            "timing": {"fps": args.fps, "num_frames": args.num_frames, "sample_rate": args.sample_rate},
-            "machine": {"platform": platform.platform(), "torch_threads": torch.get_num_threads()},
-            "rows": rows,
-        }
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"\nwrote {args.out}")
+    result = run(args.folder, args.synth_clips, tuple(args.workers), args.batch_size, args.batches, args.size,
+                 args.fps, args.num_frames, args.sample_rate)
+    finish(result, markdown(result), args.out)
 
 
 if __name__ == "__main__":

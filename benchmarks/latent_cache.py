@@ -11,19 +11,68 @@ encoding alone (the same clips already in memory), so that the bottleneck shows.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
+from common import Column, add_device_argument, finish, record, render, resolve_device, synchronize, torch_threads
 
 from mmldm.data.datasets import VideoFolderDataset
 from mmldm.data.latent_cache import write_latent_cache
 from mmldm.timing import AVTiming
 from mmldm.vae.kl_vae import KLVAE
 from mmldm.vae.stage import load_vae
+
+COLUMNS: list[Column] = [
+    ("stage", "stage", ""), ("workers", "workers", ""), ("clips", "clips", ""), ("seconds", "seconds", ".2f"),
+    ("clips/s", "clips_per_s", ".2f"),
+]
+
+
+def run(folder: Path | None = None, clips: int = 24, vae: Path | None = None, size: int = 64, batch_size: int = 8,
+        shard_size: int = 16, workers: tuple[int, ...] = (0, 2), chunk_size: int = 64, device: str = "cpu",
+        threads: int | None = None) -> dict[str, Any]:
+    """End-to-end and encode-only clips/s over ``folder`` (default: ``clips`` fresh Sounding Shapes clips)."""
+    settings = {**locals(), "folder": str(folder) if folder else f"synthesized Sounding Shapes ({clips} clips)",
+                "vae": str(vae) if vae else "random tiny preset"}
+    dev = resolve_device(device)
+    with torch_threads(threads), tempfile.TemporaryDirectory() as tmp:
+        if folder is None:
+            from mmldm.data.sounding_shapes import ShapesConfig, write_dataset
+
+            folder = Path(tmp) / "shapes"
+            write_dataset(folder, n=clips, seed=0, cfg=ShapesConfig(size=size))
+        dataset = VideoFolderDataset(folder, AVTiming(), size=size, split="all")
+        torch.manual_seed(0)
+        network = (load_vae(vae, chunk_size=chunk_size) if vae is not None
+                   else KLVAE.from_preset("tiny", chunk_size=chunk_size))
+        network = network.to(dev).eval().requires_grad_(False)
+        config = {"benchmark": True}
+        rows = []
+        for n in workers:
+            stats = write_latent_cache(dataset, network.encode_clips, Path(tmp) / f"cache_w{n}", config,
+                                       shard_size=shard_size, batch_size=batch_size, num_workers=n)
+            rows.append({"stage": "end to end", "workers": n, "clips": stats.items_encoded,
+                         "seconds": stats.seconds, "clips_per_s": stats.items_per_second})
+        items = [dataset[i] for i in range(len(dataset))]
+        start = time.perf_counter()
+        for first in range(0, len(items), batch_size):
+            chunk = items[first:first + batch_size]
+            network.encode_clips({k: torch.stack([it[k] for it in chunk]) for k in ("frames", "audio_image")})
+        synchronize(dev)
+        seconds = time.perf_counter() - start
+        rows.append({"stage": "encode only", "workers": 0, "clips": len(items), "seconds": seconds,
+                     "clips_per_s": len(items) / seconds})
+        return record("latent_cache", dev, settings, {"cache": rows})
+
+
+def markdown(result: dict[str, Any]) -> str:
+    s = result["settings"]
+    title = (f"Latent cache speed ({s['folder']}, VAE: {s['vae']}, {s['size']}x{s['size']}, "
+             f"16 frames + audio image per clip)")
+    return render(result, [(title, "cache", COLUMNS)])
 
 
 def main() -> None:
@@ -37,49 +86,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     parser.add_argument("--chunk-size", type=int, default=64, help="images per VAE call")
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
+    add_device_argument(parser)
+    parser.add_argument("--out", type=Path, default=None, help="write the record as JSON here")
     args = parser.parse_args()
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = args.folder
-        if folder is None:
-            from mmldm.data.sounding_shapes import ShapesConfig, write_dataset
-
-            folder = Path(tmp) / "shapes"
-            write_dataset(folder, n=args.clips, seed=0, cfg=ShapesConfig(size=args.size))
-        dataset = VideoFolderDataset(folder, AVTiming(), size=args.size, split="all")
-        torch.manual_seed(0)
-        vae = (load_vae(args.vae, chunk_size=args.chunk_size) if args.vae is not None
-               else KLVAE.from_preset("tiny", chunk_size=args.chunk_size))
-        vae = vae.eval().requires_grad_(False)
-        config = {"benchmark": True}
-        rows = []
-        for workers in args.workers:
-            out = Path(tmp) / f"cache_w{workers}"
-            stats = write_latent_cache(dataset, vae.encode_clips, out, config, shard_size=args.shard_size,
-                                       batch_size=args.batch_size, num_workers=workers)
-            rows.append({"stage": "end to end", "workers": workers, "clips": stats.items_encoded,
-                         "seconds": stats.seconds, "clips_per_s": stats.items_per_second})
-        items = [dataset[i] for i in range(len(dataset))]
-        start = time.perf_counter()
-        for first in range(0, len(items), args.batch_size):
-            chunk = items[first:first + args.batch_size]
-            vae.encode_clips({k: torch.stack([it[k] for it in chunk]) for k in ("frames", "audio_image")})
-        seconds = time.perf_counter() - start
-        rows.append({"stage": "encode only", "workers": 0, "clips": len(items), "seconds": seconds,
-                     "clips_per_s": len(items) / seconds})
-
-    print(f"Latent cache speed ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-          f"{args.size}x{args.size}, 16 frames + audio image per clip)\n")
-    print("| stage | workers | clips | seconds | clips/s |")
-    print("|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['stage']} | {r['workers']} | {r['clips']} | {r['seconds']:.2f} | {r['clips_per_s']:.2f} |")
-    if args.out is not None:
-        args.out.write_text(json.dumps({"size": args.size, "threads": torch.get_num_threads(), "rows": rows},
-                                       indent=1))
+    result = run(args.folder, args.clips, args.vae, args.size, args.batch_size, args.shard_size,
+                 tuple(args.workers), args.chunk_size, args.device, args.threads)
+    finish(result, markdown(result), args.out)
 
 
 if __name__ == "__main__":
