@@ -20,15 +20,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--generated", type=Path, required=True, help="folder of generated clips")
     p.add_argument("--reference", type=Path, required=True, help="folder of reference (training) videos")
     p.add_argument("--protocol", choices=sorted(PROTOCOLS), default="mm-diffusion",
-                   help="mm-diffusion: the paper-era protocol (64 px letterbox, FAD x1e4); "
+                   help="mm-diffusion: the paper-era protocol (64 px letterbox, AudioCLIP FAD x1e4); "
                    "standard: native resolution, FAD unscaled (default: %(default)s)")
     p.add_argument("--metrics", default=None,
                    help="comma list of fvd,kvd,fad,shapes (default: fvd,kvd,fad; shapes is added for "
                    "Sounding Shapes references)")
     p.add_argument("--i3d", type=Path, default=None, help="I3D weights (i3d_pretrained_400.pt) for FVD/KVD")
-    p.add_argument("--audio-net", choices=["vggish"], default="vggish", help="audio feature net for FAD")
+    p.add_argument("--audio-net", choices=["audioclip", "vggish"], default=None,
+                   help="audio feature net for FAD (protocol default: audioclip for mm-diffusion, vggish for standard)")
     p.add_argument("--audio-weights", type=Path, default=None,
-                   help="audio net weights (torchvggish vggish-10086976.pth) for FAD")
+                   help="audio net weights for FAD: AudioCLIP-Full-Training.pt or torchvggish vggish-10086976.pth")
+    p.add_argument("--audioclip-input", choices=["int16", "unit"], default=None,
+                   help="int16 (default): the range AudioCLIP expects; unit: [-1, 1] as the released evaluator fed it")
     p.add_argument("--features", choices=["pretrained", "random"], default="pretrained",
                    help="random: seeded random-weight nets, for smoke tests only (numbers mean nothing)")
     p.add_argument("--shapes", action="store_true", default=None,
@@ -52,7 +55,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     from ..evaluation.protocol import get_protocol
 
     protocol = get_protocol(args.protocol).with_overrides(
-        num_samples=args.num_samples, covariance=args.covariance, kvd_subsets=args.kvd_subsets
+        num_samples=args.num_samples, covariance=args.covariance, kvd_subsets=args.kvd_subsets,
+        audio_net=args.audio_net, audioclip_input=args.audioclip_input,
     )
     if args.metrics is None:
         metrics = ("fvd", "kvd", "fad")
@@ -64,7 +68,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                               f"(choose from {', '.join(ALL_METRICS)})")
     result = evaluate_folders(
         args.generated, args.reference, protocol, metrics=metrics, i3d_path=args.i3d,
-        audio_net=args.audio_net, audio_weights=args.audio_weights,
+        audio_weights=args.audio_weights,
         random_features=args.features == "random", seed=args.seed, shapes=args.shapes,
         batch_size=args.batch_size, device=args.device,
     )

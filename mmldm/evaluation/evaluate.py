@@ -32,10 +32,17 @@ from .audio_features import (
     VGGISH_EMBEDDING_DIM,
     VGGISH_SAMPLE_RATE,
     VGGISH_WHAT,
-    VGGish,
     load_vggish,
     random_vggish,
     vggish_embeddings,
+)
+from .audioclip import (
+    AUDIOCLIP_EMBEDDING_DIM,
+    AUDIOCLIP_SAMPLE_RATE,
+    AUDIOCLIP_WHAT,
+    audioclip_embeddings,
+    load_audioclip,
+    random_audioclip,
 )
 from .features import i3d_features
 from .frechet import frechet_distance
@@ -48,7 +55,7 @@ RANDOM_FEATURES_BANNER = "RANDOM FEATURES: NOT COMPARABLE TO ANY PUBLISHED NUMBE
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".webm", ".mkv")
 FEATURE_METRICS = ("fvd", "kvd", "fad")
 ALL_METRICS = (*FEATURE_METRICS, "shapes")
-AUDIO_NETS = ("vggish",)
+AUDIO_NETS = ("audioclip", "vggish")
 
 Log = Callable[[str], None]
 
@@ -58,26 +65,35 @@ def _stderr(message: str) -> None:
 
 
 @dataclass(frozen=True)
+class AudioNet:
+    """An audio feature net: ``embed`` maps mono [-1, 1] audio at ``sample_rate`` to [E, D] float64."""
+
+    embed: Callable[[np.ndarray], np.ndarray]
+    sample_rate: int
+
+
+@dataclass(frozen=True)
 class FeatureNets:
     """The feature networks of one evaluation and what to record about them."""
 
     i3d: torch.nn.Module | None
-    audio: VGGish | None
+    audio: AudioNet | None
     record: dict[str, Any]
 
     @classmethod
     def build(
         cls,
         metrics: tuple[str, ...],
+        protocol: EvalProtocol,
         i3d_path: str | Path | None,
-        audio_net: str,
         audio_weights: str | Path | None,
         random_features: bool,
         seed: int,
     ) -> "FeatureNets":
         """Load (or, with ``random_features``, build seeded random) nets for the requested metrics.
 
-        A metric whose weights are not given is a WeightsError: there is no silent fallback.
+        The audio net is ``protocol.audio_net``. A metric whose weights are not
+        given is a WeightsError: there is no silent fallback.
         """
         record: dict[str, Any] = {"random_features": random_features}
         i3d = audio = None
@@ -93,25 +109,44 @@ class FeatureNets:
                 record["video"] = {"net": I3D_WHAT, "weights": str(i3d_path), "sha256": sha256_file(i3d_path)}
             record["video"].update(feature="400-d pre-softmax logits, averaged over time", dim=I3D_FEATURE_DIM)
         if "fad" in metrics:
-            if audio_net not in AUDIO_NETS:
-                raise DataError(f"unknown audio feature net {audio_net!r} (known: {', '.join(AUDIO_NETS)})")
-            if random_features:
-                audio = random_vggish(seed)
-                record["audio"] = {"net": "VGGish (random weights)", "weights": None, "sha256": None, "seed": seed}
-            else:
-                if audio_weights is None:
-                    raise WeightsError(None, VGGISH_WHAT, "no weight file given for FAD; pass --audio-weights PATH "
-                                       "(or --metrics without fad, or --features random for a smoke test)")
-                audio = load_vggish(audio_weights)
-                record["audio"] = {"net": VGGISH_WHAT, "weights": str(audio_weights),
-                                   "sha256": sha256_file(audio_weights)}
-            record["audio"].update(
-                feature="128-d embedding (last ReLU, before PCA/quantisation)", dim=VGGISH_EMBEDDING_DIM,
-                sample_rate=VGGISH_SAMPLE_RATE, input="mono float in [-1, 1]",
-                windowing="0.96 s log-mel examples (25 ms / 10 ms STFT, 64 mel 125-7500 Hz), hop 0.96 s, "
-                          "trailing part dropped; every example is one sample",
-            )
+            audio, record["audio"] = _build_audio_net(protocol, audio_weights, random_features, seed)
         return cls(i3d=i3d, audio=audio, record=record)
+
+
+def _build_audio_net(protocol: EvalProtocol, weights: str | Path | None, random_features: bool,
+                     seed: int) -> tuple[AudioNet, dict[str, Any]]:
+    name = protocol.audio_net
+    if name not in AUDIO_NETS:
+        raise DataError(f"unknown audio feature net {name!r} (known: {', '.join(AUDIO_NETS)})")
+    what = AUDIOCLIP_WHAT if name == "audioclip" else VGGISH_WHAT
+    if random_features:
+        model = random_audioclip(seed) if name == "audioclip" else random_vggish(seed)
+        record: dict[str, Any] = {"net": f"{name} (random weights)", "weights": None, "sha256": None, "seed": seed}
+    else:
+        if weights is None:
+            raise WeightsError(None, what, "no weight file given for FAD; pass --audio-weights PATH "
+                               "(or --metrics without fad, or --features random for a smoke test)")
+        model = load_audioclip(weights) if name == "audioclip" else load_vggish(weights)
+        record = {"net": what, "weights": str(weights), "sha256": sha256_file(weights)}
+    if name == "audioclip":
+        int16 = protocol.audioclip_input == "int16"
+        record.update(
+            feature="raw 1024-d audio embedding (not L2-normalised), one per clip", dim=AUDIOCLIP_EMBEDDING_DIM,
+            sample_rate=AUDIOCLIP_SAMPLE_RATE,
+            input="[-1, 1] audio x 32768 (int16 range, as the net expects)" if int16 else
+                  "[-1, 1] audio fed as is (reproduces the released evaluator; about -90 dB to the net)",
+            windowing="whole 1.6 s clip (70,560 samples): 1654-sample Blackman-Harris frames, hop 561, FBSP",
+        )
+        net = AudioNet(lambda a: audioclip_embeddings(model, a, AUDIOCLIP_SAMPLE_RATE, int16), AUDIOCLIP_SAMPLE_RATE)
+    else:
+        record.update(
+            feature="128-d embedding (last ReLU, before PCA/quantisation)", dim=VGGISH_EMBEDDING_DIM,
+            sample_rate=VGGISH_SAMPLE_RATE, input="mono float in [-1, 1]",
+            windowing="0.96 s log-mel examples (25 ms / 10 ms STFT, 64 mel 125-7500 Hz), hop 0.96 s, "
+                      "trailing part dropped; every example is one sample",
+        )
+        net = AudioNet(lambda a: vggish_embeddings(model, a, VGGISH_SAMPLE_RATE), VGGISH_SAMPLE_RATE)
+    return net, record
 
 
 def list_videos(folder: str | Path, what: str) -> list[Path]:
@@ -149,7 +184,7 @@ class _Collector:
             if len(self._pending) == self.batch_size:
                 self._flush()
         if self.nets.audio is not None:
-            self.audio.append(vggish_embeddings(self.nets.audio, audio, VGGISH_SAMPLE_RATE))
+            self.audio.append(self.nets.audio.embed(audio))
 
     def _flush(self) -> None:
         if self._pending:
@@ -277,7 +312,6 @@ def evaluate_folders(
     protocol: EvalProtocol,
     metrics: tuple[str, ...] = FEATURE_METRICS,
     i3d_path: str | Path | None = None,
-    audio_net: str = "vggish",
     audio_weights: str | Path | None = None,
     random_features: bool = False,
     seed: int = 0,
@@ -329,7 +363,7 @@ def evaluate_folders(
                      f"replacement from all windows with numpy default_rng(seed)",
     }
     if feature_metrics:
-        nets = nets or FeatureNets.build(feature_metrics, i3d_path, audio_net, audio_weights, random_features, seed)
+        nets = nets or FeatureNets.build(feature_metrics, protocol, i3d_path, audio_weights, random_features, seed)
         result["feature_nets"] = nets.record
         result["metrics"] = _feature_metrics(gen_files, ref_files, protocol, feature_metrics, nets, rng,
                                              batch_size, device, result, log)
@@ -341,7 +375,7 @@ def evaluate_folders(
 def _feature_metrics(gen_files: list[Path], ref_files: list[Path], protocol: EvalProtocol,
                      metrics: tuple[str, ...], nets: FeatureNets, rng: np.random.Generator, batch_size: int,
                      device: str, result: dict[str, Any], log: Log) -> dict[str, Any]:
-    sample_rate = VGGISH_SAMPLE_RATE
+    sample_rate = nets.audio.sample_rate if nets.audio is not None else VGGISH_SAMPLE_RATE
     gen = _Collector(nets, protocol, batch_size, device)
     result["generated"]["skipped"] = _collect_generated(gen_files, protocol, gen, sample_rate, log)
     if gen.clips < 2:
@@ -380,10 +414,18 @@ def _feature_metrics(gen_files: list[Path], ref_files: list[Path], protocol: Eva
         fd = frechet_distance(gen_audio, ref_audio, protocol.covariance)
         out["fad"] = {"value": fd.value * protocol.fad_scale, "unscaled": fd.value, "scale": protocol.fad_scale,
                       "covariance": protocol.covariance, "sqrtm_offset": fd.sqrtm_offset,
-                      "embeddings": [len(gen_audio), len(ref_audio)],
-                      "note": "published MM-Diffusion / MM-LDM FADs use the AudioCLIP audio head; a VGGish FAD "
-                              "is a different number and not comparable to them"}
+                      "embeddings": [len(gen_audio), len(ref_audio)], "note": _fad_note(protocol)}
     return out
+
+
+def _fad_note(protocol: EvalProtocol) -> str:
+    if protocol.audio_net == "vggish":
+        return ("published MM-Diffusion / MM-LDM FADs use the AudioCLIP audio head; a VGGish FAD is a "
+                "different number and not comparable to them")
+    if protocol.audioclip_input == "int16":
+        return ("AudioCLIP fed int16-range audio as it expects; the released evaluator fed [-1, 1] audio, so "
+                "published FADs correspond to --audioclip-input unit")
+    return "AudioCLIP fed [-1, 1] audio as the released evaluator did (about -90 dB to the net)"
 
 
 def format_result(result: dict[str, Any]) -> str:

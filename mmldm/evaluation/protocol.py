@@ -27,6 +27,9 @@ class EvalProtocol:
     covariance: Frechet covariance estimator, "unbiased" (n - 1) or "biased" (n).
     kvd_subsets, kvd_subset_size: 0 subsets = one unbiased MMD^2 on all samples.
     fad_scale: the Frechet distance of audio embeddings is multiplied by this.
+    audio_net: FAD features, "audioclip" (ESResNeXt-FBSP, 44.1 kHz, 1024-d) or "vggish" (16 kHz, 128-d).
+    audioclip_input: "int16" feeds AudioCLIP the int16-range samples it expects; "unit"
+        reproduces the released evaluator, which fed [-1, 1] samples (about -90 dB).
     """
 
     name: str
@@ -39,8 +42,15 @@ class EvalProtocol:
     kvd_subsets: int = 0
     kvd_subset_size: int = 1000
     fad_scale: float = 1e4
+    audio_net: str = "audioclip"
+    audioclip_input: str = "int16"
 
     def __post_init__(self):
+        if self.audio_net not in ("audioclip", "vggish"):
+            raise ConfigError(f"protocol {self.name}: audio_net must be 'audioclip' or 'vggish', got {self.audio_net!r}")
+        if self.audioclip_input not in ("int16", "unit"):
+            raise ConfigError(f"protocol {self.name}: audioclip_input must be 'int16' or 'unit', "
+                              f"got {self.audioclip_input!r}")
         if self.covariance not in ("unbiased", "biased"):
             raise ConfigError(f"protocol {self.name}: covariance must be 'unbiased' or 'biased', got {self.covariance!r}")
         if self.num_samples < 2:
@@ -60,9 +70,9 @@ class EvalProtocol:
 
 PROTOCOLS: dict[str, EvalProtocol] = {
     # MM-Diffusion's evaluator (Ruan et al. 2023), used by MM-LDM: 2048 vs 2048, 64 px letterbox,
-    # unbiased covariance, KVD without subsets, FAD x 1e4 (x 1e3 before mid-2024).
+    # unbiased covariance, KVD without subsets, AudioCLIP FAD x 1e4 (x 1e3 before mid-2024).
     "mm-diffusion": EvalProtocol(name="mm-diffusion"),
-    "standard": EvalProtocol(name="standard", downsample_to=None, fad_scale=1.0),
+    "standard": EvalProtocol(name="standard", downsample_to=None, fad_scale=1.0, audio_net="vggish"),
 }
 
 

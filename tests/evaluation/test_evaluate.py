@@ -14,7 +14,7 @@ from mmldm.data.media_io import read_av, write_av
 from mmldm.data.sounding_shapes import ShapesConfig, write_dataset
 from mmldm.errors import DataError, WeightsError
 from mmldm.evaluation.audio_features import VGGISH_SAMPLE_RATE, random_vggish, vggish_embeddings
-from mmldm.evaluation.evaluate import RANDOM_FEATURES_BANNER, FeatureNets, evaluate_folders
+from mmldm.evaluation.evaluate import RANDOM_FEATURES_BANNER, AudioNet, FeatureNets, evaluate_folders
 from mmldm.evaluation.features import preprocess_video
 from mmldm.evaluation.frechet import frechet_distance
 from mmldm.evaluation.mmd import mmd2_unbiased
@@ -56,13 +56,19 @@ def folders(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def cheap_nets():
-    return FeatureNets(i3d=PooledPixels(), audio=random_vggish(seed=0), record={"random_features": True,
+def vggish():
+    return random_vggish(seed=0)
+
+
+@pytest.fixture(scope="module")
+def cheap_nets(vggish):
+    audio = AudioNet(lambda a: vggish_embeddings(vggish, a, VGGISH_SAMPLE_RATE), VGGISH_SAMPLE_RATE)
+    return FeatureNets(i3d=PooledPixels(), audio=audio, record={"random_features": True,
                        "video": {"net": "pooled pixels (test)"}, "audio": {"net": "VGGish (random weights)",
                        "sample_rate": 16000}})
 
 
-def test_features_of_recorded_windows_give_the_reported_numbers(folders, cheap_nets):
+def test_features_of_recorded_windows_give_the_reported_numbers(folders, cheap_nets, vggish):
     protocol = get_protocol("mm-diffusion").with_overrides(num_samples=6)
     result = evaluate_folders(folders / "shapes_gen", folders / "long_ref", protocol, nets=cheap_nets,
                               seed=3, log=lambda _: None)
@@ -77,7 +83,7 @@ def test_features_of_recorded_windows_give_the_reported_numbers(folders, cheap_n
         audio = clip.audio[start * 1600:start * 1600 + 25600]
         with torch.inference_mode():
             video = PooledPixels()(preprocess_video(frames, 64)[None]).double().numpy()
-        return video, vggish_embeddings(cheap_nets.audio, audio, VGGISH_SAMPLE_RATE)
+        return video, vggish_embeddings(vggish, audio, VGGISH_SAMPLE_RATE)
 
     gen = [features(p, 0) for p in result["generated"]["files"]]
     real = [features(p, s) for p, s in ref["windows"]]
@@ -130,8 +136,11 @@ def test_folder_errors_are_one_line(tmp_path, folders):
         evaluate_folders(tmp_path / "absent", folders / "long_ref", protocol, metrics=("shapes",))
     with pytest.raises(WeightsError, match="--i3d"):
         evaluate_folders(folders / "shapes_gen", folders / "long_ref", protocol, metrics=("fvd",))
-    with pytest.raises(WeightsError, match="--audio-weights"):
+    with pytest.raises(WeightsError, match="AudioCLIP.*--audio-weights"):
         evaluate_folders(folders / "shapes_gen", folders / "long_ref", protocol, metrics=("fad",))
+    with pytest.raises(WeightsError, match="VGGish.*--audio-weights"):
+        evaluate_folders(folders / "shapes_gen", folders / "long_ref", protocol.with_overrides(audio_net="vggish"),
+                         metrics=("fad",))
 
 
 def test_cli_shapes_measures_need_no_weights(folders, tmp_path, capsys):

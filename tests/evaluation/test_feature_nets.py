@@ -79,11 +79,9 @@ def test_trunk_output_size_matches_the_network(i3d):
 
 
 def test_i3d_features_of_16_frame_clips(i3d):
-    rng = np.random.default_rng(2)
-    clips = [rng.integers(0, 256, (16, 48, 64, 3), dtype=np.uint8) for _ in range(2)]
-    feats = i3d_features(i3d, clips, downsample_to=64, batch_size=2)
-    assert feats.shape == (2, 400) and feats.dtype == np.float64
-    assert not np.allclose(feats[0], feats[1])
+    clip = np.random.default_rng(2).integers(0, 256, (16, 48, 64, 3), dtype=np.uint8)
+    feats = i3d_features(i3d, [clip], downsample_to=64)
+    assert feats.shape == (1, 400) and feats.dtype == np.float64 and np.isfinite(feats).all()
 
 
 def test_i3d_rejects_inputs_the_pool_cannot_take(i3d):
