@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "evaluate",
     "generate",
     "cache",
+    "reconstruct",
 ]
 
 
