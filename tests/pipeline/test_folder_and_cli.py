@@ -1,0 +1,140 @@
+"""The model folder (save/load, atomic, one-line errors) and ``mmldm generate``."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+import mmldm.cli.generate as generate_cli
+from mmldm.cli.main import main
+from mmldm.data.media_io import read_av
+from mmldm.errors import ConfigError, WeightsError
+from mmldm.pipeline import SoundingVideoPipeline
+
+
+def test_round_trip_gives_the_same_samples(pipe, kit, tmp_path):
+    original = kit.tiny_pipeline()
+    original.save_pretrained(tmp_path / "model")
+    loaded = SoundingVideoPipeline.from_pretrained(tmp_path / "model")
+    a = original(task="svg", class_label=1, guidance=(2.0, 3.0), steps=2, progress=False)
+    b = loaded(task="svg", class_label=1, guidance=(2.0, 3.0), steps=2, progress=False)
+    assert torch.equal(a.frames, b.frames) and torch.equal(a.waveforms, b.waveforms)
+    index = json.loads((tmp_path / "model" / "model_index.json").read_text())
+    assert index["components"] == {"vae": "vae", "autoencoder": "autoencoder", "generator": "generator"}
+    assert (tmp_path / "model" / "config.yaml").is_file() and (tmp_path / "model" / "audio.yaml").is_file()
+
+
+def test_save_over_an_existing_folder_leaves_no_temporary_folders(pipe, tmp_path):
+    target = tmp_path / "model"
+    pipe.save_pretrained(target)
+    (target / "stale.txt").write_text("from the old model")
+    pipe.save_pretrained(target)
+    assert not (target / "stale.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    SoundingVideoPipeline.from_pretrained(target)
+
+
+def _one_line(exc: Exception) -> str:
+    message = str(exc)
+    assert "\n" not in message
+    return message
+
+
+def test_missing_or_broken_folders_are_one_line_errors(model_dir, tmp_path):
+    with pytest.raises(WeightsError) as info:
+        SoundingVideoPipeline.from_pretrained(tmp_path / "nowhere")
+    assert "model folder" in _one_line(info.value) and "nowhere" in str(info.value)
+
+    broken = tmp_path / "broken"
+    shutil.copytree(model_dir, broken)
+    (broken / "model_index.json").write_text("{not json")
+    with pytest.raises(WeightsError) as info:
+        SoundingVideoPipeline.from_pretrained(broken)
+    assert "model_index.json" in _one_line(info.value)
+
+    shutil.copy(model_dir / "model_index.json", broken / "model_index.json")
+    (broken / "generator" / "model.safetensors").unlink()
+    with pytest.raises(WeightsError) as info:
+        SoundingVideoPipeline.from_pretrained(broken)
+    assert "model.safetensors" in _one_line(info.value)
+
+    shutil.rmtree(broken / "autoencoder")
+    with pytest.raises(WeightsError) as info:
+        SoundingVideoPipeline.from_pretrained(broken)
+    assert "autoencoder" in _one_line(info.value)
+
+
+def test_components_that_do_not_fit_are_refused(pipe, kit):
+    from mmldm.generator.dit import AVDiT, DiTConfig
+
+    wrong = AVDiT(DiTConfig.preset("tiny", depth=1, width=32, num_heads=2, n_ctx=2))  # 8x8 video latent
+    with pytest.raises(ConfigError) as info:
+        SoundingVideoPipeline.assemble(vae=pipe.vae, autoencoder=pipe.autoencoder, generator=wrong,
+                                       audio_cfg=pipe.audio_cfg)
+    assert "video latent" in _one_line(info.value)
+
+
+def test_continuation_needs_a_previous_clip_generator(kit):
+    pipe = kit.tiny_pipeline(previous_clip=False)
+    with pytest.raises(ConfigError) as info:
+        pipe(task="long", seconds=1.6, steps=1, progress=False)
+    assert "previous-clip" in _one_line(info.value)
+
+
+def test_cli_generate_svg_writes_the_files_and_prints_them(model_dir, kit, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["generate", "--model", str(model_dir), "--task", "svg", "--n", "1", "--steps", "2",
+                 "--guidance", "2", "3", "--class", "1", "--seed", "4", "--out", str(out), "--quiet"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert str(out / "sample-000.mp4") in printed
+    clip = read_av(out / "sample-000.mp4", fps=kit.fps, sample_rate=kit.rate)
+    assert clip.num_frames == kit.frames and clip.audio.shape == (kit.clip_samples,)
+    settings = json.loads((out / "sample-settings.json").read_text())
+    assert settings["guidance"] == {"audio": 2.0, "video": 3.0} and settings["seed"] == 4
+    assert settings["class_label"] == 1 and settings["model_dir"] == str(model_dir)
+
+
+def test_cli_long_generation(model_dir, kit, tmp_path):
+    out = tmp_path / "long"
+    assert main(["generate", "--model", str(model_dir), "--task", "long", "--seconds", "1.6", "--steps", "1",
+                 "--out", str(out), "--quiet", "--no-preview"]) == 0
+    clip = read_av(out / "sample-000.mp4", fps=kit.fps, sample_rate=kit.rate)
+    assert clip.num_frames == 16 and clip.audio.shape == (2 * kit.clip_samples,)
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--task", "a2v", "--audio", "{tmp}/missing.wav"], "not found"),
+    (["--task", "v2a", "--video", "{wav}"], "no video stream"),
+    (["--task", "a2v", "--audio", "{silent_video}"], "no audio stream"),
+    (["--task", "a2v", "--audio", "{short_wav}"], "shorter than one clip"),
+    (["--task", "v2a", "--video", "{short_video}"], "shorter than one clip"),
+    (["--task", "long", "--seconds", "-2"], "positive"),
+    (["--task", "paint"], "unknown task"),
+    (["--task", "svg", "--audio", "{wav}"], "takes no input"),
+    (["--task", "svg", "--guidance", "1", "2", "3"], "one scale or two"),
+    (["--task", "svg", "--device", "tpu"], "--device"),
+])
+def test_cli_bad_inputs_are_one_line_errors(model_dir, media, tmp_path, capsys, args, words):
+    names = {key: str(path) for key, path in media.items()}
+    args = [a.format(tmp=tmp_path, **names) for a in args]
+    code = main(["generate", "--model", str(model_dir), "--steps", "1", "--out", str(tmp_path / "o"), "--quiet",
+                 *args])
+    err = capsys.readouterr().err.strip()
+    assert code != 0
+    assert len(err.splitlines()) == 1 and err.startswith("mmldm: error:") and "Traceback" not in err
+    assert words in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_missing_model_folder_and_no_builtin_model(tmp_path, capsys, monkeypatch):
+    assert main(["generate", "--model", str(tmp_path / "none"), "--out", str(tmp_path / "o")]) != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "model folder" in err
+    monkeypatch.setattr(generate_cli, "BUILTIN_MODEL", tmp_path / "default_model")
+    assert main(["generate", "--out", str(tmp_path / "o")]) != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no built-in model is installed yet" in err and "--model" in err
