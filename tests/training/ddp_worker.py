@@ -1,4 +1,4 @@
-"""Worker for the multi-process test: ``torchrun --nproc_per_node 2 ddp_worker.py OUT_DIR``.
+"""Worker for the multi-process tests: ``torchrun --nproc_per_node 2 ddp_worker.py OUT_DIR [MAX_STEPS [auto]]``.
 
 Trains the toy stage (with its critic group) through the Python API and writes,
 per process, the final trainable weights and the local loss values it saw, so
@@ -35,16 +35,16 @@ class RecordingToyStage(ToyStage):
         return terms
 
 
-def main(out_dir: Path) -> None:
+def main(out_dir: Path, max_steps: int, resume: str | None) -> None:
     cfg = from_dict(ToyConfig, {
         "model": {"critic": True},
-        "train": {"max_steps": 3, "batch_size": 4, "grad_accum": 2, "mixed_precision": "no",
+        "train": {"max_steps": max_steps, "batch_size": 4, "grad_accum": 2, "mixed_precision": "no",
                   "optim": {"lr": 1e-2}, "out_dir": str(out_dir),
                   "log": {"every": 1, "record_data_order": True, "tensorboard": False, "progress_bar": False},
                   "checkpoint": {"every": 3}, "ema": {"warmup_steps": 2}},
     })
     stage = RecordingToyStage()
-    trainer = Trainer(stage, cfg)
+    trainer = Trainer(stage, cfg, resume=resume)
     rank = trainer.rank
     initial = {k: v.clone() for k, v in trainer.accelerator.unwrap_model(trainer.wrapped["model"]).state_dict().items()}
     result = trainer.fit()
@@ -61,4 +61,4 @@ def main(out_dir: Path) -> None:
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 3, sys.argv[3] if len(sys.argv) > 3 else None)

@@ -8,20 +8,25 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
 HERE = Path(__file__).resolve().parent
 
 
-def test_two_processes_share_weights_split_data_and_log_global_mean(tmp_path: Path) -> None:
+def _torchrun(out: Path, *args: str) -> None:
     torchrun = Path(sys.executable).with_name("torchrun")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE)}
     proc = subprocess.run(
-        [str(torchrun), "--standalone", "--nproc_per_node", "2", str(HERE / "ddp_worker.py"), str(tmp_path)],
+        [str(torchrun), "--standalone", "--nproc_per_node", "2", str(HERE / "ddp_worker.py"), str(out), *args],
         env=env, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_two_processes_share_weights_split_data_and_log_global_mean(tmp_path: Path) -> None:
+    _torchrun(tmp_path)
 
     w0 = load_file(str(tmp_path / "weights_rank0.safetensors"))
     w1 = load_file(str(tmp_path / "weights_rank1.safetensors"))
@@ -56,3 +61,18 @@ def test_two_processes_share_weights_split_data_and_log_global_mean(tmp_path: Pa
     for step in range(3):
         local = stats[0]["local"][str(step)] + stats[1]["local"][str(step)]
         assert abs(stats[0]["logged"][str(step + 1)] - sum(local) / len(local)) < 1e-5
+
+
+@pytest.mark.slow
+def test_two_process_resume_equals_straight_run(tmp_path: Path) -> None:
+    _torchrun(tmp_path / "straight", "3")
+    _torchrun(tmp_path / "resumed", "2")
+    _torchrun(tmp_path / "resumed", "3", "auto")
+    for name in ("model_model", "model_critic", "ema_model", "ema_critic"):
+        a = load_file(str(tmp_path / "straight" / "checkpoints" / "step_000003" / f"{name}.safetensors"))
+        b = load_file(str(tmp_path / "resumed" / "checkpoints" / "step_000003" / f"{name}.safetensors"))
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    for rank in (0, 1):
+        straight = (tmp_path / "straight" / "data_order" / f"rank_{rank}.txt").read_text()
+        resumed = (tmp_path / "resumed" / "data_order" / f"rank_{rank}.txt").read_text()
+        assert straight == resumed
