@@ -141,6 +141,34 @@ def engine_training_step(losses: Callable[[int], dict[str, torch.Tensor]],
     return step
 
 
+def measure_stage(stage: Any, cfg: Any, batch: dict[str, torch.Tensor], precision: str, steps: int, warmup: int,
+                  device: torch.device, seed: int = 0) -> dict[str, Any]:
+    """Time optimiser steps of a training ``stage`` (the engine's Stage protocol) on one fixed ``batch``.
+
+    ``stage.build(cfg)`` makes the modules; those named in ``stage.optimizer_groups(cfg)`` train, the
+    others are frozen, as in the engine. Returns the timing, trainable parameters and peak memory.
+    """
+    torch.manual_seed(seed)
+    modules = {key: module.to(device) for key, module in stage.build(cfg).items()}
+    group_keys = stage.optimizer_groups(cfg)
+    trainable = {key for keys in group_keys.values() for key in keys}
+    for key, module in modules.items():
+        if key in trainable:
+            module.train()
+        else:
+            module.eval().requires_grad_(False)
+    groups = {name: [p for key in keys for p in modules[key].parameters() if p.requires_grad]
+              for name, keys in group_keys.items()}
+    gen = torch.Generator(device).manual_seed(seed)
+    batch = {key: value.to(device) for key, value in batch.items()}
+    step = engine_training_step(lambda i: stage.losses(modules, batch, i, gen), groups, device, precision)
+    with PeakMemory(device) as peak:
+        timing = time_call(step, device, warmup=warmup, repeats=steps)
+    return {"precision": precision, **timing.as_dict(),
+            "params_trainable_m": sum(p.numel() for params in groups.values() for p in params) / 1e6,
+            "peak_mib": peak.peak_bytes / 2**20, "peak_memory": peak.method}
+
+
 # ----------------------------------------------------------------------------- memory
 
 

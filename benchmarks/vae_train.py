@@ -22,12 +22,11 @@ from common import (
     PRECISIONS,
     Column,
     add_device_argument,
-    engine_training_step,
     finish,
+    measure_stage,
     record,
     render,
     resolve_device,
-    time_call,
     torch_threads,
 )
 
@@ -48,26 +47,15 @@ def measure(preset: str, mode: str, size: int, batch_size: int, frames_per_clip:
         f"model.preset={preset}", f"model.train_mode={mode}", "loss.lpips_weight=0.0",
         f"data.size={size}", f"data.frames_per_clip={frames_per_clip}",
     ])
-    torch.manual_seed(seed)
-    stage = VAEStage()
-    modules = {key: module.to(device) for key, module in stage.build(cfg).items()}
-    model = modules["model"].train()
-    gen = torch.Generator(device).manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
     batch = {
-        "frames": torch.rand(batch_size, cfg.data.num_frames, 3, size, size, generator=gen, device=device) * 2 - 1,
-        "audio_image": torch.rand(batch_size, 3, size, size, generator=gen, device=device) * 2 - 1,
+        "frames": torch.rand(batch_size, cfg.data.num_frames, 3, size, size, generator=gen) * 2 - 1,
+        "audio_image": torch.rand(batch_size, 3, size, size, generator=gen) * 2 - 1,
     }
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    step = engine_training_step(lambda i: stage.losses(modules, batch, i, gen), {"model": trainable},
-                                device, precision)
-    timing = time_call(step, device, warmup=warmup, repeats=steps)
+    row = measure_stage(VAEStage(), cfg, batch, precision, steps, warmup, device, seed)
     images = batch_size * (frames_per_clip + 1)
-    return {
-        "preset": preset, "mode": mode, "size": size, "precision": precision, "batch_clips": batch_size,
-        "images_per_step": images, **timing.as_dict(),
-        "steps_per_s": 1.0 / timing.mean_s, "images_per_s": images / timing.mean_s,
-        "params_trainable_m": sum(p.numel() for p in trainable) / 1e6,
-    }
+    return {"preset": preset, "mode": mode, "size": size, "batch_clips": batch_size, "images_per_step": images,
+            **row, "steps_per_s": 1.0 / row["mean_s"], "images_per_s": images / row["mean_s"]}
 
 
 def run(preset: str = "tiny", mode: str = "full", size: int = 64, batch_size: int = 8, frames_per_clip: int = 2,
