@@ -369,6 +369,8 @@ class Trainer:
                 reduced = self._reduced_terms(terms, step)
                 for i, group in enumerate(self.groups):
                     loss = terms[f"loss/{group.name}"] / tc.grad_accum
+                    if not loss.requires_grad:  # an idle group this step (e.g. a GAN critic not started yet)
+                        continue
                     acc.backward(loss, inputs=group.params if len(self.groups) > 1 else None,
                                  retain_graph=i < len(self.groups) - 1)
             for key, value in reduced.items():

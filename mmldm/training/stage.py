@@ -32,6 +32,10 @@ Contract (refined from the first draft; the five methods are unchanged):
   backward pass of ``loss/<group>`` only accumulates into that group's
   parameters (so a generator loss that runs through the discriminator does not
   touch the discriminator's gradients). Settings per group: ``train.groups``.
+  A group's loss may be a constant without gradient in steps where the group is
+  idle (e.g. a discriminator before it starts); it then does not move. Under DDP
+  a module whose forward ran must get a gradient in that step (or set
+  ``train.find_unused_parameters``).
 * **Calling trainable modules.** ``losses`` receives the wrapped modules: call
   trainable ones through ``module(...)`` (their ``forward``) only, never through
   other methods, or DDP/FSDP cannot synchronise gradients. Dispatch inside

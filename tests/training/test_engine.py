@@ -201,3 +201,14 @@ def test_resume_with_a_new_module_starts_it_fresh(tmp_path: Path, capsys: pytest
     bigger.model.hidden = 32
     with pytest.raises(TrainingError, match="weights do not fit the module"):
         Trainer(ToyStage(), bigger, resume="auto")
+
+
+def test_idle_group_does_not_move(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, max_steps=2, checkpoint={"every": 1, "keep_last": 3}, ema={"enabled": False})
+    cfg.model.critic = True
+    cfg.model.critic_start_step = 1
+    Trainer(ToyStage(), cfg).fit()
+    steps = [load_file(str(tmp_path / "checkpoints" / f"step_00000{i}" / "model_critic.safetensors")) for i in (1, 2)]
+    optim = torch.load(tmp_path / "checkpoints" / "step_000001" / "optim_critic.pt", weights_only=True)
+    assert optim["state"] == {}  # no update in step 0
+    assert not torch.equal(steps[0]["0.weight"], steps[1]["0.weight"])  # trained in step 1

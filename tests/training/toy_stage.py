@@ -27,6 +27,8 @@ class ToyModelConfig:
     out_dim: int = 2
     dropout: float = 0.1
     critic: bool = False
+    #: before this optimiser step the critic is idle (its loss is a constant)
+    critic_start_step: int = 0
 
 
 @dataclass
@@ -100,7 +102,9 @@ class ToyStage:
         mse = (pred.float() + noise - batch["y"]).pow(2).mean()
         terms = {"mse": mse.detach()}
         loss = mse
-        if "critic" in modules:
+        if "critic" in modules and step < self.cfg.model.critic_start_step:
+            terms["loss/critic"] = torch.zeros((), device=pred.device)
+        elif "critic" in modules:
             critic = modules["critic"]
             loss = loss + 0.01 * (critic(pred).float() - 1).pow(2).mean()
             terms["loss/critic"] = (critic(pred.detach()).float().pow(2).mean()
