@@ -1,4 +1,4 @@
-"""``mmldm cache --config CONFIG --out DIR [--set key=value ...] [--vae PATH]``: encode a dataset once.
+"""``mmldm cache --config CONFIG --out DIR [--set key=value ...] [--vae PATH] [--autoencoder PATH]``: encode a dataset once.
 
 Runs the frozen KL-VAE over the dataset of a VAE stage config and writes the
 latents (``video_latent`` [T,4,h,w], ``audio_latent`` [4,h,w] per clip, posterior
@@ -24,6 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     cache.add_argument("--vae", type=Path, default=None,
                        help="VAE to use instead of the config's model: a diffusers folder, a `mmldm train vae` "
                             "checkpoint folder, or an original single file")
+    cache.add_argument("--autoencoder", type=Path, default=None,
+                       help="trained autoencoder (checkpoint or exported folder): store its perceptual latents "
+                            "'audio' and 'video' (posterior mode) for `mmldm train generator` instead")
     cache.add_argument("--split", choices=["train", "val", "all"], default="train")
     cache.add_argument("--shard-size", type=int, default=64, help="clips per shard file")
     cache.add_argument("--batch-size", type=int, default=8)
@@ -64,8 +67,14 @@ def _cache(args: argparse.Namespace) -> int:
         "split": args.split,
         "latent": "posterior mean * scaling_factor",
     }
+    encode = vae.encode_clips
+    if args.autoencoder is not None:  # perceptual latents for the generator (mmldm.generator.latents)
+        from ..generator.latents import perceptual_encoder
+
+        encode = perceptual_encoder(args.autoencoder, vae, device)
+        config = encode.cache_config(to_dict(cfg.data), args.split, cfg.data.timing.seconds)
     stats = write_latent_cache(
-        dataset, vae.encode_clips, args.out, config, shard_size=args.shard_size, batch_size=args.batch_size,
+        dataset, encode, args.out, config, shard_size=args.shard_size, batch_size=args.batch_size,
         num_workers=args.num_workers, rank=args.rank, world_size=args.world_size,
         store_dtype=getattr(torch, args.dtype), progress=True,
     )

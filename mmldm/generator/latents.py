@@ -35,11 +35,27 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..data.latent_cache import LatentCacheDataset, module_digest
+from ..data.latent_cache import LatentCacheDataset
 from ..errors import DataError
 
 #: cache keys of the perceptual latents
 LATENT_KEYS = ("audio", "video")
+
+
+def weights_digest(module: nn.Module) -> str:
+    """sha256 (hex, 16 chars) of a module's state dict (names, dtypes, shapes, values), 0-dim tensors included.
+
+    (``latent_cache.module_digest`` cannot view a 0-dim tensor, such as the autoencoder's
+    contrastive logit scale, as bytes; this flattens every tensor first.)
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+    return digest.hexdigest()[:16]
 
 
 class PerceptualEncoder:
@@ -87,7 +103,7 @@ class PerceptualEncoder:
         config: dict[str, Any] = {
             "encoder": "perceptual",
             "autoencoder_config": to_dict(self.autoencoder.cfg),
-            "autoencoder_weights": module_digest(self.autoencoder),
+            "autoencoder_weights": weights_digest(self.autoencoder),
             "latent": "autoencoder posterior mode",
             "data": dict(data),
             "split": split,
@@ -95,8 +111,18 @@ class PerceptualEncoder:
         }
         if self.vae is not None:
             config["vae_config"] = dict(self.vae.autoencoder.config)
-            config["vae_weights"] = module_digest(self.vae)
+            config["vae_weights"] = weights_digest(self.vae)
         return config
+
+
+def perceptual_encoder(autoencoder: str | Path, vae: nn.Module | None = None,
+                       device: torch.device | str = "cpu") -> PerceptualEncoder:
+    """A :class:`PerceptualEncoder` for a trained autoencoder: a ``mmldm train autoencoder``
+    checkpoint or a ``save_pretrained`` folder (what ``mmldm cache --autoencoder`` takes)."""
+    from ..autoencoder.stage import load_autoencoder
+
+    model, _ = load_autoencoder(autoencoder, device=device)
+    return PerceptualEncoder(model.to(device), vae)
 
 
 def _clip_seconds_of(config: Mapping[str, Any]) -> float | None:
