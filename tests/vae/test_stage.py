@@ -62,14 +62,27 @@ def test_presets_load():
     assert paper.data.size == 256 and paper.loss.disc_weight > 0 and paper.loss.lpips_weight > 0
 
 
+def reconstruction_l1(vae, images):
+    with torch.no_grad():
+        recon, _, _ = vae.eval()(images, sample_posterior=False)
+    return (recon - images).abs().mean().item()
+
+
 def test_tiny_training_reduces_reconstruction_loss(shapes_dir, tmp_path):
     cfg = make_config(shapes_dir, tmp_path / "run", "train.max_steps=24", "train.optim.lr=2e-3")
-    result = Trainer(InMemoryVAEStage(), cfg).fit()
+    stage = InMemoryVAEStage()
+    data = stage.dataset(cfg, "train")
+    # frame 0, frame 8 and the audio image of every clip
+    images = torch.cat([torch.cat([item["frames"][[0, 8]], item["audio_image"][None]]) for item in data.items])
+    torch.manual_seed(cfg.train.seed)
+    before = reconstruction_l1(VAEStage().build(cfg)["model"], images)
+
+    result = Trainer(stage, cfg).fit()
     l1 = [terms["rec/l1"] for _, terms in result.history]
     assert len(l1) == 24
-    first, last = sum(l1[:3]) / 3, sum(l1[-3:]) / 3
-    assert last < 0.5 * first, (first, last)
-    assert result.checkpoint is not None
+    assert sum(l1[-8:]) / 8 < 0.7 * sum(l1[:3]) / 3, l1
+    after = reconstruction_l1(load_vae(result.checkpoint, use_ema=False), images)
+    assert after < 0.5 * before, (before, after)
 
     # the run exports to a diffusers folder that later stages load
     exported = export_pretrained(result.checkpoint, tmp_path / "vae")
@@ -90,7 +103,7 @@ def test_tiny_training_reduces_reconstruction_loss(shapes_dir, tmp_path):
 
 def test_decoder_only_mode_leaves_encoder_unchanged(shapes_dir, tmp_path):
     cfg = make_config(shapes_dir, tmp_path / "run", "train.max_steps=3", "model.train_mode=decoder",
-                      "train.optim.lr=1e-2")
+                      "train.optim.lr=4e-3")
     stage = InMemoryVAEStage()
     trainer = Trainer(stage, cfg)
     before = {k: v.clone() for k, v in trainer.wrapped["model"].state_dict().items()}
