@@ -91,4 +91,5 @@ def run(args: argparse.Namespace) -> int:
           f"{output.sample_rate} Hz) to {args.out}:")
     for path in videos:
         print(f"  {path}")
+    print(f"settings: {Path(args.out) / 'settings.json'}")
     return 0

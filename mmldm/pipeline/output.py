@@ -35,8 +35,9 @@ class SoundingVideoOutput:
     def save(self, out_dir: str | Path, prefix: str = "sample", preview: bool = True) -> list[Path]:
         """Write per sample ``{prefix}-{i:03d}.mp4`` (H.264 + AAC, sample-exact sync), ``.wav``
         and (``preview``) a ``.png`` contact sheet (frame strip over the spectrogram), plus
-        ``{prefix}-settings.json`` and ``{prefix}-config.yaml``. Every file is written
-        atomically (temporary name, then rename). Returns the mp4 paths.
+        ``settings.json`` (how the run was made, and its file names) and ``config.yaml`` (the
+        model's resolved config): one run per folder, a second run replaces those two. Every
+        file is written atomically (temporary name, then rename). Returns the mp4 paths.
         """
         from ..data.inspect import write_contact_sheet
         from ..data.media_io import probe, write_av
@@ -51,6 +52,6 @@ class SoundingVideoOutput:
                 write_contact_sheet(mp4, probe(mp4), mp4.with_suffix(".png"))
             videos.append(mp4)
         settings = {**self.settings, "files": [p.name for p in videos]}
-        atomic_write_text(out_dir / f"{prefix}-settings.json", json.dumps(settings, indent=2) + "\n")
-        atomic_write_text(out_dir / f"{prefix}-config.yaml", dump_yaml(self.model_config))
+        atomic_write_text(out_dir / "settings.json", json.dumps(settings, indent=2) + "\n")
+        atomic_write_text(out_dir / "config.yaml", dump_yaml(self.model_config))
         return videos

@@ -232,18 +232,24 @@ class SoundingVideoPipeline:
             latents_per_clip.append(self._sample_latents(n, inputs, labels, scale, steps, sampler, generator,
                                                          progress, guided))
 
+        keep_audio = given_audio is not None and spec.keeps_given  # a2v: the output audio IS the given audio
+        keep_video = given_video is not None and spec.keeps_given  # v2a: the output video IS the given video
         frames, audio_images = [], []
-        for index, latents in enumerate(latents_per_clip):
-            clip_frames, audio_image = self.decode(latents, labels, generator, progress)
+        for latents in latents_per_clip:
+            # v2a discards the generated video: decode a single frame of it instead of T
+            clip_frames, audio_image = self.decode(latents, labels, generator, progress,
+                                                   frames=[0] if keep_video else None)
             frames.append(clip_frames)
             audio_images.append(audio_image)
-        frames_out = torch.cat(frames, dim=1)[:, :total_frames]  # [n, T', 3, H, W]
-        waves = vocode_clips(audio_images, self.audio_cfg, self.vocoder)  # [n, clips * N]
-        waves = waves[:, : total_frames * self.clip_samples // self.num_frames]
-        if given_audio is not None and spec.keeps_given:  # a2v: the output audio IS the given audio
-            waves = given_audio[None].expand(n, -1).clone()
-        if given_video is not None and spec.keeps_given:  # v2a: the output video IS the given video
+        if keep_video:
             frames_out = given_video[None].expand(n, -1, -1, -1, -1).clone()
+        else:
+            frames_out = torch.cat(frames, dim=1)[:, :total_frames]  # [n, T', 3, H, W]
+        if keep_audio:
+            waves = given_audio[None].expand(n, -1).clone()
+        else:
+            waves = vocode_clips(audio_images, self.audio_cfg, self.vocoder)  # [n, clips * N]
+            waves = waves[:, : total_frames * self.clip_samples // self.num_frames]
 
         settings = {
             "task": task, "n": n, "seed": int(seed), "steps": steps, "sampler": sampler,
@@ -336,17 +342,25 @@ class SoundingVideoPipeline:
 
     @torch.no_grad()
     def encode_video(self, frames: torch.Tensor) -> torch.Tensor:
-        """Frames [B, T, 3, H, W] in [-1, 1] -> video perceptual latents [B, Cv, Hv, Wv] (generator scale)."""
+        """Frames [B, T, 3, H, W] in [-1, 1] -> video perceptual latents [B, Cv, Hv, Wv] (generator scale).
+
+        Only the autoencoder's key frames go through the KL-VAE (the video encoder reads no other).
+        """
+        key_frames = self.autoencoder.cfg.video_encoder.key_frames
         with self._autocast():
-            latents = self.vae.encode_frames(frames.to(self.device))
+            key_latents = self.vae.encode_frames(frames[:, key_frames].to(self.device))  # [B, K, C, s, s]
+            latents = key_latents.new_zeros((frames.shape[0], frames.shape[1], *key_latents.shape[2:]))
+            latents[:, key_frames] = key_latents  # [B, T, C, s, s], zeros where the encoder does not look
             z = self.autoencoder.encode_video(latents).mode()
         return z.float() * self.generation.video_latent_scale
 
     @torch.no_grad()
     def decode(self, latents: dict[str, torch.Tensor], labels: torch.Tensor | None = None,
-               generator: torch.Generator | None = None, progress: bool = False
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Generator latents -> (frames [B, T, 3, H, W], audio images [B, 3, H, W]) in [-1, 1], on CPU.
+               generator: torch.Generator | None = None, progress: bool = False,
+               frames: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Generator latents -> (frames [B, F, 3, H, W], audio images [B, 3, H, W]) in [-1, 1], on CPU.
+
+        ``frames``: the frame indices to decode (default all T).
 
         The autoencoder's signal decoder uses its own sampling settings (``sampling`` of its
         config: DDIM steps and guidance); its class token is ``labels`` when the autoencoder
@@ -358,7 +372,7 @@ class SoundingVideoPipeline:
                         self.autoencoder.cfg.semantic.num_classes == self.generator.cfg.num_classes)
         with self._autocast():
             frames, audio_image = self.autoencoder.reconstruct(
-                self.vae, video_z, audio_z, class_ids=labels if same_classes else None, generator=generator,
+                self.vae, video_z, audio_z, frames, class_ids=labels if same_classes else None, generator=generator,
                 progress=progress)
         return frames.float().cpu(), audio_image.float().cpu()
 

@@ -93,7 +93,7 @@ def test_cli_generate_svg_writes_the_files_and_prints_them(model_dir, kit, tmp_p
     assert str(out / "sample-000.mp4") in printed
     clip = read_av(out / "sample-000.mp4", fps=kit.fps, sample_rate=kit.rate)
     assert clip.num_frames == kit.frames and clip.audio.shape == (kit.clip_samples,)
-    settings = json.loads((out / "sample-settings.json").read_text())
+    settings = json.loads((out / "settings.json").read_text())
     assert settings["guidance"] == {"audio": 2.0, "video": 3.0} and settings["seed"] == 4
     assert settings["class_label"] == 1 and settings["model_dir"] == str(model_dir)
 
@@ -138,3 +138,25 @@ def test_cli_missing_model_folder_and_no_builtin_model(tmp_path, capsys, monkeyp
     assert main(["generate", "--out", str(tmp_path / "o")]) != 0
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no built-in model is installed yet" in err and "--model" in err
+
+
+def test_hifigan_vocoder_is_saved_in_the_public_format_and_reloaded(pipe, tmp_path):
+    from mmldm.data.vocoders import HiFiGAN, HiFiGANConfig
+
+    config = HiFiGANConfig(resblock="2", upsample_rates=(16, 16), upsample_kernel_sizes=(32, 32),
+                           upsample_initial_channel=8, resblock_kernel_sizes=(3,), resblock_dilation_sizes=((1, 3),),
+                           num_mels=80, sampling_rate=16000, hop_size=256, n_fft=1024, win_size=1024,
+                           fmin=0.0, fmax=8000.0)
+    torch.manual_seed(0)
+    vocoder = HiFiGAN(config).eval()
+    with_hifigan = SoundingVideoPipeline.assemble(vae=pipe.vae, autoencoder=pipe.autoencoder,
+                                                  generator=pipe.generator, audio_cfg=pipe.audio_cfg,
+                                                  vocoder=vocoder)
+    with_hifigan.save_pretrained(tmp_path / "model")
+    assert (tmp_path / "model" / "vocoder" / "g_00000000").is_file()
+    assert (tmp_path / "model" / "vocoder" / "config.json").is_file()
+    loaded = SoundingVideoPipeline.from_pretrained(tmp_path / "model")
+    assert isinstance(loaded.vocoder, HiFiGAN) and loaded.vocoder_spec == "vocoder/g_00000000"
+    a = with_hifigan(task="svg", steps=1, progress=False)
+    b = loaded(task="svg", steps=1, progress=False)
+    assert torch.allclose(a.waveforms, b.waveforms, atol=1e-5) and a.waveforms.abs().max() > 0

@@ -32,12 +32,12 @@ def test_svg_writes_playable_mp4_wav_png_and_settings(pipe, kit, tmp_path):
         assert rate == kit.rate and np.abs(wav - generated).max() < 1e-3  # 16-bit PCM
         with Image.open(mp4.with_suffix(".png")) as preview:
             assert preview.size[0] > 0 and preview.size[1] > 0
-    settings = json.loads((tmp_path / "svg-settings.json").read_text())
+    settings = json.loads((tmp_path / "settings.json").read_text())
     assert settings["task"] == "svg" and settings["seed"] == 3 and settings["steps"] == 2
     assert settings["sampler"] == "ddim" and settings["guidance"] == {"audio": 1.0, "video": 1.0}
     assert settings["model_dir"] == str(pipe.model_dir) and settings["mmldm_version"]
     assert settings["files"] == ["svg-000.mp4", "svg-001.mp4"]
-    assert (tmp_path / "svg-config.yaml").is_file()
+    assert (tmp_path / "config.yaml").is_file()
     assert not [p for p in tmp_path.iterdir() if "partial" in p.name or p.name.endswith(".tmp")]
 
 
@@ -194,3 +194,9 @@ def test_bf16_autocast_runs(pipe):
                            pipe.vocoder, dtype=torch.bfloat16)
     out = pipe_bf16(task="svg", steps=1, progress=False)
     assert out.frames.dtype == torch.float32 and torch.isfinite(out.waveforms).all()
+
+
+def test_encode_video_reads_only_key_frames_and_matches_encoding_every_frame(pipe, kit):
+    frames = torch.from_numpy(kit.moving_square(seed=2)).permute(0, 3, 1, 2).float()[None] / 127.5 - 1
+    every_frame = pipe.autoencoder.encode_video(pipe.vae.encode_frames(frames)).mode()
+    assert torch.allclose(pipe.encode_video(frames), every_frame, atol=1e-6)
