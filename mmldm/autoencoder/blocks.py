@@ -130,7 +130,8 @@ class DiagonalGaussian:
 
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
         """Reparameterised sample ``mean + std * eps``."""
-        eps = torch.randn(self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype)
+        where = generator.device if generator is not None else self.mean.device
+        eps = torch.randn(self.mean.shape, generator=generator, device=where).to(self.mean)
         return self.mean + torch.exp(0.5 * self.logvar) * eps
 
     def mode(self) -> torch.Tensor:
@@ -138,5 +139,6 @@ class DiagonalGaussian:
 
     def kl(self) -> torch.Tensor:
         """KL to N(0, I), summed over latent dims: ``[B]`` (as in LDM's KL regulariser)."""
-        kl = 0.5 * (self.mean.pow(2) + self.logvar.exp() - 1.0 - self.logvar)
+        mean, logvar = self.mean.float(), self.logvar.float()
+        kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar)
         return kl.flatten(1).sum(dim=1)

@@ -93,7 +93,7 @@ def reconstruct_file(path: str | Path, model: HierarchicalAVAutoencoder, vae: An
     measures: dict[str, Any] = {
         "frame_psnr": frame_psnr(frames, recon_frames),
         "audio_image_mel_l1": (mel_in - mel_out).abs().mean().item(),
-        "waveform_mel_l1": (log_mel(wave, audio_cfg) - log_mel(recon_wave.to(wave.dtype), audio_cfg)).abs().mean().item(),
+        "waveform_mel_l1": (log_mel(wave, audio_cfg) - log_mel(recon_wave.float(), audio_cfg)).abs().mean().item(),
     }
     if shapes:
         from ..evaluation.shapes_measures import class_agreement, sync_error

@@ -10,7 +10,7 @@ import torch
 from mmldm.autoencoder.config import paper_config, tiny_config
 from mmldm.autoencoder.model import HierarchicalAVAutoencoder
 from mmldm.autoencoder.stage import AutoencoderStage, AutoencoderStageConfig, export_pretrained, load_autoencoder
-from mmldm.config import load_config, replace
+from mmldm.config import load_config
 from mmldm.errors import ConfigError, WeightsError
 from mmldm.training.registry import get_stage
 
@@ -39,8 +39,8 @@ def test_two_training_steps_checkpoint_and_reload(shapes_dir, tmp_path):
     overrides = [
         "vae.path=null", f"data.root={shapes_dir}", "data.val_fraction=0",
         "model.loss.adversarial_start_step=0", "model.sampling.steps=2",
-        "train.max_steps=2", "train.batch_size=2", "train.num_workers=0", "train.mixed_precision=no",
-        "train.checkpoint.every=2", "train.log.every=1", "train.log.preview_every=2", "train.log.progress_bar=false",
+        "train.max_steps=2", "train.batch_size=1", "train.num_workers=0", "train.mixed_precision=no",
+        "train.checkpoint.every=2", "train.log.every=1", "train.log.preview_every=2", "train.log.preview_items=1", "train.log.progress_bar=false",
         "train.device=cpu", f"train.out_dir={tmp_path / 'run'}",
     ]
     cfg = load_config(AutoencoderStageConfig, CONFIGS / "tiny.yaml", overrides)
