@@ -46,8 +46,8 @@ from .conditioning import ConditioningConfig, mix_conditions
 from .dit import AVDiT, DiTConfig, load_state_checked
 from .latents import GeneratorLatentDataset
 
-#: file next to an exported AVDiT folder naming the objective it was trained with
-DIFFUSION_CONFIG_NAME = "diffusion.json"
+#: generation settings beside an exported AVDiT (the model folder's name: mmldm.pipeline.folder.GENERATION_NAME)
+GENERATION_NAME = "generation.json"
 
 
 @dataclass
@@ -96,7 +96,8 @@ class GeneratorPreviewConfig:
     vae: str | None = None
     #: layout of a single-file ``vae``
     vae_preset: Literal["sd-v1", "tiny"] = "sd-v1"
-    #: autoencoder folder (``HierarchicalAVAutoencoder.save_pretrained``); with ``vae``, previews are decoded
+    #: autoencoder: ``mmldm train autoencoder`` checkpoint or ``save_pretrained`` folder; with ``vae``,
+    #: previews are decoded to frames and audio images
     autoencoder: str | None = None
     #: sampler (null: ddim for epsilon, euler for flow) and its steps
     sampler: Literal["ddim", "dpmpp", "euler", "heun"] | None = None
@@ -158,11 +159,11 @@ class GeneratorStage:
             model = AVDiT(self.dit_cfg)
         modules: dict[str, nn.Module] = {"model": model}
         if cfg.preview.vae is not None and cfg.preview.autoencoder is not None:
-            from ..autoencoder import HierarchicalAVAutoencoder
+            from ..autoencoder.stage import load_autoencoder
             from ..vae.stage import load_vae
 
             modules["vae"] = load_vae(cfg.preview.vae, preset=cfg.preview.vae_preset)
-            modules["autoencoder"] = HierarchicalAVAutoencoder.from_pretrained(cfg.preview.autoencoder)
+            modules["autoencoder"] = load_autoencoder(cfg.preview.autoencoder)[0]
         return modules
 
     def optimizer_groups(self, cfg: GeneratorStageConfig) -> dict[str, list[str]]:
@@ -301,9 +302,10 @@ def load_generator(path: str | Path, use_ema: bool = True,
 
     * A ``mmldm train generator`` checkpoint folder (``model_model.safetensors`` and
       ``config.yaml``): rebuilt from its config, EMA weights when present and ``use_ema``.
-    * A folder of :func:`export_generator` / ``AVDiT.save_pretrained`` (``config.json``,
-      ``model.safetensors``, optional ``diffusion.json``; without it the paper's epsilon
-      objective is assumed).
+    * A generator folder (``config.json`` + ``model.safetensors`` of ``AVDiT.save_pretrained``,
+      and ``generation.json``, as written by :func:`export_generator` and found under
+      ``generator/`` in a model folder); without ``generation.json`` the paper's epsilon
+      objective is assumed.
     """
     path = Path(path)
     if (path / "model_model.safetensors").is_file():
@@ -323,23 +325,39 @@ def load_generator(path: str | Path, use_ema: bool = True,
         raise WeightsError(path, "generator", "not found: give an exported generator folder or a "
                            "`mmldm train generator` checkpoint folder")
     model = AVDiT.from_pretrained(path, device=device)
-    diffusion = DiffusionConfig()
-    diffusion_path = path / DIFFUSION_CONFIG_NAME
-    if diffusion_path.is_file():
-        try:
-            diffusion = from_dict(DiffusionConfig, json.loads(diffusion_path.read_text()), prefix="diffusion.")
-        except json.JSONDecodeError as exc:
-            raise WeightsError(diffusion_path, "generator diffusion config", f"not valid JSON ({exc.msg})") from None
-    return model, diffusion
+    generation_path = path / GENERATION_NAME
+    if not generation_path.is_file():
+        return model, DiffusionConfig()
+    try:
+        data = json.loads(generation_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise WeightsError(generation_path, "generator settings", f"not valid JSON ({exc.msg})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("diffusion", {}), dict):
+        raise WeightsError(generation_path, "generator settings", "expected an object with a 'diffusion' entry")
+    return model, from_dict(DiffusionConfig, data.get("diffusion", {}), prefix="diffusion.")
 
 
 def export_generator(checkpoint: str | Path, out_dir: str | Path, use_ema: bool = True) -> Path:
-    """Write a checkpoint's generator as a self-describing folder: ``config.json`` +
-    ``model.safetensors`` (``AVDiT.save_pretrained``) + ``diffusion.json`` (the objective)."""
+    """Write a checkpoint's generator as the ``generator/`` folder of a model folder:
+    ``config.json`` + ``model.safetensors`` (``AVDiT.save_pretrained``) and ``generation.json``
+    (objective and latent scales, :class:`mmldm.pipeline.folder.GenerationConfig`)."""
+    from ..pipeline.folder import GenerationConfig
+
+    checkpoint = Path(checkpoint)
     model, diffusion = load_generator(checkpoint, use_ema=use_ema)
+    data = _data_config_of(checkpoint)
+    generation = GenerationConfig(diffusion=diffusion, audio_latent_scale=data.audio_latent_scale,
+                                  video_latent_scale=data.video_latent_scale)
     out = model.save_pretrained(out_dir)
-    atomic_write_text(out / DIFFUSION_CONFIG_NAME, json.dumps(to_dict(diffusion), indent=2))
+    atomic_write_text(out / GENERATION_NAME, json.dumps(to_dict(generation), indent=2) + "\n")
     return out
+
+
+def _data_config_of(checkpoint: Path) -> GeneratorDataConfig:
+    """The data settings of a training checkpoint (defaults for an exported folder)."""
+    if (checkpoint / "config.yaml").is_file():
+        return load_config(GeneratorStageConfig, checkpoint / "config.yaml").data
+    return GeneratorDataConfig()
 
 
 def clip_timing_of(cache_dir: str | Path) -> AVTiming:
@@ -362,14 +380,15 @@ def export_model(checkpoint: str | Path, out_dir: str | Path, *, vae: str | Path
 
     Composes the trained parts with :meth:`mmldm.pipeline.SoundingVideoPipeline.assemble` and
     writes them with its ``save_pretrained``. ``vae``: diffusers folder, ``mmldm train vae``
-    checkpoint or single file; ``autoencoder``: its ``save_pretrained`` folder; ``vocoder``:
+    checkpoint or single file; ``autoencoder``: ``mmldm train autoencoder`` checkpoint or
+    ``save_pretrained`` folder; ``vocoder``:
     "griffin-lim" or a HiFi-GAN checkpoint; ``timing``: the clips' timing (default: from the
     config of the generator's training cache). The generator's latent scales and objective go
     into the folder's generation settings.
     """
     import dataclasses
 
-    from ..autoencoder import HierarchicalAVAutoencoder
+    from ..autoencoder.stage import load_autoencoder
     from ..data.audio_image import AudioConfig
     from ..pipeline import SoundingVideoPipeline
     from ..pipeline.folder import GenerationConfig
@@ -377,15 +396,13 @@ def export_model(checkpoint: str | Path, out_dir: str | Path, *, vae: str | Path
 
     checkpoint = Path(checkpoint)
     generator, diffusion = load_generator(checkpoint, use_ema=use_ema)
-    data = GeneratorDataConfig()
-    if (checkpoint / "config.yaml").is_file():
-        data = load_config(GeneratorStageConfig, checkpoint / "config.yaml").data
+    data = _data_config_of(checkpoint)
     if timing is None:
         timing = clip_timing_of(data.cache)
     audio_cfg = dataclasses.replace(AudioConfig.for_sample_rate(timing.sample_rate), clip_seconds=timing.seconds)
     generation = GenerationConfig(diffusion=diffusion, audio_latent_scale=data.audio_latent_scale,
                                   video_latent_scale=data.video_latent_scale)
     pipe = SoundingVideoPipeline.assemble(
-        vae=load_vae(vae, preset=vae_preset), autoencoder=HierarchicalAVAutoencoder.from_pretrained(autoencoder),
+        vae=load_vae(vae, preset=vae_preset), autoencoder=load_autoencoder(autoencoder)[0],
         generator=generator, objective=diffusion, audio_cfg=audio_cfg, vocoder=vocoder, generation=generation)
     return pipe.save_pretrained(out_dir)

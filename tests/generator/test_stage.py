@@ -323,3 +323,25 @@ def test_mmldm_cache_with_an_autoencoder_feeds_the_generator(shapes_dir, tmp_pat
                  "train.log.progress_bar=false", "train.mixed_precision=no",
                  "--out", str(tmp_path / "run"), "--max-steps", "1"])
     assert code == 0
+
+
+def test_export_model_writes_a_folder_the_pipeline_loads(latent_cache, tmp_path):
+    from mmldm.autoencoder import HierarchicalAVAutoencoder, tiny_config
+    from mmldm.generator.stage import export_model
+    from mmldm.pipeline import SoundingVideoPipeline
+    from mmldm.timing import AVTiming
+    from mmldm.vae.kl_vae import KLVAE
+
+    cfg = make_config(latent_cache, tmp_path / "run", "train.max_steps=1", "data.video_latent_scale=0.5")
+    result = Trainer(GeneratorStage(), cfg).fit()
+    vae = KLVAE.from_preset("tiny").save_pretrained(tmp_path / "vae")
+    autoencoder = HierarchicalAVAutoencoder(tiny_config()).save_pretrained(tmp_path / "ae")
+    folder = export_model(result.checkpoint, tmp_path / "model", vae=vae, autoencoder=autoencoder,
+                          timing=AVTiming(fps=10.0, num_frames=16, sample_rate=16000))
+    pipe = SoundingVideoPipeline.from_pretrained(folder)
+    trained, _ = load_generator(result.checkpoint)
+    assert all(torch.equal(v, pipe.generator.state_dict()[k]) for k, v in trained.state_dict().items())
+    assert pipe.generation.video_latent_scale == 0.5 and pipe.generation.diffusion.objective == "epsilon"
+    # the model folder's generator/ is what export_generator writes
+    generator, diffusion = load_generator(folder / "generator")
+    assert diffusion.objective == "epsilon" and generator.cfg == trained.cfg
