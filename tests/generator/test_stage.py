@@ -273,12 +273,34 @@ def test_every_config_file_loads_strictly(path):
     assert cfg.train.max_steps >= 1
 
 
-def test_paper_setups_are_complete():
-    setups = sorted(p.name for p in (REPO / "configs" / "paper").iterdir() if p.is_dir())
-    assert setups == ["aist", "landscape"]
-    for setup in setups:
-        assert sorted(p.stem for p in (REPO / "configs" / "paper" / setup).glob("*.yaml")) == \
-            ["autoencoder", "generator", "vae"]
+@pytest.mark.parametrize("setup,classes", [("landscape", 9), ("aist", 60)])
+def test_paper_setups_fit_together(setup, classes):
+    """The three stages of a paper setup agree on data, sizes, classes and checkpoints."""
+    from mmldm.data.audio_image import AudioConfig
+
+    folder = REPO / "configs" / "paper" / setup
+    assert sorted(p.stem for p in folder.glob("*.yaml")) == ["autoencoder", "generator", "vae"]
+    vae = load_config(get_stage("vae").config_cls, folder / "vae.yaml")
+    ae = load_config(get_stage("autoencoder").config_cls, folder / "autoencoder.yaml")
+    gen = load_config(GeneratorStageConfig, folder / "generator.yaml")
+    for key in ("root", "manifest", "fps", "num_frames", "sample_rate", "size", "geometry", "val_fraction"):
+        assert getattr(vae.data, key) == getattr(ae.data, key), key
+    assert (vae.data.fps, vae.data.num_frames, vae.data.size, vae.data.sample_rate) == (10.0, 16, 256, 44100)
+    assert AudioConfig.for_sample_rate(vae.data.sample_rate) == AudioConfig.preset("paper-44k")
+    assert vae.model.preset == "sd-v1" and vae.model.train_mode == "decoder" and vae.train.optim.lr == 1e-5
+    assert ae.model.vae_latent_size * 8 == vae.data.size and ae.model.decoder.pretrained_unet is not None
+    dit = gen.model.dit_config()
+    assert (dit.audio_channels, *dit.audio_size) == ae.model.audio_latent_shape == (16, 8, 8)
+    assert (dit.video_channels, *dit.video_size) == ae.model.video_latent_shape == (16, 16, 16)
+    assert dit.num_classes == ae.model.semantic.num_classes == classes
+    assert (dit.depth, dit.width, dit.num_heads, dit.n_ctx) == (28, 1152, 16, 77)  # the authors' size
+    assert (gen.train.optim.lr, gen.train.batch_size, ae.train.optim.lr, ae.train.batch_size) == (1e-5, 28, 1e-4, 20)
+    assert gen.diffusion.objective == "epsilon"
+    assert (gen.conditioning.context_dropout, gen.conditioning.audio_to_video,
+            gen.conditioning.video_to_audio) == (0.1, 0.05, 0.05)
+    # the generator previews with the checkpoints the earlier stages end with
+    assert ae.vae.path == gen.preview.vae == f"{vae.train.out_dir}/checkpoints/step_{vae.train.max_steps:06d}"
+    assert gen.preview.autoencoder == f"{ae.train.out_dir}/checkpoints/step_{ae.train.max_steps:06d}"
 
 
 # --------------------------------------------------------------------------- perceptual cache from videos
