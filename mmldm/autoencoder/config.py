@@ -22,27 +22,32 @@ from ..errors import ConfigError
 
 
 @dataclass
-class VideoEncoderConfig:
-    #: frames whose VAE latents the encoder sees (the content frame is put in front)
-    key_frames: list[int] = field(default_factory=lambda: [0, 5, 10, 15])
+class EncoderConfig:
+    """Layout of a perceptual encoder."""
+
     #: width of each resolution level; one 2x spatial downsample between levels
     channels: list[int] = field(default_factory=lambda: [32, 64])
-    #: residual blocks (each followed by spatial + temporal attention) per level
+    #: residual blocks (each followed by attention) per level
     num_res_blocks: int = 1
     #: attention head width (paper: 64)
     head_dim: int = 16
-    #: channels of the video perceptual latent (paper: 16)
+    #: channels of the perceptual latent (paper: 16)
     latent_channels: int = 8
 
 
 @dataclass
-class AudioEncoderConfig:
-    #: width of each resolution level; one 2x spatial downsample between levels
+class VideoEncoderConfig(EncoderConfig):
+    """Video encoder: its residual blocks are followed by spatial and temporal attention."""
+
+    #: frames whose VAE latents the encoder sees (the content frame is put in front)
+    key_frames: list[int] = field(default_factory=lambda: [0, 5, 10, 15])
+
+
+@dataclass
+class AudioEncoderConfig(EncoderConfig):
+    """Audio encoder: its residual blocks are followed by spatial attention; x4 by default."""
+
     channels: list[int] = field(default_factory=lambda: [32, 64, 64])
-    num_res_blocks: int = 1
-    head_dim: int = 16
-    #: channels of the audio perceptual latent (paper: 16)
-    latent_channels: int = 8
 
 
 @dataclass

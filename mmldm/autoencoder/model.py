@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from accelerate.utils import extract_model_from_parallel
 from einops import rearrange, repeat
 from safetensors.torch import load_model, save_model
 from torch import nn
@@ -49,13 +50,6 @@ def _rand(shape: tuple[int, ...], generator: torch.Generator | None, device: tor
     where = generator.device if generator is not None else device
     draw = torch.randn if normal else torch.rand
     return draw(shape, generator=generator, device=where).to(device)
-
-
-def _unwrap(module: nn.Module) -> nn.Module:
-    """The network inside a DDP / compile wrapper."""
-    while hasattr(module, "module"):
-        module = module.module
-    return getattr(module, "_orig_mod", module)
 
 
 @dataclass
@@ -266,7 +260,7 @@ class HierarchicalAVAutoencoder(nn.Module):
         triplets = [(real_audio, ra, rb), (audio_d, fa, fb), (audio_d, ra, fb), (audio_d, fa, rb), (audio_d, fb, fa)]
         logits = discriminator(*(torch.cat(slot) for slot in zip(*triplets))).float().chunk(len(triplets))
         d_loss = hinge_discriminator_loss(logits[0], list(logits[1:]))
-        network = _unwrap(discriminator)
+        network = extract_model_from_parallel(discriminator, keep_torch_compile=False)  # no DDP hooks
         frozen = {name: p.detach() for name, p in network.named_parameters()}
         g_logits = functional_call(network, frozen, (fake_audio, fake_frames[:, 0], fake_frames[:, 1]))
         return hinge_generator_loss(g_logits.float()), d_loss

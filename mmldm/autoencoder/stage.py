@@ -32,7 +32,7 @@ from ..timing import AVTiming
 from ..training.config import TrainConfig
 from ..vae.kl_vae import KLVAE
 from .config import AutoencoderConfig
-from .model import CONFIG_NAME, HierarchicalAVAutoencoder, _unwrap
+from .model import CONFIG_NAME, HierarchicalAVAutoencoder
 from .signal_decoder import unet_architecture
 
 
@@ -165,7 +165,7 @@ class AutoencoderStage:
     def preview(self, modules: dict[str, nn.Module], batch: dict[str, Any]) -> dict[str, Any]:
         """4 frames of each clip beside their reconstructions ("video" [B, 8, 3, H, W]) and each audio
         image beside its reconstruction ("image" [2B, 3, H, W])."""
-        model: HierarchicalAVAutoencoder = _unwrap(modules["model"])
+        model: HierarchicalAVAutoencoder = modules["model"]  # the engine passes unwrapped (or EMA) modules
         vae: KLVAE = modules["vae"]
         frames, audio_image = batch["frames"], batch["audio_image"]
         picked = torch.linspace(0, frames.shape[1] - 1, min(4, frames.shape[1])).round().long().tolist()
