@@ -79,13 +79,20 @@ def synthetic_batch(stage: str, cfg: Any, batch: int, seed: int = 0) -> dict[str
             "index": torch.arange(batch)}
 
 
+def stage_config(case: str) -> tuple[Any, Any]:
+    """(stage instance, its config) of ``case`` ("stage:preset", see :data:`CASES`)."""
+    if case not in CASES:
+        raise ConfigError(f"unknown training case '{case}' (choose from {', '.join(CASES)})")
+    config, overrides = CASES[case]
+    stage = get_stage(case.split(":")[0])()
+    return stage, load_config(stage.config_cls, CONFIGS / config, overrides)
+
+
 def measure(case: str, batch: int, precision: str, steps: int, warmup: int, device: torch.device,
             seed: int = 0) -> dict[str, Any]:
     """Time ``steps`` optimiser steps of ``case`` ("stage:preset", see :data:`CASES`)."""
     stage_name, preset = case.split(":")
-    config, overrides = CASES[case]
-    stage = get_stage(stage_name)()
-    cfg = load_config(stage.config_cls, CONFIGS / config, overrides + ["train.mixed_precision=no"])
+    stage, cfg = stage_config(case)
     row = measure_stage(stage, cfg, synthetic_batch(stage_name, cfg, batch, seed), precision, steps, warmup,
                         device, seed)
     return {"stage": stage_name, "preset": preset, "batch": batch, **row, "samples_per_s": batch / row["median_s"]}
