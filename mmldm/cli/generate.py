@@ -36,6 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--video", type=Path, default=None, help="video file for v2a and video-continuation")
     parser.add_argument("--seconds", type=float, default=None, help="task long: length to generate in seconds")
     parser.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's)")
+    parser.add_argument("--decoder-steps", type=int, default=None,
+                        help="DDIM steps of the autoencoder's signal decoder (default: the model's)")
     parser.add_argument("--sampler", default=None, help="ddim or dpmpp (epsilon models), euler or heun (flow models)")
     parser.add_argument("--guidance", type=float, nargs="+", default=None, metavar="SCALE",
                         help="guidance scales: AUDIO VIDEO, or one for both (1 = none; default: the model's)")
@@ -85,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
                                                  dtype=torch.bfloat16 if args.bf16 else None)
     output = pipe.generate(task=args.task, n=args.n, steps=args.steps, sampler=args.sampler,
                            guidance=args.guidance, seed=args.seed, audio=args.audio, video=args.video,
-                           seconds=args.seconds, class_label=args.class_label, progress=not args.quiet)
+                           seconds=args.seconds, class_label=args.class_label, decoder_steps=args.decoder_steps,
+                           progress=not args.quiet)
     videos = output.save(args.out, prefix=args.prefix, preview=not args.no_preview)
     print(f"wrote {len(videos)} sounding video(s) ({output.frames.shape[1]} frames at {output.fps:g} fps, "
           f"{output.sample_rate} Hz) to {args.out}:")

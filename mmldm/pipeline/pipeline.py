@@ -179,7 +179,7 @@ class SoundingVideoPipeline:
     def generate(self, task: str = "svg", n: int = 1, steps: int | None = None, sampler: str | None = None,
                  guidance: Guidance = None, seed: int = 0, audio: Any = None, video: Any = None,
                  seconds: float | None = None, class_label: int | None = None,
-                 progress: bool = True) -> SoundingVideoOutput:
+                 decoder_steps: int | None = None, progress: bool = True) -> SoundingVideoOutput:
         """Generate ``n`` sounding videos for ``task`` (see :mod:`mmldm.generator.tasks`).
 
         :param guidance: ``(audio_scale, video_scale)``, ``{"audio": s_a, "video": s_v}`` or one
@@ -190,6 +190,8 @@ class SoundingVideoPipeline:
         :param seconds: task long: how much to generate (a whole number of clips is sampled and
             the result trimmed to ``round(seconds * fps)`` frames).
         :param seed: all noise comes from one CPU ``torch.Generator`` seeded with it.
+        :param decoder_steps: DDIM steps of the autoencoder's signal decoder (default: its
+            config's ``sampling.steps``); it dominates the cost of a clip on a CPU.
         :return: frames [n, T', 3, H, W] and waveforms [n, N'] (T' = T except for long).
         """
         spec = resolve_task(task, audio, video, seconds)
@@ -209,6 +211,9 @@ class SoundingVideoPipeline:
         if uses_previous_clip and not self.generator.cfg.previous_clip:
             raise ConfigError(f"task {task} needs a generator trained with previous-clip inputs "
                               "(generator config previous_clip: true)")
+        decoder_steps = self.autoencoder.cfg.sampling.steps if decoder_steps is None else decoder_steps
+        if isinstance(decoder_steps, bool) or not isinstance(decoder_steps, int) or decoder_steps < 1:
+            raise ConfigError(f"decoder steps must be a positive integer, got {decoder_steps!r}")
         generator = torch.Generator().manual_seed(int(seed))
 
         given_audio = given_video = None
@@ -238,7 +243,7 @@ class SoundingVideoPipeline:
         for latents in latents_per_clip:
             # v2a discards the generated video: decode a single frame of it instead of T
             clip_frames, audio_image = self.decode(latents, labels, generator, progress,
-                                                   frames=[0] if keep_video else None)
+                                                   frames=[0] if keep_video else None, steps=decoder_steps)
             frames.append(clip_frames)
             audio_images.append(audio_image)
         if keep_video:
@@ -253,6 +258,7 @@ class SoundingVideoPipeline:
 
         settings = {
             "task": task, "n": n, "seed": int(seed), "steps": steps, "sampler": sampler,
+            "decoder_steps": decoder_steps,
             "guidance": scale, "guidance_applied": guided["applied"],
             "unconditional_branch_drops": spec.dropped if guided["applied"] else "nothing (no guidance)",
             "class_label": class_label, "seconds": seconds, "clips": clips,
@@ -357,10 +363,11 @@ class SoundingVideoPipeline:
     @torch.no_grad()
     def decode(self, latents: dict[str, torch.Tensor], labels: torch.Tensor | None = None,
                generator: torch.Generator | None = None, progress: bool = False,
-               frames: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               frames: list[int] | None = None, steps: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Generator latents -> (frames [B, F, 3, H, W], audio images [B, 3, H, W]) in [-1, 1], on CPU.
 
-        ``frames``: the frame indices to decode (default all T).
+        ``frames``: the frame indices to decode (default all T); ``steps``: the decoder's DDIM
+        steps (default its config's).
 
         The autoencoder's signal decoder uses its own sampling settings (``sampling`` of its
         config: DDIM steps and guidance); its class token is ``labels`` when the autoencoder
@@ -372,8 +379,8 @@ class SoundingVideoPipeline:
                         self.autoencoder.cfg.semantic.num_classes == self.generator.cfg.num_classes)
         with self._autocast():
             frames, audio_image = self.autoencoder.reconstruct(
-                self.vae, video_z, audio_z, frames, class_ids=labels if same_classes else None, generator=generator,
-                progress=progress)
+                self.vae, video_z, audio_z, frames, steps=steps, class_ids=labels if same_classes else None,
+                generator=generator, progress=progress)
         return frames.float().cpu(), audio_image.float().cpu()
 
 

@@ -200,3 +200,31 @@ def test_encode_video_reads_only_key_frames_and_matches_encoding_every_frame(pip
     frames = torch.from_numpy(kit.moving_square(seed=2)).permute(0, 3, 1, 2).float()[None] / 127.5 - 1
     every_frame = pipe.autoencoder.encode_video(pipe.vae.encode_frames(frames)).mode()
     assert torch.allclose(pipe.encode_video(frames), every_frame, atol=1e-6)
+
+
+def test_decoder_steps_reach_the_signal_decoder(pipe, monkeypatch):
+    seen = []
+    real = pipe.autoencoder.decode
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["steps"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipe.autoencoder, "decode", spy)
+    out = pipe(task="svg", steps=1, decoder_steps=1, progress=False)
+    default = pipe(task="svg", steps=1, progress=False)
+    assert seen == [1, pipe.autoencoder.cfg.sampling.steps]
+    assert out.settings["decoder_steps"] == 1 and default.settings["decoder_steps"] == 3
+    assert (out.frames - default.frames).abs().max() > 1e-3
+
+
+@pytest.mark.gpu
+def test_cuda_matches_cpu_for_the_same_seed(pipe, model_dir):
+    """All noise comes from a CPU generator, so a seed means the same samples on any device."""
+    from mmldm.pipeline import SoundingVideoPipeline
+
+    kwargs = dict(task="long", seconds=1.6, steps=2, class_label=1, guidance=(2.0, 2.0), progress=False)
+    cpu = pipe(**kwargs)
+    gpu = SoundingVideoPipeline.from_pretrained(model_dir, device="cuda")(**kwargs)
+    assert gpu.frames.shape == cpu.frames.shape and gpu.frames.device.type == "cpu"
+    assert (gpu.frames - cpu.frames).abs().max() < 0.05
