@@ -270,7 +270,7 @@ def paper_config() -> AutoencoderConfig:
                                     content_pool_size=4),
         discriminator=DiscriminatorConfig(channels=[64, 128, 256, 256], head_dim=64),
         loss=LossConfig(kl=1e-8, classification=0.1, contrastive=0.1, adversarial=0.1,
-                        adversarial_start_step=5000),
+                        adversarial_start_step=5000, adversarial_clips=4),
         sampling=SamplingConfig(steps=50, video_guidance=2.5, audio_guidance=2.5, chunk_size=16),
     )
 
