@@ -26,6 +26,7 @@ import contextlib
 import math
 import random
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -83,7 +84,7 @@ class _Group:
     name: str
     keys: list[str]
     params: list[nn.Parameter]
-    optimizer: Any
+    optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     grad_clip: float
 
@@ -155,10 +156,8 @@ class Trainer:
                 self._load_from_checkpoint(f"ema_{key}.safetensors", lambda state, ema=self.ema[key]: (
                     ema.load_state_dict(state, self.resume_state.get("ema_updates", 0))))
 
-        wrapped = acc.prepare(*[modules[k].train() for k in self.trainable_keys])
-        wrapped = list(wrapped) if isinstance(wrapped, (tuple, list)) else [wrapped]
-        self.wrapped = dict(zip(self.trainable_keys, wrapped))
-        self.groups = [self._make_group(name, keys) for name, keys in groups.items()]
+        self.wrapped: dict[str, nn.Module] = {}
+        self.groups = [self._make_group(name, [modules[k] for k in keys], keys) for name, keys in groups.items()]
         if self.resume_from is not None:
             self._load_optimizer_states(self.resume_from)
 
@@ -214,25 +213,30 @@ class Trainer:
             first = str(exc).splitlines()[0]
             raise TrainingError(f"{path}: weights do not fit the module ({first})") from None
 
-    def _make_group(self, name: str, keys: list[str]) -> _Group:
+    def _make_group(self, name: str, modules: list[nn.Module], keys: list[str]) -> _Group:
+        """AdamW + schedule over ``modules``, which are wrapped for DDP/FSDP together with it."""
         tc = self.train_cfg
         optim_cfg, clip = tc.group_optim(name)
-        params = [p for key in keys for p in self.wrapped[key].parameters() if p.requires_grad]
+        params = [p for module in modules for p in module.parameters() if p.requires_grad]
         if not params:
             raise ConfigError(f"optimiser group '{name}' has no trainable parameters")
         # Weight decay only on matrices/kernels, not on biases and norm scales (as nanoGPT).
-        decayed = [p for p in params if p.ndim >= 2]
-        plain = [p for p in params if p.ndim < 2]
         optimizer = torch.optim.AdamW(
-            [{"params": decayed, "weight_decay": optim_cfg.weight_decay},
-             {"params": plain, "weight_decay": 0.0}],
+            [{"params": [p for p in params if p.ndim >= 2], "weight_decay": optim_cfg.weight_decay},
+             {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}],
             lr=optim_cfg.lr, betas=optim_cfg.betas, eps=optim_cfg.eps,
         )
-        optimizer = self.accelerator.prepare_optimizer(optimizer)
-        # A plain scheduler stepped once per optimiser step: Accelerate's prepared
-        # scheduler steps once per process, which would tie the schedule to the GPU count.
+        # Modules and their optimiser go through prepare together (FSDP swaps the parameters).
+        *wrapped, prepared = self.accelerator.prepare(*[m.train() for m in modules], optimizer)
+        self.wrapped.update(zip(keys, wrapped))
+        # From here on the plain optimiser and scheduler, not Accelerate's wrappers: the
+        # optimiser wrapper updates the fp16 loss scale after each optimiser (wrong with
+        # several groups) and the scheduler wrapper steps once per process (tying the
+        # schedule to the number of GPUs).
+        optimizer = prepared.optimizer
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer.optimizer, lambda step: lr_factor(step, tc.schedule, tc.max_steps))
+            optimizer, lambda step: lr_factor(step, tc.schedule, tc.max_steps))
+        params = [p for group in optimizer.param_groups for p in group["params"]]
         return _Group(name, keys, params, optimizer, scheduler, clip)
 
     # ------------------------------------------------------------- checkpoints
@@ -241,9 +245,9 @@ class Trainer:
         if self.is_fsdp:
             from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
-            return get_optimizer_state_dict(self.wrapped[group.keys[0]], group.optimizer.optimizer,
+            return get_optimizer_state_dict(self.wrapped[group.keys[0]], group.optimizer,
                                             options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-        return group.optimizer.optimizer.state_dict()
+        return group.optimizer.state_dict()
 
     def _load_optimizer_states(self, folder: Path) -> None:
         for group in self.groups:
@@ -255,11 +259,11 @@ class Trainer:
             if self.is_fsdp:
                 from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
-                set_optimizer_state_dict(self.wrapped[group.keys[0]], group.optimizer.optimizer, state,
+                set_optimizer_state_dict(self.wrapped[group.keys[0]], group.optimizer, state,
                                          options=StateDictOptions(full_state_dict=True))
             else:
                 try:
-                    group.optimizer.optimizer.load_state_dict(state)
+                    group.optimizer.load_state_dict(state)
                 except (ValueError, KeyError) as exc:
                     raise TrainingError(f"{folder}: optimiser state of group '{group.name}' does not fit "
                                         f"({exc})") from None
@@ -375,23 +379,34 @@ class Trainer:
                                  retain_graph=i < len(self.groups) - 1)
             for key, value in reduced.items():
                 sums[key] = sums.get(key, 0.0) + value / tc.grad_accum
-        if acc.scaler is not None and not self.is_fsdp:
-            # Unscale every optimiser's gradients exactly once (Accelerate's clip_grad_norm_
-            # would unscale all of them again for each group).
-            acc.unscale_gradients()
+        scaler = acc.scaler  # fp16 only
         for group in self.groups:
-            if group.grad_clip > 0:
-                if self.is_fsdp:  # sharded gradients: the norm needs FSDP's collective
-                    norm = acc.clip_grad_norm_(group.params, group.grad_clip)
+            if any(p.grad is not None for p in group.params):  # else idle this step
+                if scaler is not None:
+                    scaler.unscale_(group.optimizer)
+                if group.grad_clip > 0:
+                    sums[f"grad_norm/{group.name}"] = self._clip_gradients(group)
+                if scaler is not None:
+                    scaler.step(group.optimizer)  # skipped on inf/nan gradients
                 else:
-                    norm = torch.nn.utils.clip_grad_norm_(group.params, group.grad_clip)
-                sums[f"grad_norm/{group.name}"] = float(norm)
-            group.optimizer.step()
-            group.scheduler.step()
+                    group.optimizer.step()
+            with warnings.catch_warnings():  # the schedule follows the step count, idle or not
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+                group.scheduler.step()
             group.optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.update()
         for key, ema in self.ema.items():
             ema.update(acc.unwrap_model(self.wrapped[key]))
         return sums, position
+
+    def _clip_gradients(self, group: _Group) -> float:
+        """Clip the group's global gradient norm to ``grad_clip``; returns the norm before clipping."""
+        module = self.wrapped[group.keys[0]]
+        if self.is_fsdp and hasattr(module, "clip_grad_norm_"):  # FSDP1: sharded flat gradients
+            return float(module.clip_grad_norm_(group.grad_clip))
+        norm = torch.nn.utils.clip_grad_norm_(group.params, group.grad_clip)
+        return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)  # FSDP2: a DTensor
 
     @property
     def modules(self) -> dict[str, nn.Module]:

@@ -212,3 +212,22 @@ def test_idle_group_does_not_move(tmp_path: Path) -> None:
     optim = torch.load(tmp_path / "checkpoints" / "step_000001" / "optim_critic.pt", weights_only=True)
     assert optim["state"] == {}  # no update in step 0
     assert not torch.equal(steps[0]["0.weight"], steps[1]["0.weight"])  # trained in step 1
+
+
+def test_loss_scaling_with_two_groups_matches_unscaled_training(tmp_path: Path) -> None:
+    # fp16 needs a GPU; a CPU GradScaler with a power-of-two scale exercises the same code
+    # path (scale, per-group unscale and clip, step, one update) and must change nothing.
+    def run(out: Path, scaled: bool):
+        cfg = _cfg(out, max_steps=3, ema={"enabled": False}, grad_clip=0.5)
+        cfg.model.critic = True
+        trainer = Trainer(ToyStage(), cfg)
+        if scaled:
+            trainer.accelerator.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12)
+        return trainer.fit()
+
+    plain, scaled = run(tmp_path / "plain", False), run(tmp_path / "scaled", True)
+    for name in ("model_model", "model_critic"):
+        a = load_file(str(plain.checkpoint / f"{name}.safetensors"))
+        b = load_file(str(scaled.checkpoint / f"{name}.safetensors"))
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    assert torch.load(scaled.checkpoint / "scaler.pt", weights_only=True)["scale"] == 2.0**12
