@@ -101,3 +101,49 @@ def test_torch_state_loads_without_unpickling_objects(tmp_path: Path) -> None:
     torch.save({"bad": object()}, path)
     with pytest.raises(TrainingError, match="cannot read checkpoint state"):
         ckpt.load_torch_state(path)
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_crash_at_any_point_of_a_commit_leaves_a_valid_latest(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kill (simulated) before each file-system operation of writing, sealing and pruning."""
+    names = ("save_tensors", "save_json", "_fsync_dir", "atomic_write_text", "_remove")
+    originals = {name: getattr(ckpt, name) for name in names}
+    originals["rename"] = os.rename
+    crash_at = {"n": -1, "calls": 0}
+
+    def counting(original):
+        def wrapper(*args, **kwargs):
+            crash_at["calls"] += 1
+            if crash_at["calls"] == crash_at["n"]:
+                raise _Crash()
+            return original(*args, **kwargs)
+        return wrapper
+
+    for name in names:
+        monkeypatch.setattr(ckpt, name, counting(originals[name]))
+    monkeypatch.setattr(ckpt.os, "rename", counting(originals["rename"]))
+
+    n = 1
+    while True:
+        root = tmp_path / f"run{n}" / "checkpoints"
+        crash_at.update(n=-1, calls=0)
+        _write(root, 10, keep_last=1)
+        _write(root, 20, keep_last=1)
+        crash_at.update(n=n, calls=0)
+        try:
+            _write(root, 30, keep_last=1)
+        except _Crash:
+            pass
+        else:
+            break  # n is past the last operation: every crash point was tried
+        newest = ckpt.resolve_resume(root.parent, "auto")
+        assert newest is not None and ckpt.is_complete(newest)
+        latest = root / (root / "latest").read_text().strip()
+        assert ckpt.is_complete(latest) and latest.name <= newest.name
+        assert ckpt.load_tensors(newest / "model_model.safetensors")["w"][0] in (20.0, 30.0)
+        n += 1
+    assert n > 8  # the sweep covered the whole sequence
