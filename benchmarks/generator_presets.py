@@ -60,12 +60,13 @@ def time_forward(name: str, batch: int, repeats: int, dtype: str, device: torch.
 
 
 def run(time: tuple[str, ...] = ("tiny", "S"), batch: int = 1, repeats: int = 5,
-        dtypes: tuple[str, ...] = ("bf16",), device: str = "cpu", threads: int | None = None) -> dict[str, Any]:
-    """Counts of every preset and forward timings of the presets in ``time``."""
+        dtypes: tuple[str, ...] = ("bf16",), device: str = "cpu", threads: int | None = None,
+        count: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Counts of the presets in ``count`` (None: all) and forward timings of the presets in ``time``."""
     settings = dict(locals())
     dev = resolve_device(device)
     with torch_threads(threads):
-        complexity = [dataclasses.asdict(r) for r in preset_complexities()]
+        complexity = [dataclasses.asdict(r) for r in preset_complexities(list(count) if count else None)]
         forward = [time_forward(name, batch, repeats, dtype, dev) for name in time for dtype in dtypes]
         return record("generator_presets", dev, settings, {"complexity": complexity, "forward": forward})
 
