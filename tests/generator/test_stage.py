@@ -306,14 +306,25 @@ def test_paper_setups_fit_together(setup, classes):
 # --------------------------------------------------------------------------- perceptual cache from videos
 
 
-def test_mmldm_cache_with_an_autoencoder_feeds_the_generator(shapes_dir, tmp_path):
-    """Sounding Shapes -> tiny KL-VAE -> tiny autoencoder -> cache -> generator training step."""
+@pytest.fixture(scope="module")
+def tiny_parts(tmp_path_factory):
+    """Random-weight tiny KL-VAE and tiny autoencoder folders (64 px -> 4x16x16 -> audio 8x4x4, video 8x8x8)."""
     from mmldm.autoencoder import HierarchicalAVAutoencoder, tiny_config
+    from mmldm.vae.kl_vae import KLVAE
+
+    out = tmp_path_factory.mktemp("tiny_parts")
+    torch.manual_seed(0)
+    return (KLVAE.from_preset("tiny").save_pretrained(out / "vae"),
+            HierarchicalAVAutoencoder(tiny_config()).save_pretrained(out / "ae"))
+
+
+def test_mmldm_cache_with_an_autoencoder_feeds_the_generator(shapes_dir, tmp_path, tiny_parts):
+    """Sounding Shapes -> tiny KL-VAE -> tiny autoencoder -> cache -> generator training step."""
+    from mmldm.autoencoder import HierarchicalAVAutoencoder
     from mmldm.generator.latents import PerceptualEncoder
     from mmldm.vae.kl_vae import KLVAE
 
-    vae = KLVAE.from_preset("tiny").save_pretrained(tmp_path / "vae")
-    autoencoder = HierarchicalAVAutoencoder(tiny_config()).save_pretrained(tmp_path / "ae")
+    vae, autoencoder = tiny_parts
     cache = tmp_path / "cache"
     code = main(["cache", "--config", str(REPO / "configs/vae/tiny.yaml"), "--set", f"data.root={shapes_dir}",
                  "data.val_fraction=0.0", "--vae", str(vae), "--autoencoder", str(autoencoder),
@@ -347,17 +358,14 @@ def test_mmldm_cache_with_an_autoencoder_feeds_the_generator(shapes_dir, tmp_pat
     assert code == 0
 
 
-def test_export_model_writes_a_folder_the_pipeline_loads(latent_cache, tmp_path):
-    from mmldm.autoencoder import HierarchicalAVAutoencoder, tiny_config
+def test_export_model_writes_a_folder_the_pipeline_loads(latent_cache, tmp_path, tiny_parts):
     from mmldm.generator.stage import export_model
     from mmldm.pipeline import SoundingVideoPipeline
     from mmldm.timing import AVTiming
-    from mmldm.vae.kl_vae import KLVAE
 
     cfg = make_config(latent_cache, tmp_path / "run", "train.max_steps=1", "data.video_latent_scale=0.5")
     result = Trainer(GeneratorStage(), cfg).fit()
-    vae = KLVAE.from_preset("tiny").save_pretrained(tmp_path / "vae")
-    autoencoder = HierarchicalAVAutoencoder(tiny_config()).save_pretrained(tmp_path / "ae")
+    vae, autoencoder = tiny_parts
     folder = export_model(result.checkpoint, tmp_path / "model", vae=vae, autoencoder=autoencoder,
                           timing=AVTiming(fps=10.0, num_frames=16, sample_rate=16000))
     pipe = SoundingVideoPipeline.from_pretrained(folder)
@@ -367,3 +375,30 @@ def test_export_model_writes_a_folder_the_pipeline_loads(latent_cache, tmp_path)
     # the model folder's generator/ is what export_generator writes
     generator, diffusion = load_generator(folder / "generator")
     assert diffusion.objective == "epsilon" and generator.cfg == trained.cfg
+
+
+def test_preview_with_decoders_gives_frames_and_audio_images(latent_cache, tmp_path, tiny_parts):
+    vae, autoencoder = tiny_parts
+    stage = GeneratorStage()
+    cfg = make_config(latent_cache, tmp_path, "preview.steps=2", "preview.decode_steps=2", "preview.frames=[0,15]",
+                      f"preview.vae={vae}", f"preview.autoencoder={autoencoder}", "data.audio_latent_scale=2.0")
+    modules = stage.build(cfg)
+    assert set(modules) == {"model", "vae", "autoencoder"}  # the engine freezes the two decoders
+    data = stage.dataset(cfg, "train")
+    batch = torch.utils.data.default_collate([data[i] for i in range(2)])
+    seen = {}
+    reconstruct = modules["autoencoder"].reconstruct
+
+    def spy(vae_module, video_z, audio_z, **kwargs):
+        seen.update(video=video_z, audio=audio_z)
+        return reconstruct(vae_module, video_z, audio_z, **kwargs)
+
+    modules["autoencoder"].reconstruct = spy
+    media = stage.preview(modules, batch)
+    assert media["video"].shape == (2, 2, 3, 64, 64) and media["image"].shape == (2, 3, 64, 64)
+    sampled = stage.sample_latents(modules["model"], batch)  # seeded: the preview's latents again
+    torch.testing.assert_close(seen["audio"], sampled["audio"] / 2.0)  # the latent scale is undone
+    torch.testing.assert_close(seen["video"], sampled["video"])
+    assert float(media["video"].abs().max()) <= 1 and float(media["image"].abs().max()) <= 1
+    with pytest.raises(ConfigError, match="go together"):
+        make_config(latent_cache, tmp_path, f"preview.vae={vae}")
