@@ -131,6 +131,7 @@ class Trainer:
         if tc.deterministic:
             torch.use_deterministic_algorithms(True)
 
+        self.order_log: Any = None  # data-order record file while fit() runs
         self.resume_from = self._resume_folder()
         self.resume_state: dict[str, Any] = {}
         if self.resume_from is not None:
@@ -476,6 +477,7 @@ class Trainer:
         history: list[tuple[int, dict[str, float]]] = []
         window: dict[str, float] = {}
         window_steps = 0
+        window_start = time.perf_counter()
         last_logged: dict[str, float] = {}
         last_checkpoint = ckpt.complete_checkpoints(self.checkpoint_root)
         newest = last_checkpoint[-1] if last_checkpoint else None
@@ -492,8 +494,10 @@ class Trainer:
                     last_logged = {key: value / window_steps for key, value in window.items()}
                     for group in self.groups:
                         last_logged[f"lr/{group.name}"] = group.scheduler.get_last_lr()[0]
+                    now = time.perf_counter()
+                    last_logged["perf/steps_per_second"] = window_steps / max(now - window_start, 1e-9)
                     history.append((step, last_logged))
-                    window, window_steps = {}, 0
+                    window, window_steps, window_start = {}, 0, now
                     if writer is not None:
                         for key, value in last_logged.items():
                             writer.add_scalar(key, value, step)
