@@ -400,7 +400,7 @@ def _feature_metrics(gen_files: list[Path], ref_files: list[Path], protocol: Eva
     out: dict[str, Any] = {}
     if "fvd" in metrics:
         fd = frechet_distance(gen_video, ref_video, protocol.covariance)
-        out["fvd"] = {"value": fd.value, "covariance": protocol.covariance, "sqrtm_offset": fd.sqrtm_offset,
+        out["fvd"] = {"value": fd.value, "covariance": protocol.covariance, "sqrtm_offset": fd.sqrtm_offset, "sqrt_method": fd.method,
                       "max_imaginary_dropped": fd.max_imaginary, "samples": [len(gen_video), len(ref_video)]}
     if "kvd" in metrics:
         kd = kernel_distance(gen_video, ref_video, protocol.kvd_subsets,
@@ -413,7 +413,7 @@ def _feature_metrics(gen_files: list[Path], ref_files: list[Path], protocol: Eva
             raise DataError("FAD: fewer than 2 audio embeddings on a side (clips shorter than 0.975 s?)")
         fd = frechet_distance(gen_audio, ref_audio, protocol.covariance)
         out["fad"] = {"value": fd.value * protocol.fad_scale, "unscaled": fd.value, "scale": protocol.fad_scale,
-                      "covariance": protocol.covariance, "sqrtm_offset": fd.sqrtm_offset,
+                      "covariance": protocol.covariance, "sqrtm_offset": fd.sqrtm_offset, "sqrt_method": fd.method,
                       "embeddings": [len(gen_audio), len(ref_audio)], "note": _fad_note(protocol)}
     return out
 

@@ -19,8 +19,12 @@ handling, recorded in :class:`FrechetResult`:
 - if the square root is not finite (singular product), it is recomputed on
   (Sigma_1 + eps I)(Sigma_2 + eps I) with ``eps = SQRTM_EPS`` (1e-6);
 - round-off leaves tiny imaginary parts; they are dropped when every
-  diagonal imaginary part is below ``IMAG_TOLERANCE`` (1e-3, as pytorch-fid),
-  otherwise the distance is refused (DataError).
+  diagonal imaginary part is below ``IMAG_TOLERANCE`` (1e-3, as pytorch-fid);
+- larger imaginary parts (rank-deficient covariances: fewer samples than
+  dimensions) make sqrtm unreliable; the trace term is then computed the
+  TF-GAN way, tr((S1 S2)^1/2) = sum sqrt(eig(S1^1/2 S2 S1^1/2)) with
+  symmetric eigendecompositions and negative round-off eigenvalues set to 0
+  (``method="eigh"``; the same quantity for PSD matrices).
 """
 
 from __future__ import annotations
@@ -46,13 +50,16 @@ class FrechetResult:
     value: the distance (squared form, as every FID/FVD/FAD reports it).
     sqrtm_offset: 0.0, or the eps added to both covariance diagonals when the
         plain square root was not finite.
-    max_imaginary: the largest |imaginary part| dropped from the square root's
-        diagonal (round-off).
+    max_imaginary: the largest |imaginary part| on the sqrtm diagonal (dropped
+        when below IMAG_TOLERANCE).
+    method: "sqrtm" (scipy on Sigma_1 Sigma_2) or "eigh" (symmetric form, used
+        when sqrtm's imaginary part exceeded IMAG_TOLERANCE).
     """
 
     value: float
     sqrtm_offset: float
     max_imaginary: float
+    method: str = "sqrtm"
 
     def __float__(self) -> float:
         return self.value
@@ -96,18 +103,25 @@ def frechet_distance_from_statistics(
             offset = SQRTM_EPS
             eye = np.eye(sigma1.shape[0])
             covmean = linalg.sqrtm((sigma1 + offset * eye) @ (sigma2 + offset * eye))
-    max_imag = 0.0
+    max_imag, method = 0.0, "sqrtm"
     if np.iscomplexobj(covmean):
         max_imag = float(np.max(np.abs(np.diagonal(covmean).imag)))
-        if max_imag > IMAG_TOLERANCE:
-            raise DataError(
-                f"Frechet distance: matrix square root has an imaginary component of {max_imag:.3g} "
-                "(degenerate features: too few samples for their dimension?)"
-            )
         covmean = covmean.real
+    if max_imag > IMAG_TOLERANCE or not np.isfinite(covmean).all():
+        trace_covmean, method = _trace_sqrt_product_symmetric(sigma1, sigma2), "eigh"
+    else:
+        trace_covmean = float(np.trace(covmean))
     diff = mu1 - mu2
-    value = float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean))
-    return FrechetResult(value=value, sqrtm_offset=offset, max_imaginary=max_imag)
+    value = float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * trace_covmean)
+    return FrechetResult(value=value, sqrtm_offset=offset, max_imaginary=max_imag, method=method)
+
+
+def _trace_sqrt_product_symmetric(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
+    """tr((S1 S2)^1/2) as sum sqrt(eig(S1^1/2 S2 S1^1/2)): both eigendecompositions symmetric, PSD-clipped."""
+    values, vectors = np.linalg.eigh((sigma1 + sigma1.T) / 2)
+    root1 = (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T
+    inner = root1 @ sigma2 @ root1
+    return float(np.sqrt(np.clip(np.linalg.eigvalsh((inner + inner.T) / 2), 0.0, None)).sum())
 
 
 def frechet_distance(

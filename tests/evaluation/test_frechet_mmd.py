@@ -117,6 +117,24 @@ def test_non_finite_square_root_retries_with_documented_offset(monkeypatch):
     assert got.sqrtm_offset == 1e-6 and np.isfinite(got.value)
 
 
+def test_unreliable_square_root_falls_back_to_symmetric_form(monkeypatch):
+    import mmldm.evaluation.frechet as frechet_module
+
+    monkeypatch.setattr(frechet_module.linalg, "sqrtm", lambda mat: mat + 0.5j)
+    a, b = _features(8, 40, 6), _features(9, 40, 6, shift=0.4)
+    got = frechet_distance(a, b)
+    assert got.method == "eigh" and got.max_imaginary == pytest.approx(0.5)
+    assert got.value == pytest.approx(_tfgan_frechet(a, b), rel=1e-9)
+
+
+def test_few_samples_in_many_dimensions_stay_finite_and_match_reference():
+    # 3 samples in 64 dimensions with large values: sqrtm's imaginary parts are not round-off.
+    a, b = 1e4 * _features(10, 3, 64), 1e4 * _features(11, 3, 64)
+    got = frechet_distance(a, b)
+    assert np.isfinite(got.value)
+    assert got.value == pytest.approx(_tfgan_frechet(a, b), rel=1e-6)
+
+
 def test_frechet_rejects_bad_input():
     with pytest.raises(DataError, match="dimensions differ"):
         frechet_distance(np.zeros((5, 3)), np.zeros((5, 4)))
