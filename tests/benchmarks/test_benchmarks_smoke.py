@@ -1,0 +1,150 @@
+"""Benchmarks: ``run_all.py --quick`` end to end, and the shared helpers of benchmarks/common.py.
+
+These check that the scripts run and record what they claim (keys, positive numbers,
+consistent counts); they never check speed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mmldm.errors import ConfigError
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+ALL = ("generator_presets", "train_step", "sampling", "mfu", "dataloader", "latent_cache")
+
+
+def load_common():
+    """benchmarks/common.py as a module (the benchmarks folder is not a package)."""
+    name = "mmldm_benchmarks_common"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, BENCHMARKS / "common.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up while the file executes
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """One ``run_all.py --quick`` (one torch thread) into a temporary folder: (JSON record, RESULTS.md text)."""
+    out = tmp_path_factory.mktemp("bench")
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / "run_all.py"), "--quick", "--threads", "1",
+                           "--out", str(out / "run.json"), "--results", str(out / "RESULTS.md")],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return json.loads((out / "run.json").read_text()), (out / "RESULTS.md").read_text()
+
+
+def rows(run: dict, benchmark: str, table: str) -> list[dict]:
+    return run["benchmarks"][benchmark]["tables"][table]
+
+
+def test_quick_run_records_machine_date_settings(quick_run):
+    run, _ = quick_run
+    assert run["quick"] is True and run["device"] == "cpu"
+    machine = run["machine"]
+    for key in ("cpu_model", "cpu_cores", "torch", "device_name", "torch_threads"):
+        assert machine[key], key
+    assert machine["torch"] == torch.__version__ and machine["torch_threads"] == 1
+    assert sorted(run["benchmarks"]) == sorted(ALL)
+    for name, result in run["benchmarks"].items():
+        assert result["benchmark"] == name
+        assert result["date"].startswith(run["date"][:10])
+        assert result["settings"] and result["seconds"] > 0
+
+
+def test_quick_run_numbers(quick_run):
+    run, _ = quick_run
+    complexity = {r["name"]: r for r in rows(run, "generator_presets", "complexity")}
+    assert complexity["S"]["params"] == pytest.approx(131e6, rel=0.01)  # the paper's Table 4
+    for r in rows(run, "generator_presets", "forward"):
+        assert 0 < r["min_s"] <= r["median_s"]
+
+    steps = rows(run, "train_step", "steps")
+    assert {(r["stage"], r["precision"]) for r in steps} == {
+        (stage, p) for stage in ("vae", "autoencoder", "generator") for p in ("fp32", "bf16")}
+    for r in steps:
+        assert r["samples_per_s"] == pytest.approx(r["batch"] / r["median_s"])
+        assert r["params_trainable_m"] > 0 and r["peak_mib"] > 0
+
+    sampled = rows(run, "sampling", "generator")
+    assert {r["sampler"] for r in sampled} == {"ddim", "dpmpp", "euler", "heun"}
+    for r in sampled:
+        assert r["network_calls"] == (2 * r["steps"] - 1 if r["sampler"] == "heun" else r["steps"])
+        assert r["seconds_per_video"] > 0 and r["peak_mib"] > 0
+    (pipe,) = rows(run, "sampling", "pipeline")
+    assert pipe["generate_s_per_video"] > 0 and pipe["save_s_per_video"] > 0 and pipe["frame_size"] == 64
+
+    peaks = {r["dtype"]: r for r in rows(run, "mfu", "matmul_peak")}
+    assert set(peaks) == {"fp32", "bf16"} and all(r["tflops"] > 0 for r in peaks.values())
+    mfu = rows(run, "mfu", "mfu")
+    forward = {r["dtype"]: r for r in rows(run, "generator_presets", "forward")}
+    train = {r["precision"]: r for r in steps if r["stage"] == "generator"}
+    for r in mfu:
+        assert r["mfu_bf16"] == pytest.approx(r["tflops"] * 1e12 / (peaks["bf16"]["tflops"] * 1e12))
+        assert r["mfu_fp32"] > 0
+        # the timings measured earlier in the run are reused, not measured again
+        timed = forward[r["precision"]] if r["work"] == "forward" else train[r["precision"]]
+        assert r["median_s"] == timed["median_s"]
+    by_work = {r["work"]: r for r in mfu if r["precision"] == "fp32"}
+    per_item_forward = by_work["forward"]["gflop"] / by_work["forward"]["batch"]
+    per_item_train = by_work["training step"]["gflop"] / by_work["training step"]["batch"]
+    assert 2.5 * per_item_forward < per_item_train < 3.5 * per_item_forward  # backward ~ 2x forward
+
+    assert rows(run, "dataloader", "loader")[0]["clips_per_s"] > 0
+    assert all(r["clips_per_s"] > 0 for r in rows(run, "latent_cache", "cache"))
+
+
+def test_results_markdown(quick_run):
+    run, text = quick_run
+    assert run["machine"]["cpu_model"] in text and run["date"] in text
+    for name in ALL:
+        assert f"## {name}" in text
+    assert "| preset | objective | sampler | steps |" in text and "MFU vs bf16 peak" in text
+
+
+def test_markdown_table_formats_and_marks_missing_values():
+    common = load_common()
+    table = common.markdown_table([{"a": "x", "b": 1.23456}, {"a": "y"}], [("A", "a", ""), ("B", "b", ".2f")])
+    assert table.splitlines() == ["| A | B |", "|---|---|", "| x | 1.23 |", "| y | - |"]
+
+
+def test_time_call_runs_warmup_then_repeats():
+    common = load_common()
+    calls = []
+    stats = common.time_call(lambda: calls.append(1), torch.device("cpu"), warmup=2, repeats=3)
+    assert len(calls) == 5 and len(stats.times) == 3 and stats.warmup == 2
+    with pytest.raises(ConfigError):
+        common.time_call(lambda: None, torch.device("cpu"), repeats=0)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RSS high-water reset is Linux-only")
+def test_peak_memory_sees_a_large_tensor_and_resets():
+    common = load_common()
+    size = 64 * 2**20  # bytes
+    with common.PeakMemory(torch.device("cpu")) as first:
+        before = int(Path("/proc/self/status").read_text().split("VmRSS:")[1].split()[0]) * 1024
+        block = torch.ones(size // 4)
+        del block
+    assert first.peak_bytes >= before + 0.9 * size
+    if first.method != "process RSS high-water":
+        pytest.skip("this kernel does not allow resetting the RSS high-water mark")
+    with common.PeakMemory(torch.device("cpu")) as second:
+        pass
+    assert second.peak_bytes < first.peak_bytes - 0.5 * size
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA error")
+def test_cuda_without_a_device_is_a_clear_error():
+    with pytest.raises(ConfigError, match="no CUDA device"):
+        load_common().resolve_device("cuda")
