@@ -55,3 +55,15 @@ def test_reconstruct_cli_needs_a_vae(shapes_dir, saved_models, tmp_path, capsys)
     code = main(["reconstruct", str(clip), "--model", str(model_dir), "--out", str(tmp_path / "x.mp4")])
     assert code != 0
     assert "--vae" in capsys.readouterr().err
+
+
+def test_reconstruct_cli_refuses_a_too_short_clip(saved_models, tmp_path, capsys):
+    from mmldm.data.media_io import write_av
+
+    model_dir, vae_dir = saved_models
+    short = write_av(tmp_path / "short.mp4", torch.zeros(5, 3, 64, 64), torch.zeros(8000).numpy(), 10.0, 16000)
+    code = main(["reconstruct", str(short), "--model", str(model_dir), "--vae", str(vae_dir),
+                 "--out", str(tmp_path / "x.mp4")])
+    assert code != 0 and not (tmp_path / "x.mp4").exists()
+    err = capsys.readouterr().err
+    assert "short.mp4" in err and "needs 16" in err and len(err.strip().splitlines()) == 1
