@@ -27,9 +27,10 @@ import math
 import random
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,7 +42,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, default_collate
 from tqdm.auto import tqdm
 
-from ..config import save_config, dump_yaml
+from ..config import dump_yaml, save_config
 from ..errors import ConfigError, DataError, TrainingError
 from . import checkpoint as ckpt
 from .config import ScheduleConfig, TrainConfig, train_config_of
