@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mmldm.data.audio_image import AudioConfig, log_mel, mel_to_image
+from mmldm.data.audio_image import AudioConfig, fit_to_clip, log_mel, mel_to_image
 from mmldm.data.vocoders import GriffinLim
-from mmldm.pipeline.audio import join_clip_mels, largest_jumps, vocode_clips
+from mmldm.pipeline.audio import audio_image_to_log_mel, join_clip_mels, largest_jumps, vocode_clips
 
 RATE = 16000
 
@@ -70,3 +70,28 @@ def test_join_keeps_the_time_grid_when_clips_are_not_whole_hops():
     for onset in onsets:
         assert abs(centre(joined, onset) - centre(whole, onset)) < 0.05
     assert abs(centre(naive, onsets[-1]) - centre(whole, onsets[-1])) > 1.0  # what the join fixes
+
+
+def _seam_and_typical_jump(wave: torch.Tensor, seams: list[int]) -> tuple[float, float]:
+    """(largest step at a seam, 99th percentile of all steps)."""
+    steps = (wave[1:] - wave[:-1]).abs()
+    return max(float(steps[s - 1]) for s in seams), float(steps.quantile(0.99))
+
+
+def test_per_clip_vocoding_clicks_and_joint_vocoding_does_not():
+    """Four clips of different tones as 64 px audio images: vocoded clip by clip and concatenated,
+    some seam step exceeds 99% of all steps (a click); vocoded jointly, no seam step does."""
+    cfg = AudioConfig(clip_seconds=0.8)
+    n = cfg.clip_samples
+    vocoder = GriffinLim(cfg)
+    images = [mel_to_image(log_mel(_sine(f, n, phase), cfg), 64, cfg) * 2 - 1
+              for f, phase in [(440, 0.0), (660, 1.0), (550, 2.0), (880, 0.5)]]
+    seams = [n, 2 * n, 3 * n]
+    per_clip = torch.cat([fit_to_clip(vocoder(audio_image_to_log_mel(image, cfg)), cfg)[0] for image in images])
+    seam, typical = _seam_and_typical_jump(per_clip, seams)
+    assert seam > typical
+    joint = vocode_clips(images, cfg, vocoder)[0]
+    seam, typical = _seam_and_typical_jump(joint, seams)
+    assert seam <= typical
+    at_seams, inside = largest_jumps(joint, seams)
+    assert at_seams <= inside
