@@ -71,7 +71,7 @@ def module_digest(module: torch.nn.Module) -> str:
     for name, tensor in module.state_dict().items():
         tensor = tensor.detach().cpu().contiguous()
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()[:16]
 
 
@@ -140,13 +140,21 @@ def _verify_shard(path: Path, expected: dict[str, Any]) -> dict[str, Any] | None
     return header
 
 
-def _existing_hash(out_dir: Path) -> str | None:
+def _first_header(out_dir: Path) -> dict[str, Any] | None:
+    """Header of the first readable shard in ``out_dir`` (None if there is none)."""
     for path in sorted(out_dir.glob("shard-*.safetensors")):
         try:
             with safe_open(str(path), framework="pt") as handle:
-                return json.loads(handle.metadata()["mmldm"])["config_hash"]
+                return json.loads(handle.metadata()["mmldm"])
         except Exception:  # noqa: BLE001 - a broken shard says nothing; it is redone
             continue
+    return None
+
+
+def _existing_hash(out_dir: Path) -> str | None:
+    header = _first_header(out_dir)
+    if header is not None:
+        return header.get("config_hash")
     index = out_dir / INDEX_NAME
     if index.is_file():
         try:
@@ -183,6 +191,7 @@ def write_latent_cache(dataset: Dataset, encode: Encoder, out_dir: str | Path, c
     if num_items == 0:
         raise DataError(f"cache {out_dir}: the dataset is empty")
     digest = config_hash(config)
+    plain_config = json.loads(json.dumps(config, default=str))
     previous = _existing_hash(out_dir)
     if previous is not None and previous != digest:
         raise DataError(f"cache {out_dir} was written with another config (hash {previous}, now {digest}); "
@@ -204,8 +213,9 @@ def write_latent_cache(dataset: Dataset, encode: Encoder, out_dir: str | Path, c
             todo.append(shard)
     batches = [list(range(b, min(b + batch_size, ranges[s][1])))
                for s in todo for b in range(ranges[s][0], ranges[s][1], batch_size)]
-    loader = DataLoader(dataset, batch_sampler=batches, num_workers=num_workers)
-    batch_iter: Iterator[dict[str, Any]] = iter(loader)
+    # no worker start-up when every shard of this rank is already done
+    batch_iter: Iterator[dict[str, Any]] = (
+        iter(DataLoader(dataset, batch_sampler=batches, num_workers=num_workers)) if batches else iter(()))
     bar = None
     if progress:
         from tqdm import tqdm
@@ -230,8 +240,8 @@ def write_latent_cache(dataset: Dataset, encode: Encoder, out_dir: str | Path, c
             if bar is not None:
                 bar.update(count)
         tensors = {key: torch.cat(parts).contiguous() for key, parts in rows.items()}
-        header = {"config_hash": digest, "start": start, "stop": stop, "num_items": num_items,
-                  "shard_size": shard_size, "items": items,
+        header = {"config_hash": digest, "config": plain_config, "start": start, "stop": stop,
+                  "num_items": num_items, "shard_size": shard_size, "items": items,
                   "keys": {k: {"shape": list(v.shape[1:]), "dtype": str(v.dtype).removeprefix("torch.")}
                            for k, v in tensors.items()}}
         final = out_dir / shard_name(shard, num_shards)
@@ -245,19 +255,26 @@ def write_latent_cache(dataset: Dataset, encode: Encoder, out_dir: str | Path, c
             on_shard_written(shard)
     if bar is not None:
         bar.close()
-    index_written = finalize_latent_cache(out_dir, config, num_items, shard_size, must_be_complete=False)
+    index_written = finalize_latent_cache(out_dir, must_be_complete=False)
     return CacheStats(items_encoded=encoded, shards_written=len(todo), shards_skipped=len(mine) - len(todo),
                       seconds=time.perf_counter() - start_time, index_written=index_written)
 
 
-def finalize_latent_cache(out_dir: str | Path, config: Mapping[str, Any], num_items: int, shard_size: int,
-                          must_be_complete: bool = True) -> bool:
+def finalize_latent_cache(out_dir: str | Path, must_be_complete: bool = True) -> bool:
     """Write ``index.json`` if every shard is present and verifies; returns whether it did.
 
-    With ``must_be_complete`` a missing shard is a :class:`DataError` naming it.
+    The run's settings (config, item count, shard size) come from the shard
+    headers, so any process can merge once all ranks are done. With
+    ``must_be_complete`` a missing shard is a :class:`DataError` naming it.
     """
     out_dir = Path(out_dir)
-    digest = config_hash(config)
+    reference = _first_header(out_dir)
+    if reference is None:
+        if must_be_complete:
+            raise DataError(f"cache {out_dir}: holds no readable shard; run `mmldm cache` first")
+        return False
+    config, digest = reference["config"], reference["config_hash"]
+    num_items, shard_size = reference["num_items"], reference["shard_size"]
     ranges = shard_ranges(num_items, shard_size)
     shards, items, keys = [], [], None
     for shard, (start, stop) in enumerate(ranges):
@@ -278,7 +295,7 @@ def finalize_latent_cache(out_dir: str | Path, config: Mapping[str, Any], num_it
         items += header["items"]
     index = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "num_items": num_items,
              "shard_size": shard_size, "shards": shards, "keys": keys, "config_hash": digest,
-             "config": json.loads(json.dumps(config, default=str)), "items": items}
+             "config": config, "items": items}
     atomic_write_text(out_dir / INDEX_NAME, json.dumps(index, indent=1))
     return True
 

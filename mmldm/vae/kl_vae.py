@@ -3,7 +3,9 @@
 MM-LDM compresses every video frame and the audio image (the mel spectrogram
 drawn as a 3-channel picture, see ``mmldm.data``) with the Stable Diffusion v1
 KL-f8 autoencoder: 256x256x3 -> 4x32x32, latents multiplied by the scaling
-factor 0.18215 so that they have roughly unit variance (paper Sec. 3.1).
+factor 0.18215 so that they have roughly unit variance (paper Sec. 3.1,
+"Modal-specific Perceptual Latent Spaces", and Sec. 4 implementation details;
+the decoder fine-tune is the "Finetune KL-VAE decoder" row of the ablation table).
 
 The network is diffusers' :class:`~diffusers.AutoencoderKL`; this module adds
 
@@ -164,7 +166,11 @@ class KLVAE(nn.Module):
         path = Path(path)
         if path.is_dir():
             return cls.from_pretrained(path, chunk_size=chunk_size)
-        if path.suffix in SINGLE_FILE_SUFFIXES or not path.exists():
+        if not path.exists():
+            raise WeightsError(path, "KL-VAE weights", "not found; give a diffusers folder (config.json + "
+                               f"{DIFFUSERS_WEIGHTS_NAME}) or the original single file "
+                               "(e.g. vae-ft-mse-840000-ema-pruned.safetensors, or a full SD v1 checkpoint)")
+        if path.suffix in SINGLE_FILE_SUFFIXES:
             return cls.from_single_file(path, preset=preset, chunk_size=chunk_size)
         raise WeightsError(path, "KL-VAE weights", "expected a diffusers folder or a "
                            f"{'/'.join(SINGLE_FILE_SUFFIXES)} file")

@@ -11,6 +11,7 @@ from mmldm.data.latent_cache import (
     LatentCacheDataset,
     config_hash,
     finalize_latent_cache,
+    module_digest,
     write_latent_cache,
 )
 from mmldm.errors import DataError
@@ -134,7 +135,7 @@ def test_ranks_run_one_after_the_other_complete_the_index(vae, tmp_path):
                                rank=0, world_size=2)
     assert first.shards_written == 2 and not first.index_written
     with pytest.raises(DataError, match="shard-00001-of-00004"):
-        finalize_latent_cache(tmp_path / "r", CONFIG, num_items=7, shard_size=2)
+        finalize_latent_cache(tmp_path / "r")
     with pytest.raises(DataError, match="no index.json"):
         LatentCacheDataset(tmp_path / "r")
     second = write_latent_cache(data, encoder, tmp_path / "r", CONFIG, shard_size=2, batch_size=2,
@@ -222,3 +223,15 @@ def test_cache_cli_needs_trained_vae(shapes_dir, tmp_path, capsys):
     code = main(["cache", "--config", "configs/vae/tiny.yaml", "--out", str(tmp_path / "c"),
                  "--set", f"data.root={shapes_dir}"])
     assert code != 0 and "--vae" in capsys.readouterr().err
+
+
+def test_module_digest_follows_the_weights():
+    net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.LayerNorm(2))
+    net.register_buffer("scale", torch.tensor(2.0))  # a 0-dim tensor too
+    first = module_digest(net)
+    assert module_digest(net) == first
+    with torch.no_grad():
+        net[0].weight[0, 0] += 1e-3
+    changed = module_digest(net)
+    assert changed != first
+    assert module_digest(net.to(torch.bfloat16)) != changed  # Module.to converts in place
