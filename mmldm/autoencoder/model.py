@@ -122,20 +122,23 @@ class HierarchicalAVAutoencoder(nn.Module):
             return labels.long()
         return semantic.class_logits.argmax(dim=-1)
 
-    def _conditions(self, video_z: torch.Tensor, audio_z: torch.Tensor, semantic: SemanticFeatures,
-                    class_ids: torch.Tensor, frame_index: torch.Tensor, video_drop: torch.Tensor,
-                    audio_drop: torch.Tensor) -> tuple[DecoderCondition, DecoderCondition]:
-        """Decoder conditions of the video items (clip b, frame frame_index[b, k]) and audio items.
+    def _decoder_items(self, video_z: torch.Tensor, audio_z: torch.Tensor, semantic: SemanticFeatures,
+                       class_ids: torch.Tensor, frame_index: torch.Tensor, video_drop: torch.Tensor,
+                       audio_drop: torch.Tensor) -> dict[str, dict[str, torch.Tensor | None]]:
+        """Per-item arguments of :meth:`SignalDecoder.condition` for each modality.
 
-        Shapes: ``frame_index`` [B, K] long; drops [B] bool -> conditions of B*K and B items.
+        Video items are (clip b, frame ``frame_index[b, k]``), B*K of them; audio items are the B clips.
+        Shapes: ``frame_index`` [B, K] long; drops [B] bool.
         """
         k = frame_index.shape[1]
         per_frame = lambda x: repeat(x, "b ... -> (b k) ...", k=k)  # noqa: E731
         frame_pos = rearrange(frame_index, "b k -> (b k)").float() / self.cfg.num_frames
-        video = self.decoder.condition("video", per_frame(video_z), per_frame(semantic.audio),
-                                       per_frame(class_ids), per_frame(video_drop), frame_pos)
-        audio = self.decoder.condition("audio", audio_z, semantic.video, class_ids, audio_drop)
-        return video, audio
+        return {
+            "video": {"latent": per_frame(video_z), "other_tokens": per_frame(semantic.audio),
+                      "class_ids": per_frame(class_ids), "drop": per_frame(video_drop), "frame_pos": frame_pos},
+            "audio": {"latent": audio_z, "other_tokens": semantic.video, "class_ids": class_ids, "drop": audio_drop,
+                      "frame_pos": None},
+        }
 
     # ------------------------------------------------------------------ training
 
@@ -182,8 +185,8 @@ class HierarchicalAVAutoencoder(nn.Module):
         frame_index = frame_index.sort(dim=1).values  # [B, K]
         targets = video_latents[torch.arange(b, device=device)[:, None], frame_index]  # [B, K, C, s, s]
         video_drop, audio_drop = self.condition_drop(b, device, generator)
-        video_cond, audio_cond = self._conditions(video_z, audio_z, semantic, class_ids, frame_index,
-                                                  video_drop, audio_drop)
+        items = self._decoder_items(video_z, audio_z, semantic, class_ids, frame_index, video_drop, audio_drop)
+        conditions = [self.decoder.condition(modality, **items[modality]) for modality in ("video", "audio")]
 
         # epsilon loss on every item, independent timesteps (paper Eq. 3, L_mse)
         x0 = torch.cat([rearrange(targets, "b k c h w -> (b k) c h w"), audio_latent])  # [B*K + B, C, s, s]
@@ -192,7 +195,7 @@ class HierarchicalAVAutoencoder(nn.Module):
         t = t.to(device)
         noise = _rand(tuple(x0.shape), generator, device).to(x0.dtype)
         x_t = self.objective.add_noise(x0, noise, t)
-        eps = self.decoder(x_t, self.objective.model_timestep(t), DecoderCondition.cat([video_cond, audio_cond]))
+        eps = self.decoder(x_t, self.objective.model_timestep(t), DecoderCondition.cat(conditions))
         mse = (eps.float() - noise.float()).pow(2).flatten(1).mean(dim=1)  # [B*K + B]
         out = {"ae/mse_video": mse[:n_video].mean(), "ae/mse_audio": mse[n_video:].mean(),
                "ae/kl_video": video_post.kl().mean(), "ae/kl_audio": audio_post.kl().mean()}
@@ -294,7 +297,7 @@ class HierarchicalAVAutoencoder(nn.Module):
         class_ids = self._class_ids(semantic, class_ids)
         frame_index = torch.tensor(frames, device=device).repeat(b, 1)  # [B, F]
         keep = torch.zeros(b, dtype=torch.bool, device=device)
-        video_cond, audio_cond = self._conditions(video_z, audio_z, semantic, class_ids, frame_index, keep, keep)
+        items = self._decoder_items(video_z, audio_z, semantic, class_ids, frame_index, keep, keep)
         drop = torch.ones(1, dtype=torch.bool, device=device)
         null_context = {"video": self.decoder.context("video", semantic.audio[:1], class_ids[:1], drop),
                         "audio": self.decoder.context("audio", semantic.video[:1], class_ids[:1], drop)}
@@ -303,12 +306,14 @@ class HierarchicalAVAutoencoder(nn.Module):
         noise_video = _rand((b * len(frames), c, side, side), generator, device)
         noise_audio = _rand((b, c, side, side), generator, device)
         out = {}
-        for modality, cond, noise in (("video", video_cond, noise_video), ("audio", audio_cond, noise_audio)):
+        for modality, noise in (("video", noise_video), ("audio", noise_audio)):
             parts = []
-            for start in range(0, noise.shape[0], chunk):
+            for start in range(0, noise.shape[0], chunk):  # conditions too are built per chunk: bounded memory
                 part = slice(start, start + chunk)
-                parts.append(self._denoise_chunk(cond.select(part), null_context[modality], noise[part],
-                                                 scales[modality], steps, eta, generator, progress))
+                cond = self.decoder.condition(
+                    modality, **{k: None if v is None else v[part] for k, v in items[modality].items()})
+                parts.append(self._denoise_chunk(cond, null_context[modality], noise[part], scales[modality],
+                                                 steps, eta, generator, progress))
             out[modality] = torch.cat(parts)
         return rearrange(out["video"], "(b f) c h w -> b f c h w", b=b), out["audio"]
 

@@ -151,15 +151,6 @@ class DecoderCondition:
             context=torch.cat([c.context for c in conditions]),
         )
 
-    def select(self, index: slice | torch.Tensor) -> DecoderCondition:
-        """The condition of a subset of the items."""
-        return DecoderCondition(
-            content=None if self.content is None else self.content[index],
-            down_residuals=[r[index] for r in self.down_residuals],
-            mid_residual=self.mid_residual[index],
-            context=self.context[index],
-        )
-
     def with_context(self, context: torch.Tensor) -> DecoderCondition:
         return DecoderCondition(self.content, self.down_residuals, self.mid_residual, context)
 

@@ -42,8 +42,9 @@ def test_tiny_preset_shapes():
         assert semantic.class_logits.shape == (b, cfg.semantic.num_classes)
         frames = torch.tensor([[1, 9], [0, 15]])
         no_drop = torch.zeros(b, dtype=torch.bool)
-        vc, ac = model._conditions(video_post.mode(), audio_post.mode(), semantic, semantic.class_logits.argmax(-1),
-                                   frames, no_drop, no_drop)
+        items = model._decoder_items(video_post.mode(), audio_post.mode(), semantic,
+                                     semantic.class_logits.argmax(-1), frames, no_drop, no_drop)
+        vc, ac = (model.decoder.condition(m, **items[m]) for m in ("video", "audio"))
         # context = prompt + class token + the other modality's 4 semantic tokens
         assert vc.context.shape == (2 * b, cfg.decoder.prompt_tokens + 1 + 4, 32)
         noisy = torch.randn(3 * b, 4, cfg.vae_latent_size, cfg.vae_latent_size)
