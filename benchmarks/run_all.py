@@ -6,7 +6,8 @@
 
 Benchmarks, in order (each is also a script of its own, see its docstring):
 generator_presets (params/FLOPs beside Table 4, forward time), train_step (each stage's
-optimiser step), sampling (per sounding video, generator alone and to mp4), mfu (model FLOP
+optimiser step), autoencoder (stage-1 steps with and without the adversarial term, and
+reconstruction time per clip), sampling (per sounding video, generator alone and to mp4), mfu (model FLOP
 utilisation; reuses the forward and training-step times measured before it), dataloader
 (clips/s) and latent_cache (clips/s). benchmarks/vae_train.py (VAE stage images/s, also for
 the sd-v1 layout) is not part of the run: train_step covers the tiny VAE.
@@ -29,7 +30,7 @@ import torch
 from common import machine_info, machine_line, now_iso, resolve_device, torch_threads, write_json
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("generator_presets", "train_step", "sampling", "mfu", "dataloader", "latent_cache")
+BENCHMARKS = ("generator_presets", "train_step", "autoencoder", "sampling", "mfu", "dataloader", "latent_cache")
 
 
 def plan(device: str, quick: bool) -> dict[str, dict[str, Any]]:
@@ -41,6 +42,7 @@ def plan(device: str, quick: bool) -> dict[str, dict[str, Any]]:
             "train_step": dict(cases=("vae:tiny", "autoencoder:tiny", "generator:tiny"),
                                batches={"vae:tiny": 1, "autoencoder:tiny": 1, "generator:tiny": 4},
                                precisions=("fp32", "bf16"), steps=1, warmup=0),
+            "autoencoder": dict(batch_size=1, precisions=("fp32",), steps=1, warmup=0, ddim_steps=1),
             "sampling": dict(presets=("tiny",), steps=(2,), repeats=1, pipeline_presets=("tiny",),
                              pipeline_steps=(2,), decoder_steps=1),
             "mfu": dict(presets=("tiny",), forward_batch=1, train_batches={"tiny": 4}, repeats=1, steps=1,
@@ -53,6 +55,7 @@ def plan(device: str, quick: bool) -> dict[str, dict[str, Any]]:
             "generator_presets": dict(time=("tiny", "S", "B", "L"), batch=1, repeats=10, dtypes=("fp32", "bf16")),
             "train_step": dict(batches={"vae:tiny": 64, "autoencoder:tiny": 32, "generator:tiny": 256,
                                         "generator:S": 32}, steps=10, warmup=2),
+            "autoencoder": dict(preset="paper", batch_size=8, steps=5, warmup=2, ddim_steps=50, recon_repeats=2),
             "sampling": dict(presets=("tiny", "S"), steps=(10, 25, 50), repeats=3, pipeline_presets=("tiny", "S"),
                              pipeline_samplers=("ddim", "euler"), pipeline_steps=(25, 50)),
             "mfu": dict(presets=("tiny", "S"), forward_batch=1, train_batches={"tiny": 256, "S": 32},
@@ -62,11 +65,12 @@ def plan(device: str, quick: bool) -> dict[str, dict[str, Any]]:
         }
     return {
         "generator_presets": dict(time=("tiny", "S"), batch=1, repeats=3, dtypes=("fp32", "bf16")),
-        "train_step": dict(batches={"vae:tiny": 8, "autoencoder:tiny": 4, "generator:tiny": 32, "generator:S": 4},
+        "train_step": dict(batches={"vae:tiny": 2, "autoencoder:tiny": 2, "generator:tiny": 32, "generator:S": 2},
                            steps=3, warmup=1),
+        "autoencoder": dict(batch_size=2, steps=2, warmup=1, ddim_steps=50, recon_repeats=1),
         "sampling": dict(presets=("tiny", "S"), steps=(10, 25, 50), preset_steps={"S": (10, 25)}, repeats=2,
                          pipeline_presets=("tiny",), pipeline_samplers=("ddim",), pipeline_steps=(25,)),
-        "mfu": dict(presets=("tiny", "S"), forward_batch=1, train_batches={"tiny": 32, "S": 4},
+        "mfu": dict(presets=("tiny", "S"), forward_batch=1, train_batches={"tiny": 32, "S": 2},
                     matmul_size=2048, matmul_repeats=5),
         "dataloader": dict(synth_clips=24, workers=(0, 2), batch_size=8, batches=2),
         "latent_cache": dict(clips=16, workers=(0,), batch_size=8),

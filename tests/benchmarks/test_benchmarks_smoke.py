@@ -19,7 +19,7 @@ import torch
 from mmldm.errors import ConfigError
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-ALL = ("generator_presets", "train_step", "sampling", "mfu", "dataloader", "latent_cache")
+ALL = ("generator_presets", "train_step", "autoencoder", "sampling", "mfu", "dataloader", "latent_cache")
 
 
 def load_common():
@@ -76,6 +76,9 @@ def test_quick_run_numbers(quick_run):
     for r in steps:
         assert r["samples_per_s"] == pytest.approx(r["batch"] / r["median_s"])
         assert r["params_trainable_m"] > 0 and r["peak_mib"] > 0
+
+    assert {r["adversarial"] for r in rows(run, "autoencoder", "training")} == {"no", "yes"}
+    assert rows(run, "autoencoder", "reconstruction")[0]["seconds_per_clip"] > 0
 
     sampled = rows(run, "sampling", "generator")
     assert {r["sampler"] for r in sampled} == {"ddim", "dpmpp", "euler", "heun"}
