@@ -88,6 +88,9 @@ class SoundingVideoPipeline:
             or a :class:`~mmldm.diffusion.DiffusionConfig`); it overrides ``generation.diffusion``.
         :param vocoder: "griffin-lim", a HiFi-GAN checkpoint path, or a vocoder module.
         :param generation: latent scales and sampling defaults (default: :class:`GenerationConfig`).
+
+        The modules are used, not copied: they are moved to ``device``, put in eval mode and
+        frozen (``requires_grad_(False)``).
         """
         generation = generation or GenerationConfig()
         generation = folder.replace_diffusion(generation, diffusion_config_of(objective))
