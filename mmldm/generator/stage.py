@@ -1,7 +1,7 @@
 """Stage 2 for the training engine: the multi-modal DiT on cached perceptual latents.
 
-    mmldm cache --config configs/vae/tiny.yaml --vae runs/vae-tiny/checkpoints/step_00003000 \\
-                --autoencoder runs/ae-tiny/export --out data/shapes-latents
+    mmldm cache --config configs/vae/tiny.yaml --vae runs/vae-tiny/checkpoints/step_003000 \\
+                --autoencoder runs/autoencoder-tiny/checkpoints/step_004000 --out data/shapes-latents
     mmldm train generator --config configs/generator/tiny.yaml
 
 Each step (paper Sec. 3.2-3.3, Eq. 8): draw the items' conditions
