@@ -26,8 +26,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
 from common import machine_info, machine_line, now_iso, resolve_device, torch_threads, write_json
+
+from mmldm.config import atomic_write_text
 
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = ("generator_presets", "train_step", "autoencoder", "sampling", "mfu", "dataloader", "latent_cache")
@@ -120,7 +121,7 @@ def main() -> None:
             print(f"\n=== {name}", flush=True)
             module = importlib.import_module(name)
             kwargs = dict(settings[name])
-            if name not in ("dataloader",):
+            if name != "dataloader":  # decoding runs on the CPU whatever the device
                 kwargs["device"] = args.device
             if name == "mfu":  # reuse the timings measured above instead of timing them again
                 done = run["benchmarks"]
@@ -136,8 +137,7 @@ def main() -> None:
             write_json(out, run)
     print(f"\nall benchmarks: {run['seconds']:.0f} s; wrote {out}")
     if results_md is not None:
-        results_md.parent.mkdir(parents=True, exist_ok=True)
-        results_md.write_text(results_markdown(run, sections))
+        atomic_write_text(results_md, results_markdown(run, sections))
         print(f"wrote {results_md}")
     elif args.quick:
         print("quick run: no RESULTS.md written (give --results to write one)")

@@ -12,8 +12,8 @@ Two measurements:
   ``tiny`` uses the tiny KL-VAE and autoencoder (64x64 frames); ``S`` uses the paper's
   autoencoder and the SD v1 KL-VAE layout (256x256 frames: a GPU job).
 
-Before the timed runs of each setting, one warm-up run of 2 sampler steps builds the
-kernels and caches. Peak memory: CUDA ``max_memory_allocated``; CPU the process's
+Warm-up (untimed) before the timed runs of each setting: generator alone, one run of 2
+sampler steps; to mp4, one whole run. Peak memory: CUDA ``max_memory_allocated``; CPU the process's
 resident-set high-water mark (model weights included), reset before each measurement.
 
     python benchmarks/sampling.py                                     # tiny and S, 10/25/50 steps
