@@ -161,7 +161,8 @@ def restore_rng_state(path: Path, generators: dict[str, torch.Generator]) -> Non
     random.setstate((version, tuple(mt_state), gauss))
     np.random.set_state((np_kind, np.asarray(np_keys, dtype=np.uint32), np_pos, np_has_gauss, np_gauss))
     torch.set_rng_state(tensors["torch_cpu"])
-    cuda_states = [tensors[k] for k in sorted(tensors) if k.startswith("torch_cuda_")]
+    cuda_keys = sorted((k for k in tensors if k.startswith("torch_cuda_")), key=lambda k: int(k.rsplit("_", 1)[1]))
+    cuda_states = [tensors[k] for k in cuda_keys]
     if cuda_states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(cuda_states[: torch.cuda.device_count()])
     for name, gen in generators.items():
