@@ -156,8 +156,9 @@ def _component(directory: Path, index: dict[str, Any], name: str) -> Path:
 def load_folder(directory: Path) -> FolderParts:
     """Read every component of a model folder (see the module docstring)."""
     if not directory.is_dir():
-        raise WeightsError(directory, "model folder", f"not found (a folder with {INDEX_NAME}, written by "
-                                                      "SoundingVideoPipeline.save_pretrained)")
+        raise WeightsError(directory, "model folder", f"not found or not a folder (a model folder holds "
+                                                      f"{INDEX_NAME}; SoundingVideoPipeline.save_pretrained "
+                                                      "writes one)")
     index = _read_json(directory / INDEX_NAME, "model index")
     if index.get("format") != FORMAT_NAME:
         raise WeightsError(directory / INDEX_NAME, "model index", f"is not an {FORMAT_NAME} model index")
@@ -224,9 +225,15 @@ def save_folder(pipe: SoundingVideoPipeline, directory: Path) -> Path:
         if directory.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".old", dir=directory.parent))
             os.replace(directory, old / "model")
-        os.replace(tmp, directory)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        try:
+            os.replace(tmp, directory)
+        except OSError:
+            if old is not None:  # put the old model back
+                os.replace(old / "model", directory)
+            raise
+        finally:
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -160,3 +160,19 @@ def test_hifigan_vocoder_is_saved_in_the_public_format_and_reloaded(pipe, tmp_pa
     a = with_hifigan(task="svg", steps=1, progress=False)
     b = loaded(task="svg", steps=1, progress=False)
     assert torch.allclose(a.waveforms, b.waveforms, atol=1e-5) and a.waveforms.abs().max() > 0
+
+
+def test_a_failed_save_leaves_the_existing_folder_untouched(pipe, tmp_path, monkeypatch):
+    target = tmp_path / "model"
+    pipe.save_pretrained(target)
+    before = sorted(p.relative_to(target) for p in target.rglob("*"))
+
+    def broken(directory):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pipe.generator, "save_pretrained", broken)
+    with pytest.raises(OSError):
+        pipe.save_pretrained(target)
+    assert sorted(p.relative_to(target) for p in target.rglob("*")) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    SoundingVideoPipeline.from_pretrained(target)
