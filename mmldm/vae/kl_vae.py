@@ -31,7 +31,7 @@ from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from einops import rearrange
 from torch import nn
 
-from ..errors import WeightsError
+from ..errors import ConfigError, WeightsError
 
 #: Stable Diffusion v1 KL-f8 autoencoder (the ``first_stage_model`` of SD v1.x,
 #: also ``stabilityai/sd-vae-ft-mse``): 8x downsampling, 4 latent channels.
@@ -75,7 +75,7 @@ SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 def preset_config(preset: str, **overrides: Any) -> dict[str, Any]:
     """The AutoencoderKL constructor arguments of ``preset`` with ``overrides`` applied."""
     if preset not in PRESETS:
-        raise WeightsError(None, f"KL-VAE preset '{preset}'", f"unknown; choose one of {sorted(PRESETS)}")
+        raise ConfigError(f"unknown KL-VAE preset '{preset}'; choose one of {sorted(PRESETS)}")
     return {**PRESETS[preset], **overrides}
 
 
@@ -107,7 +107,12 @@ class KLVAE(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, chunk_size: int = 16) -> KLVAE:
-        """Load a diffusers-format folder (``config.json`` + ``diffusion_pytorch_model.safetensors``)."""
+        """Load a diffusers-format folder (``config.json`` + ``diffusion_pytorch_model.safetensors``).
+
+        Read here rather than with ``AutoencoderKL.from_pretrained`` so that every
+        missing, unexpected or mis-shaped tensor is one WeightsError line and no
+        hub lookup can ever happen.
+        """
         directory = Path(directory)
         config_path = directory / DIFFUSERS_CONFIG_NAME
         weights_path = directory / DIFFUSERS_WEIGHTS_NAME
@@ -156,7 +161,10 @@ class KLVAE(nn.Module):
                      ("encoder", "decoder", "quant_conv", "post_quant_conv")}
         config = preset_config(preset, **overrides)
         vae = cls(AutoencoderKL(**config), chunk_size=chunk_size)
-        converted = convert_ldm_vae_checkpoint(state, config)
+        try:
+            converted = convert_ldm_vae_checkpoint(state, config)
+        except (AttributeError, KeyError, IndexError) as exc:  # the converter assumes a complete checkpoint
+            raise WeightsError(path, what, f"incomplete LDM VAE weights ({type(exc).__name__}: {exc})") from None
         vae._load_diffusers_state_dict(converted, path, what)
         return vae
 

@@ -161,6 +161,12 @@ def test_missing_and_wrong_weight_files_raise_one_line_errors(tmp_path):
     with pytest.raises(WeightsError, match="do not fit|wrong preset"):
         KLVAE.load(tiny_file, preset="sd-v1")
 
+    partial = to_ldm_names(tiny.autoencoder.state_dict(), 3)
+    del partial["encoder.mid.attn_1.q.weight"]
+    save_file(partial, str(tmp_path / "partial.safetensors"))
+    with pytest.raises(WeightsError, match="1 missing .*to_q.weight"):
+        KLVAE.load(tmp_path / "partial.safetensors", preset="tiny")
+
     garbage = tmp_path / "broken.ckpt"
     garbage.write_bytes(b"not a checkpoint")
     with pytest.raises(WeightsError, match="cannot be read"):
