@@ -244,3 +244,18 @@ def test_cuda_matches_cpu_for_the_same_seed(pipe, model_dir):
     gpu = SoundingVideoPipeline.from_pretrained(model_dir, device="cuda")(**kwargs)
     assert gpu.frames.shape == cpu.frames.shape and gpu.frames.device.type == "cpu"
     assert (gpu.frames - cpu.frames).abs().max() < 0.05
+
+
+def test_video_continuation_from_a_file_uses_its_last_clip(pipe, kit, media, monkeypatch):
+    calls = []
+    network = pipe._denoiser_network
+
+    def spy(x, t, **conditions):
+        calls.append(conditions)
+        return network(x, t, **conditions)
+
+    monkeypatch.setattr(pipe, "_denoiser_network", spy)
+    pipe(task="video-continuation", video=media["sounding"], steps=1, guidance=1.0, progress=False)
+    clip = read_av(media["sounding"], fps=kit.fps, sample_rate=kit.rate, size=kit.size)  # 12 frames
+    last = torch.from_numpy(clip.frames[-kit.frames:]).permute(0, 3, 1, 2).float()[None] / 127.5 - 1
+    assert torch.allclose(calls[0]["prev_video"], pipe.encode_video(last), atol=1e-5)
