@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--out", type=Path, default=None, help="run folder (overrides train.out_dir)")
     train.add_argument("--resume", default=None, metavar="auto|PATH",
                        help="'auto': newest complete checkpoint in the run folder (fresh start if none); "
-                            "or a checkpoint folder")
+                            "or a checkpoint folder, or another run folder (its newest checkpoint)")
     train.add_argument("--max-steps", type=int, default=None, help="overrides train.max_steps")
     train.set_defaults(func=_train)
 

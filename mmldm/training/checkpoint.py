@@ -248,7 +248,8 @@ def resolve_resume(out_dir: Path, resume: str | Path) -> Path | None:
     """Checkpoint folder to resume from.
 
     ``"auto"``: the newest complete checkpoint under ``out_dir/checkpoints``, or
-    None for a fresh start. A path: that checkpoint (it must be complete).
+    None for a fresh start. A path: that checkpoint (it must be complete), or the
+    newest complete checkpoint of that run folder.
     """
     if str(resume) == "auto":
         found = complete_checkpoints(Path(out_dir) / "checkpoints")
@@ -256,6 +257,11 @@ def resolve_resume(out_dir: Path, resume: str | Path) -> Path | None:
     path = Path(resume)
     if not path.is_dir():
         raise TrainingError(f"{path}: no checkpoint folder to resume from")
+    if (path / "checkpoints").is_dir() and not (path / MANIFEST).exists():
+        found = complete_checkpoints(path / "checkpoints")
+        if not found:
+            raise TrainingError(f"{path}: run folder has no complete checkpoint to resume from")
+        return found[-1]
     if not is_complete(path):
         raise TrainingError(f"{path}: checkpoint is incomplete (no valid {MANIFEST} manifest)")
     return path

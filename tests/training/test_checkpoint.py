@@ -30,6 +30,7 @@ def test_commit_points_latest_and_prunes(tmp_path: Path) -> None:
     assert [p.name for p in ckpt.complete_checkpoints(root)] == ["step_000020", "step_000030"]
     assert sorted(p.name for p in root.iterdir()) == ["latest", "step_000020", "step_000030"]
     assert ckpt.resolve_resume(tmp_path, "auto") == root / "step_000030"
+    assert ckpt.resolve_resume(tmp_path / "elsewhere", tmp_path) == root / "step_000030"  # a run folder
     assert ckpt.load_tensors(final / "model_model.safetensors")["w"][0] == 30
 
 
