@@ -5,7 +5,8 @@
 
 Each step reads clips (frames + audio image + class), flips the frames of half
 the clips horizontally (paper: p = 0.5 in this stage), encodes frames and audio
-images with the frozen KL-VAE and returns the losses of
+images with the frozen KL-VAE (or reads their latents from a KL-VAE latent cache,
+``data.latent_cache``) and returns the losses of
 :meth:`HierarchicalAVAutoencoder.training_losses`. Two optimiser groups:
 ``model`` (the autoencoder) and ``disc`` (the audio-video discriminator; absent
 when the adversarial loss is ablated).
@@ -59,8 +60,12 @@ class AutoencoderDataConfig:
     size: int = 64
     geometry: Literal["letterbox", "crop"] = "letterbox"
     val_fraction: float = 0.1
-    #: probability of flipping a clip's frames horizontally (paper: 0.5 for this stage)
+    #: probability of flipping a clip's frames horizontally (paper: 0.5 for this stage; pixel data only)
     hflip: float = 0.5
+    #: a KL-VAE latent cache of the training clips (``mmldm cache``; made with ``vae``): train on its
+    #: latents instead of decoding and encoding videos each step (no flip; the discriminator's real
+    #: pixels are then the VAE's decodes of the cached latents)
+    latent_cache: str | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.hflip <= 1.0:
@@ -131,6 +136,10 @@ class AutoencoderStage:
         from ..data.datasets import VideoFolderDataset
 
         data = cfg.data
+        if data.latent_cache is not None:
+            from ..data.latent_cache import LatentCacheDataset
+
+            return LatentCacheDataset(data.latent_cache)
         return VideoFolderDataset(data.root, data.timing, size=data.size, geometry=data.geometry, split=split,
                                   val_fraction=data.val_fraction, manifest=data.manifest)
 
@@ -149,14 +158,18 @@ class AutoencoderStage:
     def losses(self, modules: dict[str, nn.Module], batch: dict[str, Any], step: int,
                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         assert self.cfg is not None, "build() first"
-        frames, audio_image = batch["frames"], batch["audio_image"]  # [B,T,3,H,W], [B,3,H,W]
-        device = generator.device if generator is not None else frames.device
-        flip = (torch.rand(frames.shape[0], generator=generator, device=device) < self.cfg.data.hflip).to(frames.device)
-        frames = torch.where(flip[:, None, None, None, None], frames.flip(-1), frames)
         vae: KLVAE = modules["vae"]
-        with torch.no_grad():
-            video_latents = vae.encode_frames(frames)
-            audio_latent = vae.encode_audio_image(audio_image)
+        frames = audio_image = None
+        if "video_latent" in batch:  # a KL-VAE latent cache: [B,T,C,h,w], [B,C,h,w]
+            video_latents, audio_latent = batch["video_latent"], batch["audio_latent"]
+        else:
+            frames, audio_image = batch["frames"], batch["audio_image"]  # [B,T,3,H,W], [B,3,H,W]
+            device = generator.device if generator is not None else frames.device
+            flip = torch.rand(frames.shape[0], generator=generator, device=device) < self.cfg.data.hflip
+            frames = torch.where(flip.to(frames.device)[:, None, None, None, None], frames.flip(-1), frames)
+            with torch.no_grad():
+                video_latents = vae.encode_frames(frames)
+                audio_latent = vae.encode_audio_image(audio_image)
         return modules["model"](video_latents.float(), audio_latent.float(), self._labels(batch), vae=vae,
                                 discriminator=modules.get("disc"), video=frames, audio_image=audio_image,
                                 step=step, generator=generator)
@@ -167,10 +180,15 @@ class AutoencoderStage:
         image beside its reconstruction ("image" [2B, 3, H, W])."""
         model: HierarchicalAVAutoencoder = modules["model"]  # the engine passes unwrapped (or EMA) modules
         vae: KLVAE = modules["vae"]
-        frames, audio_image = batch["frames"], batch["audio_image"]
+        if "video_latent" in batch:  # latent cache: the originals are the VAE's decodes
+            video_latents, audio_latent = batch["video_latent"].float(), batch["audio_latent"].float()
+            frames, audio_image = vae.decode_frames(video_latents), vae.decode_audio_image(audio_latent)
+        else:
+            frames, audio_image = batch["frames"], batch["audio_image"]
+            video_latents = vae.encode_frames(frames).float()
+            audio_latent = vae.encode_audio_image(audio_image).float()
         picked = torch.linspace(0, frames.shape[1] - 1, min(4, frames.shape[1])).round().long().tolist()
-        video_post, audio_post = model.encode(vae.encode_frames(frames).float(),
-                                              vae.encode_audio_image(audio_image).float())
+        video_post, audio_post = model.encode(video_latents, audio_latent)
         recon_frames, recon_audio = model.reconstruct(vae, video_post.mode(), audio_post.mode(), picked,
                                                       generator=torch.Generator(frames.device).manual_seed(0))
         video = torch.cat([frames[:, picked], recon_frames.to(frames.dtype)], dim=1)

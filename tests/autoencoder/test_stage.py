@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,31 @@ def test_two_training_steps_checkpoint_and_reload(shapes_dir, tmp_path):
         assert torch.equal(a, b), name
     with pytest.raises(WeightsError, match="not a training checkpoint"):
         load_autoencoder(tmp_path)
+
+
+def test_training_on_a_kl_vae_latent_cache(shapes_dir, tmp_path):
+    from torch.utils.data import Subset, default_collate
+
+    from mmldm.data.latent_cache import write_latent_cache
+    from mmldm.vae.kl_vae import KLVAE
+
+    torch.manual_seed(0)
+    vae = KLVAE.from_preset("tiny").eval().requires_grad_(False)
+    vae.save_pretrained(tmp_path / "vae")
+    cfg = load_config(AutoencoderStageConfig, CONFIGS / "tiny.yaml", [
+        f"vae.path={tmp_path / 'vae'}", f"data.root={shapes_dir}", "data.val_fraction=0",
+        f"data.latent_cache={tmp_path / 'cache'}", "model.loss.adversarial_start_step=0", "model.sampling.steps=1"])
+    stage = AutoencoderStage()
+    pixels = AutoencoderStage().dataset(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, latent_cache=None)),
+                                        "train")
+    write_latent_cache(Subset(pixels, [0, 1, 2]), vae.encode_clips, tmp_path / "cache", {"encoder": "kl-vae"},
+                       shard_size=2, batch_size=2)
+    modules = stage.build(cfg)
+    dataset = stage.dataset(cfg, "train")
+    assert len(dataset) == 3
+    batch = default_collate([dataset[0], dataset[1]])
+    assert "frames" not in batch and batch["video_latent"].shape == (2, 16, 4, 16, 16)
+    losses = stage.losses(modules, batch, step=0, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(losses["loss/model"]) and "ae/adversarial" in losses
+    preview = stage.preview(modules, batch)
+    assert preview["video"].shape == (2, 8, 3, 64, 64) and preview["image"].shape == (4, 3, 64, 64)
