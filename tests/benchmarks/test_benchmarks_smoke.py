@@ -33,16 +33,19 @@ def load_common():
     return sys.modules[name]
 
 
-@pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-    """One ``run_all.py --quick`` (one torch thread) into a temporary folder: (JSON record, RESULTS.md text)."""
-    out = tmp_path_factory.mktemp("bench")
+def run_all_quick(out: Path, device: str = "cpu") -> tuple[dict, str]:
+    """``run_all.py --quick`` (one torch thread) into ``out``: (JSON record, RESULTS.md text)."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run([sys.executable, str(BENCHMARKS / "run_all.py"), "--quick", "--threads", "1",
-                           "--out", str(out / "run.json"), "--results", str(out / "RESULTS.md")],
+                           "--device", device, "--out", str(out / "run.json"), "--results", str(out / "RESULTS.md")],
                           capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     return json.loads((out / "run.json").read_text()), (out / "RESULTS.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    return run_all_quick(tmp_path_factory.mktemp("bench"))
 
 
 def rows(run: dict, benchmark: str, table: str) -> list[dict]:
@@ -151,3 +154,22 @@ def test_peak_memory_sees_a_large_tensor_and_resets():
 def test_cuda_without_a_device_is_a_clear_error():
     with pytest.raises(ConfigError, match="no CUDA device"):
         load_common().resolve_device("cuda")
+
+
+@pytest.mark.gpu
+def test_quick_run_on_cuda(tmp_path):
+    run, text = run_all_quick(tmp_path, device="cuda")
+    assert run["machine"]["device"] == "cuda" and run["machine"]["device_name"] in text
+    for row in rows(run, "sampling", "generator"):
+        assert row["peak_memory"] == "cuda max_memory_allocated" and row["peak_mib"] > 0
+    assert all(r["tflops"] > 0 for r in rows(run, "mfu", "matmul_peak"))
+
+
+def test_vae_train_script(monkeypatch):
+    """benchmarks/vae_train.py (not part of run_all) through its run(): one bf16 step at 32x32."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    vae_train = importlib.import_module("vae_train")
+    result = vae_train.run(size=32, batch_size=1, precisions=("bf16",), steps=1, warmup=0, threads=1)
+    (row,) = result["tables"]["steps"]
+    assert row["images_per_step"] == 3 and row["images_per_s"] == pytest.approx(3 / row["mean_s"])
+    assert result["machine"]["torch_threads"] == 1 and "| tiny | full | 32 | bf16 | 3 |" in vae_train.markdown(result)
