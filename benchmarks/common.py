@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from mmldm.config import atomic_write_text
-from mmldm.errors import ConfigError
+from mmldm.errors import ConfigError, MMLDMError
 
 #: one column of a markdown table: (header, row key, format spec such as ".2f" or "")
 Column = tuple[str, str, str]
@@ -345,6 +345,16 @@ def finish(result: dict[str, Any], text: str, out: str | Path | None) -> None:
     print(text)
     if out is not None:
         print(f"\nwrote {write_json(out, result)}")
+
+
+def run_script(main: Callable[[], None]) -> None:
+    """Run a benchmark script's ``main``; our errors (bad settings, no CUDA, unreadable files) end it
+    with one line and exit status 2 instead of a traceback."""
+    try:
+        main()
+    except MMLDMError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
 
 
 @contextlib.contextmanager

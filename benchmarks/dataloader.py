@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import Column, finish, record, render
+from common import Column, finish, record, render, run_script
 from torch.utils.data import DataLoader
 
 from mmldm.data.datasets import VideoFolderDataset
@@ -104,4 +104,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

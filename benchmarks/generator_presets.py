@@ -26,6 +26,7 @@ from common import (
     record,
     render,
     resolve_device,
+    run_script,
     time_call,
     torch_threads,
 )
@@ -95,4 +96,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -17,7 +17,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import Column, add_device_argument, finish, record, render, resolve_device, synchronize, torch_threads
+from common import (
+    Column,
+    add_device_argument,
+    finish,
+    record,
+    render,
+    resolve_device,
+    run_script,
+    synchronize,
+    torch_threads,
+)
 
 from mmldm.data.datasets import VideoFolderDataset
 from mmldm.data.latent_cache import write_latent_cache
@@ -95,4 +105,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

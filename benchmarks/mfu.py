@@ -34,6 +34,7 @@ from common import (
     record,
     render,
     resolve_device,
+    run_script,
     time_call,
     torch_threads,
 )
@@ -173,4 +174,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import machine_info, machine_line, now_iso, resolve_device, torch_threads, write_json
+from common import machine_info, machine_line, now_iso, resolve_device, run_script, torch_threads, write_json
 
 from mmldm.config import atomic_write_text
 
@@ -144,4 +144,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -35,6 +35,7 @@ from common import (
     record,
     render,
     resolve_device,
+    run_script,
     torch_threads,
 )
 
@@ -153,4 +154,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)
