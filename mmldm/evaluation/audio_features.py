@@ -31,7 +31,7 @@ from einops import rearrange
 from torch import nn
 
 from ..errors import DataError, WeightsError
-from .weights import load_state_dict_file
+from .weights import load_state_dict_file, randomize_weights_
 
 VGGISH_WHAT = "VGGish audio feature net (torchvggish vggish-10086976.pth)"
 VGGISH_SAMPLE_RATE = 16000
@@ -124,15 +124,9 @@ class VGGish(nn.Module):
 
 def random_vggish(seed: int) -> VGGish:
     """VGGish with seeded random weights (He-normal), for tests and ``--features random``."""
-    model = VGGish()
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, (nn.Conv2d, nn.Linear)):
-                fan_in = module.weight[0].numel()
-                module.weight.copy_(torch.randn(module.weight.shape, generator=generator) * (2.0 / fan_in) ** 0.5)
-                module.bias.copy_(torch.randn(module.bias.shape, generator=generator) * 0.01)
-    return model.eval()
+    with torch.device("meta"):  # every tensor is set below: skip the default initialisation
+        model = VGGish()
+    return randomize_weights_(model.to_empty(device="cpu"), seed)
 
 
 def load_vggish(path: str | Path) -> VGGish:

@@ -31,7 +31,7 @@ from scipy.signal import get_window
 from torch import nn
 
 from ..errors import DataError, WeightsError
-from .weights import load_state_dict_file
+from .weights import load_state_dict_file, randomize_weights_
 
 AUDIOCLIP_WHAT = "AudioCLIP audio feature net (ESResNeXt-FBSP, AudioCLIP-Full-Training.pt)"
 AUDIOCLIP_SAMPLE_RATE = 44100
@@ -196,16 +196,7 @@ def _frame_signal(signal: torch.Tensor, frame_length: int, hop_length: int) -> t
 
 def random_audioclip(seed: int) -> ESResNeXtFBSP:
     """Seeded random weights (He-normal convolutions, identity BN, plain-DFT FBSP), for tests and smoke runs."""
-    model = ESResNeXtFBSP()
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, (nn.Conv2d, nn.Linear)):
-                fan_in = module.weight[0].numel()
-                module.weight.copy_(torch.randn(module.weight.shape, generator=generator) * (2.0 / fan_in) ** 0.5)
-                if module.bias is not None:
-                    module.bias.zero_()
-    return model.eval()
+    return randomize_weights_(ESResNeXtFBSP(), seed, bias_std=0.0)
 
 
 def load_audioclip(path: str | Path) -> ESResNeXtFBSP:

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import WeightsError
-from .weights import load_state_dict_file
+from .weights import load_state_dict_file, randomize_weights_
 
 I3D_WHAT = "I3D feature net (Kinetics-400, i3d_pretrained_400.pt)"
 I3D_FEATURE_DIM = 400
@@ -190,18 +190,7 @@ def random_i3d(seed: int) -> InceptionI3d:
     For tests and ``--features random`` only: its features mean nothing outside
     one comparison.
     """
-    model = InceptionI3d()
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.Conv3d):
-                fan_in = module.weight[0].numel()
-                module.weight.copy_(torch.randn(module.weight.shape, generator=generator) * (2.0 / fan_in) ** 0.5)
-                if module.bias is not None:
-                    module.bias.copy_(torch.randn(module.bias.shape, generator=generator) * 0.01)
-            elif isinstance(module, nn.BatchNorm3d):
-                module.reset_parameters()
-    return model.eval()
+    return randomize_weights_(InceptionI3d(), seed)
 
 
 def load_i3d(path: str | Path) -> InceptionI3d:
