@@ -65,7 +65,7 @@ def vocode_clips(audio_images: list[torch.Tensor], cfg: AudioConfig, vocoder: Vo
     mels = [audio_image_to_log_mel(image, cfg) for image in audio_images]
     mel = mels[0] if len(mels) == 1 else join_clip_mels(mels, cfg)
     wave = vocoder(mel.to(module_device(vocoder))).float().cpu()  # [B, J * hop]
-    return _fit(wave, len(mels) * cfg.clip_samples)
+    return torch.nn.functional.pad(wave, (0, len(mels) * cfg.clip_samples - wave.shape[-1]))  # pad or trim the end
 
 
 def module_device(module: object) -> torch.device:
@@ -74,13 +74,6 @@ def module_device(module: object) -> torch.device:
         for tensor in itertools.chain(module.parameters(), module.buffers()):
             return tensor.device
     return torch.device("cpu")
-
-
-def _fit(wave: torch.Tensor, samples: int) -> torch.Tensor:
-    """Zero pad or trim the end of ``wave`` [B, N'] to ``samples``."""
-    if wave.shape[-1] >= samples:
-        return wave[..., :samples]
-    return torch.nn.functional.pad(wave, (0, samples - wave.shape[-1]))
 
 
 def largest_jumps(wave: torch.Tensor, seams: list[int], radius: int = 2) -> tuple[float, float]:

@@ -79,7 +79,9 @@ def test_v2a_keeps_the_given_video_and_the_video_steers_the_audio(pipe, kit, med
     assert torch.equal(from_file.frames[0], expected)
 
 
-def test_continuations_feed_the_given_clip_as_previous_latent(pipe, kit, monkeypatch):
+@pytest.fixture
+def network_calls(pipe, monkeypatch) -> list[dict]:
+    """The keyword conditions of every generator call, in order."""
     calls = []
     network = pipe._denoiser_network
 
@@ -88,6 +90,11 @@ def test_continuations_feed_the_given_clip_as_previous_latent(pipe, kit, monkeyp
         return network(x, t, **conditions)
 
     monkeypatch.setattr(pipe, "_denoiser_network", spy)
+    return calls
+
+
+def test_continuations_feed_the_given_clip_as_previous_latent(pipe, kit, network_calls):
+    calls = network_calls
     wave = torch.from_numpy(np.concatenate([kit.tone(300), kit.tone(900)]))  # two clips: the LAST is used
     first = pipe(task="audio-continuation", audio=wave, steps=2, guidance=1.0, progress=False)
     assert set(calls[0]) == {"prev_audio"}
@@ -246,16 +253,8 @@ def test_cuda_matches_cpu_for_the_same_seed(pipe, model_dir):
     assert (gpu.frames - cpu.frames).abs().max() < 0.05
 
 
-def test_video_continuation_from_a_file_uses_its_last_clip(pipe, kit, media, monkeypatch):
-    calls = []
-    network = pipe._denoiser_network
-
-    def spy(x, t, **conditions):
-        calls.append(conditions)
-        return network(x, t, **conditions)
-
-    monkeypatch.setattr(pipe, "_denoiser_network", spy)
+def test_video_continuation_from_a_file_uses_its_last_clip(pipe, kit, media, network_calls):
     pipe(task="video-continuation", video=media["sounding"], steps=1, guidance=1.0, progress=False)
     clip = read_av(media["sounding"], fps=kit.fps, sample_rate=kit.rate, size=kit.size)  # 12 frames
     last = torch.from_numpy(clip.frames[-kit.frames:]).permute(0, 3, 1, 2).float()[None] / 127.5 - 1
-    assert torch.allclose(calls[0]["prev_video"], pipe.encode_video(last), atol=1e-5)
+    assert torch.allclose(network_calls[0]["prev_video"], pipe.encode_video(last), atol=1e-5)
