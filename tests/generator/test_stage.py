@@ -442,3 +442,16 @@ def test_the_previous_clip_is_learned_as_a_condition(tmp_path):
             batch = torch.utils.data.default_collate([data[i] for i in range(len(data)) if data.previous[i] >= 0])
         losses[given] = fixed_loss(stage, model, batch)
     assert losses[1.0] < 0.95 * losses[0.0], losses  # observed 0.50 vs 0.55
+
+
+def test_weights_digest_sees_every_tensor_including_scalars():
+    from mmldm.generator.latents import weights_digest
+
+    module = torch.nn.Module()
+    module.scale = torch.nn.Parameter(torch.tensor(2.0))  # 0-dim, like the contrastive logit scale
+    module.linear = torch.nn.Linear(3, 2)
+    first = weights_digest(module)
+    assert first == weights_digest(module) and len(first) == 16
+    with torch.no_grad():
+        module.scale.fill_(3.0)
+    assert weights_digest(module) != first
