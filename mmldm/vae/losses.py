@@ -25,6 +25,7 @@ Weight files (no download ever happens; without a file LPIPS is off):
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -205,9 +206,9 @@ class PatchDiscriminator(nn.Module):
 
     ``num_layers`` stride-2 4x4 convolutions (widths base, 2*base, ... capped at
     8*base), then two stride-1 4x4 convolutions down to one logit per patch.
-    GroupNorm replaces the original BatchNorm so that the logits of a sample
-    do not depend on what else is in its batch (real and fake batches are
-    scored in separate passes).
+    GroupNorm (gcd(norm_groups, width) groups) replaces the original BatchNorm
+    so that the logits of a sample do not depend on what else is in its batch
+    (real and fake batches are scored in separate passes).
 
     Shapes: images [N,3,H,W] -> logits [N,1,h,w].
     """
@@ -222,7 +223,7 @@ class PatchDiscriminator(nn.Module):
             out = base_channels * min(2 ** n, 8)
             stride = 2 if n < num_layers else 1
             layers += [nn.Conv2d(channels, out, 4, stride=stride, padding=1, bias=False),
-                       nn.GroupNorm(min(norm_groups, out), out), nn.LeakyReLU(0.2)]
+                       nn.GroupNorm(math.gcd(norm_groups, out), out), nn.LeakyReLU(0.2)]
             channels = out
         layers.append(nn.Conv2d(channels, 1, 4, stride=1, padding=1))
         self.layers = nn.Sequential(*layers)

@@ -96,6 +96,7 @@ def test_patch_discriminator_shape_and_independence_of_batch():
     logits = disc(x)
     assert logits.shape == (2, 1, 6, 6)
     torch.testing.assert_close(disc(x[:1]), logits[:1])
+    assert PatchDiscriminator(base_channels=12, num_layers=3)(x).shape == (2, 1, 2, 2)  # widths 24, 48, 96
 
 
 def test_hinge_losses():
