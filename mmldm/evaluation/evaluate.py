@@ -177,6 +177,10 @@ class _Collector:
         self.audio: list[np.ndarray] = []
         self.clips = 0
 
+    @property
+    def needs_audio(self) -> bool:
+        return self.nets.audio is not None
+
     def add(self, frames: np.ndarray, audio: np.ndarray) -> None:
         self.clips += 1
         if self.nets.i3d is not None:
@@ -199,11 +203,11 @@ class _Collector:
         return video, audio
 
 
-def _read(path: Path, protocol: EvalProtocol, sample_rate: int, start_frame: int = 0, duration: float | None = None):
+def _read(path: Path, protocol: EvalProtocol, sample_rate: int, need_audio: bool, duration: float | None = None):
     from ..data.media_io import read_av
 
-    return read_av(path, fps=protocol.fps, sample_rate=sample_rate, size=None,
-                   start=start_frame / protocol.fps, duration=duration)
+    return read_av(path, fps=protocol.fps, sample_rate=sample_rate, size=None, duration=duration,
+                   require_audio=need_audio)
 
 
 def _collect_generated(files: list[Path], protocol: EvalProtocol, collector: _Collector, sample_rate: int,
@@ -212,7 +216,8 @@ def _collect_generated(files: list[Path], protocol: EvalProtocol, collector: _Co
     samples = int(round(protocol.num_frames * sample_rate / protocol.fps))
     for path in files:
         try:
-            clip = _read(path, protocol, sample_rate, duration=protocol.num_frames / protocol.fps)
+            clip = _read(path, protocol, sample_rate, collector.needs_audio,
+                         duration=protocol.num_frames / protocol.fps)
             if clip.num_frames < protocol.num_frames:
                 raise DataError(f"{path}: {clip.num_frames} frames at {protocol.fps} fps, "
                                 f"fewer than the {protocol.num_frames} scored")
@@ -225,7 +230,7 @@ def _collect_generated(files: list[Path], protocol: EvalProtocol, collector: _Co
 
 
 def _reference_windows(files: list[Path], protocol: EvalProtocol, count: int, rng: np.random.Generator,
-                       log: Log) -> tuple[dict[Path, list[int]], int, list[dict[str, str]]]:
+                       need_audio: bool, log: Log) -> tuple[dict[Path, list[int]], int, list[dict[str, str]]]:
     """Draw ``count`` windows (file, start frame) uniformly from all windows; returns (starts by file,
     number of windows available, skipped files)."""
     from ..data.media_io import probe
@@ -234,8 +239,8 @@ def _reference_windows(files: list[Path], protocol: EvalProtocol, count: int, rn
     for path in files:
         try:
             info = probe(path)
-            if not info.has_video or not info.has_audio:
-                raise DataError(f"{path}: needs a video and an audio stream")
+            if not info.has_video or (need_audio and not info.has_audio):
+                raise DataError(f"{path}: needs a video{' and an audio' if need_audio else ''} stream")
         except MMLDMError as exc:
             skipped.append({"path": str(path), "reason": str(exc)})
             log(f"warning: skipping reference file: {exc}")
@@ -268,7 +273,7 @@ def _collect_reference(starts: dict[Path, list[int]], protocol: EvalProtocol, co
     samples = int(round(protocol.num_frames * per_frame))
     for path, file_starts in starts.items():
         try:
-            clip = _read(path, protocol, sample_rate)
+            clip = _read(path, protocol, sample_rate, collector.needs_audio)
         except MMLDMError as exc:
             skipped.append({"path": str(path), "reason": str(exc)})
             dropped += len(file_starts)
@@ -291,14 +296,36 @@ def _is_shapes(reference: Path, shapes: bool | None) -> bool:
     return (reference / MANIFEST_NAME).is_file() if shapes is None else shapes
 
 
-def _shapes_measures(generated: list[Path], reference: list[Path], protocol: EvalProtocol) -> dict[str, Any]:
+def _readable(files: list[Path], what: str, log: Log) -> tuple[list[Path], list[dict[str, str]], int | None]:
+    """Files whose headers show video and audio (others skipped with a warning), and the first one's sample rate."""
     from ..data.media_io import probe
+
+    kept, skipped, sample_rate = [], [], None
+    for path in files:
+        try:
+            info = probe(path)
+            if not (info.has_video and info.has_audio):
+                raise DataError(f"{path}: needs a video and an audio stream")
+        except MMLDMError as exc:
+            skipped.append({"path": str(path), "reason": str(exc)})
+            log(f"warning: skipping {what} clip for the Sounding Shapes measures: {exc}")
+            continue
+        kept.append(path)
+        sample_rate = sample_rate or info.sample_rate
+    if not kept:
+        raise DataError(f"{what} folder: no readable clip for the Sounding Shapes measures")
+    return kept, skipped, sample_rate
+
+
+def _shapes_measures(generated: list[Path], reference: list[Path], protocol: EvalProtocol, log: Log) -> dict[str, Any]:
     from .shapes_measures import measure_folder
 
-    sample_rate = probe(reference[0]).sample_rate or 16000
+    generated, gen_skipped, _ = _readable(generated, "generated", log)
+    reference, ref_skipped, sample_rate = _readable(reference, "reference", log)
     real = measure_folder(reference, fps=protocol.fps, sample_rate=sample_rate, shuffled_baseline=True)
     return {
         "sample_rate": sample_rate,
+        "skipped": gen_skipped + ref_skipped,
         "generated": measure_folder(generated, fps=protocol.fps, sample_rate=sample_rate),
         "reference": {k: v for k, v in real.items() if k != "shuffled_pairs"},
         "shuffled_pairs": real["shuffled_pairs"],
@@ -368,7 +395,7 @@ def evaluate_folders(
         result["metrics"] = _feature_metrics(gen_files, ref_files, protocol, feature_metrics, nets, rng,
                                              batch_size, device, result, log)
     if "shapes" in metrics:
-        result["shapes"] = _shapes_measures(gen_files, _subset(ref_files, protocol.num_samples, rng), protocol)
+        result["shapes"] = _shapes_measures(gen_files, _subset(ref_files, protocol.num_samples, rng), protocol, log)
     return result
 
 
@@ -381,7 +408,8 @@ def _feature_metrics(gen_files: list[Path], ref_files: list[Path], protocol: Eva
     if gen.clips < 2:
         raise DataError(f"generated folder: {gen.clips} usable clip(s); at least 2 are needed")
     ref = _Collector(nets, protocol, batch_size, device)
-    starts, available, skipped = _reference_windows(ref_files, protocol, protocol.num_samples, rng, log)
+    starts, available, skipped = _reference_windows(ref_files, protocol, protocol.num_samples, rng,
+                                                    ref.needs_audio, log)
     dropped, unreadable = _collect_reference(starts, protocol, ref, sample_rate, log)
     result["reference"].update(
         windows_available=available, windows_drawn=sum(map(len, starts.values())), windows_dropped=dropped,

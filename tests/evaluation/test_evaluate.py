@@ -123,6 +123,22 @@ def test_bad_files_are_skipped_listed_and_warned(folders, cheap_nets, tmp_path):
     assert result["generated"]["clips_scored"] == 2
     assert any("broken.mp4" in w for w in warnings)
     assert any("fewer than the protocol's 4" in w for w in warnings)
+    shapes = evaluate_folders(gen, folders / "shapes_ref", protocol, metrics=("shapes",), log=warnings.append)
+    assert [s["path"] for s in shapes["shapes"]["skipped"]] == [str(gen / "broken.mp4")]
+    assert shapes["shapes"]["generated"]["clips"] == 2
+
+
+def test_video_metrics_need_no_audio_track(cheap_nets, tmp_path):
+    rng = np.random.default_rng(7)
+    for side in ("gen", "ref"):
+        for i in range(3):
+            write_av(tmp_path / side / f"{i}.mp4", rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8), None,
+                     fps=10.0, sample_rate=16000)
+    video_only = FeatureNets(i3d=cheap_nets.i3d, audio=None, record=cheap_nets.record)
+    result = evaluate_folders(tmp_path / "gen", tmp_path / "ref", get_protocol("standard").with_overrides(num_samples=3),
+                              metrics=("fvd", "kvd"), nets=video_only, log=lambda _: None)
+    assert result["generated"]["clips_scored"] == result["reference"]["clips_scored"] == 3
+    assert np.isfinite(result["metrics"]["fvd"]["value"]) and "fad" not in result["metrics"]
 
 
 def test_folder_errors_are_one_line(tmp_path, folders):
