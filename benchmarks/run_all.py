@@ -22,6 +22,8 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib
+import shlex
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -85,13 +87,19 @@ def results_markdown(run: dict[str, Any], sections: dict[str, str]) -> str:
              f"- date: {run['date']} (total {run['seconds']:.0f} s)",
              f"- machine: {machine_line(machine)}",
              f"- platform: {machine['platform']}, Python {machine['python']}",
-             f"- command: `python benchmarks/run_all.py --device {run['device']}"
-             f"{' --quick' if run['quick'] else ''}` (settings of every benchmark in the JSON record"
-             f"{': ' + run['json'] if run.get('json') else ''})",
+             f"- command: `{run['command']}` (settings of every benchmark in the JSON record {run['json']})",
              "- random weights everywhere: the numbers measure speed, never quality", ""]
     for name, text in sections.items():
         lines += [f"## {name}", "", text, ""]
     return "\n".join(lines)
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository when it lies inside it (as RESULTS.md shows it)."""
+    try:
+        return str(path.resolve().relative_to(HERE.parent))
+    except ValueError:
+        return str(path)
 
 
 def main() -> None:
@@ -107,14 +115,15 @@ def main() -> None:
     args = parser.parse_args()
 
     device = resolve_device(args.device)
-    date = datetime.date.today().isoformat()
+    date = datetime.datetime.now(datetime.timezone.utc).date().isoformat()
     out = args.out or HERE / "results" / f"{date}-{args.device}{'-quick' if args.quick else ''}.json"
     results_md = args.results or (None if args.quick else HERE / "RESULTS.md")
     settings = plan(args.device, args.quick)
     start = time.perf_counter()
     with torch_threads(args.threads):
         run: dict[str, Any] = {"date": now_iso(), "device": args.device, "quick": args.quick,
-                               "machine": machine_info(device), "json": str(out), "seconds": 0.0,
+                               "command": shlex.join(["python", "benchmarks/run_all.py", *sys.argv[1:]]),
+                               "machine": machine_info(device), "json": _shown(out), "seconds": 0.0,
                                "benchmarks": {}}
         sections: dict[str, str] = {}
         for name in args.only:
