@@ -36,6 +36,7 @@ remove the prompt, class token, semantic tokens or content feature.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,10 +58,11 @@ MODALITIES = ("video", "audio")
 # --------------------------------------------------------------------------- UNet
 
 
-def _unet_architecture(cfg: SignalDecoderConfig) -> dict[str, Any]:
-    arch = {k: v for k, v in cfg.unet.items() if not k.startswith("_")}
-    arch.pop("class_embed_type", None)
-    return arch
+def _architecture(config: Mapping[str, Any]) -> dict[str, Any]:
+    """UNet constructor arguments from a config mapping, without diffusers' private keys and the
+    class embedding (which the decoder sets itself)."""
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.items()
+            if not k.startswith("_") and k != "class_embed_type"}
 
 
 def load_pretrained_unet(path: str | Path, class_embed_type: str | None) -> UNet2DConditionModel:
@@ -94,16 +96,14 @@ def build_unet(cfg: SignalDecoderConfig, content_feature: bool) -> UNet2DConditi
     if cfg.pretrained_unet:
         return load_pretrained_unet(cfg.pretrained_unet, class_embed_type)
     try:
-        return UNet2DConditionModel(**_unet_architecture(cfg), class_embed_type=class_embed_type)
+        return UNet2DConditionModel(**_architecture(cfg.unet), class_embed_type=class_embed_type)
     except TypeError as exc:
         raise ConfigError(f"autoencoder decoder.unet: {exc}") from None
 
 
 def unet_architecture(unet: UNet2DConditionModel) -> dict[str, Any]:
     """The architecture arguments of ``unet`` (to rebuild it without the pretrained folder)."""
-    arch = {k: (list(v) if isinstance(v, tuple) else v) for k, v in unet.config.items() if not k.startswith("_")}
-    arch.pop("class_embed_type", None)
-    return arch
+    return _architecture(unet.config)
 
 
 def skip_levels(unet: UNet2DConditionModel) -> tuple[list[tuple[int, int]], tuple[int, int]]:
