@@ -19,7 +19,6 @@ is a one-line :class:`~mmldm.errors.WeightsError` or
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -93,10 +92,6 @@ def diffusion_config_of(objective: Objective | DiffusionConfig | str) -> Diffusi
                                logit_mean=objective.logit_mean, logit_std=objective.logit_std)
     raise ConfigError(f"unknown objective {type(objective).__name__} (give an Objective, its name or a "
                       "DiffusionConfig)")
-
-
-def replace_diffusion(generation: GenerationConfig, diffusion: DiffusionConfig) -> GenerationConfig:
-    return dataclasses.replace(generation, diffusion=diffusion)
 
 
 def resolve_vocoder(vocoder: Vocoder | str | Path, audio_cfg: AudioConfig,

@@ -22,6 +22,7 @@ encoder -> posterior mode). The model folder format is described in
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -92,8 +93,7 @@ class SoundingVideoPipeline:
         The modules are used, not copied: they are moved to ``device``, put in eval mode and
         frozen (``requires_grad_(False)``).
         """
-        generation = generation or GenerationConfig()
-        generation = folder.replace_diffusion(generation, diffusion_config_of(objective))
+        generation = dataclasses.replace(generation or GenerationConfig(), diffusion=diffusion_config_of(objective))
         vocoder_module, spec = folder.resolve_vocoder(vocoder, audio_cfg, base=None)
         return cls(vae, autoencoder, generator, generation, audio_cfg, vocoder_module, spec,
                    device=device, dtype=dtype)
