@@ -306,8 +306,11 @@ def load_generator(path: str | Path, use_ema: bool = True,
       and ``generation.json``, as written by :func:`export_generator` and found under
       ``generator/`` in a model folder); without ``generation.json`` the paper's epsilon
       objective is assumed.
+    * A whole model folder (``model_index.json``, from :func:`export_model`): its ``generator/``.
     """
     path = Path(path)
+    if (path / "model_index.json").is_file():
+        path = path / "generator"
     if (path / "model_model.safetensors").is_file():
         from safetensors.torch import load_file
 

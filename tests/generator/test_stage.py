@@ -9,7 +9,7 @@ from torch.utils.data import Dataset
 from mmldm.cli.main import main
 from mmldm.config import load_config
 from mmldm.data.latent_cache import write_latent_cache
-from mmldm.errors import ConfigError, DataError
+from mmldm.errors import ConfigError, DataError, WeightsError
 from mmldm.generator.dit import AVDiT
 from mmldm.generator.latents import GeneratorLatentDataset, estimate_latent_scales, pair_consecutive
 from mmldm.generator.stage import (GeneratorStage, GeneratorStageConfig, export_generator, load_generator)
@@ -375,6 +375,10 @@ def test_export_model_writes_a_folder_the_pipeline_loads(latent_cache, tmp_path,
     # the model folder's generator/ is what export_generator writes
     generator, diffusion = load_generator(folder / "generator")
     assert diffusion.objective == "epsilon" and generator.cfg == trained.cfg
+    whole, _ = load_generator(folder)  # a model folder: its generator
+    assert all(torch.equal(v, whole.state_dict()[k]) for k, v in trained.state_dict().items())
+    with pytest.raises(WeightsError, match="not found"):
+        load_generator(tmp_path / "nothing")
 
 
 def test_preview_with_decoders_gives_frames_and_audio_images(latent_cache, tmp_path, tiny_parts):
