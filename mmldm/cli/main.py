@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "generate",
     "cache",
     "reconstruct",
+    "recipe",
 ]
 
 

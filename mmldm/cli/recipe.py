@@ -1,0 +1,348 @@
+"""``mmldm recipe sounding-shapes --out DIR [--scale default|smoke]``: the built-in model, end to end.
+
+Every step uses the project's own commands and APIs, writes under ``DIR`` and is
+skipped when its output is already there, so an interrupted recipe resumes by
+running the same command again (training stages resume from their newest
+checkpoint)::
+
+    DIR/data/train     Sounding Shapes, 3.2 s clips (two 1.6 s windows each: the second
+                       window has a previous clip, which trains continuation)   mmldm data synth (API)
+    DIR/data/test      held-out 1.6 s clips: real-data baseline, a2v / v2a inputs
+    DIR/runs/vae       KL-VAE (configs/recipe/vae.yaml)                          mmldm train vae
+    DIR/parts/vae      exported, scaling factor calibrated on training clips
+    DIR/runs/autoencoder, DIR/parts/autoencoder   (configs/recipe/autoencoder.yaml)  mmldm train autoencoder
+    DIR/latents        perceptual latents of every training window              latent cache API
+    DIR/runs/generator AVDiT, rectified flow (configs/recipe/generator.yaml)      mmldm train generator
+    DIR/model          the model folder (SoundingVideoPipeline.save_pretrained)  what `mmldm generate --model` reads
+    DIR/eval           svg / a2v / v2a / long samples and DIR/eval/results.json  mmldm evaluate --metrics shapes
+    DIR/recipe.json    scale, per-step wall times
+
+Scales: ``default`` is the built-in model (docs/default-model.md gives its wall
+time); ``smoke`` is a micro run (a few clips and steps) that checks the chain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..config import atomic_write_text
+from ..errors import ConfigError
+
+#: stage configs of the recipe (a source checkout: configs/ sits beside the package)
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "recipe"
+RECIPES = ("sounding-shapes",)
+STEPS = ("data", "vae", "autoencoder", "latents", "generator", "export", "evaluate")
+
+
+@dataclass(frozen=True)
+class RecipeScale:
+    """How much data, training and evaluation one recipe run does."""
+
+    train_files: int
+    test_files: int
+    vae_steps: int
+    autoencoder_steps: int
+    generator_steps: int
+    #: clips generated per task for evaluation (svg; a2v and v2a use that many test inputs)
+    eval_clips: int
+    #: long clips of ``long_seconds`` generated for evaluation
+    long_clips: int
+    long_seconds: float = 6.4
+    #: clips whose frames and audio images calibrate the VAE's scaling factor
+    calibration_clips: int = 64
+    #: sampling defaults written into the model folder
+    generator_sampling_steps: int = 12
+    guidance: float = 2.0
+    #: batch sizes (None: the config's)
+    batch_size: int | None = None
+
+
+SCALES: dict[str, RecipeScale] = {
+    "default": RecipeScale(train_files=600, test_files=64, vae_steps=1500, autoencoder_steps=2000,
+                           generator_steps=3000, eval_clips=64, long_clips=4),
+    "smoke": RecipeScale(train_files=12, test_files=4, vae_steps=3, autoencoder_steps=3, generator_steps=4,
+                         eval_clips=2, long_clips=1, long_seconds=3.2, calibration_clips=4,
+                         generator_sampling_steps=2, batch_size=4),
+}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("recipe", help="reproduce a shipped model end to end (data, training, export, evaluation)",
+                            description="Run a training recipe; each step is skipped when its output exists.")
+    parser.add_argument("recipe", choices=RECIPES, help="which recipe")
+    parser.add_argument("--out", type=Path, required=True, help="working folder (data, runs, model, evaluation)")
+    parser.add_argument("--scale", choices=sorted(SCALES), default="default",
+                        help="default: the built-in model; smoke: a micro run checking the chain")
+    parser.add_argument("--only", nargs="+", choices=STEPS, default=None, metavar="STEP",
+                        help=f"run only these steps ({', '.join(STEPS)}); their inputs must exist")
+    for stage in ("vae", "autoencoder", "generator"):
+        parser.add_argument(f"--{stage}-steps", type=int, default=None, help=f"override the scale's {stage} steps")
+    parser.add_argument("--eval-clips", type=int, default=None, help="override the scale's evaluation clips")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads (1 is fastest on a CPU shared with other jobs)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    overrides = {f"{stage}_steps": getattr(args, f"{stage}_steps") for stage in ("vae", "autoencoder", "generator")}
+    overrides["eval_clips"] = args.eval_clips
+    scale = dataclasses.replace(SCALES[args.scale], **{k: v for k, v in overrides.items() if v is not None})
+    for name, value in dataclasses.asdict(scale).items():
+        if isinstance(value, int) and value < 1:
+            raise ConfigError(f"recipe: {name} must be >= 1, got {value}")
+    recipe = SoundingShapesRecipe(args.out, scale, progress=not args.quiet)
+    recipe.run(args.only or STEPS)
+    return 0
+
+
+def _latest_checkpoint(run_dir: Path) -> Path | None:
+    from ..training.checkpoint import complete_checkpoints
+
+    found = complete_checkpoints(run_dir / "checkpoints")
+    return found[-1] if found else None
+
+
+class SoundingShapesRecipe:
+    """The steps of ``mmldm recipe sounding-shapes`` (see the module docstring)."""
+
+    def __init__(self, out: Path, scale: RecipeScale, progress: bool = True):
+        self.out = Path(out)
+        self.scale = scale
+        self.progress = progress
+        self.train_data = self.out / "data" / "train"
+        self.test_data = self.out / "data" / "test"
+        self.parts = self.out / "parts"
+        self.latents = self.out / "latents"
+        self.model = self.out / "model"
+        self.eval_dir = self.out / "eval"
+        self.record_path = self.out / "recipe.json"
+
+    # ------------------------------------------------------------------ driver
+
+    def run(self, steps: tuple[str, ...] | list[str]) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        record = self._record()
+        record["scale"] = dataclasses.asdict(self.scale)
+        for step in STEPS:
+            if step not in steps:
+                continue
+            print(f"recipe: {step} ...", flush=True)
+            start = time.perf_counter()
+            done = getattr(self, f"step_{step}")()
+            seconds = time.perf_counter() - start
+            if done:  # a step that found its output already there keeps its first wall time
+                record.setdefault("wall_seconds", {})[step] = round(seconds, 1)
+                atomic_write_text(self.record_path, json.dumps(record, indent=2) + "\n")
+            print(f"recipe: {step} {'done' if done else 'already there, skipped'} ({seconds:.1f}s)", flush=True)
+
+    def _record(self) -> dict[str, Any]:
+        if self.record_path.is_file():
+            return json.loads(self.record_path.read_text())
+        return {"recipe": "sounding-shapes"}
+
+    def _cli(self, *argv: str) -> None:
+        from .main import main
+
+        code = main(list(argv))
+        if code:
+            raise ConfigError(f"recipe: `mmldm {' '.join(argv)}` failed (exit {code})")
+
+    # ------------------------------------------------------------------ data
+
+    def step_data(self) -> bool:
+        from ..data.sounding_shapes import ShapesConfig, read_manifest, write_dataset
+
+        wrote = False
+        for folder, n, seed, frames in ((self.train_data, self.scale.train_files, 0, 32),
+                                        (self.test_data, self.scale.test_files, 1, 16)):
+            manifest = folder / "manifest.jsonl"
+            if manifest.is_file() and len(read_manifest(folder)) == n:
+                continue
+            write_dataset(folder, n=n, seed=seed, cfg=ShapesConfig(num_frames=frames), progress=self.progress)
+            wrote = True
+        return wrote
+
+    # ------------------------------------------------------------------ training
+
+    def _train(self, stage: str, steps: int, settings: list[str]) -> bool:
+        """``mmldm train STAGE`` up to ``steps`` (resuming); False when already trained that far."""
+        run_dir = self.out / "runs" / stage
+        latest = _latest_checkpoint(run_dir)
+        if latest is not None and int(latest.name.split("_")[-1]) >= steps:
+            return False
+        if self.scale.batch_size is not None:
+            settings = [*settings, f"train.batch_size={self.scale.batch_size}"]
+        settings = [*settings, f"train.log.progress_bar={str(self.progress).lower()}"]
+        self._cli("train", stage, "--config", str(CONFIG_DIR / f"{stage}.yaml"), "--set", *settings,
+                  "--out", str(run_dir), "--resume", "auto", "--max-steps", str(steps))
+        return True
+
+    def _need(self, path: Path, what: str) -> Path:
+        if not path.exists():
+            raise ConfigError(f"recipe: {path} is missing ({what}); run the earlier steps first")
+        return path
+
+    def _checkpoint(self, stage: str) -> Path:
+        latest = _latest_checkpoint(self.out / "runs" / stage)
+        if latest is None:
+            raise ConfigError(f"recipe: no {stage} checkpoint under {self.out / 'runs' / stage}; run step {stage}")
+        return latest
+
+    def step_vae(self) -> bool:
+        from ..vae.stage import export_pretrained
+
+        self._need(self.train_data / "manifest.jsonl", "training data")
+        trained = self._train("vae", self.scale.vae_steps, [f"data.root={self.train_data}"])
+        exported = self.parts / "vae"
+        if trained or not (exported / "config.json").is_file():
+            export_pretrained(self._checkpoint("vae"), exported, calibration_clips=self.scale.calibration_clips)
+            return True
+        return False
+
+    def step_autoencoder(self) -> bool:
+        from ..autoencoder.stage import export_pretrained
+
+        vae = self._need(self.parts / "vae", "exported VAE")
+        trained = self._train("autoencoder", self.scale.autoencoder_steps,
+                              [f"vae.path={vae}", f"data.root={self.train_data}"])
+        exported = self.parts / "autoencoder"
+        if trained or not (exported / "config.json").is_file():
+            export_pretrained(self._checkpoint("autoencoder"), exported)
+            return True
+        return False
+
+    def step_latents(self) -> bool:
+        """Perceptual latents of every training window (KL-VAE, then the autoencoder's posterior mode)."""
+        from ..autoencoder import HierarchicalAVAutoencoder
+        from ..autoencoder.stage import AutoencoderStage, AutoencoderStageConfig
+        from ..config import load_config, to_dict
+        from ..data.latent_cache import write_latent_cache
+        from ..generator.latents import PerceptualEncoder
+        from ..vae.kl_vae import KLVAE
+
+        autoencoder_dir = self._need(self.parts / "autoencoder", "exported autoencoder")
+        cfg = load_config(AutoencoderStageConfig, CONFIG_DIR / "autoencoder.yaml",
+                          [f"data.root={self.train_data}"])
+        dataset = AutoencoderStage().dataset(cfg, "all")
+        encoder = PerceptualEncoder(HierarchicalAVAutoencoder.from_pretrained(autoencoder_dir),
+                                    KLVAE.from_pretrained(self.parts / "vae"))
+        config = encoder.cache_config(to_dict(cfg.data), "all", cfg.data.timing.seconds)
+        stats = write_latent_cache(dataset, encoder, self.latents, config, batch_size=8, progress=self.progress)
+        return stats.items_encoded > 0 or stats.index_written
+
+    def step_generator(self) -> bool:
+        from ..generator.latents import estimate_latent_scales
+
+        self._need(self.latents, "perceptual latent cache")
+        scales = estimate_latent_scales(self.latents)
+        return self._train("generator", self.scale.generator_steps,
+                           [f"data.cache={self.latents}", f"data.audio_latent_scale={scales['audio']:.6g}",
+                            f"data.video_latent_scale={scales['video']:.6g}"])
+
+    # ------------------------------------------------------------------ export
+
+    def step_export(self) -> bool:
+        from ..generator.stage import export_model
+        from ..pipeline import SoundingVideoPipeline
+
+        checkpoint = self._checkpoint("generator")
+        stamp = self.model / "checkpoint.txt"
+        if stamp.is_file() and stamp.read_text().strip() == checkpoint.name:
+            return False
+        export_model(checkpoint, self.model, vae=self.parts / "vae", autoencoder=self.parts / "autoencoder",
+                     vae_preset="tiny")
+        pipe = SoundingVideoPipeline.from_pretrained(self.model)
+        pipe.generation = dataclasses.replace(pipe.generation, steps=self.scale.generator_sampling_steps,
+                                              audio_guidance=self.scale.guidance,
+                                              video_guidance=self.scale.guidance)
+        pipe.save_pretrained(self.model)
+        atomic_write_text(stamp, checkpoint.name + "\n")
+        return True
+
+    # ------------------------------------------------------------------ evaluation
+
+    def step_evaluate(self) -> bool:
+        from ..data.sounding_shapes import read_manifest
+        from ..pipeline import SoundingVideoPipeline
+
+        pipe = SoundingVideoPipeline.from_pretrained(self._need(self.model / "model_index.json", "model").parent)
+        n = self.scale.eval_clips
+        tests = [Path(record["path"]) for record in read_manifest(self.test_data)]
+        folders = {task: self.eval_dir / task for task in ("svg", "a2v", "v2a", "long")}
+        timings: dict[str, float] = {}
+
+        start = time.perf_counter()
+        batch = 16
+        for first in range(0, n, batch):
+            out = pipe.generate(task="svg", n=min(batch, n - first), seed=first, progress=False)
+            out.save(folders["svg"], prefix=f"svg-{first:04d}", preview=False)
+        timings["svg"] = time.perf_counter() - start
+        for task, key in (("a2v", "audio"), ("v2a", "video")):
+            start = time.perf_counter()
+            for i, path in enumerate(tests[:n]):
+                out = pipe.generate(task=task, n=1, seed=i, progress=False, **{key: path})
+                out.save(folders[task], prefix=f"{task}-{i:04d}", preview=False)
+            timings[task] = time.perf_counter() - start
+        start = time.perf_counter()
+        long_out = pipe.generate(task="long", n=self.scale.long_clips, seconds=self.scale.long_seconds,
+                                 seed=0, progress=False)
+        long_files = long_out.save(folders["long"], prefix="long", preview=True)
+        timings["long"] = time.perf_counter() - start
+
+        results: dict[str, Any] = {"generation_seconds": {k: round(v, 1) for k, v in timings.items()}}
+        for task in ("svg", "a2v", "v2a"):
+            record = self.eval_dir / f"{task}.json"
+            self._cli("evaluate", "--generated", str(folders[task]), "--reference", str(self.test_data),
+                      "--metrics", "shapes", "--num-samples", str(n), "--out", str(record))
+            results[task] = json.loads(record.read_text())["shapes"]
+        results["long"] = long_measures(long_files, pipe.fps, pipe.audio_cfg.sample_rate, pipe.num_frames)
+        atomic_write_text(self.eval_dir / "results.json", json.dumps(results, indent=2) + "\n")
+        print(json.dumps(results, indent=2))
+        return True
+
+
+def long_measures(files: list[Path], fps: float, sample_rate: int, clip_frames: int) -> dict[str, Any]:
+    """Sync error of every clip-length window of long videos, and the audio seam test.
+
+    Seams: the largest sample-to-sample jump |w[s] - w[s-1]| over the samples at clip
+    boundaries (s = k * samples per clip, k >= 1) against the largest jump anywhere else;
+    a seam the ear would hear as a click is a jump far above the signal's own.
+    """
+    import numpy as np
+
+    from ..data.media_io import read_av
+    from ..evaluation.shapes_measures import sync_error
+
+    samples_per_clip = round(clip_frames * sample_rate / fps)
+    per_file = []
+    for path in files:
+        clip = read_av(path, fps=fps, sample_rate=sample_rate)
+        frames, audio = clip.frames, np.asarray(clip.audio, dtype=np.float64).reshape(-1)
+        windows = len(frames) // clip_frames
+        errors = [sync_error(frames[k * clip_frames:(k + 1) * clip_frames],
+                             audio[k * samples_per_clip:(k + 1) * samples_per_clip], sample_rate, fps)
+                  for k in range(windows)]
+        jumps = np.abs(np.diff(audio))  # jumps[s - 1] = |w[s] - w[s-1]|
+        seams = [k * samples_per_clip - 1 for k in range(1, windows) if k * samples_per_clip - 1 < len(jumps)]
+        inside = np.delete(jumps, seams)
+        per_file.append({"file": path.name, "windows": windows, "sync_error_per_window": errors,
+                         "max_seam_jump": float(jumps[seams].max()) if seams else 0.0,
+                         "max_inside_jump": float(inside.max())})
+    all_errors = [e for item in per_file for e in item["sync_error_per_window"]]
+    return {"clips": len(per_file), "per_clip": per_file,
+            "sync_error_max_window": float(max(all_errors)), "sync_error_median": float(np.median(all_errors)),
+            "seam_jump_max": max(item["max_seam_jump"] for item in per_file),
+            "inside_jump_max": max(item["max_inside_jump"] for item in per_file)}
