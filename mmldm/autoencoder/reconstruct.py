@@ -78,8 +78,8 @@ def reconstruct_file(path: str | Path, model: HierarchicalAVAutoencoder, vae: An
     wave = torch.from_numpy(np.asarray(clip.audio[:timing.samples_per_clip], dtype=np.float32)).to(device)
     audio_image = waveform_to_audio_image(wave, audio_cfg, size) * 2.0 - 1.0  # [1, 3, H, W]
 
-    video_post, audio_post = model.encode(vae.encode_frames(frames[None]).float(),
-                                          vae.encode_audio_image(audio_image).float())
+    latents = vae.encode_clips({"frames": frames[None], "audio_image": audio_image})
+    video_post, audio_post = model.encode(latents["video_latent"].float(), latents["audio_latent"].float())
     recon_frames, recon_image = model.reconstruct(vae, video_post.mode(), audio_post.mode(), generator=generator,
                                                   **decode_kwargs)
     recon_frames, recon_image = recon_frames[0].float(), recon_image.float()  # [T, 3, H, W], [1, 3, H, W]

@@ -168,8 +168,8 @@ class AutoencoderStage:
             flip = torch.rand(frames.shape[0], generator=generator, device=device) < self.cfg.data.hflip
             frames = torch.where(flip.to(frames.device)[:, None, None, None, None], frames.flip(-1), frames)
             with torch.no_grad():
-                video_latents = vae.encode_frames(frames)
-                audio_latent = vae.encode_audio_image(audio_image)
+                latents = vae.encode_clips({"frames": frames, "audio_image": audio_image})
+            video_latents, audio_latent = latents["video_latent"], latents["audio_latent"]
         return modules["model"](video_latents.float(), audio_latent.float(), self._labels(batch), vae=vae,
                                 discriminator=modules.get("disc"), video=frames, audio_image=audio_image,
                                 step=step, generator=generator)
@@ -180,18 +180,19 @@ class AutoencoderStage:
         image beside its reconstruction ("image" [2B, 3, H, W])."""
         model: HierarchicalAVAutoencoder = modules["model"]  # the engine passes unwrapped (or EMA) modules
         vae: KLVAE = modules["vae"]
+        num_frames = model.cfg.num_frames
+        picked = torch.linspace(0, num_frames - 1, min(4, num_frames)).round().long().tolist()
         if "video_latent" in batch:  # latent cache: the originals are the VAE's decodes
             video_latents, audio_latent = batch["video_latent"].float(), batch["audio_latent"].float()
-            frames, audio_image = vae.decode_frames(video_latents), vae.decode_audio_image(audio_latent)
+            frames, audio_image = vae.decode_frames(video_latents[:, picked]), vae.decode_audio_image(audio_latent)
         else:
-            frames, audio_image = batch["frames"], batch["audio_image"]
-            video_latents = vae.encode_frames(frames).float()
-            audio_latent = vae.encode_audio_image(audio_image).float()
-        picked = torch.linspace(0, frames.shape[1] - 1, min(4, frames.shape[1])).round().long().tolist()
+            latents = vae.encode_clips(batch)
+            video_latents, audio_latent = latents["video_latent"].float(), latents["audio_latent"].float()
+            frames, audio_image = batch["frames"][:, picked], batch["audio_image"]
         video_post, audio_post = model.encode(video_latents, audio_latent)
         recon_frames, recon_audio = model.reconstruct(vae, video_post.mode(), audio_post.mode(), picked,
                                                       generator=torch.Generator(frames.device).manual_seed(0))
-        video = torch.cat([frames[:, picked], recon_frames.to(frames.dtype)], dim=1)
+        video = torch.cat([frames, recon_frames.to(frames.dtype)], dim=1)
         image = torch.stack([audio_image, recon_audio.to(audio_image.dtype)], dim=1).flatten(0, 1)
         return {"video": video.clamp(-1, 1), "image": image.clamp(-1, 1)}
 
