@@ -91,7 +91,7 @@ def measure_generator(model: AVDiT, preset: str, sampler: str, steps: int, batch
 
     def run_sampler(n: int) -> None:
         with torch.inference_mode(), autocast(device, precision):
-            sample(lambda x, t: model(x, t), noise, objective, sampler=sampler, steps=n)
+            sample(model, noise, objective, sampler=sampler, steps=n)
 
     run_sampler(2)
     with PeakMemory(device) as peak:
