@@ -459,3 +459,16 @@ def test_weights_digest_sees_every_tensor_including_scalars():
     with torch.no_grad():
         module.scale.fill_(3.0)
     assert weights_digest(module) != first
+
+
+def test_a_resumed_run_ends_with_the_same_weights(latent_cache, tmp_path):
+    """All of the stage's randomness (conditions, timesteps, noise) comes from the engine's generator."""
+    straight = Trainer(GeneratorStage(), make_config(latent_cache, tmp_path / "a", "train.max_steps=4")).fit()
+    Trainer(GeneratorStage(), make_config(latent_cache, tmp_path / "b", "train.max_steps=2",
+                                          "train.checkpoint.every=2")).fit()
+    resumed = Trainer(GeneratorStage(), make_config(latent_cache, tmp_path / "b", "train.max_steps=4"),
+                      resume="auto").fit()
+    a, _ = load_generator(straight.checkpoint)
+    b, _ = load_generator(resumed.checkpoint)
+    for name, value in a.state_dict().items():
+        assert torch.equal(value, b.state_dict()[name]), name
