@@ -86,8 +86,8 @@ def measure_reconstruction(preset: str, precision: str, ddim_steps: int, repeats
     @torch.no_grad()
     def reconstruct() -> None:
         with autocast(device, precision):
-            video_post, audio_post = model.encode(vae.encode_frames(batch["frames"]).float(),
-                                                  vae.encode_audio_image(batch["audio_image"]).float())
+            latents = vae.encode_clips(batch)
+            video_post, audio_post = model.encode(latents["video_latent"].float(), latents["audio_latent"].float())
             model.reconstruct(vae, video_post.mode(), audio_post.mode(),
                               generator=torch.Generator(device).manual_seed(seed))
 
