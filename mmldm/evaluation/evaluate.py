@@ -193,7 +193,8 @@ class _Collector:
     def _flush(self) -> None:
         if self._pending:
             self.video.append(i3d_features(self.nets.i3d, self._pending, self.protocol.downsample_to,
-                                           batch_size=self.batch_size, device=self.device))
+                                           batch_size=self.batch_size, device=self.device,
+                                           antialias=self.protocol.letterbox_antialias))
             self._pending = []
 
     def result(self) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -249,7 +250,8 @@ def _reference_windows(files: list[Path], protocol: EvalProtocol, count: int, rn
         frames = math.ceil(round(info.duration * protocol.fps, 6))
         windows = frames - protocol.num_frames + 1
         if windows < 1:
-            reason = f"{path}: {frames} frames at {protocol.fps} fps, shorter than one {protocol.num_frames}-frame window"
+            reason = (f"{path}: {frames} frames at {protocol.fps} fps, "
+                      f"shorter than one {protocol.num_frames}-frame window")
             skipped.append({"path": str(path), "reason": reason})
             log(f"warning: skipping reference file: {reason}")
             continue
@@ -422,13 +424,15 @@ def _feature_metrics(gen_files: list[Path], ref_files: list[Path], protocol: Eva
     result["generated"]["clips_scored"], result["reference"]["clips_scored"] = gen.clips, ref.clips
     if gen.clips < protocol.num_samples or ref.clips < protocol.num_samples:
         log(f"warning: scored {gen.clips} generated clips and {ref.clips} reference windows, "
-            f"fewer than the protocol's {protocol.num_samples}: numbers are not comparable to {protocol.num_samples}-sample ones")
+            f"fewer than the protocol's {protocol.num_samples}: numbers are not comparable to "
+            f"{protocol.num_samples}-sample ones")
     gen_video, gen_audio = gen.result()
     ref_video, ref_audio = ref.result()
     out: dict[str, Any] = {}
     if "fvd" in metrics:
         fd = frechet_distance(gen_video, ref_video, protocol.covariance)
-        out["fvd"] = {"value": fd.value, "covariance": protocol.covariance, "sqrtm_offset": fd.sqrtm_offset, "sqrt_method": fd.method,
+        out["fvd"] = {"value": fd.value, "covariance": protocol.covariance, "sqrtm_offset": fd.sqrtm_offset,
+                      "sqrt_method": fd.method,
                       "max_imaginary_dropped": fd.max_imaginary, "samples": [len(gen_video), len(ref_video)]}
     if "kvd" in metrics:
         kd = kernel_distance(gen_video, ref_video, protocol.kvd_subsets,
@@ -475,10 +479,12 @@ def format_result(result: dict[str, Any]) -> str:
         nets = result["feature_nets"]
         if "fvd" in metrics:
             lines.append(f"| FVD | {metrics['fvd']['value']:.3f} | {nets['video']['net']}, "
-                         f"{metrics['fvd']['covariance']} covariance, letterbox {p['downsample_to']} -> {p['i3d_resolution']} |")
+                         f"{metrics['fvd']['covariance']} covariance, "
+                         f"letterbox {p['downsample_to']} -> {p['i3d_resolution']} |")
         if "kvd" in metrics:
             k = metrics["kvd"]
-            sub = "no subsets" if k["subsets"] == 0 else f"{k['subsets']} subsets of {k['subset_size']}, std {k['std']:.4g}"
+            sub = ("no subsets" if k["subsets"] == 0
+                   else f"{k['subsets']} subsets of {k['subset_size']}, std {k['std']:.4g}")
             lines.append(f"| KVD | {k['value']:.4f} | unbiased MMD^2, (x.y/d+1)^3, {sub} |")
         if "fad" in metrics:
             a = nets["audio"]

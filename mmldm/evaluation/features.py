@@ -5,8 +5,9 @@ Video path (MM-Diffusion's released evaluator, which MM-LDM follows):
 1. ``downsample_to`` (64 in the paper-era protocol, None in "standard"):
    letterbox each frame into a ``downsample_to`` square keeping the aspect:
    scale = min(S / H, S / W), new size (int(H * scale), int(W * scale)),
-   bicubic with antialiasing, rounded to uint8, zero (black) padding split
-   top/left = pad // 2. This is what the evaluator's dataset transform does
+   bicubic (antialiased only if the protocol says so: torchvision's tensor
+   Resize did not antialias before 0.17, the 2023 versions), rounded to
+   uint8, zero (black) padding split top/left = pad // 2. This is what the evaluator's dataset transform does
    (torchvision ``Resize(BICUBIC)`` + ``Pad``) before scoring, also for 256 px
    outputs.
 2. Bilinear resize (align_corners=False, no antialias) so the short side is
@@ -36,8 +37,8 @@ from .i3d import InceptionI3d
 I3D_RESOLUTION = 224
 
 
-def letterbox(frames: torch.Tensor, size: int) -> torch.Tensor:
-    """Aspect-preserving bicubic downsize into a black ``size`` square.
+def letterbox(frames: torch.Tensor, size: int, antialias: bool = False) -> torch.Tensor:
+    """Aspect-preserving bicubic resize into a black ``size`` square (antialiased if asked).
 
     Shapes: frames uint8 [T, 3, H, W] -> uint8 [T, 3, size, size].
     """
@@ -47,7 +48,7 @@ def letterbox(frames: torch.Tensor, size: int) -> torch.Tensor:
     resized = frames
     if (new_h, new_w) != (height, width):
         resized = F.interpolate(
-            frames.float(), size=(new_h, new_w), mode="bicubic", align_corners=False, antialias=True
+            frames.float(), size=(new_h, new_w), mode="bicubic", align_corners=False, antialias=antialias
         ).round_().clamp_(0, 255).to(torch.uint8)
     pad_h, pad_w = size - new_h, size - new_w
     return F.pad(resized, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
@@ -66,7 +67,8 @@ def resize_short_side_and_crop(frames: torch.Tensor, resolution: int = I3D_RESOL
     return frames[:, :, top:top + resolution, left:left + resolution]
 
 
-def preprocess_video(frames: np.ndarray, downsample_to: int | None, resolution: int = I3D_RESOLUTION) -> torch.Tensor:
+def preprocess_video(frames: np.ndarray, downsample_to: int | None, resolution: int = I3D_RESOLUTION,
+                     antialias: bool = False) -> torch.Tensor:
     """One clip, protocol steps 1-2.
 
     Shapes: frames uint8 [T, H, W, 3] -> float32 [3, T, resolution, resolution] in [-1, 1].
@@ -75,7 +77,7 @@ def preprocess_video(frames: np.ndarray, downsample_to: int | None, resolution: 
         raise DataError(f"video features: expected uint8 frames [T, H, W, 3], got {frames.dtype} {frames.shape}")
     video = rearrange(torch.from_numpy(np.ascontiguousarray(frames)), "t h w c -> t c h w")
     if downsample_to is not None:
-        video = letterbox(video, downsample_to)
+        video = letterbox(video, downsample_to, antialias)
     video = resize_short_side_and_crop(video.float() / 255.0, resolution)
     return rearrange(video * 2.0 - 1.0, "t c h w -> c t h w")
 
@@ -87,6 +89,7 @@ def i3d_features(
     downsample_to: int | None,
     batch_size: int = 8,
     device: torch.device | str = "cpu",
+    antialias: bool = False,
 ) -> np.ndarray:
     """I3D features of clips, in order.
 
@@ -95,7 +98,7 @@ def i3d_features(
     model = model.to(device).eval()
     out = [
         model(batch.to(device)).double().cpu().numpy()
-        for batch in _batches((preprocess_video(c, downsample_to) for c in clips), batch_size)
+        for batch in _batches((preprocess_video(c, downsample_to, antialias=antialias) for c in clips), batch_size)
     ]
     if not out:
         raise DataError("video features: no clips")

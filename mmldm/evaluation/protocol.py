@@ -23,6 +23,9 @@ class EvalProtocol:
     num_frames, fps: a scored clip is ``num_frames`` frames at ``fps``; reference
         clips are random windows of that length, stride 1, from every reference file.
     downsample_to: letterbox frames to this square before scoring (None: skip).
+    letterbox_antialias: antialias that bicubic downsize. The released evaluator
+        resized uint8 tensors with torchvision's Resize, which did not antialias
+        tensors before torchvision 0.17 (the 2023 versions) and does since.
     i3d_resolution: short side after the bilinear upsample, and the centre crop.
     covariance: Frechet covariance estimator, "unbiased" (n - 1) or "biased" (n).
     kvd_subsets, kvd_subset_size: 0 subsets = one unbiased MMD^2 on all samples.
@@ -37,6 +40,7 @@ class EvalProtocol:
     num_frames: int = 16
     fps: float = 10.0
     downsample_to: int | None = 64
+    letterbox_antialias: bool = False
     i3d_resolution: int = 224
     covariance: str = "unbiased"
     kvd_subsets: int = 0
@@ -47,12 +51,14 @@ class EvalProtocol:
 
     def __post_init__(self):
         if self.audio_net not in ("audioclip", "vggish"):
-            raise ConfigError(f"protocol {self.name}: audio_net must be 'audioclip' or 'vggish', got {self.audio_net!r}")
+            raise ConfigError(f"protocol {self.name}: audio_net must be 'audioclip' or 'vggish', "
+                              f"got {self.audio_net!r}")
         if self.audioclip_input not in ("int16", "unit"):
             raise ConfigError(f"protocol {self.name}: audioclip_input must be 'int16' or 'unit', "
                               f"got {self.audioclip_input!r}")
         if self.covariance not in ("unbiased", "biased"):
-            raise ConfigError(f"protocol {self.name}: covariance must be 'unbiased' or 'biased', got {self.covariance!r}")
+            raise ConfigError(f"protocol {self.name}: covariance must be 'unbiased' or 'biased', "
+                              f"got {self.covariance!r}")
         if self.num_samples < 2:
             raise ConfigError(f"protocol {self.name}: num_samples must be at least 2, got {self.num_samples}")
         if self.num_frames < 9:

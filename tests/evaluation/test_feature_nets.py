@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from mmldm.errors import DataError, WeightsError
@@ -110,6 +111,17 @@ def test_letterbox_keeps_aspect_and_pads_black():
     assert boxed.shape == (2, 3, 64, 64)
     assert (boxed[:, :, :13] == 0).all() and (boxed[:, :, 51:] == 0).all()
     assert (boxed[:, :, 13:51] == 200).all()
+
+
+def test_letterbox_antialias_is_an_explicit_choice():
+    # Vertical stripes 4 px wide: the 4x downsize lands each output pixel inside one stripe.
+    stripes = ((np.arange(256) // 4 % 2) * 255).astype(np.uint8)
+    frames = torch.from_numpy(np.broadcast_to(stripes, (1, 3, 256, 256)).copy())
+    plain, smooth = letterbox(frames, 64), letterbox(frames, 64, antialias=True)
+    expected = F.interpolate(frames.float(), size=(64, 64), mode="bicubic", align_corners=False)
+    assert torch.equal(plain, expected.round().clamp(0, 255).to(torch.uint8))
+    # Without antialiasing the stripes become full-contrast 1 px stripes; antialiasing blurs them.
+    assert plain.float().std() > 120 > 100 > smooth.float().std()
 
 
 def test_preprocess_scales_to_minus_one_one_and_224():
