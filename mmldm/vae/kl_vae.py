@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate import init_empty_weights
 from diffusers import AutoencoderKL
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from einops import rearrange
@@ -125,7 +126,8 @@ class KLVAE(nn.Module):
                 raise WeightsError(directory, what, f"{needed.name} is missing")
         try:
             config = json.loads(config_path.read_text())
-            autoencoder = AutoencoderKL.from_config(config)
+            with init_empty_weights():  # no random init of weights that are overwritten next
+                autoencoder = AutoencoderKL.from_config(config)
         except (json.JSONDecodeError, TypeError, ValueError) as exc:
             raise WeightsError(config_path, what, f"config.json is not an AutoencoderKL config: {exc}") from None
         vae = cls(autoencoder, chunk_size=chunk_size)
@@ -160,7 +162,8 @@ class KLVAE(nn.Module):
             state = {k: v for k, v in state.items() if k.split(".")[0] in
                      ("encoder", "decoder", "quant_conv", "post_quant_conv")}
         config = preset_config(preset, **overrides)
-        vae = cls(AutoencoderKL(**config), chunk_size=chunk_size)
+        with init_empty_weights():
+            vae = cls(AutoencoderKL(**config), chunk_size=chunk_size)
         try:
             converted = convert_ldm_vae_checkpoint(state, config)
         except (AttributeError, KeyError, IndexError) as exc:  # the converter assumes a complete checkpoint
@@ -204,7 +207,9 @@ class KLVAE(nn.Module):
             if value.shape != own[key].shape:
                 raise WeightsError(path, what, f"'{key}' has shape {tuple(value.shape)}, the network "
                                    f"needs {tuple(own[key].shape)} (wrong preset?)")
-        self.autoencoder.load_state_dict(state, strict=True)
+        # assign: the network may have been built on the meta device; keep its float32 dtype
+        state = {key: value.to(own[key].dtype).contiguous() for key, value in state.items()}
+        self.autoencoder.load_state_dict(state, strict=True, assign=True)
 
     # ------------------------------------------------------------------ properties
     @property
