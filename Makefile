@@ -22,6 +22,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py --results benchmarks/RESULTS.md
+
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
