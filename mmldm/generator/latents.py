@@ -17,9 +17,9 @@ cache (``video_latent``, ``audio_latent``: what ``mmldm cache`` writes without
 window. Every cached item keeps its ``source`` file and ``start_time``
 (the cache's per-item metadata), and :class:`GeneratorLatentDataset` pairs item
 ``i`` with the item of the same source starting exactly one clip earlier
-(``start_time - clip_seconds``, to the millisecond). Windows must therefore not
-overlap for pairing to find them: the dataset's default stride (one clip) does
-that. Files are split train/val as a whole, so pairs never cross splits. The
+(``start_time - clip_seconds``, to the millisecond). That window exists when the
+window stride divides the clip length: the dataset's default stride (one clip,
+no overlap) pairs every window but the first of each file. Files are split train/val as a whole, so pairs never cross splits. The
 clip length comes from ``clip_seconds`` (argument), else the cache config's
 ``clip_seconds`` (written by :meth:`PerceptualEncoder.cache_config`), else its
 ``data.num_frames / data.fps``.
