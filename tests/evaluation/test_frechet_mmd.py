@@ -163,6 +163,7 @@ def test_mmd_matches_explicit_loops():
     assert polynomial_kernel(x, y).shape == (6, 5)
 
 
+@pytest.mark.filterwarnings("ignore:Metric `Kernel Inception Distance` will save")
 def test_mmd_matches_torchmetrics():
     from torchmetrics.image.kid import KernelInceptionDistance, poly_mmd
 
