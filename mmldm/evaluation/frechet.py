@@ -1,7 +1,7 @@
 """Frechet distance between two sets of features (FVD, FAD).
 
 The features of each set are summarised by a Gaussian N(mu, Sigma); the
-distance between the two Gaussians is (Heusel et al. 2017, eq. 6; Dowson &
+distance between the two Gaussians is (the FID formula of Heusel et al. 2017; Dowson &
 Landau 1982)::
 
     d^2 = |mu_1 - mu_2|^2 + tr(Sigma_1 + Sigma_2 - 2 (Sigma_1 Sigma_2)^{1/2})

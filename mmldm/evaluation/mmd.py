@@ -5,7 +5,7 @@ Kernel (Binkowski et al. 2018, "Demystifying MMD GANs", KID definition)::
     k(x, y) = (x . y / d + 1) ** 3          d = feature dimension
 
 Unbiased estimator of MMD^2 between X (m samples) and Y (n samples)
-(Gretton et al. 2012, eq. 3)::
+(Gretton et al. 2012, "A Kernel Two-Sample Test", the unbiased statistic MMD_u^2)::
 
     MMD^2 = sum_{i != j} k(x_i, x_j) / (m (m - 1))
           + sum_{i != j} k(y_i, y_j) / (n (n - 1))
