@@ -10,6 +10,7 @@ checkpoint)::
     DIR/data/test      held-out 1.6 s clips: real-data baseline, a2v / v2a inputs
     DIR/runs/vae       KL-VAE (configs/recipe/vae.yaml)                          mmldm train vae
     DIR/parts/vae      exported, scaling factor calibrated on training clips
+    DIR/vae-latents    KL-VAE latents of every training window                   mmldm cache
     DIR/runs/autoencoder, DIR/parts/autoencoder   (configs/recipe/autoencoder.yaml)  mmldm train autoencoder
     DIR/latents        perceptual latents of every training window              latent cache API
     DIR/runs/generator AVDiT, rectified flow (configs/recipe/generator.yaml)      mmldm train generator
@@ -37,7 +38,7 @@ from ..errors import ConfigError
 #: stage configs of the recipe (a source checkout: configs/ sits beside the package)
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "recipe"
 RECIPES = ("sounding-shapes",)
-STEPS = ("data", "vae", "autoencoder", "latents", "generator", "export", "evaluate")
+STEPS = ("data", "vae", "vae_latents", "autoencoder", "latents", "generator", "export", "evaluate")
 
 
 @dataclass(frozen=True)
@@ -64,8 +65,8 @@ class RecipeScale:
 
 
 SCALES: dict[str, RecipeScale] = {
-    "default": RecipeScale(train_files=600, test_files=64, vae_steps=1500, autoencoder_steps=2000,
-                           generator_steps=3000, eval_clips=64, long_clips=4),
+    "default": RecipeScale(train_files=300, test_files=64, vae_steps=500, autoencoder_steps=800,
+                           generator_steps=2000, eval_clips=64, long_clips=4),
     "smoke": RecipeScale(train_files=12, test_files=4, vae_steps=3, autoencoder_steps=3, generator_steps=4,
                          eval_clips=2, long_clips=1, long_seconds=3.2, calibration_clips=4,
                          generator_sampling_steps=2, batch_size=4),
@@ -125,6 +126,7 @@ class SoundingShapesRecipe:
         self.train_data = self.out / "data" / "train"
         self.test_data = self.out / "data" / "test"
         self.parts = self.out / "parts"
+        self.vae_latents = self.out / "vae-latents"
         self.latents = self.out / "latents"
         self.model = self.out / "model"
         self.eval_dir = self.out / "eval"
@@ -212,12 +214,22 @@ class SoundingShapesRecipe:
             return True
         return False
 
+    def step_vae_latents(self) -> bool:
+        """The autoencoder trains on cached KL-VAE latents: no VAE encoding per step."""
+        vae = self._need(self.parts / "vae", "exported VAE")
+        if (self.vae_latents / "index.json").is_file():
+            return False
+        self._cli("cache", "--config", str(CONFIG_DIR / "vae.yaml"), "--set", f"data.root={self.train_data}",
+                  "--vae", str(vae), "--out", str(self.vae_latents), "--split", "all", "--num-workers", "0")
+        return True
+
     def step_autoencoder(self) -> bool:
         from ..autoencoder.stage import export_pretrained
 
         vae = self._need(self.parts / "vae", "exported VAE")
+        cache = self._need(self.vae_latents, "KL-VAE latent cache")
         trained = self._train("autoencoder", self.scale.autoencoder_steps,
-                              [f"vae.path={vae}", f"data.root={self.train_data}"])
+                              [f"vae.path={vae}", f"data.root={self.train_data}", f"data.latent_cache={cache}"])
         exported = self.parts / "autoencoder"
         if trained or not (exported / "config.json").is_file():
             export_pretrained(self._checkpoint("autoencoder"), exported)
@@ -225,18 +237,19 @@ class SoundingShapesRecipe:
         return False
 
     def step_latents(self) -> bool:
-        """Perceptual latents of every training window (KL-VAE, then the autoencoder's posterior mode)."""
+        """Perceptual latents of every training window: the autoencoder's posterior mode of the
+        cached KL-VAE latents (items keep their source and start time, for previous-clip pairs)."""
         from ..autoencoder import HierarchicalAVAutoencoder
-        from ..autoencoder.stage import AutoencoderStage, AutoencoderStageConfig
+        from ..autoencoder.stage import AutoencoderStageConfig
         from ..config import load_config, to_dict
-        from ..data.latent_cache import write_latent_cache
+        from ..data.latent_cache import LatentCacheDataset, write_latent_cache
         from ..generator.latents import PerceptualEncoder
         from ..vae.kl_vae import KLVAE
 
         autoencoder_dir = self._need(self.parts / "autoencoder", "exported autoencoder")
         cfg = load_config(AutoencoderStageConfig, CONFIG_DIR / "autoencoder.yaml",
                           [f"data.root={self.train_data}"])
-        dataset = AutoencoderStage().dataset(cfg, "all")
+        dataset = LatentCacheDataset(self._need(self.vae_latents, "KL-VAE latent cache"))
         encoder = PerceptualEncoder(HierarchicalAVAutoencoder.from_pretrained(autoencoder_dir),
                                     KLVAE.from_pretrained(self.parts / "vae"))
         config = encoder.cache_config(to_dict(cfg.data), "all", cfg.data.timing.seconds)
