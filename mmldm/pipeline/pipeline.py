@@ -192,7 +192,9 @@ class SoundingVideoPipeline:
         :param video: v2a / video-continuation: a video file, or frames [T, 3, H, W] in [-1, 1].
         :param seconds: task long: how much to generate (a whole number of clips is sampled and
             the result trimmed to ``round(seconds * fps)`` frames).
-        :param seed: all noise comes from one CPU ``torch.Generator`` seeded with it.
+        :param seed: sample ``i`` draws all its noise from a CPU ``torch.Generator`` seeded with
+            ``seed + i``: the same on any device and whatever ``n`` (sample 2 of ``n=4, seed=0`` is
+            sample 0 of ``n=1, seed=2``).
         :param decoder_steps: DDIM steps of the autoencoder's signal decoder (default: its
             config's ``sampling.steps``); it dominates the cost of a clip on a CPU.
         :return: frames [n, T', 3, H, W] and waveforms [n, N'] (T' = T except for long).
@@ -217,7 +219,7 @@ class SoundingVideoPipeline:
         decoder_steps = self.autoencoder.cfg.sampling.steps if decoder_steps is None else decoder_steps
         if isinstance(decoder_steps, bool) or not isinstance(decoder_steps, int) or decoder_steps < 1:
             raise ConfigError(f"decoder steps must be a positive integer, got {decoder_steps!r}")
-        generator = torch.Generator().manual_seed(int(seed))
+        generators = [torch.Generator().manual_seed(int(seed) + i) for i in range(n)]
 
         given_audio = given_video = None
         inputs: dict[str, torch.Tensor] = {}
@@ -237,30 +239,33 @@ class SoundingVideoPipeline:
             if index > 0:  # long: condition on the clip before (the first clip is plain svg)
                 previous = latents_per_clip[-1]
                 inputs = {"prev_audio": previous["audio"], "prev_video": previous["video"]}
-            latents_per_clip.append(self._sample_latents(n, inputs, labels, scale, steps, sampler, generator,
+            latents_per_clip.append(self._sample_latents(n, inputs, labels, scale, steps, sampler, generators,
                                                          progress, guided))
 
         keep_audio = given_audio is not None and spec.keeps_given  # a2v: the output audio IS the given audio
         keep_video = given_video is not None and spec.keeps_given  # v2a: the output video IS the given video
-        frames, audio_images = [], []
-        for latents in latents_per_clip:
-            # v2a discards the generated video: decode a single frame of it instead of T
-            clip_frames, audio_image = self.decode(latents, labels, generator, progress,
-                                                   frames=[0] if keep_video else None, steps=decoder_steps)
-            frames.append(clip_frames)
-            audio_images.append(audio_image)
+        frames, waves = [], []
+        for i, sample_generator in enumerate(generators):  # per sample: its noise is its own
+            decoded = [self.decode({k: v[i:i + 1] for k, v in latents.items()},
+                                   None if labels is None else labels[i:i + 1], sample_generator, progress,
+                                   # v2a discards the generated video: decode one frame of it, not T
+                                   frames=[0] if keep_video else None, steps=decoder_steps)
+                       for latents in latents_per_clip]
+            frames.append(torch.cat([clip_frames for clip_frames, _ in decoded], dim=1))  # [1, clips * T, 3, H, W]
+            if not keep_audio:
+                waves.append(vocode_clips([image for _, image in decoded], self.audio_cfg, self.vocoder))
         if keep_video:
             frames_out = given_video[None].expand(n, -1, -1, -1, -1).clone()
         else:
-            frames_out = torch.cat(frames, dim=1)[:, :total_frames]  # [n, T', 3, H, W]
+            frames_out = torch.cat(frames)[:, :total_frames]  # [n, T', 3, H, W]
         if keep_audio:
-            waves = given_audio[None].expand(n, -1).clone()
+            waves_out = given_audio[None].expand(n, -1).clone()
         else:
-            waves = vocode_clips(audio_images, self.audio_cfg, self.vocoder)  # [n, clips * N]
-            waves = waves[:, : total_frames * self.clip_samples // self.num_frames]
+            waves_out = torch.cat(waves)[:, : total_frames * self.clip_samples // self.num_frames]  # [n, N']
 
         settings = {
-            "task": task, "n": n, "seed": int(seed), "steps": steps, "sampler": sampler,
+            "task": task, "n": n, "seed": int(seed), "sample_seeds": [int(seed) + i for i in range(n)],
+            "steps": steps, "sampler": sampler,
             "decoder_steps": decoder_steps,
             "guidance": scale, "guidance_applied": guided["applied"],
             "unconditional_branch_drops": spec.dropped if guided["applied"] else "nothing (no guidance)",
@@ -272,7 +277,7 @@ class SoundingVideoPipeline:
             "device": str(self.device), "dtype": str(self.dtype or torch.float32).replace("torch.", ""),
             "mmldm_version": __version__,
         }
-        return SoundingVideoOutput(frames_out.float().clamp(-1, 1), waves.float().clamp(-1, 1), self.fps,
+        return SoundingVideoOutput(frames_out.float().clamp(-1, 1), waves_out.float().clamp(-1, 1), self.fps,
                                    self.audio_cfg.sample_rate, settings, self.resolved_config())
 
     def _guidance_scales(self, guidance: Guidance) -> dict[str, float]:
@@ -320,14 +325,14 @@ class SoundingVideoPipeline:
         return {k: v.float() for k, v in out.items()}
 
     def _sample_latents(self, n: int, inputs: dict[str, torch.Tensor], labels: torch.Tensor | None,
-                        scale: dict[str, float], steps: int, sampler: str, generator: torch.Generator,
+                        scale: dict[str, float], steps: int, sampler: str, generators: list[torch.Generator],
                         progress: bool, guided: dict[str, bool]) -> dict[str, torch.Tensor]:
         """One clip's perceptual latents ``{"audio": [n, Ca, Ha, Wa], "video": [n, Cv, Hv, Wv]}``
         in the generator's (scaled) space, by the sampler with cross-modal guidance (Eq. 9)."""
         dit = self.generator.cfg
-        noise = {"audio": torch.randn((n, dit.audio_channels, *dit.audio_size), generator=generator),
-                 "video": torch.randn((n, dit.video_channels, *dit.video_size), generator=generator)}
-        noise = {k: v.to(self.device) for k, v in noise.items()}
+        shapes = {"audio": (1, dit.audio_channels, *dit.audio_size), "video": (1, dit.video_channels, *dit.video_size)}
+        per_sample = [{k: torch.randn(shape, generator=g) for k, shape in shapes.items()} for g in generators]
+        noise = {k: torch.cat([d[k] for d in per_sample]).to(self.device) for k in shapes}  # [n, ...]
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
         cond, uncond = branch_conditions(inputs, labels, self.generator.null_class)
         if cond:  # something to drop: per-modality classifier-free guidance

@@ -50,6 +50,15 @@ def test_same_seed_same_output_different_seed_different(pipe):
     assert (first.waveforms - other.waveforms).abs().max() > 1e-3
 
 
+def test_sample_i_depends_only_on_seed_plus_i(pipe):
+    batch = pipe(task="svg", n=2, steps=2, seed=5, class_label=0, guidance=2.0, progress=False)
+    alone = pipe(task="svg", n=1, steps=2, seed=6, class_label=0, guidance=2.0, progress=False)
+    assert batch.settings["sample_seeds"] == [5, 6]
+    torch.testing.assert_close(batch.frames[1], alone.frames[0], atol=1e-4, rtol=0)
+    torch.testing.assert_close(batch.waveforms[1], alone.waveforms[0], atol=1e-4, rtol=0)
+    assert (batch.frames[0] - batch.frames[1]).abs().max() > 1e-3
+
+
 def test_a2v_keeps_the_given_audio_and_the_audio_steers_the_video(pipe, kit):
     low = torch.from_numpy(kit.tone(220))
     high = torch.from_numpy(kit.tone(1760))
