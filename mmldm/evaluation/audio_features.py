@@ -148,5 +148,5 @@ def vggish_embeddings(model: VGGish, audio: np.ndarray, sample_rate: int) -> np.
     examples = log_mel_examples(audio, sample_rate)
     if len(examples) == 0:
         return np.zeros((0, VGGISH_EMBEDDING_DIM))
-    batch = torch.from_numpy(examples).float()[:, None]  # [E, 1, 96, 64]
-    return model(batch).double().numpy()
+    batch = torch.from_numpy(examples).float()[:, None].to(next(model.parameters()).device)  # [E, 1, 96, 64]
+    return model(batch).double().cpu().numpy()

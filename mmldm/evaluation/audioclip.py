@@ -231,4 +231,5 @@ def audioclip_embeddings(model: ESResNeXtFBSP, audio: np.ndarray, sample_rate: i
     samples = torch.from_numpy(np.asarray(audio, dtype=np.float32))[None]
     if samples.ndim != 2:
         raise DataError(f"AudioCLIP: expected mono audio [N], got shape {tuple(samples.shape[1:])}")
-    return model(samples * 32768.0 if int16_range else samples).double().numpy()
+    samples = samples.to(next(model.parameters()).device)
+    return model(samples * 32768.0 if int16_range else samples).double().cpu().numpy()

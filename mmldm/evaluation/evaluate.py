@@ -89,6 +89,7 @@ class FeatureNets:
         audio_weights: str | Path | None,
         random_features: bool,
         seed: int,
+        device: str = "cpu",
     ) -> "FeatureNets":
         """Load (or, with ``random_features``, build seeded random) nets for the requested metrics.
 
@@ -109,12 +110,12 @@ class FeatureNets:
                 record["video"] = {"net": I3D_WHAT, "weights": str(i3d_path), "sha256": sha256_file(i3d_path)}
             record["video"].update(feature="400-d pre-softmax logits, averaged over time", dim=I3D_FEATURE_DIM)
         if "fad" in metrics:
-            audio, record["audio"] = _build_audio_net(protocol, audio_weights, random_features, seed)
+            audio, record["audio"] = _build_audio_net(protocol, audio_weights, random_features, seed, device)
         return cls(i3d=i3d, audio=audio, record=record)
 
 
 def _build_audio_net(protocol: EvalProtocol, weights: str | Path | None, random_features: bool,
-                     seed: int) -> tuple[AudioNet, dict[str, Any]]:
+                     seed: int, device: str) -> tuple[AudioNet, dict[str, Any]]:
     name = protocol.audio_net
     if name not in AUDIO_NETS:
         raise DataError(f"unknown audio feature net {name!r} (known: {', '.join(AUDIO_NETS)})")
@@ -128,6 +129,7 @@ def _build_audio_net(protocol: EvalProtocol, weights: str | Path | None, random_
                                "(or --metrics without fad, or --features random for a smoke test)")
         model = load_audioclip(weights) if name == "audioclip" else load_vggish(weights)
         record = {"net": what, "weights": str(weights), "sha256": sha256_file(weights)}
+    model = model.to(device)
     if name == "audioclip":
         int16 = protocol.audioclip_input == "int16"
         record.update(
@@ -392,7 +394,8 @@ def evaluate_folders(
                      f"replacement from all windows with numpy default_rng(seed)",
     }
     if feature_metrics:
-        nets = nets or FeatureNets.build(feature_metrics, protocol, i3d_path, audio_weights, random_features, seed)
+        nets = nets or FeatureNets.build(feature_metrics, protocol, i3d_path, audio_weights, random_features, seed,
+                                         device)
         result["feature_nets"] = nets.record
         result["metrics"] = _feature_metrics(gen_files, ref_files, protocol, feature_metrics, nets, rng,
                                              batch_size, device, result, log)
