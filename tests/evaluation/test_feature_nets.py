@@ -85,6 +85,22 @@ def test_i3d_features_of_16_frame_clips(i3d):
     assert feats.shape == (1, 400) and feats.dtype == np.float64 and np.isfinite(feats).all()
 
 
+def test_same_padding_and_zero_padded_max_pool():
+    """TF 'SAME' as the port computes it: pad total max(k - s, 0) (or k - size % s), front half rounded down."""
+    from mmldm.evaluation.i3d import MaxPool3dSamePadding, Unit3D
+
+    unit = Unit3D(1, 1, kernel_shape=(7, 7, 7), stride=(2, 2, 2), activation=False, use_batch_norm=False)
+    x = torch.randn(1, 1, 16, 15, 9, generator=torch.Generator().manual_seed(3))
+    # T=16 (even): total 5 -> (2, 3); H=15 (odd): 7 - 1 = 6 -> (3, 3); W=9 (odd): 7 - 1 = 6 -> (3, 3)
+    padded = F.pad(x, (3, 3, 3, 3, 2, 3))
+    torch.testing.assert_close(unit(x), F.conv3d(padded, unit.conv3d.weight, stride=2))
+    assert unit(x).shape[2:] == (8, 8, 5)
+    pool = MaxPool3dSamePadding((1, 3, 3), (1, 2, 2))
+    negative = -torch.ones(1, 1, 1, 4, 4)
+    # zero padding (not -inf): border windows of an all-negative input see the padded 0
+    assert pool(negative).flatten().tolist() == [-1.0, 0.0, 0.0, 0.0]
+
+
 def test_i3d_rejects_inputs_the_pool_cannot_take(i3d):
     with pytest.raises(ValueError, match="193 <= H, W <= 224"):
         i3d(torch.zeros(1, 3, 16, 96, 96))
