@@ -196,6 +196,11 @@ def write_latent_cache(dataset: Dataset, encode: Encoder, out_dir: str | Path, c
     if previous is not None and previous != digest:
         raise DataError(f"cache {out_dir} was written with another config (hash {previous}, now {digest}); "
                         "choose a new output folder or delete it")
+    earlier = _first_header(out_dir)
+    if earlier is not None and (earlier["num_items"], earlier["shard_size"]) != (num_items, shard_size):
+        raise DataError(f"cache {out_dir} holds shards of {earlier['num_items']} items in shards of "
+                        f"{earlier['shard_size']}; now {num_items} items in shards of {shard_size} (did the "
+                        "dataset or --shard-size change?); choose a new output folder or delete it")
     ranges = shard_ranges(num_items, shard_size)
     num_shards = len(ranges)
     for stale in out_dir.glob(".shard-*.tmp*"):

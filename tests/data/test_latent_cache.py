@@ -161,6 +161,8 @@ def test_other_config_is_refused(vae, tmp_path):
     write_latent_cache(ToyClips(3), make_encoder(vae), tmp_path / "c", CONFIG, shard_size=2)
     with pytest.raises(DataError, match="another config"):
         write_latent_cache(ToyClips(3), make_encoder(vae), tmp_path / "c", {**CONFIG, "vae": "other"})
+    with pytest.raises(DataError, match="holds shards of 3 items"):
+        write_latent_cache(ToyClips(4), make_encoder(vae), tmp_path / "c", CONFIG, shard_size=2)
     with pytest.raises(DataError, match="was made with config"):
         LatentCacheDataset(tmp_path / "c", expected_config_hash="0" * 16)
 
