@@ -328,34 +328,46 @@ class SoundingShapesRecipe:
 
 
 def long_measures(files: list[Path], fps: float, sample_rate: int, clip_frames: int) -> dict[str, Any]:
-    """Sync error of every clip-length window of long videos, and the audio seam test.
-
-    Seams: the largest sample-to-sample jump |w[s] - w[s-1]| over the samples at clip
-    boundaries (s = k * samples per clip, k >= 1) against the largest jump anywhere else;
-    a seam the ear would hear as a click is a jump far above the signal's own.
-    """
+    """:func:`long_clip_measures` of each long video file, and the worst over all of them."""
     import numpy as np
 
     from ..data.media_io import read_av
-    from ..evaluation.shapes_measures import sync_error
 
-    samples_per_clip = round(clip_frames * sample_rate / fps)
     per_file = []
     for path in files:
         clip = read_av(path, fps=fps, sample_rate=sample_rate)
-        frames, audio = clip.frames, np.asarray(clip.audio, dtype=np.float64).reshape(-1)
-        windows = len(frames) // clip_frames
-        errors = [sync_error(frames[k * clip_frames:(k + 1) * clip_frames],
-                             audio[k * samples_per_clip:(k + 1) * samples_per_clip], sample_rate, fps)
-                  for k in range(windows)]
-        jumps = np.abs(np.diff(audio))  # jumps[s - 1] = |w[s] - w[s-1]|
-        seams = [k * samples_per_clip - 1 for k in range(1, windows) if k * samples_per_clip - 1 < len(jumps)]
-        inside = np.delete(jumps, seams)
-        per_file.append({"file": path.name, "windows": windows, "sync_error_per_window": errors,
-                         "max_seam_jump": float(jumps[seams].max()) if seams else 0.0,
-                         "max_inside_jump": float(inside.max())})
+        per_file.append({"file": path.name, **long_clip_measures(clip.frames, clip.audio, fps, sample_rate,
+                                                                 clip_frames)})
     all_errors = [e for item in per_file for e in item["sync_error_per_window"]]
     return {"clips": len(per_file), "per_clip": per_file,
             "sync_error_max_window": float(max(all_errors)), "sync_error_median": float(np.median(all_errors)),
             "seam_jump_max": max(item["max_seam_jump"] for item in per_file),
             "inside_jump_max": max(item["max_inside_jump"] for item in per_file)}
+
+
+def long_clip_measures(frames: Any, audio: Any, fps: float, sample_rate: int, clip_frames: int) -> dict[str, Any]:
+    """Sync error of every clip-length window of one long video, and its audio seam test.
+
+    Shapes: ``frames`` uint8 [T, H, W, 3] or float [T, 3, H, W] in [-1, 1]; ``audio`` [N].
+    Seams: the largest sample-to-sample jump |w[s] - w[s-1]| at the clip boundaries
+    (s = k * samples per clip, k >= 1) against the largest jump anywhere else; a seam
+    heard as a click is a jump far above the signal's own.
+    """
+    import numpy as np
+
+    from ..evaluation.shapes_measures import sync_error
+
+    audio = np.asarray(audio, dtype=np.float64).reshape(-1)
+    samples_per_clip = round(clip_frames * sample_rate / fps)
+    windows = len(frames) // clip_frames
+    if windows < 1:
+        raise ConfigError(f"long clip: {len(frames)} frames hold no whole {clip_frames}-frame window")
+    errors = [sync_error(frames[k * clip_frames:(k + 1) * clip_frames],
+                         audio[k * samples_per_clip:(k + 1) * samples_per_clip], sample_rate, fps)
+              for k in range(windows)]
+    jumps = np.abs(np.diff(audio))  # jumps[s - 1] = |w[s] - w[s - 1]|
+    seams = [k * samples_per_clip - 1 for k in range(1, windows) if k * samples_per_clip - 1 < len(jumps)]
+    inside = np.delete(jumps, seams)
+    return {"windows": windows, "sync_error_per_window": [float(e) for e in errors],
+            "max_seam_jump": float(jumps[seams].max()) if seams else 0.0,
+            "max_inside_jump": float(inside.max())}

@@ -1,0 +1,109 @@
+"""`mmldm recipe sounding-shapes`: configs, long-video measures, CLI errors, and (slow) the smoke scale end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mmldm.autoencoder.stage import AutoencoderStageConfig
+from mmldm.cli.main import main
+from mmldm.cli.recipe import CONFIG_DIR, SCALES, long_clip_measures
+from mmldm.config import load_config
+from mmldm.data.sounding_shapes import ShapesConfig, synth_clip
+from mmldm.generator.stage import GeneratorStageConfig
+from mmldm.vae.stage import VAEStageConfig
+
+FPS, RATE = 10.0, 16000
+
+
+@pytest.mark.parametrize("name, cls", [("vae", VAEStageConfig), ("autoencoder", AutoencoderStageConfig),
+                                       ("generator", GeneratorStageConfig)])
+def test_stage_configs_load_strictly(name: str, cls: type) -> None:
+    cfg = load_config(cls, CONFIG_DIR / f"{name}.yaml")
+    assert cfg.train.mixed_precision == "bf16"
+
+
+def test_stage_configs_fit_together() -> None:
+    """VAE latents feed the autoencoder; the autoencoder's latents are the generator's input sizes."""
+    vae = load_config(VAEStageConfig, CONFIG_DIR / "vae.yaml")
+    ae = load_config(AutoencoderStageConfig, CONFIG_DIR / "autoencoder.yaml")
+    gen = load_config(GeneratorStageConfig, CONFIG_DIR / "generator.yaml")
+    assert (vae.data.size, vae.data.num_frames, vae.data.fps) == (ae.data.size, ae.data.num_frames, ae.data.fps)
+    dit = gen.model.dit_config()
+    assert (dit.video_channels, *dit.video_size) == ae.model.video_latent_shape
+    assert (dit.audio_channels, *dit.audio_size) == ae.model.audio_latent_shape
+    assert dit.previous_clip and gen.conditioning.uses_previous  # task long needs continuation training
+    assert dit.num_classes == ae.model.semantic.num_classes == 3
+
+
+def _long_shapes_clip(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    clip = synth_clip(ShapesConfig(num_frames=32), seed=seed)
+    return clip.frames, clip.audio.astype(np.float64)
+
+
+def test_long_clip_measures_real_clip_is_in_sync_and_seamless() -> None:
+    frames, audio = _long_shapes_clip(3)
+    result = long_clip_measures(frames, audio, FPS, RATE, clip_frames=16)
+    assert result["windows"] == 2
+    assert max(result["sync_error_per_window"]) < 0.5
+    assert result["max_seam_jump"] <= result["max_inside_jump"]
+
+
+def test_long_clip_measures_flags_a_click_and_a_foreign_window() -> None:
+    frames, audio = _long_shapes_clip(3)
+    seam = 16 * RATE // 10
+    tone = 0.5 * np.sin(2 * np.pi * 220.0 * np.arange(len(audio)) / RATE)  # jumps of at most 0.044
+    smooth = long_clip_measures(frames, tone, FPS, RATE, clip_frames=16)
+    assert smooth["max_seam_jump"] <= smooth["max_inside_jump"] < 0.05
+    tone[seam:] += 0.4  # a step at the seam: a click
+    clicked = long_clip_measures(frames, tone, FPS, RATE, clip_frames=16)
+    assert clicked["max_seam_jump"] > 0.36 and clicked["max_inside_jump"] < 0.05
+
+    other_frames, _ = _long_shapes_clip(11)
+    mixed = np.concatenate([frames[:16], other_frames[16:]])  # second window: another clip's picture
+    errors = long_clip_measures(mixed, audio, FPS, RATE, clip_frames=16)["sync_error_per_window"]
+    assert errors[0] < 0.5 and errors[1] > 1.0
+
+
+def test_default_scale_meets_the_evaluation_floor() -> None:
+    scale = SCALES["default"]
+    assert scale.eval_clips >= 64 and scale.long_clips >= 4 and scale.long_seconds == pytest.approx(6.4)
+
+
+def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["recipe", "sounding-shapes", "--out", str(tmp_path), "--threads", "0"]) != 0
+    assert "--threads must be >= 1" in capsys.readouterr().err
+    code = main(["recipe", "sounding-shapes", "--out", str(tmp_path), "--only", "autoencoder"])
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and len(err.splitlines()) == 1 and "parts/vae is missing" in err
+
+
+@pytest.mark.slow
+def test_smoke_scale_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Data -> VAE -> latents -> autoencoder -> latents -> generator -> model folder -> evaluation;
+    `mmldm generate --model` reads the folder; a second run skips every step."""
+    out = tmp_path / "recipe"
+    assert main(["recipe", "sounding-shapes", "--out", str(out), "--scale", "smoke", "--threads", "1", "--quiet"]) == 0
+    record = json.loads((out / "recipe.json").read_text())
+    assert set(record["wall_seconds"]) == {"data", "vae", "vae_latents", "autoencoder", "latents", "generator",
+                                           "export", "evaluate"}
+    results = json.loads((out / "eval" / "results.json").read_text())
+    for task in ("svg", "a2v", "v2a"):
+        assert results[task]["generated"]["clips"] == SCALES["smoke"].eval_clips
+        assert results[task]["reference"]["sync_error_median"] < 0.5  # real clips obey the law
+    assert results["long"]["per_clip"][0]["windows"] == 2
+
+    samples = tmp_path / "samples"
+    assert main(["generate", "--model", str(out / "model"), "--n", "2", "--steps", "2", "--out", str(samples),
+                 "--quiet", "--no-preview"]) == 0
+    assert len(list(samples.glob("*.mp4"))) == 2
+
+    capsys.readouterr()
+    assert main(["recipe", "sounding-shapes", "--out", str(out), "--scale", "smoke", "--quiet",
+                 "--only", "data", "vae", "vae_latents", "autoencoder", "latents", "generator", "export"]) == 0
+    log = capsys.readouterr().out
+    assert log.count("already there, skipped") == 7
+    assert json.loads((out / "recipe.json").read_text())["wall_seconds"] == record["wall_seconds"]
