@@ -20,13 +20,15 @@ from ..errors import MMLDMError
 
 # Modules under mmldm.cli that add commands, in --help order.
 COMMAND_MODULES = [
+    "demo",
     "data",
-    "presets",
     "train",
-    "evaluate",
-    "generate",
     "cache",
+    "export",
+    "generate",
     "reconstruct",
+    "evaluate",
+    "presets",
     "recipe",
 ]
 

@@ -472,3 +472,25 @@ def test_a_resumed_run_ends_with_the_same_weights(latent_cache, tmp_path):
     b, _ = load_generator(resumed.checkpoint)
     for name, value in a.state_dict().items():
         assert torch.equal(value, b.state_dict()[name]), name
+
+
+def test_export_command_writes_the_model_folder(latent_cache, tmp_path, tiny_parts, capsys):
+    """`mmldm export model` writes what `export_model` writes; a wrong checkpoint is a one-line error."""
+    from mmldm.pipeline import SoundingVideoPipeline
+
+    cfg = make_config(latent_cache, tmp_path / "run", "train.max_steps=1")
+    result = Trainer(GeneratorStage(), cfg).fit()
+    vae, autoencoder = tiny_parts
+    code = main(["export", "model", "--generator", str(result.checkpoint), "--vae", str(vae),
+                 "--autoencoder", str(autoencoder), "--out", str(tmp_path / "model"),
+                 "--timing", "10", "16", "16000"])
+    assert code == 0
+    pipe = SoundingVideoPipeline.from_pretrained(tmp_path / "model")
+    trained, _ = load_generator(result.checkpoint)
+    assert all(torch.equal(v, pipe.generator.state_dict()[k]) for k, v in trained.state_dict().items())
+    capsys.readouterr()
+    code = main(["export", "model", "--generator", str(tmp_path / "missing"), "--vae", str(vae),
+                 "--autoencoder", str(autoencoder), "--out", str(tmp_path / "model2")])
+    err = capsys.readouterr().err
+    assert code != 0 and err.count("\n") == 1 and "generator" in err
+    assert not (tmp_path / "model2").exists()

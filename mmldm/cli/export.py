@@ -1,0 +1,85 @@
+"""``mmldm export``: turn training checkpoints into folders that later steps load.
+
+    mmldm export vae CKPT --out DIR [--calibration-clips N]
+    mmldm export autoencoder CKPT --out DIR
+    mmldm export model --generator CKPT --vae PATH --autoencoder PATH --out DIR [--vocoder V]
+
+``model`` writes the complete folder ``mmldm generate --model`` loads.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    export = sub.add_parser("export", help="write training checkpoints as loadable model folders")
+    esub = export.add_subparsers(dest="export_command", metavar="WHAT")
+
+    vae = esub.add_parser("vae", help="a KL-VAE checkpoint -> diffusers folder")
+    vae.add_argument("checkpoint", type=Path)
+    vae.add_argument("--out", type=Path, required=True)
+    vae.add_argument("--calibration-clips", type=int, default=0,
+                     help="re-estimate the latent scaling factor on this many training clips "
+                          "(needed for a VAE trained from scratch)")
+    vae.add_argument("--no-ema", action="store_true", help="export the raw weights, not the EMA")
+    vae.set_defaults(func=_vae)
+
+    ae = esub.add_parser("autoencoder", help="an autoencoder checkpoint -> save_pretrained folder")
+    ae.add_argument("checkpoint", type=Path)
+    ae.add_argument("--out", type=Path, required=True)
+    ae.add_argument("--no-ema", action="store_true")
+    ae.set_defaults(func=_autoencoder)
+
+    model = esub.add_parser("model", help="KL-VAE + autoencoder + generator -> a model folder for `mmldm generate`")
+    model.add_argument("--generator", type=Path, required=True, help="`mmldm train generator` checkpoint")
+    model.add_argument("--vae", type=Path, required=True,
+                       help="diffusers folder, `mmldm train vae` checkpoint or single SD VAE file")
+    model.add_argument("--autoencoder", type=Path, required=True,
+                       help="`mmldm train autoencoder` checkpoint or save_pretrained folder")
+    model.add_argument("--out", type=Path, required=True)
+    model.add_argument("--vae-preset", default="sd-v1", help="VAE preset for a single-file VAE")
+    model.add_argument("--vocoder", default="griffin-lim", help="'griffin-lim' or a HiFi-GAN checkpoint")
+    model.add_argument("--no-ema", action="store_true")
+    model.add_argument("--timing", nargs=3, metavar=("FPS", "FRAMES", "SAMPLE_RATE"), default=None,
+                       help="clip timing, when the generator's latent cache does not record it")
+    model.set_defaults(func=_model)
+
+    export.set_defaults(func=lambda args: export.print_help())
+
+
+def _vae(args: argparse.Namespace) -> int:
+    from ..vae.stage import export_pretrained
+
+    out = export_pretrained(args.checkpoint, args.out, use_ema=not args.no_ema,
+                            calibration_clips=args.calibration_clips)
+    print(f"KL-VAE written to {out}")
+    return 0
+
+
+def _autoencoder(args: argparse.Namespace) -> int:
+    from ..autoencoder.stage import export_pretrained
+
+    out = export_pretrained(args.checkpoint, args.out, use_ema=not args.no_ema)
+    print(f"autoencoder written to {out}")
+    return 0
+
+
+def _model(args: argparse.Namespace) -> int:
+    from ..errors import ConfigError
+    from ..generator.stage import export_model
+    from ..timing import AVTiming
+
+    timing = None
+    if args.timing is not None:
+        try:
+            fps, frames, rate = float(args.timing[0]), int(args.timing[1]), int(args.timing[2])
+        except ValueError:
+            raise ConfigError(f"--timing takes FPS FRAMES SAMPLE_RATE, got {' '.join(args.timing)}") from None
+        timing = AVTiming(fps=fps, num_frames=frames, sample_rate=rate)
+    out = export_model(args.generator, args.out, vae=args.vae, autoencoder=args.autoencoder,
+                       vae_preset=args.vae_preset, vocoder=args.vocoder, timing=timing,
+                       use_ema=not args.no_ema)
+    print(f"model folder written to {out} (use: mmldm generate --model {out})")
+    return 0
