@@ -135,8 +135,9 @@ def test_video_metrics_need_no_audio_track(cheap_nets, tmp_path):
             write_av(tmp_path / side / f"{i}.mp4", rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8), None,
                      fps=10.0, sample_rate=16000)
     video_only = FeatureNets(i3d=cheap_nets.i3d, audio=None, record=cheap_nets.record)
-    result = evaluate_folders(tmp_path / "gen", tmp_path / "ref", get_protocol("standard").with_overrides(num_samples=3),
-                              metrics=("fvd", "kvd"), nets=video_only, log=lambda _: None)
+    protocol = get_protocol("standard").with_overrides(num_samples=3)
+    result = evaluate_folders(tmp_path / "gen", tmp_path / "ref", protocol, metrics=("fvd", "kvd"),
+                              nets=video_only, log=lambda _: None)
     assert result["generated"]["clips_scored"] == result["reference"]["clips_scored"] == 3
     assert np.isfinite(result["metrics"]["fvd"]["value"]) and "fad" not in result["metrics"]
 
