@@ -37,6 +37,6 @@ def run(args: argparse.Namespace) -> int:
         inspect_file(path, sheet=True)
         clip = read_av(path, fps=cfg.fps, sample_rate=cfg.sample_rate)
         scores = measure_clip(clip.frames, clip.audio, sample_rate=cfg.sample_rate, fps=cfg.fps)
-        print(f"  {path}  (contact sheet {path.with_suffix('.png').name}; "
+        print(f"  {path}  (contact sheet {path.stem}.sheet.png; "
               f"sync error {scores['sync_error']:.2f} semitones)")
     return 0
