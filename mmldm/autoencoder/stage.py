@@ -29,7 +29,7 @@ from torch.utils.data import Dataset
 
 from ..config import load_config
 from ..errors import ConfigError, DataError, WeightsError
-from ..timing import AVTiming
+from ..data.config import ClipDataConfig
 from ..training.config import TrainConfig
 from ..vae.kl_vae import KLVAE
 from .config import AutoencoderConfig
@@ -50,16 +50,7 @@ class KLVAESourceConfig:
 
 
 @dataclass
-class AutoencoderDataConfig:
-    #: folder of videos (or the base of ``manifest``), e.g. a Sounding Shapes folder
-    root: str = "data/shapes"
-    manifest: str | None = None
-    fps: float = 10.0
-    num_frames: int = 16
-    sample_rate: int = 16000
-    size: int = 64
-    geometry: Literal["letterbox", "crop"] = "letterbox"
-    val_fraction: float = 0.1
+class AutoencoderDataConfig(ClipDataConfig):
     #: probability of flipping a clip's frames horizontally (paper: 0.5 for this stage; pixel data only)
     hflip: float = 0.5
     #: a KL-VAE latent cache of the training clips (``mmldm cache``; made with ``vae``): train on its
@@ -70,10 +61,6 @@ class AutoencoderDataConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.hflip <= 1.0:
             raise ValueError(f"data.hflip must be in [0, 1], got {self.hflip}")
-
-    @property
-    def timing(self) -> AVTiming:
-        return AVTiming(fps=self.fps, num_frames=self.num_frames, sample_rate=self.sample_rate)
 
 
 @dataclass
@@ -133,15 +120,11 @@ class AutoencoderStage:
         return groups
 
     def dataset(self, cfg: AutoencoderStageConfig, split: str) -> Dataset:
-        from ..data.datasets import VideoFolderDataset
-
-        data = cfg.data
-        if data.latent_cache is not None:
+        if cfg.data.latent_cache is not None:
             from ..data.latent_cache import LatentCacheDataset
 
-            return LatentCacheDataset(data.latent_cache)
-        return VideoFolderDataset(data.root, data.timing, size=data.size, geometry=data.geometry, split=split,
-                                  val_fraction=data.val_fraction, manifest=data.manifest)
+            return LatentCacheDataset(cfg.data.latent_cache)
+        return cfg.data.dataset(split)
 
     def _labels(self, batch: dict[str, Any]) -> torch.Tensor | None:
         assert self.cfg is not None, "build() first"

@@ -30,7 +30,7 @@ from torch.utils.data import Dataset
 
 from ..config import load_config
 from ..errors import ConfigError, WeightsError
-from ..timing import AVTiming
+from ..data.config import ClipDataConfig
 from ..training.config import TrainConfig
 from .kl_vae import KLVAE, estimate_scaling_factor
 from .losses import (
@@ -89,16 +89,7 @@ class VAELossConfig:
 
 
 @dataclass
-class VAEDataConfig:
-    #: folder of videos (or the base of ``manifest``), e.g. a Sounding Shapes folder
-    root: str = "data/shapes"
-    manifest: str | None = None
-    fps: float = 10.0
-    num_frames: int = 16
-    sample_rate: int = 16000
-    size: int = 64
-    geometry: Literal["letterbox", "crop"] = "letterbox"
-    val_fraction: float = 0.1
+class VAEDataConfig(ClipDataConfig):
     #: random frames of each clip per step (the clip's audio image is added when ``audio_image``)
     frames_per_clip: int = 2
     audio_image: bool = True
@@ -107,10 +98,6 @@ class VAEDataConfig:
         if not 1 <= self.frames_per_clip <= self.num_frames:
             raise ValueError(f"data.frames_per_clip must lie in [1, num_frames={self.num_frames}], "
                              f"got {self.frames_per_clip}")
-
-    @property
-    def timing(self) -> AVTiming:
-        return AVTiming(fps=self.fps, num_frames=self.num_frames, sample_rate=self.sample_rate)
 
 
 @dataclass
@@ -174,11 +161,7 @@ class VAEStage:
         return groups
 
     def dataset(self, cfg: VAEStageConfig, split: str) -> Dataset:
-        from ..data.datasets import VideoFolderDataset
-
-        data = cfg.data
-        return VideoFolderDataset(data.root, data.timing, size=data.size, geometry=data.geometry, split=split,
-                                  val_fraction=data.val_fraction, manifest=data.manifest)
+        return cfg.data.dataset(split)
 
     def training_images(self, batch: dict[str, Any], generator: torch.Generator | None) -> torch.Tensor:
         """Random frames of each clip plus the audio images: [B*k (+ B), 3, H, W]."""
