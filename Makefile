@@ -20,7 +20,7 @@ demo: $(STAMP)
 	$(BIN)/mmldm demo --out outputs/demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py --results benchmarks/RESULTS.md

@@ -1,12 +1,16 @@
-"""Shared test set-up: small, seeded, CPU-only."""
+"""Shared test set-up: small, seeded, CPU-only.
 
-import os
+One intra-op thread per test process: the networks here are tiny, so threads
+bring nothing, and two OpenMP threads per process spin against each other (and
+against the second pytest-xdist worker) and run small ops several times slower.
+The suite uses both cores through two xdist workers instead (``-n 2``).
+"""
 
 import numpy as np
 import pytest
 import torch
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

@@ -244,7 +244,7 @@ class GeneratorStage:
         assert self.cfg is not None and self.dit_cfg is not None and self.objective is not None, "build() first"
         cfg, dit, objective = self.cfg, self.dit_cfg, self.objective
         audio = batch["audio"]
-        b, device = audio.shape[0], audio.device
+        device = audio.device
         generator = torch.Generator(device=device).manual_seed(cfg.preview.seed)
         noise = {"audio": torch.randn(audio.shape, generator=generator, device=device),
                  "video": torch.randn(batch["video"].shape, generator=generator, device=device)}

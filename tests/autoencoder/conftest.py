@@ -70,12 +70,3 @@ def make_batch():
 def vae() -> KLVAE:
     torch.manual_seed(0)
     return micro_vae()
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These micro models are faster on one thread (two threads spin in OpenMP on a loaded CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

@@ -28,15 +28,6 @@ CFG44 = AudioConfig.preset("paper-44k")
 LN_DB = math.log(10.0) / 20.0  # natural-log units per dB
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """These tensors are small: one thread is as fast, and far faster on a busy shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tone(freq: float, cfg: AudioConfig, amplitude: float = 0.5) -> torch.Tensor:
     t = torch.arange(cfg.clip_samples, dtype=torch.float64) / cfg.sample_rate
     return (amplitude * torch.sin(2 * math.pi * freq * t)).float()

@@ -39,15 +39,6 @@ class ToyClips(Dataset):
         }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small convolutions: one thread beats two spinning OpenMP threads on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def vae():
     torch.manual_seed(0)

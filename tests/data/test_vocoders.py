@@ -24,14 +24,6 @@ from mmldm.errors import ConfigError, DataError, WeightsError
 CFG16 = AudioConfig.preset("16k")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """These tensors are tiny: one thread is as fast, and far faster on a busy shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 # The public V1 layout (upsample 8,8,2,2; kernels 16,16,4,4; MRF 3,7,11 x dilations 1,3,5) at
 # 16 kHz, narrowed to 32 channels so that it runs in milliseconds.
 TINY_V1 = dict(

@@ -31,14 +31,6 @@ class PooledPixels(torch.nn.Module):
         return F.adaptive_avg_pool2d(video.mean(dim=(1, 2)), (4, 4)).flatten(1)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval")

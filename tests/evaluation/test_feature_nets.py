@@ -21,15 +21,6 @@ from mmldm.evaluation.features import i3d_features, letterbox, preprocess_video
 from mmldm.evaluation.i3d import I3D_WHAT, load_i3d, random_i3d, trunk_output_size
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """The test machine's 2 cores are shared: one intra-op thread avoids oversubscription stalls."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def i3d():
     return random_i3d(seed=0)

@@ -70,15 +70,6 @@ def tiny_pipeline(num_classes: int = 3, previous_clip: bool = True) -> SoundingV
                                           objective="epsilon", audio_cfg=AudioConfig(clip_seconds=FRAMES / FPS))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks: threads only add overhead on a shared CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory) -> Path:
     directory = tmp_path_factory.mktemp("pipeline") / "model"
