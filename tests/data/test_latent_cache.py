@@ -228,3 +228,39 @@ def test_module_digest_follows_the_weights():
     changed = module_digest(net)
     assert changed != first
     assert module_digest(net.to(torch.bfloat16)) != changed  # Module.to converts in place
+
+
+def test_resume_after_a_real_kill_9_equals_an_uninterrupted_run(tmp_path):
+    """A writer killed with SIGKILL part-way through a shard leaves a cache that resumes to the same bytes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    worker = Path(__file__).with_name("cache_kill_worker.py")
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    subprocess.run([sys.executable, str(worker), str(straight)], check=True, timeout=120)
+
+    child = subprocess.Popen([sys.executable, str(worker), str(killed), "0.2"])
+    try:
+        deadline = time.monotonic() + 90
+        while len(list(killed.glob("shard-*.safetensors"))) < 2:  # two shards done, the third under way
+            assert child.poll() is None and time.monotonic() < deadline, "worker ended before it was killed"
+            time.sleep(0.05)
+        time.sleep(0.3)
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.wait(timeout=30)
+    assert child.returncode == -signal.SIGKILL
+    assert not (killed / INDEX_NAME).exists()  # an interrupted cache is never marked complete
+    with pytest.raises(DataError):
+        LatentCacheDataset(killed)
+
+    subprocess.run([sys.executable, str(worker), str(killed)], check=True, timeout=120)
+    a, b = read_all(straight), read_all(killed)
+    assert len(a) == len(b) == 24
+    for x, y in zip(a, b):
+        assert torch.equal(x["z"], y["z"]) and x["source"] == y["source"]
+    assert not list(killed.glob(".shard-*.tmp*"))
