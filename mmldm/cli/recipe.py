@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,6 +193,22 @@ class SoundingShapesRecipe:
                   "--out", str(run_dir), "--resume", "auto", "--max-steps", str(steps))
         return True
 
+    def _stamp_path(self, output: Path) -> Path:
+        return output.parent / f"{output.name}.source"
+
+    def _up_to_date(self, output: Path, source: Path) -> bool:
+        """Whether ``output`` exists and was made from the checkpoint ``source``; a stale output is
+        removed (its upstream stage trained further) so the step makes it again."""
+        stamp = self._stamp_path(output)
+        if output.exists() and stamp.is_file() and stamp.read_text().strip() == str(source.resolve()):
+            return True
+        if output.exists():
+            shutil.rmtree(output)
+        return False
+
+    def _stamp(self, output: Path, source: Path) -> None:
+        atomic_write_text(self._stamp_path(output), f"{source.resolve()}\n")
+
     def _need(self, path: Path, what: str) -> Path:
         if not path.exists():
             raise ConfigError(f"recipe: {path} is missing ({what}); run the earlier steps first")
@@ -217,10 +234,11 @@ class SoundingShapesRecipe:
     def step_vae_latents(self) -> bool:
         """The autoencoder trains on cached KL-VAE latents: no VAE encoding per step."""
         vae = self._need(self.parts / "vae", "exported VAE")
-        if (self.vae_latents / "index.json").is_file():
+        if self._up_to_date(self.vae_latents, self._checkpoint("vae")):
             return False
         self._cli("cache", "--config", str(CONFIG_DIR / "vae.yaml"), "--set", f"data.root={self.train_data}",
                   "--vae", str(vae), "--out", str(self.vae_latents), "--split", "all", "--num-workers", "0")
+        self._stamp(self.vae_latents, self._checkpoint("vae"))
         return True
 
     def step_autoencoder(self) -> bool:
@@ -247,14 +265,17 @@ class SoundingShapesRecipe:
         from ..vae.kl_vae import KLVAE
 
         autoencoder_dir = self._need(self.parts / "autoencoder", "exported autoencoder")
+        if self._up_to_date(self.latents, self._checkpoint("autoencoder")):
+            return False
         cfg = load_config(AutoencoderStageConfig, CONFIG_DIR / "autoencoder.yaml",
                           [f"data.root={self.train_data}"])
         dataset = LatentCacheDataset(self._need(self.vae_latents, "KL-VAE latent cache"))
         encoder = PerceptualEncoder(HierarchicalAVAutoencoder.from_pretrained(autoencoder_dir),
                                     KLVAE.from_pretrained(self.parts / "vae"))
         config = encoder.cache_config(to_dict(cfg.data), "all", cfg.data.timing.seconds)
-        stats = write_latent_cache(dataset, encoder, self.latents, config, batch_size=8, progress=self.progress)
-        return stats.items_encoded > 0 or stats.index_written
+        write_latent_cache(dataset, encoder, self.latents, config, batch_size=8, progress=self.progress)
+        self._stamp(self.latents, self._checkpoint("autoencoder"))
+        return True
 
     def step_generator(self) -> bool:
         from ..generator.latents import estimate_latent_scales
@@ -272,8 +293,7 @@ class SoundingShapesRecipe:
         from ..pipeline import SoundingVideoPipeline
 
         checkpoint = self._checkpoint("generator")
-        stamp = self.model / "checkpoint.txt"
-        if stamp.is_file() and stamp.read_text().strip() == checkpoint.name:
+        if self._up_to_date(self.model, checkpoint):
             return False
         export_model(checkpoint, self.model, vae=self.parts / "vae", autoencoder=self.parts / "autoencoder",
                      vae_preset="tiny")
@@ -282,7 +302,7 @@ class SoundingShapesRecipe:
                                               audio_guidance=self.scale.guidance,
                                               video_guidance=self.scale.guidance)
         pipe.save_pretrained(self.model)
-        atomic_write_text(stamp, checkpoint.name + "\n")
+        self._stamp(self.model, checkpoint)
         return True
 
     # ------------------------------------------------------------------ evaluation
