@@ -61,6 +61,10 @@ class RecipeScale:
     #: sampling defaults written into the model folder
     generator_sampling_steps: int = 12
     guidance: float = 2.0
+    #: the autoencoder's signal decoder at generation time: DDIM steps and guidance (both
+    #: modalities); with the generator steps they set the generation time on a CPU
+    decoder_steps: int = 10
+    decoder_guidance: float = 1.0
     #: batch sizes (None: the config's)
     batch_size: int | None = None
 
@@ -298,6 +302,10 @@ class SoundingShapesRecipe:
         export_model(checkpoint, self.model, vae=self.parts / "vae", autoencoder=self.parts / "autoencoder",
                      vae_preset="tiny")
         pipe = SoundingVideoPipeline.from_pretrained(self.model)
+        decoder = pipe.autoencoder.cfg
+        pipe.autoencoder.cfg = dataclasses.replace(decoder, sampling=dataclasses.replace(
+            decoder.sampling, steps=self.scale.decoder_steps, video_guidance=self.scale.decoder_guidance,
+            audio_guidance=self.scale.decoder_guidance))
         pipe.generation = dataclasses.replace(pipe.generation, steps=self.scale.generator_sampling_steps,
                                               audio_guidance=self.scale.guidance,
                                               video_guidance=self.scale.guidance)
@@ -342,6 +350,9 @@ class SoundingShapesRecipe:
                       "--metrics", "shapes", "--num-samples", str(n), "--out", str(record))
             results[task] = json.loads(record.read_text())["shapes"]
         results["long"] = long_measures(long_files, pipe.fps, pipe.audio_cfg.sample_rate, pipe.num_frames)
+        start = time.perf_counter()
+        results["reconstruction_ceiling"] = reconstruction_measures(pipe, tests[:n])
+        results["generation_seconds"]["reconstruction"] = round(time.perf_counter() - start, 1)
         atomic_write_text(self.eval_dir / "results.json", json.dumps(results, indent=2) + "\n")
         print(json.dumps(results, indent=2))
         return True
@@ -391,3 +402,35 @@ def long_clip_measures(frames: Any, audio: Any, fps: float, sample_rate: int, cl
     return {"windows": windows, "sync_error_per_window": [float(e) for e in errors],
             "max_seam_jump": float(jumps[seams].max()) if seams else 0.0,
             "max_inside_jump": float(inside.max())}
+
+
+def reconstruction_measures(pipe: Any, files: list[Path]) -> dict[str, Any]:
+    """Shapes measures of real clips passed through the model's own encoders and decoders:
+    the ceiling each stage puts on what generation can reach.
+
+    * ``vae``: frames and audio image through the KL-VAE alone, audio by the model's vocoder;
+    * ``autoencoder``: through the KL-VAE and the multi-modal autoencoder (posterior mode,
+      the signal decoder's own DDIM settings), as generated latents are decoded.
+    """
+    import torch
+
+    from ..data.audio_image import waveform_to_audio_image
+    from ..data.media_io import read_av
+    from ..evaluation.shapes_measures import measure_pairs
+    from ..pipeline.audio import vocode_clips
+
+    pairs: dict[str, list[tuple[Any, Any]]] = {"vae": [], "autoencoder": []}
+    generator = torch.Generator().manual_seed(0)
+    for path in files:
+        clip = read_av(path, fps=pipe.fps, sample_rate=pipe.audio_cfg.sample_rate)
+        frames = torch.as_tensor(clip.frames).permute(0, 3, 1, 2).float()[None] / 127.5 - 1.0  # [1, T, 3, H, W]
+        wave = torch.as_tensor(clip.audio).float().reshape(1, -1)[:, : pipe.clip_samples]
+        image = waveform_to_audio_image(wave, pipe.audio_cfg, pipe.frame_size) * 2.0 - 1.0  # [1, 3, H, W]
+        with torch.no_grad():
+            vae_frames = pipe.vae.decode_frames(pipe.vae.encode_frames(frames)).float().clamp(-1, 1)
+            vae_image = pipe.vae.decode_audio_image(pipe.vae.encode_audio_image(image)).float().clamp(-1, 1)
+            latents = {"video": pipe.encode_video(frames), "audio": pipe.encode_audio(wave)}
+            ae_frames, ae_image = pipe.decode(latents, generator=generator)
+        pairs["vae"].append((vae_frames[0], vocode_clips([vae_image], pipe.audio_cfg, pipe.vocoder)[0]))
+        pairs["autoencoder"].append((ae_frames[0], vocode_clips([ae_image], pipe.audio_cfg, pipe.vocoder)[0]))
+    return {stage: measure_pairs(clips, pipe.audio_cfg.sample_rate, pipe.fps) for stage, clips in pairs.items()}

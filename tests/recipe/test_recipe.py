@@ -95,6 +95,12 @@ def test_smoke_scale_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[st
         assert results[task]["generated"]["clips"] == SCALES["smoke"].eval_clips
         assert results[task]["reference"]["sync_error_median"] < 0.5  # real clips obey the law
     assert results["long"]["per_clip"][0]["windows"] == 2
+    assert set(results["reconstruction_ceiling"]) == {"vae", "autoencoder"}
+
+    decoder = json.loads((out / "model" / "autoencoder" / "config.json").read_text())["sampling"]
+    assert decoder["steps"] == SCALES["smoke"].decoder_steps
+    assert json.loads((out / "model" / "generator" / "generation.json").read_text())["steps"] == \
+        SCALES["smoke"].generator_sampling_steps
 
     samples = tmp_path / "samples"
     assert main(["generate", "--model", str(out / "model"), "--n", "2", "--steps", "2", "--out", str(samples),
