@@ -175,10 +175,14 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a folder, not a YAML file")
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
         data = yaml.safe_load(path.read_text())
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not a text (YAML) file") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
     if data is None:
@@ -207,10 +211,28 @@ def dump_yaml(data: Any) -> str:
     return yaml.safe_dump(to_dict(data), sort_keys=False)
 
 
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` via a temporary file, fsync and rename."""
+def make_folder(path: str | Path) -> Path:
+    """Create folder ``path`` (and its parents) if needed; a file in the way is a ConfigError naming it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), path)
+        problem = "is a file, not a folder" if blocker == path else f"cannot create this folder, {blocker} is a file"
+        raise ConfigError(f"{path}: {problem}") from None
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` via a temporary file, fsync and rename.
+
+    A folder at ``path`` is refused (ConfigError naming it) rather than reported
+    through the temporary file's name.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder; give a file name to write to")
+    make_folder(path.parent)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     with open(tmp, "w") as fh:
         fh.write(text)

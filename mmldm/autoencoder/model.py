@@ -286,7 +286,10 @@ class HierarchicalAVAutoencoder(nn.Module):
         (``[B, len(frames), C, s, s]``, ``[B, C, s, s]``); ``frames`` defaults to all T frames.
         """
         cfg, s = self.cfg, self.cfg.sampling
-        steps = steps or s.steps
+        if steps is None:
+            steps = s.steps
+        elif isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ConfigError(f"autoencoder decoding: steps must be a positive integer, got {steps!r}")
         scales = {"video": s.video_guidance if video_guidance is None else video_guidance,
                   "audio": s.audio_guidance if audio_guidance is None else audio_guidance}
         eta = s.eta if eta is None else eta

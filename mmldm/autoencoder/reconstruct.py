@@ -64,15 +64,22 @@ def reconstruct_file(path: str | Path, model: HierarchicalAVAutoencoder, vae: An
     from ..data.media_io import read_av, write_av
     from ..data.vocoders import build_vocoder
 
+    from ..data.media_io import check_writable_suffix
+
     cfg = model.cfg
     timing = timing or AVTiming(fps=10.0, num_frames=cfg.num_frames, sample_rate=16000)
     size = cfg.vae_latent_size * vae.downsample_factor
+    if out is not None:  # a wrong output name or vocoder fails before the clip is decoded
+        check_writable_suffix(out)
+    audio_cfg = dataclasses.replace(AudioConfig.for_sample_rate(timing.sample_rate), clip_seconds=timing.seconds)
+    voc = build_vocoder(vocoder, audio_cfg)
+    if isinstance(voc, torch.nn.Module):
+        voc = voc.to(device).eval()
     clip = read_av(path, fps=timing.fps, sample_rate=timing.sample_rate, size=size, start=start,
                    duration=timing.seconds)
     if clip.num_frames < cfg.num_frames:
         raise MediaError(path, f"holds {clip.num_frames} frames from {start:g} s at {timing.fps:g} fps; "
                                f"the autoencoder needs {cfg.num_frames}")
-    audio_cfg = dataclasses.replace(AudioConfig.for_sample_rate(timing.sample_rate), clip_seconds=timing.seconds)
     frames = torch.from_numpy(clip.frames[:cfg.num_frames]).float().div(127.5).sub(1.0)
     frames = rearrange(frames, "t h w c -> t c h w").to(device)  # [T, 3, H, W]
     wave = torch.from_numpy(np.asarray(clip.audio[:timing.samples_per_clip], dtype=np.float32)).to(device)
@@ -83,9 +90,6 @@ def reconstruct_file(path: str | Path, model: HierarchicalAVAutoencoder, vae: An
     recon_frames, recon_image = model.reconstruct(vae, video_post.mode(), audio_post.mode(), generator=generator,
                                                   **decode_kwargs)
     recon_frames, recon_image = recon_frames[0].float(), recon_image.float()  # [T, 3, H, W], [1, 3, H, W]
-    voc = build_vocoder(vocoder, audio_cfg)
-    if isinstance(voc, torch.nn.Module):
-        voc = voc.to(device).eval()
     recon_wave = audio_image_to_waveform((recon_image + 1) / 2, audio_cfg, voc)[0]  # [N]
 
     mel_in = image_to_mel((audio_image + 1) / 2, audio_cfg)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -49,7 +50,7 @@ def _inspect(args: argparse.Namespace) -> int:
 
             if not isinstance(exc, (MMLDMError, OSError)):
                 raise
-            print(f"mmldm: error: {exc}")
+            print(f"mmldm: error: {exc}", file=sys.stderr)
             failed += 1
             continue
         print(report)

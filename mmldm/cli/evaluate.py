@@ -54,6 +54,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     from ..evaluation.evaluate import ALL_METRICS, evaluate_folders, format_result
     from ..evaluation.protocol import get_protocol
 
+    if args.out is not None and args.out.is_dir():  # before the (long) scoring, not after it
+        raise ConfigError(f"--out {args.out}: is a folder; give a JSON file name")
     protocol = get_protocol(args.protocol).with_overrides(
         num_samples=args.num_samples, covariance=args.covariance, kvd_subsets=args.kvd_subsets,
         audio_net=args.audio_net, audioclip_input=args.audioclip_input,

@@ -82,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
     for given in (args.audio, args.video):
         if given is not None and not given.is_file():
             raise ConfigError(f"{given}: file not found")
+    if args.out.exists() and not args.out.is_dir():
+        raise ConfigError(f"--out {args.out}: is a file; give a folder for the samples")
     device = _device(args.device)
     pipe = SoundingVideoPipeline.from_pretrained(_model_folder(args.model), device=device,
                                                  dtype=torch.bfloat16 if args.bf16 else None)

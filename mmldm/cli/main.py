@@ -47,8 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # --debug is accepted anywhere on the line (``mmldm generate ... --debug`` too), not only
+    # before the command, where the top-level parser would place it.
     debug = "--debug" in argv
+    argv = [arg for arg in argv if arg != "--debug"]
     try:
         parser = build_parser()
         args = parser.parse_args(argv)

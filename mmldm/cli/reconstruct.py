@@ -63,7 +63,8 @@ def _reconstruct(args: argparse.Namespace) -> int:
     if vae_cfg is None or vae_cfg.path is None:
         raise ConfigError("reconstruct: give the KL-VAE with --vae (the model folder does not name one)")
     vae = build_frozen_vae(vae_cfg).to(args.device)
-    timing = AVTiming(fps=args.fps or fps, num_frames=model.cfg.num_frames, sample_rate=args.sample_rate or sample_rate)
+    timing = AVTiming(fps=fps if args.fps is None else args.fps, num_frames=model.cfg.num_frames,
+                      sample_rate=sample_rate if args.sample_rate is None else args.sample_rate)
     result = reconstruct_file(
         args.input, model, vae, vocoder=args.vocoder, timing=timing, start=args.start, shapes=args.shapes,
         out=args.out, generator=torch.Generator(args.device).manual_seed(args.seed), device=args.device,

@@ -44,7 +44,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Dataset
 
-from ..config import atomic_write_text
+from ..config import atomic_write_text, make_folder
 from ..errors import DataError
 
 INDEX_NAME = "index.json"
@@ -184,8 +184,9 @@ def write_latent_cache(dataset: Dataset, encode: Encoder, out_dir: str | Path, c
     """
     if shard_size < 1 or batch_size < 1:
         raise DataError(f"shard_size and batch_size must be >= 1 (got {shard_size}, {batch_size})")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if num_workers < 0:
+        raise DataError(f"num_workers must be >= 0 (0: decode in this process), got {num_workers}")
+    out_dir = make_folder(out_dir)
     this_rank, world = resolve_rank(rank, world_size)
     num_items = len(dataset)
     if num_items == 0:

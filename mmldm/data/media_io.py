@@ -35,6 +35,7 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 from scipy.signal import resample_poly
 
+from ..config import make_folder
 from ..errors import MediaError
 
 Geometry = Literal["letterbox", "crop"]
@@ -329,6 +330,9 @@ def read_av(
         raise ValueError(f"fps and sample_rate must be positive (got {fps}, {sample_rate})")
     if size is not None and not 0 < size <= MAX_SIDE:
         raise MediaError(path, f"output size {size} is outside 1..{MAX_SIDE} px")
+    if start < 0 or (duration is not None and duration <= 0):
+        raise MediaError(path, f"cannot read from {start} s for {duration} s: the start must be >= 0 "
+                               "and the duration > 0")
     info = probe(path)
     if not info.has_video:
         raise MediaError(path, "no video stream (audio-only file)")
@@ -498,7 +502,7 @@ def _audio_to_float(audio: Any, path: Path) -> np.ndarray:
 
 def _atomic_target(path: Path) -> Path:
     """A fresh temporary path in the same folder with the same suffix (for os.replace)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=path.parent)
     os.close(fd)
     return Path(tmp)
@@ -513,6 +517,17 @@ def h264_encoder() -> str:
             continue
         return name
     raise MediaError("PyAV", f"its FFmpeg build has no H.264 encoder (looked for {', '.join(_H264_ENCODERS)})")
+
+
+def check_writable_suffix(path: str | Path) -> str:
+    """The container format :func:`write_av` uses for ``path``; a folder or another suffix is a MediaError."""
+    path = Path(path)
+    if path.is_dir():
+        raise MediaError(path, f"is a folder; give a video file name ({', '.join(sorted(_WRITE_FORMATS))})")
+    container_format = _WRITE_FORMATS.get(path.suffix.lower())
+    if container_format is None:
+        raise MediaError(path, f"cannot write '{path.suffix}' files; use one of {sorted(_WRITE_FORMATS)}")
+    return container_format
 
 
 def write_av(
@@ -540,9 +555,7 @@ def write_av(
     folder and renamed when complete.
     """
     path = Path(path)
-    container_format = _WRITE_FORMATS.get(path.suffix.lower())
-    if container_format is None:
-        raise MediaError(path, f"cannot write '{path.suffix}' files; use one of {sorted(_WRITE_FORMATS)}")
+    container_format = check_writable_suffix(path)
     frames = _frames_to_uint8(frames, path)
     num_frames, height, width = frames.shape[:3]
     if num_frames == 0:

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import atomic_write_text
+from ..config import atomic_write_text, make_folder
 from ..errors import ConfigError, DataError
 from ..timing import AVTiming
 
@@ -293,7 +293,7 @@ def write_dataset(out: str | Path, n: int, seed: int, cfg: ShapesConfig | None =
     seed = _check_seed(seed, "dataset seed")
     if cfg.size % 2:
         raise DataError(f"Sounding Shapes: mp4 (H.264 4:2:0) needs an even frame size, got {cfg.size}")
-    out = Path(out)
+    out = make_folder(out)
     lines = []
     indices = range(int(n))
     if progress:

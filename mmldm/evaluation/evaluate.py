@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..errors import DataError, MMLDMError, WeightsError
+from ..errors import ConfigError, DataError, MMLDMError, WeightsError
 from .audio_features import (
     VGGISH_EMBEDDING_DIM,
     VGGISH_SAMPLE_RATE,
@@ -226,9 +226,13 @@ def _collect_generated(files: list[Path], protocol: EvalProtocol, collector: _Co
                                 f"fewer than the {protocol.num_frames} scored")
         except MMLDMError as exc:
             skipped.append({"path": str(path), "reason": str(exc)})
-            log(f"warning: skipping generated clip: {exc}")
             continue
         collector.add(clip.frames[:protocol.num_frames], clip.audio[:samples])
+    if collector.clips < 2:  # one line saying why, rather than a warning per file and then the error
+        why = f" (skipped {len(skipped)}, e.g. {skipped[0]['reason']})" if skipped else ""
+        raise DataError(f"generated folder: {collector.clips} usable clip(s); at least 2 are needed{why}")
+    for item in skipped:
+        log(f"warning: skipping generated clip: {item['reason']}")
     return skipped
 
 
@@ -246,7 +250,6 @@ def _reference_windows(files: list[Path], protocol: EvalProtocol, count: int, rn
                 raise DataError(f"{path}: needs a video{' and an audio' if need_audio else ''} stream")
         except MMLDMError as exc:
             skipped.append({"path": str(path), "reason": str(exc)})
-            log(f"warning: skipping reference file: {exc}")
             continue
         # Output frame i shows time i / fps; those instants inside the video's duration.
         frames = math.ceil(round(info.duration * protocol.fps, 6))
@@ -255,12 +258,14 @@ def _reference_windows(files: list[Path], protocol: EvalProtocol, count: int, rn
             reason = (f"{path}: {frames} frames at {protocol.fps} fps, "
                       f"shorter than one {protocol.num_frames}-frame window")
             skipped.append({"path": str(path), "reason": reason})
-            log(f"warning: skipping reference file: {reason}")
             continue
         per_file.append((path, windows))
     available = sum(w for _, w in per_file)
-    if available == 0:
-        raise DataError("reference folder: no readable file holds a full window")
+    if available == 0:  # one line saying why, rather than a warning per file and then the error
+        why = f" (skipped {len(skipped)}, e.g. {skipped[0]['reason']})" if skipped else ""
+        raise DataError(f"reference folder: no readable file holds a full window{why}")
+    for item in skipped:
+        log(f"warning: skipping reference file: {item['reason']}")
     offsets = np.cumsum([0] + [w for _, w in per_file])
     chosen = np.sort(rng.choice(available, min(count, available), replace=False))
     starts: dict[Path, list[int]] = {}
@@ -361,6 +366,8 @@ def evaluate_folders(
     unknown = sorted(set(metrics) - set(ALL_METRICS))
     if unknown:
         raise DataError(f"unknown metric(s) {', '.join(unknown)} (known: {', '.join(ALL_METRICS)})")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch size must be a positive integer, got {batch_size!r}")
     generated, reference = Path(generated), Path(reference)
     gen_files_all = list_videos(generated, "generated")
     ref_files = list_videos(reference, "reference")
@@ -410,8 +417,6 @@ def _feature_metrics(gen_files: list[Path], ref_files: list[Path], protocol: Eva
     sample_rate = nets.audio.sample_rate if nets.audio is not None else VGGISH_SAMPLE_RATE
     gen = _Collector(nets, protocol, batch_size, device)
     result["generated"]["skipped"] = _collect_generated(gen_files, protocol, gen, sample_rate, log)
-    if gen.clips < 2:
-        raise DataError(f"generated folder: {gen.clips} usable clip(s); at least 2 are needed")
     ref = _Collector(nets, protocol, batch_size, device)
     starts, available, skipped = _reference_windows(ref_files, protocol, protocol.num_samples, rng,
                                                     ref.needs_audio, log)

@@ -33,8 +33,9 @@ def load_state_dict_file(path: str | Path, what: str, key: str | None = None) ->
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file becomes one line naming it
-        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
-        raise WeightsError(path, what, f"cannot read weight file: {reason}") from exc
+        detail = " ".join(str(exc).split())[:200]
+        kind = "safetensors" if path.suffix == ".safetensors" else "PyTorch (torch.save)"
+        raise WeightsError(path, what, f"not a readable {kind} weight file ({type(exc).__name__}: {detail})") from exc
     if key is not None and isinstance(state, dict) and key in state and isinstance(state[key], dict):
         state = state[key]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

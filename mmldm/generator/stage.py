@@ -394,10 +394,11 @@ def export_model(checkpoint: str | Path, out_dir: str | Path, *, vae: str | Path
     from ..autoencoder.stage import load_autoencoder
     from ..data.audio_image import AudioConfig
     from ..pipeline import SoundingVideoPipeline
-    from ..pipeline.folder import GenerationConfig
+    from ..pipeline.folder import GenerationConfig, check_replaceable
     from ..vae.stage import load_vae
 
     checkpoint = Path(checkpoint)
+    check_replaceable(Path(out_dir).absolute())  # before any loading: a wrong --out fails at once
     generator, diffusion = load_generator(checkpoint, use_ema=use_ema)
     data = _data_config_of(checkpoint)
     if timing is None:
@@ -405,7 +406,11 @@ def export_model(checkpoint: str | Path, out_dir: str | Path, *, vae: str | Path
     audio_cfg = dataclasses.replace(AudioConfig.for_sample_rate(timing.sample_rate), clip_seconds=timing.seconds)
     generation = GenerationConfig(diffusion=diffusion, audio_latent_scale=data.audio_latent_scale,
                                   video_latent_scale=data.video_latent_scale)
+    model = load_autoencoder(autoencoder)[0]
+    if timing.num_frames != model.cfg.num_frames:
+        raise ConfigError(f"timing: {timing.num_frames} frames per clip, but the autoencoder ({autoencoder}) "
+                          f"makes clips of {model.cfg.num_frames} frames")
     pipe = SoundingVideoPipeline.assemble(
-        vae=load_vae(vae, preset=vae_preset), autoencoder=load_autoencoder(autoencoder)[0],
+        vae=load_vae(vae, preset=vae_preset), autoencoder=model,
         generator=generator, objective=diffusion, audio_cfg=audio_cfg, vocoder=vocoder, generation=generation)
     return pipe.save_pretrained(out_dir)

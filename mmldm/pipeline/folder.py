@@ -31,7 +31,7 @@ import yaml
 
 from .. import __version__
 from ..autoencoder.model import HierarchicalAVAutoencoder
-from ..config import atomic_write_text, dump_yaml, from_dict, to_dict
+from ..config import atomic_write_text, dump_yaml, from_dict, make_folder, to_dict
 from ..data.audio_image import AudioConfig
 from ..data.vocoders import GriffinLim, HiFiGAN, Vocoder, build_vocoder, save_hifigan
 from ..diffusion import DiffusionConfig, EpsilonObjective, Objective, RectifiedFlowObjective
@@ -181,6 +181,10 @@ def load_folder(directory: Path) -> FolderParts:
         raise WeightsError(audio_path, "audio config", f"not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(audio, dict) or not isinstance(audio.get("vocoder"), str):
         raise WeightsError(audio_path, "audio config", "needs 'audio:' settings and a 'vocoder:' spec")
+    unknown = sorted(set(audio) - {"audio", "vocoder"})
+    if unknown:
+        raise WeightsError(audio_path, "audio config", f"unknown key(s) {', '.join(map(str, unknown))} "
+                                                       "(known: audio, vocoder)")
     try:
         audio_cfg = from_dict(AudioConfig, audio.get("audio"), prefix="audio.")
         vocoder, _ = resolve_vocoder(audio["vocoder"], audio_cfg, base=directory)
@@ -191,6 +195,19 @@ def load_folder(directory: Path) -> FolderParts:
 
 # --------------------------------------------------------------------------- saving
 
+def check_replaceable(directory: Path) -> None:
+    """Refuse to put a model folder where something else is: a file, or a folder that is
+    neither empty nor a model folder (saving replaces the whole folder)."""
+    if not directory.exists():
+        return
+    if not directory.is_dir():
+        raise ConfigError(f"{directory}: is a file; a model folder cannot replace it")
+    if (directory / INDEX_NAME).is_file() or not any(directory.iterdir()):
+        return
+    raise ConfigError(f"{directory}: folder holds other files and no {INDEX_NAME}; saving a model there would "
+                      "delete them, so give a new or empty folder")
+
+
 def save_folder(pipe: SoundingVideoPipeline, directory: Path) -> Path:
     """Write ``pipe`` as a model folder at ``directory``, atomically.
 
@@ -199,7 +216,8 @@ def save_folder(pipe: SoundingVideoPipeline, directory: Path) -> Path:
     deleted after the rename, so ``directory`` is always either the old or the new model.
     """
     directory = directory.absolute()
-    directory.parent.mkdir(parents=True, exist_ok=True)
+    check_replaceable(directory)
+    make_folder(directory.parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".partial", dir=directory.parent))
     try:
         pipe.vae.save_pretrained(tmp / COMPONENTS["vae"])

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from ..config import atomic_write_text, dump_yaml
+from ..config import atomic_write_text, dump_yaml, make_folder
 
 
 @dataclass
@@ -37,21 +37,30 @@ class SoundingVideoOutput:
         and (``preview``) a ``.png`` contact sheet (frame strip over the spectrogram), plus
         ``settings.json`` (how the run was made, and its file names) and ``config.yaml`` (the
         model's resolved config): one run per folder, a second run replaces those two. Every
-        file is written atomically (temporary name, then rename). Returns the mp4 paths.
+        file is written atomically (temporary name, then rename); when a write fails, the
+        files this call already wrote are removed, so no new sample is left without its settings.
+        Returns the mp4 paths.
         """
         from ..data.inspect import write_contact_sheet
         from ..data.media_io import probe, write_av
 
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        videos = []
-        for i in range(len(self)):
-            mp4 = out_dir / f"{prefix}-{i:03d}.mp4"
-            write_av(mp4, self.frames[i], self.waveforms[i], self.fps, self.sample_rate, wav=True)
-            if preview:
-                write_contact_sheet(mp4, probe(mp4), mp4.with_suffix(".png"))
-            videos.append(mp4)
-        settings = {**self.settings, "files": [p.name for p in videos]}
-        atomic_write_text(out_dir / "settings.json", json.dumps(settings, indent=2) + "\n")
+        out_dir = make_folder(out_dir)
+        videos: list[Path] = []
+        written: list[Path] = []
+        try:
+            for i in range(len(self)):
+                mp4 = out_dir / f"{prefix}-{i:03d}.mp4"
+                write_av(mp4, self.frames[i], self.waveforms[i], self.fps, self.sample_rate, wav=True)
+                written += [mp4, mp4.with_suffix(".wav")]
+                if preview:
+                    write_contact_sheet(mp4, probe(mp4), mp4.with_suffix(".png"))
+                    written.append(mp4.with_suffix(".png"))
+                videos.append(mp4)
+            settings = {**self.settings, "files": [p.name for p in videos]}
+            atomic_write_text(out_dir / "settings.json", json.dumps(settings, indent=2) + "\n")
+        except BaseException:
+            for path in written:
+                path.unlink(missing_ok=True)
+            raise
         atomic_write_text(out_dir / "config.yaml", dump_yaml(self.model_config))
         return videos

@@ -42,7 +42,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, default_collate
 from tqdm.auto import tqdm
 
-from ..config import dump_yaml, save_config
+from ..config import dump_yaml, make_folder, save_config
 from ..errors import ConfigError, DataError, TrainingError
 from . import checkpoint as ckpt
 from .config import ScheduleConfig, TrainConfig, train_config_of
@@ -449,13 +449,15 @@ class Trainer:
         acc = self.accelerator
         tc = self.train_cfg
         start = time.perf_counter()
-        if acc.is_main_process:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            save_config(self.cfg, self.out_dir / "config.yaml")
         dataset = self.stage.dataset(self.cfg, "train")
         if batches_per_epoch(len(dataset), tc.batch_size, self.num_processes) == 0:
             raise DataError(f"training data has {len(dataset)} items, fewer than one global batch "
                             f"({tc.batch_size} x {self.num_processes} processes)")
+        # Written once the data is known to be usable: a run that cannot start leaves the run
+        # folder (and a resumed run's config.yaml) as it was.
+        if acc.is_main_process:
+            make_folder(self.out_dir)
+            save_config(self.cfg, self.out_dir / "config.yaml")
         step = int(self.resume_state.get("step", 0))
         position = (int(self.resume_state.get("epoch", 0)), int(self.resume_state.get("batch", 0)))
         batches = self._batches(dataset, *position)
