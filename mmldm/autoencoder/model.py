@@ -28,7 +28,7 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 from torch.func import functional_call
 
-from ..config import atomic_write_text, from_dict, to_dict
+from ..config import atomic_write_text, from_dict, make_folder, to_dict
 from ..diffusion.objectives import EpsilonObjective
 from ..diffusion.samplers import sample
 from ..errors import ConfigError, DataError, MMLDMError, WeightsError
@@ -368,8 +368,7 @@ class HierarchicalAVAutoencoder(nn.Module):
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write ``config.json`` + ``model.safetensors`` to ``directory`` (created if needed)."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+        directory = make_folder(directory)
         atomic_write_text(directory / CONFIG_NAME, json.dumps(to_dict(self.resolved_config()), indent=2))
         save_model(self, str(directory / WEIGHTS_NAME))
         return directory

@@ -14,9 +14,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from typing import NoReturn
 
 from .. import __version__
-from ..errors import MMLDMError
+from ..errors import ConfigError, MMLDMError
 
 # Modules under mmldm.cli that add commands, in --help order.
 COMMAND_MODULES = [
@@ -33,8 +34,20 @@ COMMAND_MODULES = [
 ]
 
 
+class UsageError(ConfigError):
+    """A command line argparse refuses (unknown option, invalid int, missing required option)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one ``mmldm: error:`` line (not usage text plus exit)."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix("mmldm").strip()
+        raise UsageError(f"{command + ': ' if command else ''}{message} (see {self.prog} --help)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="mmldm",
         description="MM-LDM: sounding video generation (joint audio + video latent diffusion).",
     )

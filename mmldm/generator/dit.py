@@ -47,7 +47,7 @@ from einops import pack, rearrange, unpack
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..config import atomic_write_text, from_dict, to_dict
+from ..config import atomic_write_text, from_dict, make_folder, to_dict
 from ..errors import ConfigError, WeightsError
 from .embeddings import ClassEmbedder, PatchEmbed, TimestepEmbedder, sincos_2d_position_embedding
 
@@ -407,8 +407,7 @@ class AVDiT(nn.Module):
         """Write ``config.json`` and ``model.safetensors`` to ``directory``."""
         from safetensors.torch import save_file
 
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+        directory = make_folder(directory)
         atomic_write_text(directory / "config.json", json.dumps(to_dict(self.cfg), indent=2))
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         save_file(state, str(directory / "model.safetensors"))

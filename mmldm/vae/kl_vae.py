@@ -32,6 +32,7 @@ from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from einops import rearrange
 from torch import nn
 
+from ..config import make_folder
 from ..errors import ConfigError, WeightsError
 
 #: Stable Diffusion v1 KL-f8 autoencoder (the ``first_stage_model`` of SD v1.x,
@@ -188,7 +189,7 @@ class KLVAE(nn.Module):
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write a diffusers-format folder that :meth:`from_pretrained` (and diffusers) can load."""
-        directory = Path(directory)
+        directory = make_folder(directory)  # diffusers only logs (and writes nothing) when a file is in the way
         self.autoencoder.save_pretrained(directory, safe_serialization=True)
         return directory
 

@@ -280,6 +280,9 @@ def export_pretrained(checkpoint: str | Path, out_dir: str | Path, use_ema: bool
     factor 1. A decoder-only fine-tune keeps its encoder and so its factor.
     """
     checkpoint = Path(checkpoint)
+    if calibration_clips < 0:
+        raise ConfigError(f"calibration clips must be >= 0 (0: keep the checkpoint's scaling factor), "
+                          f"got {calibration_clips}")
     if not (checkpoint / "model_model.safetensors").is_file():
         raise ConfigError(f"{checkpoint} is not a VAE training checkpoint (no model_model.safetensors)")
     vae = load_vae(checkpoint, use_ema=use_ema).eval()

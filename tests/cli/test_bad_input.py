@@ -154,6 +154,16 @@ def _expect_one_line_error(argv: list[str], capsys, names: str) -> str:
 # --------------------------------------------------------------------------- the sweep
 # (argv with {placeholders}, the text the error line must contain)
 
+USAGE = [  # argparse's own refusals are one line too
+    (["no-such-command"], "no-such-command"),
+    (["generate", "--n", "many", "--out", "{tmp}/out"], "--n"),
+    (["generate", "--model", "{model}"], "--out"),
+    (["data", "synth"], "--out"),
+    (["evaluate", "--protocol", "no-such-protocol", "--generated", "{dataset}", "--reference", "{dataset}"],
+     "--protocol"),
+    (["train", "vae", "--set"], "--set"),
+]
+
 INSPECT = [
     (["data", "inspect", "{nope}"], "{nope}"),
     (["data", "inspect", "{zero}", "--no-sheet"], "{zero}"),
@@ -253,6 +263,8 @@ EXPORT = [
     (["export", "vae", "{model}/vae", "--out", "{tmp}/out"], "{model}/vae"),
     (["export", "autoencoder", "{nodir}", "--out", "{tmp}/out"], "{nodir}"),
     (["export", "autoencoder", "{empty}", "--out", "{tmp}/out"], "{empty}"),
+    (["export", "autoencoder", "{model}/autoencoder", "--out", "{sounding}"], "{sounding}"),
+    (["export", "vae", "{nodir}", "--out", "{tmp}/out", "--calibration-clips", "-1"], "calibration clips"),
     (["export", "model", "--generator", "{nodir}", "--vae", "{model}/vae", "--autoencoder", "{model}/autoencoder",
       "--out", "{tmp}/out"], "{nodir}"),
     (MODEL_EXPORT[:-4] + ["--out", "{tmp}/out", "--vae", "{nodir}", "--timing", "10", "8", "16000"], "{nodir}"),
@@ -303,7 +315,7 @@ RECONSTRUCT = [
     (["reconstruct", "{sounding}", "--model", "{model}/autoencoder", "--out", "{tmp}/out.mp4"], "--vae"),
 ]
 
-CASES = INSPECT + SYNTH_DEMO_PRESETS + GENERATE + TRAIN + CACHE + EXPORT + EVALUATE + RECONSTRUCT
+CASES = USAGE + INSPECT + SYNTH_DEMO_PRESETS + GENERATE + TRAIN + CACHE + EXPORT + EVALUATE + RECONSTRUCT
 
 
 def _case_id(case: tuple[list[str], str]) -> str:
@@ -353,6 +365,22 @@ def test_export_model_replaces_an_existing_model_folder(paths, tmp_path, capsys)
     (target / "stale.txt").write_text("from the old model")
     assert main(_fill(MODEL_EXPORT + ["--out", str(target)], paths, tmp_path)) == 0
     assert (target / "model_index.json").is_file() and not (target / "stale.txt").exists()
+
+
+def test_component_saves_refuse_a_file_in_the_way(paths, tmp_path):
+    """diffusers only logs when asked to save a VAE over a file; ours is an error naming the path."""
+    from mmldm.errors import ConfigError
+    from mmldm.pipeline import SoundingVideoPipeline
+
+    pipe = SoundingVideoPipeline.from_pretrained(paths["model"])
+    blocker = tmp_path / "a-file"
+    blocker.write_text("keep me")
+    for module in (pipe.vae, pipe.autoencoder, pipe.generator):
+        with pytest.raises(ConfigError, match="a-file: is a file"):
+            module.save_pretrained(blocker)
+        with pytest.raises(ConfigError, match="a-file is a file"):
+            module.save_pretrained(blocker / "inside")
+    assert blocker.read_text() == "keep me"
 
 
 def test_a_failed_training_start_keeps_the_run_config(paths, tmp_path, capsys):

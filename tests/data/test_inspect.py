@@ -65,5 +65,6 @@ def test_inspect_bad_file_is_one_line_and_nonzero(tmp_path, capsys):
     assert "Traceback" not in captured.out + captured.err
     # a bad file among good ones: the good one is still reported, the exit code says one failed
     assert main(["data", "inspect", str(bad), str(good), "--no-sheet"]) == 2
-    out = capsys.readouterr().out
-    assert "video: h264" in out and out.count("mmldm: error:") == 1
+    captured = capsys.readouterr()
+    assert "video: h264" in captured.out and "mmldm: error:" not in captured.out
+    assert captured.err.count("mmldm: error:") == 1 and str(bad) in captured.err
