@@ -354,7 +354,9 @@ class SoundingShapesRecipe:
         results["reconstruction_ceiling"] = reconstruction_measures(pipe, tests[:n])
         results["generation_seconds"]["reconstruction"] = round(time.perf_counter() - start, 1)
         atomic_write_text(self.eval_dir / "results.json", json.dumps(results, indent=2) + "\n")
-        print(json.dumps(results, indent=2))
+        table = results_table(results)
+        atomic_write_text(self.eval_dir / "results.md", table)
+        print(table)
         return True
 
 
@@ -434,3 +436,29 @@ def reconstruction_measures(pipe: Any, files: list[Path]) -> dict[str, Any]:
         pairs["vae"].append((vae_frames[0], vocode_clips([vae_image], pipe.audio_cfg, pipe.vocoder)[0]))
         pairs["autoencoder"].append((ae_frames[0], vocode_clips([ae_image], pipe.audio_cfg, pipe.vocoder)[0]))
     return {stage: measure_pairs(clips, pipe.audio_cfg.sample_rate, pipe.fps) for stage, clips in pairs.items()}
+
+
+def results_table(results: dict[str, Any]) -> str:
+    """The evaluation as markdown: each task beside the real-data and shuffled-pair baselines,
+    the long-video checks and the reconstruction ceiling."""
+    def row(name: str, m: dict[str, Any]) -> str:
+        return (f"| {name} | {m['clips']} | {m['sync_error_median']:.2f} | {m['sync_error_within_1_semitone_pct']:.1f} "
+                f"| {m['class_agreement_pct']:.1f} | {m['one_object_pct']:.1f} |")
+
+    lines = ["| clips | n | median sync error (semitones) | within 1 semitone % | class agreement % | "
+             "one-object frames % |", "|---|---|---|---|---|---|"]
+    first = next(task for task in ("svg", "a2v", "v2a") if task in results)
+    lines.append(row("real test clips", results[first]["reference"]))
+    lines.append(row("shuffled real pairs", results[first]["shuffled_pairs"]))
+    for task in ("svg", "a2v", "v2a"):
+        if task in results:
+            lines.append(row(f"generated {task}", results[task]["generated"]))
+    for stage, measures in results.get("reconstruction_ceiling", {}).items():
+        lines.append(row(f"real clips through the {stage}", measures))
+    long = results.get("long")
+    if long:
+        lines += ["", f"Long ({long['clips']} clips): sync error per 1.6 s window: median "
+                      f"{long['sync_error_median']:.2f}, worst {long['sync_error_max_window']:.2f} semitones; "
+                      f"largest audio jump at a seam {long['seam_jump_max']:.3f} vs inside clips "
+                      f"{long['inside_jump_max']:.3f}."]
+    return "\n".join(lines) + "\n"

@@ -113,3 +113,21 @@ def test_smoke_scale_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[st
     log = capsys.readouterr().out
     assert log.count("already there, skipped") == 7
     assert json.loads((out / "recipe.json").read_text())["wall_seconds"] == record["wall_seconds"]
+
+
+def test_results_table_lists_every_row_with_its_numbers() -> None:
+    from mmldm.cli.recipe import results_table
+
+    def measures(clips: int, sync: float) -> dict[str, float]:
+        return {"clips": clips, "sync_error_median": sync, "sync_error_within_1_semitone_pct": 50.0,
+                "class_agreement_pct": 75.0, "one_object_pct": 99.5}
+
+    shapes = {"generated": measures(64, 1.23), "reference": measures(64, 0.07), "shuffled_pairs": measures(64, 8.5)}
+    long = {"clips": 4, "sync_error_median": 0.8, "sync_error_max_window": 2.5, "seam_jump_max": 0.01,
+            "inside_jump_max": 0.2}
+    table = results_table({"svg": shapes, "a2v": shapes, "long": long,
+                           "reconstruction_ceiling": {"vae": measures(16, 0.11)}})
+    assert "| real test clips | 64 | 0.07 |" in table and "| shuffled real pairs | 64 | 8.50 |" in table
+    assert "| generated svg | 64 | 1.23 |" in table and "| generated a2v |" in table and "v2a" not in table
+    assert "| real clips through the vae | 16 | 0.11 |" in table
+    assert "worst 2.50 semitones" in table and "0.010 vs inside clips 0.200" in table
