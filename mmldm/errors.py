@@ -8,7 +8,12 @@ and exits non-zero; it never shows a traceback for these.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class MMLDMError(Exception):
@@ -47,3 +52,43 @@ class WeightsError(MMLDMError):
 
 class TrainingError(MMLDMError):
     """Training cannot go on (non-finite loss, no checkpoint to resume...)."""
+
+
+# A DataLoader worker's exception reaches the main process rebuilt by torch from
+# its type and its formatted traceback: as that type called with the traceback
+# text, or as RuntimeError when the type wants other arguments (MediaError). Our
+# errors end that text with "mmldm.errors.<Type>: <one-line message>".
+_WORKER_CAUGHT = re.compile(r"^Caught (\w+) in DataLoader worker process \d+")
+_OUR_ERROR = re.compile(r"mmldm\.errors\.(\w+): ")
+
+
+def user_error_from_worker(exc: BaseException) -> MMLDMError | None:
+    """The one-line error a DataLoader worker raised, rebuilt as its own type; None if ``exc`` is not one."""
+    text = str(exc.args[0]) if exc.args else ""
+    caught = _WORKER_CAUGHT.match(text)
+    last = next(reversed(list(_OUR_ERROR.finditer(text))), None)  # the raised one; earlier ones are chained
+    if caught is None or last is None or caught.group(1) != last.group(1):
+        return None
+    cls = globals().get(last.group(1))
+    if not (isinstance(cls, type) and issubclass(cls, MMLDMError)):
+        return None
+    error = cls.__new__(cls)
+    MMLDMError.__init__(error, text[last.end():])
+    return error
+
+
+def iterate_loader(loader: Iterable[T]) -> Iterator[T]:
+    """Iterate a DataLoader; a user error raised in a worker comes out as itself (one line), not
+    as a RuntimeError holding the worker's traceback."""
+    iterator = iter(loader)
+    while True:
+        try:
+            item = next(iterator)
+        except StopIteration:
+            return
+        except Exception as exc:
+            error = user_error_from_worker(exc)
+            if error is None:
+                raise
+            raise error from None
+        yield item

@@ -45,7 +45,7 @@ from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Dataset
 
 from ..config import atomic_write_text, make_folder
-from ..errors import DataError
+from ..errors import DataError, iterate_loader
 
 INDEX_NAME = "index.json"
 FORMAT_NAME = "mmldm-latent-cache"
@@ -221,7 +221,7 @@ def write_latent_cache(dataset: Dataset, encode: Encoder, out_dir: str | Path, c
                for s in todo for b in range(ranges[s][0], ranges[s][1], batch_size)]
     # no worker start-up when every shard of this rank is already done
     batch_iter: Iterator[dict[str, Any]] = (
-        iter(DataLoader(dataset, batch_sampler=batches, num_workers=num_workers)) if batches else iter(()))
+        iterate_loader(DataLoader(dataset, batch_sampler=batches, num_workers=num_workers)) if batches else iter(()))
     bar = None
     if progress:
         from tqdm import tqdm
@@ -229,38 +229,40 @@ def write_latent_cache(dataset: Dataset, encode: Encoder, out_dir: str | Path, c
         bar = tqdm(total=sum(ranges[s][1] - ranges[s][0] for s in todo), desc=f"cache rank {this_rank}",
                    unit="clip")
     encoded = 0
-    for shard in todo:
-        start, stop = ranges[shard]
-        rows: dict[str, list[torch.Tensor]] = {}
-        items: list[dict[str, Any]] = []
-        while len(items) < stop - start:
-            batch = next(batch_iter)
-            out = encode(batch)
-            count = next(iter(out.values())).shape[0] if out else 0
-            if not out or any(v.shape[0] != count for v in out.values()):
-                raise DataError(f"cache {out_dir}: the encoder must return tensors with one row per item")
-            for key, value in out.items():
-                value = value.detach().cpu()
-                rows.setdefault(key, []).append(value if store_dtype is None else value.to(store_dtype))
-            items += [_item_meta(batch, row) for row in range(count)]
-            if bar is not None:
-                bar.update(count)
-        tensors = {key: torch.cat(parts).contiguous() for key, parts in rows.items()}
-        header = {"config_hash": digest, "config": plain_config, "start": start, "stop": stop,
-                  "num_items": num_items, "shard_size": shard_size, "items": items,
-                  "keys": {k: {"shape": list(v.shape[1:]), "dtype": str(v.dtype).removeprefix("torch.")}
-                           for k, v in tensors.items()}}
-        final = out_dir / shard_name(shard, num_shards)
-        tmp = out_dir / f".shard-{shard:05d}.tmp{os.getpid()}"
-        save_file(tensors, str(tmp), metadata={"mmldm": json.dumps(header)})
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
-        encoded += stop - start
-        if on_shard_written is not None:
-            on_shard_written(shard)
-    if bar is not None:
-        bar.close()
+    try:
+        for shard in todo:
+            start, stop = ranges[shard]
+            rows: dict[str, list[torch.Tensor]] = {}
+            items: list[dict[str, Any]] = []
+            while len(items) < stop - start:
+                batch = next(batch_iter)
+                out = encode(batch)
+                count = next(iter(out.values())).shape[0] if out else 0
+                if not out or any(v.shape[0] != count for v in out.values()):
+                    raise DataError(f"cache {out_dir}: the encoder must return tensors with one row per item")
+                for key, value in out.items():
+                    value = value.detach().cpu()
+                    rows.setdefault(key, []).append(value if store_dtype is None else value.to(store_dtype))
+                items += [_item_meta(batch, row) for row in range(count)]
+                if bar is not None:
+                    bar.update(count)
+            tensors = {key: torch.cat(parts).contiguous() for key, parts in rows.items()}
+            header = {"config_hash": digest, "config": plain_config, "start": start, "stop": stop,
+                      "num_items": num_items, "shard_size": shard_size, "items": items,
+                      "keys": {k: {"shape": list(v.shape[1:]), "dtype": str(v.dtype).removeprefix("torch.")}
+                               for k, v in tensors.items()}}
+            final = out_dir / shard_name(shard, num_shards)
+            tmp = out_dir / f".shard-{shard:05d}.tmp{os.getpid()}"
+            save_file(tensors, str(tmp), metadata={"mmldm": json.dumps(header)})
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, final)
+            encoded += stop - start
+            if on_shard_written is not None:
+                on_shard_written(shard)
+    finally:  # a closed bar ends its line, so an error message starts on a line of its own
+        if bar is not None:
+            bar.close()
     index_written = finalize_latent_cache(out_dir, must_be_complete=False)
     return CacheStats(items_encoded=encoded, shards_written=len(todo), shards_skipped=len(mine) - len(todo),
                       seconds=time.perf_counter() - start_time, index_written=index_written)

@@ -43,7 +43,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from tqdm.auto import tqdm
 
 from ..config import dump_yaml, make_folder, save_config
-from ..errors import ConfigError, DataError, TrainingError
+from ..errors import ConfigError, DataError, TrainingError, iterate_loader
 from . import checkpoint as ckpt
 from .config import ScheduleConfig, TrainConfig, train_config_of
 from .data import ShardedEpochSampler, batches_per_epoch, mixed_seed
@@ -328,7 +328,7 @@ class Trainer:
             loader = DataLoader(dataset, batch_sampler=sampler, num_workers=tc.num_workers,
                                 pin_memory=self.accelerator.device.type == "cuda",
                                 generator=torch.Generator().manual_seed(mixed_seed(tc.seed, epoch, self.rank, batch)))
-            for offset, data in enumerate(loader):
+            for offset, data in enumerate(iterate_loader(loader)):
                 yield epoch, batch + offset, sampler.batch_indices(batch + offset), data
             epoch, batch = epoch + 1, 0
 

@@ -12,6 +12,7 @@ subprocesses with a timeout to show that bad files do not hang them.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -22,6 +23,7 @@ import pytest
 import torch
 
 from mmldm.cli.main import main
+from mmldm.errors import DataError, MediaError
 
 REPO = Path(__file__).resolve().parents[2]
 VAE_CONFIG = REPO / "configs" / "vae" / "tiny.yaml"
@@ -79,6 +81,25 @@ def _micro_pipeline():
                                           audio_cfg=AudioConfig(clip_seconds=FRAMES / FPS))
 
 
+def _cut_in_the_middle(source: Path, target: Path) -> Path:
+    """``source`` remuxed with its index first (mp4 "faststart"), then cut at 60%: the header
+    promises every frame, but decoding fails part way (what a copy interrupted mid-file gives)."""
+    import av
+
+    whole = target.with_suffix(".whole.mp4")
+    with av.open(str(source)) as src, av.open(str(whole), "w", format="mp4",
+                                              options={"movflags": "faststart"}) as dst:
+        streams = {s.index: dst.add_stream_from_template(s) for s in src.streams}
+        for packet in src.demux():
+            if packet.dts is not None:
+                packet.stream = streams[packet.stream.index]
+                dst.mux(packet)
+    data = whole.read_bytes()
+    whole.unlink()
+    target.write_bytes(data[: int(len(data) * 0.6)])
+    return target
+
+
 @pytest.fixture(scope="module")
 def paths(tmp_path_factory) -> dict[str, Path]:
     """Bad and good inputs, written once: media files, folders, a model folder and broken copies of it."""
@@ -112,6 +133,11 @@ def paths(tmp_path_factory) -> dict[str, Path]:
             write_av(folder / "clip.mp4", _frames(frames), audio, FPS, RATE)
         p[name] = folder
 
+    p["midtrunc_dataset"] = root / "dataset-with-a-cut-file"
+    p["midtrunc_dataset"].mkdir()
+    shutil.copy(p["dataset"] / "clip0.mp4", p["midtrunc_dataset"] / "clip0.mp4")
+    p["midtrunc"] = _cut_in_the_middle(p["sounding"], p["midtrunc_dataset"] / "clip1.mp4")
+
     p["model"] = _micro_pipeline().save_pretrained(root / "model")
     for component in ("vae", "autoencoder", "generator"):
         broken = root / f"model-without-{component}"
@@ -143,7 +169,8 @@ def _fill(argv: list[str], paths: dict[str, Path], tmp_path: Path) -> list[str]:
 def _expect_one_line_error(argv: list[str], capsys, names: str) -> str:
     code = main(argv)
     err = capsys.readouterr().err
-    lines = err.strip("\n").split("\n")
+    # progress bars (tqdm, on stderr) are not error lines
+    lines = [line for line in err.strip("\n").split("\n") if not re.search(r"\d+%\|", line)]
     assert code != 0, f"exit code 0 for {argv}"
     assert len(lines) == 1 and lines[0].startswith("mmldm: error:"), f"not one error line: {err!r}"
     assert "Traceback" not in err
@@ -254,6 +281,9 @@ CACHE = [
     (CACHE_BASE + ["--out", "{tmp}/cache", "--batch-size", "0"], "batch_size"),
     (CACHE_BASE + ["--out", "{tmp}/cache", "--autoencoder", "{nodir}"], "{nodir}"),
     (CACHE_BASE + ["--out", "{sounding}"], "{sounding}"),
+    # a file that probes fine but fails to decode, in a DataLoader worker process
+    (["cache", "--config", str(VAE_CONFIG), "--vae", "{model}/vae", "--num-workers", "1", "--set",
+      "data.root={midtrunc_dataset}", *DATA_SET[1:], "--out", "{tmp}/cache"], "{midtrunc}"),
 ]
 
 MODEL_EXPORT = ["export", "model", "--generator", "{model}/generator", "--vae", "{model}/vae",
@@ -416,6 +446,43 @@ def test_generate_output_is_removed_when_a_write_fails(paths, tmp_path, monkeypa
         output.save(tmp_path / "out")
     assert len(calls) == 2
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == []
+
+
+class _FailingDataset(torch.utils.data.Dataset):
+    def __init__(self, error: Exception):
+        self.error = error
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, index: int):
+        if index == 2:
+            raise self.error
+        return torch.tensor(index)
+
+
+@pytest.mark.parametrize("error", [MediaError("clip.mp4", "cannot decode (cut short)"),
+                                   DataError("manifest.jsonl: line 3 is not JSON")], ids=["media", "data"])
+def test_a_user_error_in_a_loader_worker_comes_out_as_itself(error):
+    from torch.utils.data import DataLoader
+
+    from mmldm.errors import iterate_loader
+
+    loader = DataLoader(_FailingDataset(error), batch_size=1, num_workers=1)
+    seen = []
+    with pytest.raises(type(error)) as info:
+        for batch in iterate_loader(loader):
+            seen.append(int(batch))
+    assert seen == [0, 1] and str(info.value) == str(error)
+
+
+def test_other_worker_errors_pass_through_unchanged():
+    from torch.utils.data import DataLoader
+
+    from mmldm.errors import iterate_loader
+
+    with pytest.raises(ValueError, match="Caught ValueError in DataLoader worker"):
+        list(iterate_loader(DataLoader(_FailingDataset(ValueError("a bug")), batch_size=1, num_workers=1)))
 
 
 # --------------------------------------------------------------------------- --debug and internal errors
