@@ -82,6 +82,7 @@ def iterate_loader(loader: Iterable[T]) -> Iterator[T]:
     as a RuntimeError holding the worker's traceback."""
     iterator = iter(loader)
     while True:
+        error = None
         try:
             item = next(iterator)
         except StopIteration:
@@ -90,5 +91,9 @@ def iterate_loader(loader: Iterable[T]) -> Iterator[T]:
             error = user_error_from_worker(exc)
             if error is None:
                 raise
-            raise error from None
+        if error is not None:
+            # raised outside the except block: no chained worker exception keeps the loader (and
+            # its worker processes) alive after this frame drops it
+            del iterator
+            raise error
         yield item

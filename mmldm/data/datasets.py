@@ -133,16 +133,17 @@ class VideoFolderDataset(Dataset):
                 skipped.append(f"{key} ({exc.reason})")
                 continue
             self.files.append(VideoFile(path, key, class_id, num_frames))
+        if not self.files:  # one line saying why (no warning before it)
+            what = f"in the '{split}' split " if split != "all" and listed else ""
+            example = f", e.g. {skipped[0]}" if skipped else ""
+            raise DataError(
+                f"{self.root}: no usable video file {what}(found {len(listed)} video file(s), "
+                f"{len(skipped)} unusable{example}; looked for {' '.join(VIDEO_SUFFIXES)})"
+            )
         if skipped:
             named = "; ".join(skipped[:_WARN_LISTED])
             more = f"; and {len(skipped) - _WARN_LISTED} more" if len(skipped) > _WARN_LISTED else ""
             warnings.warn(f"{self.root}: skipped {len(skipped)} unusable file(s): {named}{more}", stacklevel=2)
-        if not self.files:
-            what = f"in the '{split}' split " if split != "all" and listed else ""
-            raise DataError(
-                f"{self.root}: no usable video file {what}(found {len(listed)} video file(s), "
-                f"{len(skipped)} unusable; looked for {' '.join(VIDEO_SUFFIXES)})"
-            )
         # (file number, first frame) of every window
         self.windows: list[tuple[int, int]] = [
             (number, first)

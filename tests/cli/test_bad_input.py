@@ -81,19 +81,24 @@ def _micro_pipeline():
                                           audio_cfg=AudioConfig(clip_seconds=FRAMES / FPS))
 
 
-def _cut_in_the_middle(source: Path, target: Path) -> Path:
-    """``source`` remuxed with its index first (mp4 "faststart"), then cut at 60%: the header
-    promises every frame, but decoding fails part way (what a copy interrupted mid-file gives)."""
+def _remux(source: Path, target: Path, kinds: tuple[str, ...] = ("video", "audio")) -> Path:
+    """The ``kinds`` streams of ``source`` copied into ``target`` (mp4 with its index first, "faststart")."""
     import av
 
-    whole = target.with_suffix(".whole.mp4")
-    with av.open(str(source)) as src, av.open(str(whole), "w", format="mp4",
+    with av.open(str(source)) as src, av.open(str(target), "w", format="mp4",
                                               options={"movflags": "faststart"}) as dst:
-        streams = {s.index: dst.add_stream_from_template(s) for s in src.streams}
+        streams = {s.index: dst.add_stream_from_template(s) for s in src.streams if s.type in kinds}
         for packet in src.demux():
-            if packet.dts is not None:
+            if packet.dts is not None and packet.stream.index in streams:
                 packet.stream = streams[packet.stream.index]
                 dst.mux(packet)
+    return target
+
+
+def _cut_in_the_middle(source: Path, target: Path) -> Path:
+    """``source`` with its index first, cut at 60%: the header promises every frame, but decoding
+    fails part way (what a copy interrupted mid-file gives)."""
+    whole = _remux(source, target.with_suffix(".whole.mp4"))
     data = whole.read_bytes()
     whole.unlink()
     target.write_bytes(data[: int(len(data) * 0.6)])
@@ -124,13 +129,12 @@ def paths(tmp_path_factory) -> dict[str, Path]:
     p["dataset"].mkdir()
     for i in range(2):
         write_av(p["dataset"] / f"clip{i}.mp4", _frames(16, seed=i), _tone(1.6, 300 + 100 * i), FPS, RATE)
-    for name, (frames, audio) in {"silent_only": (12, None), "trunc_only": (None, None)}.items():
+    p["audio_only"] = _remux(p["sounding"], root / "audio-only.mp4", kinds=("audio",))
+    for name, source in {"silent_only": p["silent"], "trunc_only": p["trunc"], "short_only": p["short"],
+                         "audio_only_dataset": p["audio_only"]}.items():
         folder = root / name
         folder.mkdir()
-        if frames is None:
-            shutil.copy(p["trunc"], folder / "clip.mp4")
-        else:
-            write_av(folder / "clip.mp4", _frames(frames), audio, FPS, RATE)
+        shutil.copy(source, folder / "clip.mp4")
         p[name] = folder
 
     p["midtrunc_dataset"] = root / "dataset-with-a-cut-file"
@@ -220,6 +224,7 @@ GENERATE = [
     (GEN + ["--task", "audio-continuation", "--audio", "{short}"], "{short}"),
     (GEN + ["--task", "v2a", "--video", "{wav}"], "{wav}"),
     (GEN + ["--task", "v2a", "--video", "{short}"], "{short}"),
+    (GEN + ["--task", "v2a", "--video", "{audio_only}"], "{audio_only}"),
     (GEN + ["--task", "video-continuation", "--video", "{wav}"], "{wav}"),
     (GEN + ["--task", "a2v"], "--audio"),
     (GEN + ["--task", "no-such-task"], "no-such-task"),
@@ -264,6 +269,12 @@ TRAIN = [
     (["train", "vae", "--config", str(VAE_CONFIG), "--set", "data.root={nodir}", "--out", "{tmp}/run"], "{nodir}"),
     (["train", "vae", "--config", str(VAE_CONFIG), "--set", *DATA_SET, "--resume", "{nodir}", "--out", "{tmp}/run"],
      "{nodir}"),
+    (["train", "vae", "--config", str(VAE_CONFIG), "--set", *DATA_SET[1:], "data.root={silent_only}",
+      "--out", "{tmp}/run"], "no audio track"),
+    (["train", "vae", "--config", str(VAE_CONFIG), "--set", *DATA_SET[1:], "data.root={short_only}",
+      "--out", "{tmp}/run"], "shorter than one window"),
+    (["train", "vae", "--config", str(VAE_CONFIG), "--set", *DATA_SET[1:], "data.root={audio_only_dataset}",
+      "--out", "{tmp}/run"], "{audio_only_dataset}"),
     (["train", "autoencoder", "--set", "vae.path={nodir}", "--out", "{tmp}/run"], "{nodir}"),
     (["train", "generator", "--set", "data.cache={empty}", "--out", "{tmp}/run"], "{empty}"),
 ]
@@ -311,6 +322,8 @@ EVALUATE = [
     (EVAL + ["--generated", "{dataset}", "--reference", "{empty}"], "{empty}"),
     (EVAL + ["--generated", "{silent_only}", "--reference", "{dataset}"], "no audio track"),
     (EVAL + ["--generated", "{trunc_only}", "--reference", "{dataset}"], "not a readable media file"),
+    (EVAL + ["--generated", "{audio_only_dataset}", "--reference", "{dataset}"], "{audio_only_dataset}"),
+    (EVAL + ["--generated", "{dataset}", "--reference", "{short_only}"], "{short_only}"),
     (EVAL + ["--generated", "{dataset}", "--reference", "{silent_only}"], "needs a video and an audio"),
     (EVAL + ["--generated", "{dataset}", "--reference", "{dataset}", "--metrics", "fvdd"], "fvdd"),
     (EVAL + ["--generated", "{dataset}", "--reference", "{dataset}", "--num-samples", "0"], "num_samples"),
@@ -332,6 +345,7 @@ RECONSTRUCT = [
     (REC + ["{trunc}", "--out", "{tmp}/out.mp4"], "{trunc}"),
     (REC + ["{zero}", "--out", "{tmp}/out.mp4"], "{zero}"),
     (REC + ["{short}", "--out", "{tmp}/out.mp4"], "{short}"),
+    (REC + ["{audio_only}", "--out", "{tmp}/out.mp4"], "{audio_only}"),
     (REC + ["{sounding}", "--out", "{tmp}/out.mp4", "--steps", "0"], "steps"),
     (REC + ["{sounding}", "--out", "{tmp}/out.mp4", "--start", "-1"], "{sounding}"),
     (REC + ["{sounding}", "--out", "{tmp}/out.mp4", "--fps", "0"], "fps"),
