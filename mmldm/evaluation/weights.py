@@ -33,9 +33,10 @@ def load_state_dict_file(path: str | Path, what: str, key: str | None = None) ->
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file becomes one line naming it
-        detail = " ".join(str(exc).split())[:200]
-        kind = "safetensors" if path.suffix == ".safetensors" else "PyTorch (torch.save)"
-        raise WeightsError(path, what, f"not a readable {kind} weight file ({type(exc).__name__}: {detail})") from exc
+        # the first sentence only: torch's weights-only message goes on to suggest weights_only=False
+        detail = " ".join(str(exc).split()).split(". ")[0][:160] or type(exc).__name__
+        kind = "a safetensors" if path.suffix == ".safetensors" else "a torch.save weight file holding only tensors"
+        raise WeightsError(path, what, f"cannot read weight file: not {kind} ({detail})") from exc
     if key is not None and isinstance(state, dict) and key in state and isinstance(state[key], dict):
         state = state[key]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
