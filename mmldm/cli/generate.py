@@ -74,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..generator.tasks import resolve_task
     from ..pipeline import SoundingVideoPipeline
+    from ..pipeline.output import check_prefix
 
     # cheap checks first: a wrong task or input fails before any model is loaded
     resolve_task(args.task, args.audio, args.video, args.seconds)
@@ -82,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
     for given in (args.audio, args.video):
         if given is not None and not given.is_file():
             raise ConfigError(f"{given}: file not found")
+    check_prefix(args.prefix)
     if args.out.exists() and not args.out.is_dir():
         raise ConfigError(f"--out {args.out}: is a file; give a folder for the samples")
     device = _device(args.device)

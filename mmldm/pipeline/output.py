@@ -10,6 +10,14 @@ from typing import Any
 import torch
 
 from ..config import atomic_write_text, dump_yaml, make_folder
+from ..errors import ConfigError
+
+
+def check_prefix(prefix: str) -> str:
+    """``prefix`` if it can start the output file names: not empty, no folder part."""
+    if not prefix or Path(prefix).name != prefix:
+        raise ConfigError(f"output prefix {prefix!r} must be a plain file name start (no folder part)")
+    return prefix
 
 
 @dataclass
@@ -44,6 +52,7 @@ class SoundingVideoOutput:
         from ..data.inspect import write_contact_sheet
         from ..data.media_io import probe, write_av
 
+        check_prefix(prefix)
         out_dir = make_folder(out_dir)
         videos: list[Path] = []
         written: list[Path] = []

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -300,6 +301,8 @@ class SoundingVideoPipeline:
             audio_scale, video_scale = (float(v) for v in values)
         except (TypeError, ValueError):
             raise ConfigError(f"guidance scales must be numbers, got {values!r}") from None
+        if not (math.isfinite(audio_scale) and math.isfinite(video_scale)):
+            raise ConfigError(f"guidance scales must be finite numbers, got {audio_scale:g} {video_scale:g}")
         return {"audio": audio_scale, "video": video_scale}
 
     def _class_labels(self, class_label: int | None, n: int) -> torch.Tensor | None:

@@ -240,6 +240,8 @@ GENERATE = [
     (GEN + ["--task", "long"], "--seconds"),
     (GEN + ["--class", "99"], "class 99"),
     (GEN + ["--guidance", "1", "2", "3"], "guidance"),
+    (GEN + ["--guidance", "nan"], "guidance"),
+    (GEN + ["--prefix", "sub/sample"], "sub/sample"),
     (GEN + ["--device", "tpu"], "tpu"),
     (["generate", "--model", "{nodir}", "--out", "{tmp}/out"], "{nodir}"),
     (["generate", "--model", "{empty}", "--out", "{tmp}/out"], "model_index.json"),
