@@ -16,6 +16,7 @@ where pixels are needed (the adversarial loss and :meth:`reconstruct`).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -292,6 +293,8 @@ class HierarchicalAVAutoencoder(nn.Module):
             raise ConfigError(f"autoencoder decoding: steps must be a positive integer, got {steps!r}")
         scales = {"video": s.video_guidance if video_guidance is None else video_guidance,
                   "audio": s.audio_guidance if audio_guidance is None else audio_guidance}
+        if not all(math.isfinite(scale) for scale in scales.values()):
+            raise ConfigError(f"autoencoder decoding: guidance scales must be finite, got {scales}")
         eta = s.eta if eta is None else eta
         chunk = chunk_size or s.chunk_size
         frames = list(range(cfg.num_frames)) if frames is None else list(frames)
