@@ -38,6 +38,7 @@ import os
 import random
 import re
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -252,7 +253,14 @@ def resolve_resume(out_dir: Path, resume: str | Path) -> Path | None:
     newest complete checkpoint of that run folder.
     """
     if str(resume) == "auto":
-        found = complete_checkpoints(Path(out_dir) / "checkpoints")
+        root = Path(out_dir) / "checkpoints"
+        found = complete_checkpoints(root)
+        newest = _step_of(found[-1]) if found else -1
+        skipped = sorted(p.name for p in root.glob("step_*") if p.is_dir() and _step_of(p) > newest
+                         and not is_complete(p)) if root.is_dir() else []
+        if skipped:
+            print(f"mmldm: note: skipping incomplete checkpoint(s) {', '.join(skipped)}; "
+                  + (f"resuming from {found[-1].name}" if found else "starting afresh"), file=sys.stderr)
         return found[-1] if found else None
     path = Path(resume)
     if not path.is_dir():

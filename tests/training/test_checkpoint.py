@@ -43,7 +43,7 @@ def test_resuming_an_older_checkpoint_abandons_newer_ones(tmp_path: Path) -> Non
     assert ckpt.resolve_resume(tmp_path, "auto") == final
 
 
-def test_auto_resume_skips_unfinished_and_damaged_folders(tmp_path: Path) -> None:
+def test_auto_resume_skips_unfinished_and_damaged_folders(tmp_path: Path, capsys) -> None:
     root = tmp_path / "checkpoints"
     assert ckpt.resolve_resume(tmp_path, "auto") is None
     _write(root, 10)
@@ -55,7 +55,10 @@ def test_auto_resume_skips_unfinished_and_damaged_folders(tmp_path: Path) -> Non
     damaged = _write(root, 40)
     with open(damaged / "model_model.safetensors", "r+b") as fh:
         fh.truncate(8)
+    capsys.readouterr()
     assert ckpt.resolve_resume(tmp_path, "auto") == root / "step_000010"
+    note = capsys.readouterr().err  # the skipped folders are named, in one line
+    assert note.count("\n") == 1 and "step_000030, step_000040" in note and "step_000010" in note
     with pytest.raises(TrainingError, match="incomplete"):
         ckpt.resolve_resume(tmp_path, damaged)
     with pytest.raises(TrainingError, match="no checkpoint folder"):
