@@ -142,7 +142,8 @@ class SoundingShapesRecipe:
     def run(self, steps: tuple[str, ...] | list[str]) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
         record = self._record()
-        record["scale"] = dataclasses.asdict(self.scale)
+        # one entry per invocation that did something: the scale it ran with (overrides included)
+        invocation: dict[str, Any] = {"scale": dataclasses.asdict(self.scale), "steps_done": []}
         for step in STEPS:
             if step not in steps:
                 continue
@@ -152,6 +153,9 @@ class SoundingShapesRecipe:
             seconds = time.perf_counter() - start
             if done:  # a step that found its output already there keeps its first wall time
                 record.setdefault("wall_seconds", {})[step] = round(seconds, 1)
+                if not invocation["steps_done"]:
+                    record.setdefault("invocations", []).append(invocation)
+                invocation["steps_done"].append(step)
                 atomic_write_text(self.record_path, json.dumps(record, indent=2) + "\n")
             print(f"recipe: {step} {'done' if done else 'already there, skipped'} ({seconds:.1f}s)", flush=True)
 

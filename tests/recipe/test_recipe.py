@@ -90,6 +90,8 @@ def test_smoke_scale_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[st
     record = json.loads((out / "recipe.json").read_text())
     assert set(record["wall_seconds"]) == {"data", "vae", "vae_latents", "autoencoder", "latents", "generator",
                                            "export", "evaluate"}
+    assert [run["steps_done"] for run in record["invocations"]] == [list(record["wall_seconds"])]
+    assert record["invocations"][0]["scale"]["generator_steps"] == SCALES["smoke"].generator_steps
     results = json.loads((out / "eval" / "results.json").read_text())
     for task in ("svg", "a2v", "v2a"):
         assert results[task]["generated"]["clips"] == SCALES["smoke"].eval_clips
