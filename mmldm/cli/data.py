@@ -17,6 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--size", type=int, default=64, help="frame size in pixels (square)")
     synth.add_argument("--sample-rate", type=int, default=16000)
+    synth.add_argument("--num-frames", type=int, default=16,
+                       help="frames per clip at 10 fps (the spec's clip is 16; longer clips train continuation)")
     synth.set_defaults(func=_synth)
 
     inspect = dsub.add_parser("inspect", help="print streams of media files and write contact sheets")
@@ -32,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _synth(args: argparse.Namespace) -> int:
     from ..data.sounding_shapes import ShapesConfig, write_dataset
 
-    cfg = ShapesConfig(size=args.size, sample_rate=args.sample_rate)
+    cfg = ShapesConfig(size=args.size, sample_rate=args.sample_rate, num_frames=args.num_frames)
     manifest = write_dataset(args.out, n=args.n, seed=args.seed, cfg=cfg, progress=True)
     print(f"wrote {args.n} clips to {args.out} (manifest: {manifest})")
     return 0

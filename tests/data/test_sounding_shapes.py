@@ -260,9 +260,20 @@ def test_cli_synth_writes_a_dataset(tmp_path, capsys):
     assert "wrote 2 clips" in capsys.readouterr().out
 
 
+def test_cli_synth_longer_clips(tmp_path):
+    out = tmp_path / "long"
+    assert main(["data", "synth", "--out", str(out), "--n", "1", "--num-frames", "32", "--size", "32"]) == 0
+    path = read_manifest(out)[0]["path"]
+    from mmldm.data.media_io import read_av
+
+    clip = read_av(path, fps=10.0, sample_rate=16000)
+    assert clip.num_frames == 32 and len(clip.audio) == 32 * 1600
+
+
 @pytest.mark.parametrize("args,message", [(["--n", "0"], "number of clips"), (["--size", "8"], "size"),
                                           (["--seed", "-2"], "seed"), (["--sample-rate", "8000"], "sample rate"),
-                                          (["--size", "33"], "even frame size")])
+                                          (["--size", "33"], "even frame size"),
+                                          (["--num-frames", "0"], "num_frames")])
 def test_cli_synth_bad_arguments(tmp_path, capsys, args, message):
     code = main(["data", "synth", "--out", str(tmp_path / "x"), *args])
     err = capsys.readouterr().err.strip()
