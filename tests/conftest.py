@@ -6,11 +6,18 @@ against the second pytest-xdist worker) and run small ops several times slower.
 The suite uses both cores through two xdist workers instead (``-n 2``).
 """
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 torch.set_num_threads(1)
+
+# Test helper modules beside this file (e.g. ``micro_models``) import by name.
+if str(Path(__file__).parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).parent))
 
 
 @pytest.fixture(autouse=True)

@@ -49,31 +49,16 @@ def _frames(count: int, seed: int = 0) -> np.ndarray:
 
 def _micro_pipeline():
     """A random-weight pipeline: 16x16 frames, 8 frames at 10 fps, 16 kHz (4x8x8 VAE latents)."""
-    from mmldm.autoencoder.config import (AudioEncoderConfig, AutoencoderConfig, DiscriminatorConfig,
-                                          SamplingConfig, SemanticConfig, SignalDecoderConfig, VideoEncoderConfig)
+    from micro_models import micro_autoencoder_config, micro_vae
+    from mmldm.autoencoder.config import SamplingConfig
     from mmldm.autoencoder.model import HierarchicalAVAutoencoder
     from mmldm.data.audio_image import AudioConfig
     from mmldm.generator.dit import AVDiT, DiTConfig
     from mmldm.pipeline import SoundingVideoPipeline
-    from mmldm.vae.kl_vae import KLVAE
 
     torch.manual_seed(0)
-    unet = {"sample_size": 8, "in_channels": 4, "out_channels": 4, "block_out_channels": [16, 32],
-            "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
-            "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"], "layers_per_block": 1,
-            "cross_attention_dim": 16, "attention_head_dim": 8, "norm_num_groups": 8}
-    ae_cfg = AutoencoderConfig(
-        vae_latent_channels=4, vae_latent_size=8, num_frames=FRAMES,
-        video_encoder=VideoEncoderConfig(key_frames=[0, 3, 5, 7], channels=[16, 16], head_dim=8, latent_channels=4),
-        audio_encoder=AudioEncoderConfig(channels=[16, 16, 16], head_dim=8, latent_channels=4),
-        semantic=SemanticConfig(dim=16, token_grid=2, projector_channels=16, head_dim=8, num_classes=3,
-                                contrastive_dim=16),
-        decoder=SignalDecoderConfig(unet=unet, prompt_tokens=2, feature_channels=[8, 16], content_pool_size=2),
-        discriminator=DiscriminatorConfig(channels=[8, 16], head_dim=8),
-        sampling=SamplingConfig(steps=2, chunk_size=8),
-    )
-    vae = KLVAE.from_preset("tiny", block_out_channels=[8, 16], down_block_types=["DownEncoderBlock2D"] * 2,
-                            up_block_types=["UpDecoderBlock2D"] * 2, norm_num_groups=8, sample_size=SIZE)
+    ae_cfg = micro_autoencoder_config(sampling=SamplingConfig(steps=2, chunk_size=8))
+    vae = micro_vae(SIZE)
     generator = AVDiT(DiTConfig.preset("tiny", depth=1, width=32, num_heads=2, n_ctx=2, audio_channels=4,
                                        audio_size=(2, 2), video_channels=4, video_size=(4, 4), num_classes=3))
     return SoundingVideoPipeline.assemble(vae=vae, autoencoder=HierarchicalAVAutoencoder(ae_cfg),
