@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import atomic_write_text
+from ..config import atomic_write_text, make_folder
 from ..errors import ConfigError
 
 #: stage configs of the recipe (a source checkout: configs/ sits beside the package)
@@ -140,7 +140,7 @@ class SoundingShapesRecipe:
     # ------------------------------------------------------------------ driver
 
     def run(self, steps: tuple[str, ...] | list[str]) -> None:
-        self.out.mkdir(parents=True, exist_ok=True)
+        make_folder(self.out)
         record = self._record()
         # one entry per invocation that did something: the scale it ran with (overrides included)
         invocation: dict[str, Any] = {"scale": dataclasses.asdict(self.scale), "steps_done": []}

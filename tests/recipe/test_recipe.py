@@ -133,3 +133,14 @@ def test_results_table_lists_every_row_with_its_numbers() -> None:
     assert "| generated svg | 64 | 1.23 |" in table and "| generated a2v |" in table and "v2a" not in table
     assert "| real clips through the vae | 16 | 0.11 |" in table
     assert "worst 2.50 semitones" in table and "0.010 vs inside clips 0.200" in table
+
+
+def test_recipe_out_that_is_a_file_is_a_one_line_error(tmp_path, capsys):
+    from mmldm.cli.main import main
+
+    blocker = tmp_path / "afile"
+    blocker.write_text("keep me")
+    code = main(["recipe", "sounding-shapes", "--out", str(blocker), "--scale", "smoke"])
+    err = capsys.readouterr().err
+    assert code != 0 and err.count("\n") == 1 and str(blocker) in err
+    assert blocker.read_text() == "keep me"
