@@ -134,20 +134,39 @@ def test_time_call_runs_warmup_then_repeats():
         common.time_call(lambda: None, torch.device("cpu"), repeats=0)
 
 
+PEAK_MEMORY_PROBE = """
+import importlib.util, json, sys
+from pathlib import Path
+import torch
+spec = importlib.util.spec_from_file_location("common", sys.argv[1])
+common = importlib.util.module_from_spec(spec)
+sys.modules["common"] = common
+spec.loader.exec_module(common)
+size = 64 * 2**20
+rss = lambda: int(Path("/proc/self/status").read_text().split("VmRSS:")[1].split()[0]) * 1024
+with common.PeakMemory(torch.device("cpu")) as first:
+    before = rss()
+    block = torch.ones(size // 4)
+del block
+with common.PeakMemory(torch.device("cpu")) as second:
+    pass
+print(json.dumps({"before": before, "size": size, "first": first.peak_bytes, "second": second.peak_bytes,
+                  "method": first.method}))
+"""
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RSS high-water reset is Linux-only")
 def test_peak_memory_sees_a_large_tensor_and_resets():
-    common = load_common()
-    size = 64 * 2**20  # bytes
-    with common.PeakMemory(torch.device("cpu")) as first:
-        before = int(Path("/proc/self/status").read_text().split("VmRSS:")[1].split()[0]) * 1024
-        block = torch.ones(size // 4)
-        del block
-    assert first.peak_bytes >= before + 0.9 * size
-    if first.method != "process RSS high-water":
+    # A fresh process: in a long-lived test worker the allocator may serve the block from
+    # memory that is already resident, and the RSS peak then rightly does not move.
+    proc = subprocess.run([sys.executable, "-c", PEAK_MEMORY_PROBE, str(BENCHMARKS / "common.py")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert seen["first"] >= seen["before"] + 0.9 * seen["size"]
+    if seen["method"] != "process RSS high-water":
         pytest.skip("this kernel does not allow resetting the RSS high-water mark")
-    with common.PeakMemory(torch.device("cpu")) as second:
-        pass
-    assert second.peak_bytes < first.peak_bytes - 0.5 * size
+    assert seen["second"] < seen["first"] - 0.5 * seen["size"]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA error")
@@ -173,3 +192,19 @@ def test_vae_train_script(monkeypatch):
     (row,) = result["tables"]["steps"]
     assert row["images_per_step"] == 3 and row["images_per_s"] == pytest.approx(3 / row["mean_s"])
     assert result["machine"]["torch_threads"] == 1 and "| tiny | full | 32 | bf16 | 3 |" in vae_train.markdown(result)
+
+
+def test_builtin_model_benchmark_times_real_generate_commands(tmp_path):
+    """benchmarks/builtin_model.py runs ``mmldm generate`` in fresh processes and records wall times."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / "builtin_model.py"), "--tasks", "svg", "--n", "1",
+                           "--repeats", "1", "--threads", "1", "--out", str(tmp_path / "b.json")],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    record = json.loads((tmp_path / "b.json").read_text())
+    (row,) = record["tables"]["generate"]
+    assert row["task"] == "svg" and row["n"] == 1 and row["wall_s_min"] > 0
+    assert "| svg |" in proc.stdout
+    bad = subprocess.run([sys.executable, str(BENCHMARKS / "builtin_model.py"), "--n", "0"],
+                         capture_output=True, text=True, timeout=120, env=env)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
