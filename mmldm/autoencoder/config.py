@@ -41,6 +41,12 @@ class VideoEncoderConfig(EncoderConfig):
 
     #: frames whose VAE latents the encoder sees (the content frame is put in front)
     key_frames: list[int] = field(default_factory=lambda: [0, 5, 10, 15])
+    #: what the Gaussian head reads: "content_frame" (the paper: slot 0 gathers the clip into
+    #: all latent channels) or "key_frames" (not in the paper: each key frame's slot gives
+    #: latent_channels / K channels, stacked in key-frame order, so which channels belong to
+    #: which time is fixed, not learnt; for fast motion, where a decoder otherwise has to learn
+    #: to untangle K positions from one map)
+    readout: str = "content_frame"
 
 
 @dataclass
@@ -120,6 +126,11 @@ class SignalDecoderConfig:
     condition_dropout: float = 0.1
     #: video frames decoded per clip in training (paper: 2)
     target_frames: int = 2
+    #: also concatenate the feature branch's full-resolution features (frame index included)
+    #: to the UNet's noisy input (extra conv_in channels; zero-initialised on a pretrained UNet).
+    #: Not in the paper, whose spatial condition reaches only the UNet's skips: with that alone a
+    #: small decoder trained from scratch takes thousands of steps to follow its latent.
+    input_features: bool = False
 
 
 @dataclass
@@ -164,8 +175,9 @@ class AblationConfig:
 
 @dataclass
 class SamplingConfig:
-    #: DDIM steps to decode a perceptual latent
+    #: sampler steps to decode a perceptual latent (DDIM for epsilon, Euler for flow)
     steps: int = 50
+    #: DDIM stochasticity (epsilon objective only)
     eta: float = 0.0
     #: classifier-free guidance scale of each modality (1 = no guidance)
     video_guidance: float = 2.5
@@ -181,10 +193,15 @@ class AutoencoderConfig:
     vae_latent_size: int = 16
     #: frames per clip
     num_frames: int = 16
-    #: DDPM of the signal decoder (paper: 1000 steps, scaled linear 0.00085..0.012, epsilon)
+    #: the signal decoder's objective: "epsilon" (the paper's DDPM: 1000 steps, scaled linear
+    #: 0.00085..0.012, DDIM decoding) or "flow" (rectified flow, logit-normal timesteps, Euler
+    #: decoding; it learns to follow its latent condition in far fewer steps, see docs/default-model.md)
+    objective: str = "epsilon"
     num_train_timesteps: int = 1000
     beta_start: float = 0.00085
     beta_end: float = 0.012
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
     video_encoder: VideoEncoderConfig = field(default_factory=VideoEncoderConfig)
     audio_encoder: AudioEncoderConfig = field(default_factory=AudioEncoderConfig)
     semantic: SemanticConfig = field(default_factory=SemanticConfig)
@@ -202,6 +219,15 @@ class AutoencoderConfig:
         frames = self.video_encoder.key_frames
         if not frames or min(frames) < 0 or max(frames) >= self.num_frames:
             raise ConfigError(f"autoencoder video_encoder.key_frames {frames} must lie in [0, {self.num_frames})")
+        readout, keys = self.video_encoder.readout, len(frames)
+        if readout not in ("content_frame", "key_frames"):
+            raise ConfigError(f"autoencoder video_encoder.readout must be 'content_frame' or 'key_frames', "
+                              f"got {readout!r}")
+        if readout == "key_frames" and list(frames) != sorted(set(frames)):
+            raise ConfigError(f"autoencoder video_encoder.key_frames {frames} must be increasing (readout key_frames)")
+        if readout == "key_frames" and self.video_encoder.latent_channels % keys:
+            raise ConfigError(f"autoencoder video_encoder.latent_channels {self.video_encoder.latent_channels} "
+                              f"must be a multiple of the {keys} key frames (readout key_frames)")
         if not 1 <= self.decoder.target_frames <= self.num_frames:
             raise ConfigError(f"autoencoder decoder.target_frames must be in [1, {self.num_frames}]")
         if self.ablation.adversarial_loss and self.decoder.target_frames < 2:
@@ -224,6 +250,10 @@ class AutoencoderConfig:
                                   f"{side} by a power of two")
         if self.semantic.num_classes < 0:
             raise ConfigError("autoencoder semantic.num_classes must be >= 0")
+        if self.objective not in ("epsilon", "flow"):
+            raise ConfigError(f"autoencoder objective must be 'epsilon' or 'flow', got {self.objective!r}")
+        if self.objective == "flow" and self.sampling.eta != 0.0:
+            raise ConfigError("autoencoder sampling.eta applies to the epsilon objective (DDIM) only")
         if self.sampling.steps < 1 or self.sampling.chunk_size < 1:
             raise ConfigError("autoencoder sampling.steps and sampling.chunk_size must be >= 1")
 

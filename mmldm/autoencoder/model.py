@@ -30,7 +30,7 @@ from torch import nn
 from torch.func import functional_call
 
 from ..config import atomic_write_text, from_dict, make_folder, to_dict
-from ..diffusion.objectives import EpsilonObjective
+from ..diffusion.objectives import DiffusionConfig, default_sampler, make_objective
 from ..diffusion.samplers import sample
 from ..errors import ConfigError, DataError, MMLDMError, WeightsError
 from .audio_encoder import AudioEncoder
@@ -77,7 +77,9 @@ class HierarchicalAVAutoencoder(nn.Module):
                            if cfg.semantic.num_classes > 0 else None)
         self.contrastive = ContrastiveHead(cfg.semantic)
         self.decoder = SignalDecoder(cfg)
-        self.objective = EpsilonObjective(cfg.num_train_timesteps, cfg.beta_start, cfg.beta_end)
+        self.objective = make_objective(DiffusionConfig(
+            objective=cfg.objective, num_train_timesteps=cfg.num_train_timesteps, beta_start=cfg.beta_start,
+            beta_end=cfg.beta_end, logit_mean=cfg.logit_mean, logit_std=cfg.logit_std))
 
     def build_discriminator(self) -> AVDiscriminator:
         """A fresh discriminator of this model's config (trained beside it, not saved with it)."""
@@ -189,15 +191,16 @@ class HierarchicalAVAutoencoder(nn.Module):
         items = self._decoder_items(video_z, audio_z, semantic, class_ids, frame_index, video_drop, audio_drop)
         conditions = [self.decoder.condition(modality, **items[modality]) for modality in ("video", "audio")]
 
-        # epsilon loss on every item, independent timesteps (paper Eq. 3, L_mse)
+        # denoising loss on every item, independent timesteps (paper Eq. 3, L_mse: epsilon
+        # target; velocity target with the flow objective)
         x0 = torch.cat([rearrange(targets, "b k c h w -> (b k) c h w"), audio_latent])  # [B*K + B, C, s, s]
         n_video = b * k
         t = self.objective.sample_timesteps(x0.shape[0], generator, generator.device if generator else device)
         t = t.to(device)
         noise = _rand(tuple(x0.shape), generator, device).to(x0.dtype)
         x_t = self.objective.add_noise(x0, noise, t)
-        eps = self.decoder(x_t, self.objective.model_timestep(t), DecoderCondition.cat(conditions))
-        mse = (eps.float() - noise.float()).pow(2).flatten(1).mean(dim=1)  # [B*K + B]
+        prediction = self.decoder(x_t, self.objective.model_timestep(t), DecoderCondition.cat(conditions))
+        mse = self.objective.loss(prediction, x0, noise, t)  # [B*K + B]
         out = {"ae/mse_video": mse[:n_video].mean(), "ae/mse_audio": mse[n_video:].mean(),
                "ae/kl_video": video_post.kl().mean(), "ae/kl_audio": audio_post.kl().mean()}
         total = out["ae/mse_video"] + out["ae/mse_audio"] + cfg.loss.kl * (out["ae/kl_video"] + out["ae/kl_audio"])
@@ -215,7 +218,7 @@ class HierarchicalAVAutoencoder(nn.Module):
             if adversarial_on:
                 if vae is None:
                     raise ConfigError("autoencoder: the adversarial loss needs the KL-VAE to decode pixels")
-                x0_hat = self.objective.predict_x0(eps, x_t, t)
+                x0_hat = self.objective.predict_x0(prediction, x_t, t)
                 g_loss, d_loss = self._adversarial(x0_hat, n_video, targets, audio_latent, frame_index, vae,
                                                    discriminator, video, audio_image)
                 out["ae/adversarial"] = g_loss
@@ -279,7 +282,8 @@ class HierarchicalAVAutoencoder(nn.Module):
                chunk_size: int | None = None, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Perceptual latents -> KL-VAE latents of the frames and of the audio image.
 
-        DDIM (default ``sampling.steps``, eta 0) with per-modality classifier-free guidance,
+        DDIM (epsilon objective; eta ``sampling.eta``) or Euler (flow objective), ``sampling.steps``
+        steps by default, with per-modality classifier-free guidance,
         ``chunk_size`` items (frames or audio images) per denoising run to bound memory.
         The class token is the predicted class unless ``class_ids`` [B] is given.
 
@@ -326,7 +330,7 @@ class HierarchicalAVAutoencoder(nn.Module):
     def _denoise_chunk(self, cond: DecoderCondition, null_context: torch.Tensor, noise: torch.Tensor,
                        scale: float, steps: int, eta: float, generator: torch.Generator | None,
                        progress: bool) -> torch.Tensor:
-        """DDIM on one chunk of items with classifier-free guidance, paper Eq. (9) applied per modality.
+        """The sampler on one chunk of items with classifier-free guidance, paper Eq. (9) applied per modality.
 
         The conditional and null-context predictions run in one UNet call. (mmldm.diffusion.guidance
         wraps dict latents sharing one batch; here the items of a chunk are one modality's plain
@@ -340,10 +344,10 @@ class HierarchicalAVAutoencoder(nn.Module):
         def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             if scale == 1.0:
                 return self.decoder(x, t, cond)
-            eps_cond, eps_null = self.decoder(torch.cat([x, x]), torch.cat([t, t]), both).chunk(2)
-            return eps_null + scale * (eps_cond - eps_null)
+            out_cond, out_null = self.decoder(torch.cat([x, x]), torch.cat([t, t]), both).chunk(2)
+            return out_null + scale * (out_cond - out_null)
 
-        return sample(denoise, noise, self.objective, sampler="ddim", steps=steps, eta=eta,
+        return sample(denoise, noise, self.objective, sampler=default_sampler(self.objective), steps=steps, eta=eta,
                       generator=generator, progress=progress)
 
     @torch.no_grad()

@@ -23,6 +23,11 @@ Sec. 3.1, "Signal Decoding", Fig. 3b), built on diffusers'
    re-implementation or hooks) and is the proven way of adding dense spatial
    control to a pretrained SD UNet. Video branches add a frame-index
    embedding (sinusoidal of ``i / T``) inside their first residual block.
+   With ``decoder.input_features`` (not in the paper) the branch's
+   full-resolution features are also concatenated to the noisy input: the
+   UNet's ``conv_in`` gets extra input channels (zero weights on a pretrained
+   UNet, so it starts as the pretrained function), and the condition shapes
+   the whole down path from the first step instead of only the skips.
 3. **Cross-attention context** = [modality prompt (P tokens), class token,
    the OTHER modality's semantic tokens through a zero-initialised linear].
    For classifier-free guidance a dropped item gets the *null context*: the
@@ -45,7 +50,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import UNet2DConditionModel
 from diffusers.models.embeddings import get_timestep_embedding
-from einops import repeat
+from einops import rearrange, repeat
 from torch import nn
 
 from ..errors import ConfigError, WeightsError
@@ -101,6 +106,21 @@ def build_unet(cfg: SignalDecoderConfig, content_feature: bool) -> UNet2DConditi
         raise ConfigError(f"autoencoder decoder.unet: {exc}") from None
 
 
+def widen_conv_in(unet: UNet2DConditionModel, extra: int, zero: bool) -> None:
+    """Give ``unet.conv_in`` ``extra`` more input channels (the condition features concatenated
+    after the noisy latent). The existing weights are kept; the new ones are zero when ``zero``
+    (a pretrained UNet then computes exactly what it did), else PyTorch's default init.
+    ``unet.config.in_channels`` keeps naming the latent channels."""
+    old = unet.conv_in
+    new = nn.Conv2d(old.in_channels + extra, old.out_channels, old.kernel_size, padding=old.padding)
+    with torch.no_grad():
+        if zero:
+            new.weight.zero_()
+        new.weight[:, : old.in_channels].copy_(old.weight)
+        new.bias.copy_(old.bias)
+    unet.conv_in = new
+
+
 def unet_architecture(unet: UNet2DConditionModel) -> dict[str, Any]:
     """The architecture arguments of ``unet`` (to rebuild it without the pretrained folder)."""
     return _architecture(unet.config)
@@ -133,13 +153,15 @@ class DecoderCondition:
     """Everything the UNet is conditioned on, for N items (frames or audio images).
 
     ``content`` [N, E] (None when the content feature is ablated), ``down_residuals``
-    one [N, C_k, H_k, W_k] per UNet skip, ``mid_residual`` [N, C, H, W], ``context`` [N, L, D].
+    one [N, C_k, H_k, W_k] per UNet skip, ``mid_residual`` [N, C, H, W], ``context`` [N, L, D],
+    ``input_features`` [N, F_0, s, s] (None unless ``decoder.input_features``).
     """
 
     content: torch.Tensor | None
     down_residuals: list[torch.Tensor]
     mid_residual: torch.Tensor
     context: torch.Tensor
+    input_features: torch.Tensor | None = None
 
     @staticmethod
     def cat(conditions: list[DecoderCondition]) -> DecoderCondition:
@@ -149,18 +171,21 @@ class DecoderCondition:
             down_residuals=[torch.cat(parts) for parts in zip(*(c.down_residuals for c in conditions))],
             mid_residual=torch.cat([c.mid_residual for c in conditions]),
             context=torch.cat([c.context for c in conditions]),
+            input_features=(None if first.input_features is None
+                            else torch.cat([c.input_features for c in conditions])),
         )
 
     def with_context(self, context: torch.Tensor) -> DecoderCondition:
-        return DecoderCondition(self.content, self.down_residuals, self.mid_residual, context)
+        return DecoderCondition(self.content, self.down_residuals, self.mid_residual, context, self.input_features)
 
 
 class FeatureBranch(nn.Module):
     """Multi-scale features of one modality's perceptual latent for every UNet skip.
 
     Shapes: ``latent`` [N, Z, p, p] (nearest-upsampled to the UNet side s),
-    ``frame_bias`` [N, F_0] or None -> (one [N, C_k, s/2^l_k, s/2^l_k] per skip, mid residual).
-    The outputs pass through zero-initialised 1x1 convolutions (``zero_convs``, ``mid_zero_conv``).
+    ``frame_bias`` [N, F_0] or None -> (one [N, C_k, s/2^l_k, s/2^l_k] per skip, mid residual,
+    full-resolution features [N, F_0, s, s]). The skip and mid outputs pass through
+    zero-initialised 1x1 convolutions (``zero_convs``, ``mid_zero_conv``).
     """
 
     def __init__(self, latent_channels: int, feature_channels: list[int], skips: list[tuple[int, int]],
@@ -181,14 +206,14 @@ class FeatureBranch(nn.Module):
         self.mid_zero_conv = zero_module(nn.Conv2d(feature_channels[mid[1]], mid[0], 1))
 
     def forward(self, latent: torch.Tensor, size: int,
-                frame_bias: torch.Tensor | None = None) -> tuple[list[torch.Tensor], torch.Tensor]:
+                frame_bias: torch.Tensor | None = None) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
         x = self.stem(F.interpolate(latent, size=(size, size), mode="nearest"))
         features = []
         for level, (down, block) in enumerate(zip(self.downsamples, self.levels)):
             x = block(down(x), frame_bias if level == 0 else None)
             features.append(x)
         residuals = [conv(features[level]) for conv, level in zip(self.zero_convs, self.skip_levels)]
-        return residuals, self.mid_zero_conv(features[self.mid_level])
+        return residuals, self.mid_zero_conv(features[self.mid_level]), features[0]
 
 
 class ContentMLP(nn.Module):
@@ -222,12 +247,18 @@ class SignalDecoder(nn.Module):
         if len(dec.feature_channels) != len(unet_cfg.block_out_channels):
             raise ConfigError(f"autoencoder decoder.feature_channels needs one width per UNet level "
                               f"({len(unet_cfg.block_out_channels)}), got {dec.feature_channels}")
+        if dec.input_features:
+            widen_conv_in(self.unet, dec.feature_channels[0], zero=bool(dec.pretrained_unet))
         self.context_dim = int(unet_cfg.cross_attention_dim)
         embed_dim = self.unet.time_embedding.linear_2.out_features
         skips, mid = skip_levels(self.unet)
         shapes = {"video": cfg.video_latent_shape, "audio": cfg.audio_latent_shape}
+        # readout key_frames: the video branch also gets the channel group of the item's own time
+        self.key_frames = cfg.video_encoder.key_frames if cfg.video_encoder.readout == "key_frames" else None
+        group = shapes["video"][0] // len(cfg.video_encoder.key_frames)
+        inputs = {"video": shapes["video"][0] + (group if self.key_frames else 0), "audio": shapes["audio"][0]}
         self.branches = nn.ModuleDict(
-            {m: FeatureBranch(shapes[m][0], dec.feature_channels, skips, mid) for m in MODALITIES})
+            {m: FeatureBranch(inputs[m], dec.feature_channels, skips, mid) for m in MODALITIES})
         self.content_mlps = nn.ModuleDict(
             {m: ContentMLP(shapes[m][0], shapes[m][1], dec.content_pool_size, embed_dim) for m in MODALITIES}
         ) if ablation.content_feature else None
@@ -277,6 +308,25 @@ class SignalDecoder(nn.Module):
         """Frame-index embedding: ``frame_pos`` [N] = i / T in [0, 1) -> [N, F_0]."""
         return self.frame_mlp(get_timestep_embedding(frame_pos * 1000.0, self.frame_embed_dim))
 
+    def frame_group(self, latent: torch.Tensor, frame_pos: torch.Tensor) -> torch.Tensor:
+        """The channel group of a key-frame-readout video latent at each item's frame, linearly
+        interpolated between the two nearest key frames (exact at a key frame).
+
+        Shapes: ``latent`` [N, Z, p, p] (Z = K groups of G channels), ``frame_pos`` [N] = i / T
+        -> [N, G, p, p].
+        """
+        k = len(self.key_frames)
+        groups = rearrange(latent, "n (k g) h w -> n k g h w", k=k)
+        if k == 1:
+            return groups[:, 0]
+        keys = torch.tensor(self.key_frames, dtype=torch.float32, device=latent.device)  # [K], increasing
+        frame = (frame_pos.float() * self.cfg.num_frames).clamp(keys[0], keys[-1]).contiguous()  # [N]
+        right = torch.searchsorted(keys, frame).clamp(1, k - 1)  # [N]
+        left = right - 1
+        w_right = ((frame - keys[left]) / (keys[right] - keys[left])).clamp(0, 1)[:, None]  # [N, 1]
+        weights = F.one_hot(left, k) * (1 - w_right) + F.one_hot(right, k) * w_right  # [N, K]
+        return torch.einsum("nk,nkghw->nghw", weights.to(latent.dtype), groups)
+
     def condition(self, modality: str, latent: torch.Tensor, other_tokens: torch.Tensor,
                   class_ids: torch.Tensor, drop: torch.Tensor,
                   frame_pos: torch.Tensor | None = None) -> DecoderCondition:
@@ -291,14 +341,23 @@ class SignalDecoder(nn.Module):
         if (frame_pos is None) != (modality == "audio"):
             raise ValueError("frame_pos is required for video items and not used for audio items")
         bias = self.frame_bias(frame_pos).to(latent.dtype) if frame_pos is not None else None
-        residuals, mid = self.branches[modality](latent, self.cfg.vae_latent_size, bias)
+        branch_input = latent
+        if modality == "video" and self.key_frames is not None:  # [N, Z + G, p, p]
+            branch_input = torch.cat([latent, self.frame_group(latent, frame_pos)], dim=1)
+        residuals, mid, full = self.branches[modality](branch_input, self.cfg.vae_latent_size, bias)
         content = self.content_mlps[modality](latent) if self.content_mlps is not None else None
-        return DecoderCondition(content, residuals, mid, self.context(modality, other_tokens, class_ids, drop))
+        return DecoderCondition(content, residuals, mid, self.context(modality, other_tokens, class_ids, drop),
+                                full if self.cfg.decoder.input_features else None)
 
     # -- denoising ------------------------------------------------------------
 
     def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, cond: DecoderCondition) -> torch.Tensor:
-        """Predict epsilon. Shapes: ``noisy`` [N, C_vae, s, s], ``timesteps`` [N] -> [N, C_vae, s, s]."""
+        """Predict epsilon (or velocity, flow objective).
+
+        Shapes: ``noisy`` [N, C_vae, s, s], ``timesteps`` [N] -> [N, C_vae, s, s].
+        """
+        if cond.input_features is not None:
+            noisy = torch.cat([noisy, cond.input_features.to(noisy.dtype)], dim=1)  # [N, C_vae + F_0, s, s]
         return self.unet(
             noisy, timesteps,
             encoder_hidden_states=cond.context,

@@ -5,7 +5,9 @@ slots); a 3D convolution mixes neighbouring slots; each level runs residual
 blocks with spatial self-attention (per slot) and temporal self-attention (per
 pixel, across slots); levels are separated by a 2x spatial downsample. The
 Gaussian heads read slot 0 only, so the content frame gathers the clip into one
-latent (paper: 4 x 32x32 key frames -> 16 x 16x16).
+latent (paper: 4 x 32x32 key frames -> 16 x 16x16). With ``readout: key_frames``
+(not in the paper) they read each key-frame slot instead, Z / K channels each,
+stacked along channels in key-frame order: the latent keeps its [Z, h, w] shape.
 """
 
 from __future__ import annotations
@@ -52,7 +54,9 @@ class VideoEncoder(nn.Module):
                 width = out
             self.levels.append(layers)
             self.downsamples.append(downsample(width) if i < len(cfg.channels) - 1 else nn.Identity())
-        self.head = GaussianHead(width, cfg.latent_channels)
+        keys = len(cfg.key_frames)
+        per_slot = cfg.readout == "key_frames"
+        self.head = GaussianHead(width, cfg.latent_channels // keys if per_slot else cfg.latent_channels)
 
     def forward(self, key_latents: torch.Tensor) -> DiagonalGaussian:
         """Shapes: ``key_latents`` [B, K, C_vae, h, w] -> posterior over [B, Z, h/2^L, w/2^L]."""
@@ -65,5 +69,9 @@ class VideoEncoder(nn.Module):
                 x = layer(x)
             if not isinstance(down, nn.Identity):
                 x = rearrange(down(rearrange(x, "b t c h w -> (b t) c h w")), "(b t) c h w -> b t c h w", b=b)
+        if self.cfg.readout == "key_frames":  # slots 1..K, each Z/K channels: [B*K, Z/K, h', w']
+            mean, logvar = self.head(rearrange(x[:, 1:], "b t c h w -> (b t) c h w"))
+            stack = lambda y: rearrange(y, "(b t) z h w -> b (t z) h w", b=b)  # noqa: E731
+            return DiagonalGaussian(stack(mean), stack(logvar))
         mean, logvar = self.head(x[:, 0])  # keep time slot 0 (the content frame)
         return DiagonalGaussian(mean, logvar)

@@ -71,7 +71,7 @@ class Objective(ABC):
     name: ClassVar[str]
     #: what the network predicts: "epsilon" or "velocity"
     prediction: ClassVar[str]
-    #: the samplers that integrate this objective's model output
+    #: the samplers that integrate this objective's model output; the first is the default
     samplers: ClassVar[tuple[str, ...]]
 
     def __init__(self, num_train_timesteps: int = 1000):
@@ -229,5 +229,10 @@ def make_objective(spec: ObjectiveName | DiffusionConfig = "epsilon", **override
     raise ConfigError(f"unknown diffusion objective '{cfg.objective}' (choose epsilon or flow)")
 
 
+def default_sampler(objective: Objective) -> str:
+    """The sampler used when none is named: the paper's DDIM for epsilon, Euler for flow."""
+    return objective.samplers[0]
+
+
 __all__ = ["DiffusionConfig", "EpsilonObjective", "LossWeights", "Objective", "RectifiedFlowObjective",
-           "make_objective"]
+           "default_sampler", "make_objective"]

@@ -38,7 +38,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..config import atomic_write_text, from_dict, load_config, to_dict
-from ..diffusion import DiffusionConfig, Objective, make_objective, noise_like, sample
+from ..diffusion import DiffusionConfig, Objective, default_sampler, make_objective, noise_like, sample
 from ..errors import ConfigError, DataError, WeightsError
 from ..timing import AVTiming
 from ..training.config import TrainConfig
@@ -126,11 +126,6 @@ class GeneratorStageConfig:
 
     def __post_init__(self) -> None:
         make_objective(self.diffusion)  # an unknown objective fails at load time
-
-
-def default_sampler(objective: Objective) -> str:
-    """The paper's DDIM for epsilon, Euler for flow."""
-    return objective.samplers[0]
 
 
 class GeneratorStage:

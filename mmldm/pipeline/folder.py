@@ -34,7 +34,8 @@ from ..autoencoder.model import HierarchicalAVAutoencoder
 from ..config import atomic_write_text, dump_yaml, from_dict, make_folder, to_dict
 from ..data.audio_image import AudioConfig
 from ..data.vocoders import GriffinLim, HiFiGAN, Vocoder, build_vocoder, save_hifigan
-from ..diffusion import DiffusionConfig, EpsilonObjective, Objective, RectifiedFlowObjective
+from ..diffusion import (DiffusionConfig, EpsilonObjective, Objective, RectifiedFlowObjective, default_sampler,
+                         make_objective)
 from ..errors import ConfigError, MMLDMError, WeightsError
 from ..generator.dit import AVDiT
 from ..vae.kl_vae import KLVAE
@@ -75,7 +76,7 @@ class GenerationConfig:
             raise ConfigError(f"generation: steps must be >= 1, got {self.steps}")
 
     def default_sampler(self) -> str:
-        return self.sampler or ("ddim" if self.diffusion.objective == "epsilon" else "euler")
+        return self.sampler or default_sampler(make_objective(self.diffusion))
 
 
 def diffusion_config_of(objective: Objective | DiffusionConfig | str) -> DiffusionConfig:

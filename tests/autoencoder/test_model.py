@@ -281,10 +281,11 @@ def test_ablation_switches(make_config, make_batch, switch):
 # ----------------------------------------------------------------------------- training
 
 
-def test_short_training_lowers_the_loss(cfg, make_batch):
+@pytest.mark.parametrize("objective", ["epsilon", "flow"])
+def test_short_training_lowers_the_loss(make_config, objective):
     """30 AdamW steps on a fixed batch lower the loss measured with fixed noise and timesteps."""
     torch.manual_seed(0)
-    model = HierarchicalAVAutoencoder(cfg)
+    model = HierarchicalAVAutoencoder(make_config(objective=objective))
     g = torch.Generator().manual_seed(0)
     # structured latents: each clip is a smooth pattern drifting over time
     grid = torch.linspace(-1, 1, 8)
