@@ -338,7 +338,8 @@ def _shapes_measures(generated: list[Path], reference: list[Path], protocol: Eva
         "generated": measure_folder(generated, fps=protocol.fps, sample_rate=sample_rate),
         "reference": {k: v for k, v in real.items() if k != "shuffled_pairs"},
         "shuffled_pairs": real["shuffled_pairs"],
-        "shuffled_pairs_definition": "reference audio of clip i against reference video of clip i + 1",
+        "shuffled_pairs_definition": "reference audio of clip i against reference video of clip pi(i), pi one cycle through a "
+                                     "random order of the clips (numpy default_rng(0))",
     }
 
 

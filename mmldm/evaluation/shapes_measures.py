@@ -12,7 +12,7 @@ and samples alone:
 - the sync error (median over frames of |12 log2(f0_audio / f0_law(y_video))|
   semitones), class agreement, and the fraction of frames with one object;
 - folder aggregates, with the shuffled-pair baseline (audio of clip i against
-  the video of clip i + 1).
+  the video of clip pi(i), pi a fixed-seed random cyclic permutation).
 
 Frames are numpy or torch, uint8 [T, H, W, 3] or float in [-1, 1] [T, 3, H, W];
 audio is mono, [N] (or [1, N]).
@@ -364,14 +364,20 @@ def aggregate(measures: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def shuffled_pairs(clips: Sequence[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
-    """Mismatched pairs for the baseline: (video of clip i + 1, audio of clip i), cyclically.
+def shuffled_pairs(clips: Sequence[tuple[Any, Any]], seed: int = 0) -> list[tuple[Any, Any]]:
+    """Mismatched pairs for the baseline: (video of clip pi(i), audio of clip i).
 
-    Works on any (video, audio) pairs: raw arrays or features. Needs at least two clips.
+    ``pi`` is one cycle through a ``seed``-ed random order of the clips, so no clip keeps its
+    own video and the pairing does not follow the file order (a folder sorted by class would
+    otherwise pair mostly same-class neighbours). Works on any (video, audio) pairs: raw
+    arrays or features. Needs at least two clips.
     """
     if len(clips) < 2:
         raise DataError(f"shuffled pairs need at least 2 clips, got {len(clips)}")
-    return [(clips[(i + 1) % len(clips)][0], clips[i][1]) for i in range(len(clips))]
+    order = np.random.default_rng(seed).permutation(len(clips))
+    partner = np.empty(len(clips), dtype=int)
+    partner[order] = np.roll(order, -1)  # order[k] takes the video of order[k + 1]
+    return [(clips[int(partner[i])][0], clips[i][1]) for i in range(len(clips))]
 
 
 def measure_pairs(clips: Sequence[tuple[Any, Any]], sample_rate: int, fps: float = 10.0) -> dict[str, Any]:
@@ -401,7 +407,7 @@ def measure_folder(folder_or_files: str | Path | Sequence[str | Path], fps: floa
     """Aggregate measures of mp4 clips (a folder, in manifest order if it has one, or a list of files).
 
     With ``shuffled_baseline`` the result also holds ``shuffled_pairs``: the same
-    aggregate for audio of clip i against video of clip i + 1, the score of
+    aggregate for audio of clip i against the video of another clip (:func:`shuffled_pairs`), the score of
     sound and picture that are each realistic but unrelated.
     """
     from ..data.media_io import read_av

@@ -36,11 +36,15 @@ def test_real_clips_after_mp4_round_trip_are_in_sync(real_measures):
     assert real_measures["one_object_pct"] == 100.0
 
 
-def test_shuffled_pairs_are_out_of_sync(real_measures):
+def test_shuffled_pairs_are_out_of_sync(real_measures, shapes_manifest):
     shuffled = real_measures["shuffled_pairs"]
     assert shuffled["clips"] == 9
     assert shuffled["sync_error_median"] > 4.0
-    assert shuffled["class_agreement_pct"] == 0.0  # clip i + 1 always has another class
+    # real clips' classes are measured exactly, so the agreement is that of the pairs' true classes
+    classes = [record["class_id"] for record in shapes_manifest]
+    expected = np.mean([a == b for a, b in sm.shuffled_pairs([(c, c) for c in classes])])
+    assert shuffled["class_agreement_pct"] == pytest.approx(100.0 * expected)
+    assert expected < 1.0
 
 
 def test_every_real_clip_matches_its_ground_truth(shapes_manifest):
@@ -145,9 +149,19 @@ def test_torch_float_frames_give_the_same_measures():
     assert numpy_measures["sync_error"] < 0.3 and numpy_measures["class_agreement"]
 
 
-def test_shuffled_pairs_rule():
-    pairs = [("v0", "a0"), ("v1", "a1"), ("v2", "a2")]
-    assert sm.shuffled_pairs(pairs) == [("v1", "a0"), ("v2", "a1"), ("v0", "a2")]
+@pytest.mark.parametrize("n", [2, 3, 9, 64])
+def test_shuffled_pairs_rule(n):
+    pairs = [(f"v{i}", f"a{i}") for i in range(n)]
+    shuffled = sm.shuffled_pairs(pairs)
+    assert [a for _, a in shuffled] == [a for _, a in pairs]  # every audio once, in order
+    videos = [v for v, _ in shuffled]
+    assert sorted(videos) == sorted(v for v, _ in pairs)  # every video once
+    assert all(v[1:] != a[1:] for v, a in shuffled)  # nobody keeps its own video
+    assert sm.shuffled_pairs(pairs) == shuffled  # fixed seed
+    if n > 3:
+        assert sm.shuffled_pairs(pairs, seed=1) != shuffled
+    if n >= 9:  # not the file-order neighbour rule
+        assert sum(v == f"v{(i + 1) % n}" for i, (v, _) in enumerate(shuffled)) < n // 2
     with pytest.raises(DataError):
         sm.shuffled_pairs(pairs[:1])
 
