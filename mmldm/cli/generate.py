@@ -16,9 +16,6 @@ from pathlib import Path
 from ..errors import ConfigError
 from ..generator.tasks import TASKS
 
-#: the model folder shipped inside the package (installed by a later release)
-BUILTIN_MODEL = Path(__file__).resolve().parent.parent / "default_model"
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     tasks = "; ".join(f"{name}: {spec.help}" for name, spec in TASKS.items())
@@ -37,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--seconds", type=float, default=None, help="task long: length to generate in seconds")
     parser.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's)")
     parser.add_argument("--decoder-steps", type=int, default=None,
-                        help="DDIM steps of the autoencoder's signal decoder (default: the model's)")
+                        help="sampler steps of the autoencoder's signal decoder (DDIM; Euler for flow decoders; default: the model's)")
     parser.add_argument("--sampler", default=None, help="ddim or dpmpp (epsilon models), euler or heun (flow models)")
     parser.add_argument("--guidance", type=float, nargs="+", default=None, metavar="SCALE",
                         help="guidance scales: AUDIO VIDEO, or one for both (1 = none; default: the model's)")
@@ -48,15 +45,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-preview", action="store_true", help="do not write the PNG previews")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
-
-
-def _model_folder(model: Path | None) -> Path:
-    if model is not None:
-        return model
-    if not (BUILTIN_MODEL / "model_index.json").is_file():
-        raise ConfigError("no built-in model is installed yet; pass --model DIR (a folder written by "
-                          "SoundingVideoPipeline.save_pretrained)")
-    return BUILTIN_MODEL
 
 
 def _device(name: str) -> str:
@@ -87,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out.exists() and not args.out.is_dir():
         raise ConfigError(f"--out {args.out}: is a file; give a folder for the samples")
     device = _device(args.device)
-    pipe = SoundingVideoPipeline.from_pretrained(_model_folder(args.model), device=device,
+    pipe = SoundingVideoPipeline.from_pretrained(args.model, device=device,
                                                  dtype=torch.bfloat16 if args.bf16 else None)
     output = pipe.generate(task=args.task, n=args.n, steps=args.steps, sampler=args.sampler,
                            guidance=args.guidance, seed=args.seed, audio=args.audio, video=args.video,

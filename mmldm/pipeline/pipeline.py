@@ -47,6 +47,17 @@ from .audio import vocode_clips
 from .folder import GenerationConfig, diffusion_config_of
 from .output import SoundingVideoOutput
 
+#: the built-in model (trained by ``mmldm recipe sounding-shapes``, shipped with the package)
+BUILTIN_MODEL = Path(__file__).resolve().parent.parent / "default_model"
+
+
+def builtin_model_folder() -> Path:
+    """The built-in model's folder; :class:`ConfigError` when the package ships none."""
+    if not (BUILTIN_MODEL / "model_index.json").is_file():
+        raise ConfigError(f"the built-in model is missing ({BUILTIN_MODEL / 'model_index.json'}); reinstall "
+                          "mmldm, or pass a model folder written by SoundingVideoPipeline.save_pretrained")
+    return BUILTIN_MODEL
+
 Guidance = float | Sequence[float] | Mapping[str, float] | None
 
 
@@ -100,16 +111,18 @@ class SoundingVideoPipeline:
                    device=device, dtype=dtype)
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, device: torch.device | str = "cpu",
+    def from_pretrained(cls, directory: str | Path | None = None, device: torch.device | str = "cpu",
                         dtype: torch.dtype | None = None) -> SoundingVideoPipeline:
-        """Load a model folder written by :meth:`save_pretrained` (see ``docs/generation.md``).
+        """Load a model folder written by :meth:`save_pretrained` (see ``docs/generation.md``);
+        ``directory`` None: the built-in Sounding Shapes model (``docs/default-model.md``).
 
         :param dtype: compute dtype (e.g. ``torch.bfloat16``): the networks run under autocast
             in it; weights stay float32. None: float32.
         """
-        parts = folder.load_folder(Path(directory))
+        directory = builtin_model_folder() if directory is None else Path(directory)
+        parts = folder.load_folder(directory)
         return cls(parts.vae, parts.autoencoder, parts.generator, parts.generation, parts.audio_cfg,
-                   parts.vocoder, parts.vocoder_spec, model_dir=Path(directory), device=device, dtype=dtype)
+                   parts.vocoder, parts.vocoder_spec, model_dir=directory, device=device, dtype=dtype)
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write the model folder atomically (a temporary folder beside it, then renamed)."""

@@ -195,6 +195,7 @@ SYNTH_DEMO_PRESETS = [
     (["data", "synth", "--out", "{sounding}", "--n", "1"], "{sounding}"),
     (["demo", "--out", "{tmp}/out", "--n", "0"], "--n"),
     (["demo", "--out", "{sounding}", "--n", "1"], "{sounding}"),
+    (["demo", "--model", "{nodir}", "--out", "{tmp}/out"], "{nodir}"),
     (["presets", "no-such-preset"], "no-such-preset"),
 ]
 

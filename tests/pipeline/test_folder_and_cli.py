@@ -8,7 +8,7 @@ import shutil
 import pytest
 import torch
 
-import mmldm.cli.generate as generate_cli
+import mmldm.pipeline.pipeline as pipeline_module
 from mmldm.cli.main import main
 from mmldm.data.media_io import read_av
 from mmldm.errors import ConfigError, WeightsError
@@ -134,10 +134,10 @@ def test_cli_missing_model_folder_and_no_builtin_model(tmp_path, capsys, monkeyp
     assert main(["generate", "--model", str(tmp_path / "none"), "--out", str(tmp_path / "o")]) != 0
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "model folder" in err
-    monkeypatch.setattr(generate_cli, "BUILTIN_MODEL", tmp_path / "default_model")
+    monkeypatch.setattr(pipeline_module, "BUILTIN_MODEL", tmp_path / "default_model")
     assert main(["generate", "--out", str(tmp_path / "o")]) != 0
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "no built-in model is installed yet" in err and "--model" in err
+    assert len(err.splitlines()) == 1 and "built-in model is missing" in err and "model folder" in err
 
 
 def test_hifigan_vocoder_is_saved_in_the_public_format_and_reloaded(pipe, tmp_path):
