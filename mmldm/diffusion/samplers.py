@@ -25,6 +25,13 @@ upstream), configured from the objective so its schedule is the single source:
 diffusers' schedulers step one tensor; their updates are element-wise in the
 sample, so a dict latent is packed into ``[B, N]`` for the step and unpacked for
 the denoiser (:class:`~mmldm.diffusion.tree.Packer`).
+
+Known entries (conditional generation, paper Sec. 3.3): ``known={"audio": a}``
+keeps the audio entry on its forward process, ``x_t["audio"] = a_t a + s_t n``
+with the entry's own starting noise ``n``, before every denoiser call, and
+returns ``a`` itself; only the other entries are integrated. That is the
+paper's ``p(v | a)``: "a_t can be obtained directly given a and t (Eq. 6)", and
+it is what the network saw in training for an item given its clean audio.
 """
 
 from __future__ import annotations
@@ -92,7 +99,8 @@ def _objective_time(objective: Objective, timestep: torch.Tensor, batch: int,
 @torch.no_grad()
 def sample(denoise: Denoiser, noise: Latents, objective: Objective, sampler: SamplerName = "ddim",
            steps: int = 50, eta: float = 0.0, shift: float = 1.0, generator: torch.Generator | None = None,
-           callback: Callable[[dict[str, Any]], None] | None = None, progress: bool = False) -> Latents:
+           callback: Callable[[dict[str, Any]], None] | None = None, progress: bool = False,
+           known: dict[str, torch.Tensor] | None = None) -> Latents:
     """Integrate ``denoise`` from ``noise`` (t = T or 1) to a clean latent.
 
     :param denoise: ``denoise(x_t, t_model) -> epsilon or velocity`` (see module docstring).
@@ -105,6 +113,8 @@ def sample(denoise: Denoiser, noise: Latents, objective: Objective, sampler: Sam
     :param generator: random source for eta > 0.
     :param callback: called after each denoiser evaluation with ``{"i", "t", "x", "denoised"}``
         (``t`` the objective's ``[B]`` time, ``denoised`` the x0 estimate).
+    :param known: clean latents of some entries of a dict ``noise`` (same shapes): those
+        entries follow the forward process of their known value (see the module docstring).
     :return: the clean latent, same structure, shapes and dtype as ``noise``.
     """
     if steps < 1:
@@ -113,6 +123,14 @@ def sample(denoise: Denoiser, noise: Latents, objective: Objective, sampler: Sam
         raise ConfigError(f"eta={eta} only applies to the ddim sampler, not '{sampler}'")
     if eta < 0.0:
         raise ConfigError(f"DDIM eta must be >= 0, got {eta}")
+    known = dict(known or {})
+    if known:
+        if not isinstance(noise, dict) or not set(known) <= set(noise):
+            raise ConfigError(f"known entries {sorted(known)} must be entries of the dict latent being sampled")
+        for key, value in known.items():
+            if value.shape != noise[key].shape:
+                raise ConfigError(f"known '{key}' has shape {tuple(value.shape)}, "
+                                  f"the sampled entry {tuple(noise[key].shape)}")
     scheduler = make_scheduler(objective, sampler, shift)
     batch = batch_size(noise)
     packer = Packer(noise)
@@ -123,12 +141,15 @@ def sample(denoise: Denoiser, noise: Latents, objective: Objective, sampler: Sam
     for i, timestep in enumerate(tqdm(scheduler.timesteps, disable=not progress, desc=f"{sampler}")):
         t = _objective_time(objective, timestep, batch, device)  # [B]
         x_t = packer.unpack(flat)
+        if known:  # [B, ...] each: the known entries at time t of their forward process
+            x_t = {**x_t, **objective.add_noise(known, {k: noise[k] for k in known}, t)}
         out = denoise(x_t, objective.model_timestep(t))
         out = tree_map(lambda o, x: _check_output(o, x).to(dtype), out, x_t)
         if callback is not None:
             callback({"i": i, "t": t, "x": x_t, "denoised": objective.predict_x0(out, x_t, t)})
         flat = scheduler.step(packer.pack(out), timestep, flat, generator=generator, **step_kwargs).prev_sample
-    return packer.unpack(flat.to(dtype))
+    result = packer.unpack(flat.to(dtype))
+    return {**result, **{k: v.to(dtype) for k, v in known.items()}} if known else result
 
 
 def _check_output(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -26,6 +26,11 @@ zeros and the class becomes the null class. For ``svg`` only the class is
 dropped, so ``svg`` without a class has nothing to guide and the model runs once
 per step. The first clip of ``long`` is plain ``svg`` (see :data:`TASKS`).
 
+The given modality of a2v and v2a is not sampled: at every step its noisy input
+is the given latent noised to the step's time (paper Sec. 3.3, "a_t can be
+obtained directly given a and t", Eq. 6), as the network saw it in training
+(``known`` of :func:`mmldm.diffusion.sample`).
+
 Which part of a longer input is used: a2v and v2a take the FIRST clip-length
 window of the given file (the output keeps the given clip); continuations take
 the LAST window (the most recent content, which the new clip follows).

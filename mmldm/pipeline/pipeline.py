@@ -253,8 +253,10 @@ class SoundingVideoPipeline:
             if index > 0:  # long: condition on the clip before (the first clip is plain svg)
                 previous = latents_per_clip[-1]
                 inputs = {"prev_audio": previous["audio"], "prev_video": previous["video"]}
+            # a2v / v2a: the given modality's x_t is its forward-noised latent (paper Sec. 3.3)
+            known = {spec.given: inputs[spec.model_input]} if spec.keeps_given else {}
             latents_per_clip.append(self._sample_latents(n, inputs, labels, scale, steps, sampler, generators,
-                                                         progress, guided))
+                                                         progress, guided, known))
 
         keep_audio = given_audio is not None and spec.keeps_given  # a2v: the output audio IS the given audio
         keep_video = given_video is not None and spec.keeps_given  # v2a: the output video IS the given video
@@ -342,9 +344,11 @@ class SoundingVideoPipeline:
 
     def _sample_latents(self, n: int, inputs: dict[str, torch.Tensor], labels: torch.Tensor | None,
                         scale: dict[str, float], steps: int, sampler: str, generators: list[torch.Generator],
-                        progress: bool, guided: dict[str, bool]) -> dict[str, torch.Tensor]:
+                        progress: bool, guided: dict[str, bool], known: dict[str, torch.Tensor]
+                        ) -> dict[str, torch.Tensor]:
         """One clip's perceptual latents ``{"audio": [n, Ca, Ha, Wa], "video": [n, Cv, Hv, Wv]}``
-        in the generator's (scaled) space, by the sampler with cross-modal guidance (Eq. 9)."""
+        in the generator's (scaled) space, by the sampler with cross-modal guidance (Eq. 9);
+        ``known`` entries follow their forward process (:func:`mmldm.diffusion.sample`)."""
         dit = self.generator.cfg
         shapes = {"audio": (1, dit.audio_channels, *dit.audio_size), "video": (1, dit.video_channels, *dit.video_size)}
         per_sample = [{k: torch.randn(shape, generator=g) for k, shape in shapes.items()} for g in generators]
@@ -357,7 +361,7 @@ class SoundingVideoPipeline:
         else:  # svg without a class: the unconditional branch would be the same model call
             denoise = lambda x, t: self._denoiser_network(x, t)  # noqa: E731
         return sample(denoise, noise, self.objective, sampler=sampler, steps=steps,
-                      progress=progress)
+                      progress=progress, known=known)
 
     # ------------------------------------------------------------------ encode / decode
 

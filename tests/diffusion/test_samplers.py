@@ -129,3 +129,38 @@ def test_flow_time_shift_moves_grid_to_noise_and_keeps_oracle_exact(sampler):
     assert times[3.0][1] == pytest.approx(3 * t / (1 + 2 * t), rel=1e-3)
     with pytest.raises(ConfigError, match="time shift"):
         make_scheduler(make_objective("epsilon"), "ddim", shift=3.0)
+
+
+@pytest.mark.parametrize("objective_name,sampler", PAIRS)
+def test_known_entry_follows_its_forward_process_and_is_returned(objective_name, sampler):
+    g = torch.Generator().manual_seed(3)
+    objective = make_objective(objective_name)
+    known = torch.randn(2, 4, 2, 2, generator=g)
+    noise = {"audio": torch.randn(2, 4, 2, 2, generator=g), "video": torch.randn(2, 4, 4, 4, generator=g)}
+    seen = []
+
+    def denoise(x_t, t_model):  # records the audio it is given; predicts ones
+        seen.append(x_t["audio"].clone())
+        return tree_map(torch.ones_like, x_t)
+
+    times = []
+    out = sample(denoise, noise, objective, sampler, steps=4, known={"audio": known},
+                 callback=lambda info: times.append(info["t"]))
+    assert len(seen) == len(times) > 1
+    for x_audio, t in zip(seen, times):
+        want = objective.add_noise({"audio": known}, {"audio": noise["audio"]}, t)["audio"]
+        torch.testing.assert_close(x_audio, want)
+    assert torch.equal(out["audio"], known)
+    assert not torch.equal(out["video"], noise["video"])  # the other entry was integrated
+
+
+def test_known_entries_must_fit_the_sampled_latent():
+    objective = make_objective("flow")
+    noise = {"audio": torch.randn(1, 2, 2, 2), "video": torch.randn(1, 2, 4, 4)}
+    denoise = lambda x, t: tree_map(torch.zeros_like, x)  # noqa: E731
+    with pytest.raises(ConfigError, match="entries of the dict latent"):
+        sample(denoise, noise, objective, "euler", steps=2, known={"text": torch.zeros(1, 2, 2, 2)})
+    with pytest.raises(ConfigError, match="shape"):
+        sample(denoise, noise, objective, "euler", steps=2, known={"audio": torch.zeros(1, 2, 3, 3)})
+    with pytest.raises(ConfigError, match="entries of the dict latent"):
+        sample(denoise, noise["audio"], objective, "euler", steps=2, known={"audio": torch.zeros(1, 2, 2, 2)})

@@ -102,6 +102,39 @@ def network_calls(pipe, monkeypatch) -> list[dict]:
     return calls
 
 
+@pytest.mark.parametrize("task", ["a2v", "v2a"])
+def test_given_modality_follows_its_forward_process(pipe, kit, monkeypatch, task):
+    """Paper Sec. 3.3: in p(v | a) the noisy audio is the given audio noised to t (Eq. 6), with the
+    sample's own starting noise; only the other modality is integrated."""
+    seen = []
+    network = pipe._denoiser_network
+
+    def spy(x, t, **conditions):
+        seen.append(({k: v.clone() for k, v in x.items()}, t.clone()))
+        return network(x, t, **conditions)
+
+    monkeypatch.setattr(pipe, "_denoiser_network", spy)
+    if task == "a2v":
+        wave = torch.from_numpy(kit.tone(440))
+        given, key, kwargs = pipe.encode_audio(wave[None]), "audio", {"audio": wave}
+    else:
+        frames = torch.from_numpy(kit.moving_square()).permute(0, 3, 1, 2).float() / 127.5 - 1
+        given, key, kwargs = pipe.encode_video(frames[None]), "video", {"video": frames}
+    pipe(task=task, steps=3, guidance=1.0, seed=4, progress=False, **kwargs)
+    dit = pipe.generator.cfg
+    shapes = {"audio": (1, dit.audio_channels, *dit.audio_size), "video": (1, dit.video_channels, *dit.video_size)}
+    g = torch.Generator().manual_seed(4)
+    start = {k: torch.randn(shape, generator=g) for k, shape in shapes.items()}  # the sample's noise, drawn in order
+    assert len(seen) == 3
+    for x, t_model in seen:
+        flow = pipe.objective.prediction == "velocity"  # flow: model time t * 1000; epsilon: the step index
+        t = t_model / pipe.objective.num_train_timesteps if flow else t_model.round().long()
+        want = pipe.objective.add_noise({key: given}, {key: start[key]}, t)[key]
+        torch.testing.assert_close(x[key], want)
+    other = "video" if key == "audio" else "audio"
+    assert not torch.allclose(seen[1][0][other], seen[0][0][other])  # the other modality moves
+
+
 def test_continuations_feed_the_given_clip_as_previous_latent(pipe, kit, network_calls):
     calls = network_calls
     wave = torch.from_numpy(np.concatenate([kit.tone(300), kit.tone(900)]))  # two clips: the LAST is used
