@@ -14,6 +14,8 @@ checkpoint)::
     DIR/runs/autoencoder, DIR/parts/autoencoder   (configs/recipe/autoencoder.yaml)  mmldm train autoencoder
     DIR/latents        perceptual latents of every training window              latent cache API
     DIR/runs/generator AVDiT, rectified flow (configs/recipe/generator.yaml)      mmldm train generator
+    DIR/runs/generator-continued  the generator trained on from those weights with a fresh
+                       schedule and a larger audio-to-video share (CONTINUATION)  mmldm train generator
     DIR/model          the model folder (SoundingVideoPipeline.save_pretrained)  what `mmldm generate --model` reads
     DIR/eval           svg / a2v / v2a / long samples and DIR/eval/results.json  mmldm evaluate --metrics shapes
     DIR/recipe.json    scale, per-step wall times
@@ -39,7 +41,11 @@ from ..errors import ConfigError
 #: stage configs of the recipe (a source checkout: configs/ sits beside the package)
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "recipe"
 RECIPES = ("sounding-shapes",)
-STEPS = ("data", "vae", "vae_latents", "autoencoder", "latents", "generator", "export", "evaluate")
+STEPS = ("data", "vae", "vae_latents", "autoencoder", "latents", "generator", "generator_continued", "export",
+         "evaluate")
+#: settings of the generator's second phase (on top of configs/recipe/generator.yaml): a fresh cosine
+#: schedule at a lower peak rate, and more items that teach audio-to-video, the weakest task
+CONTINUATION = ("conditioning.audio_to_video=0.25", "train.optim.lr=3.0e-4")
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,8 @@ class RecipeScale:
     vae_steps: int
     autoencoder_steps: int
     generator_steps: int
+    #: steps of the generator's second phase (``CONTINUATION``, from the first phase's weights)
+    generator_continued_steps: int
     #: clips generated per task for evaluation (svg; a2v and v2a use that many test inputs)
     eval_clips: int
     #: long clips of ``long_seconds`` generated for evaluation
@@ -71,8 +79,9 @@ class RecipeScale:
 
 SCALES: dict[str, RecipeScale] = {
     "default": RecipeScale(train_files=300, test_files=64, vae_steps=1200, autoencoder_steps=2000,
-                           generator_steps=10000, eval_clips=64, long_clips=4),
+                           generator_steps=10000, generator_continued_steps=18000, eval_clips=64, long_clips=4),
     "smoke": RecipeScale(train_files=12, test_files=4, vae_steps=3, autoencoder_steps=3, generator_steps=4,
+                         generator_continued_steps=2,
                          eval_clips=2, long_clips=1, long_seconds=3.2, calibration_clips=4,
                          generator_sampling_steps=2, batch_size=4),
 }
@@ -87,7 +96,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="default: the built-in model; smoke: a micro run checking the chain")
     parser.add_argument("--only", nargs="+", choices=STEPS, default=None, metavar="STEP",
                         help=f"run only these steps ({', '.join(STEPS)}); their inputs must exist")
-    for stage in ("vae", "autoencoder", "generator"):
+    for stage in ("vae", "autoencoder", "generator", "generator-continued"):
         parser.add_argument(f"--{stage}-steps", type=int, default=None, help=f"override the scale's {stage} steps")
     parser.add_argument("--eval-clips", type=int, default=None, help="override the scale's evaluation clips")
     parser.add_argument("--threads", type=int, default=None,
@@ -103,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise ConfigError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
-    overrides = {f"{stage}_steps": getattr(args, f"{stage}_steps") for stage in ("vae", "autoencoder", "generator")}
+    overrides = {f"{stage}_steps": getattr(args, f"{stage}_steps")
+                 for stage in ("vae", "autoencoder", "generator", "generator_continued")}
     overrides["eval_clips"] = args.eval_clips
     scale = dataclasses.replace(SCALES[args.scale], **{k: v for k, v in overrides.items() if v is not None})
     for name, value in dataclasses.asdict(scale).items():
@@ -188,9 +198,10 @@ class SoundingShapesRecipe:
 
     # ------------------------------------------------------------------ training
 
-    def _train(self, stage: str, steps: int, settings: list[str]) -> bool:
-        """``mmldm train STAGE`` up to ``steps`` (resuming); False when already trained that far."""
-        run_dir = self.out / "runs" / stage
+    def _train(self, stage: str, steps: int, settings: list[str], run: str | None = None) -> bool:
+        """``mmldm train STAGE`` into ``runs/RUN`` (default: the stage's name) up to ``steps``
+        (resuming); False when already trained that far."""
+        run_dir = self.out / "runs" / (run or stage)
         latest = _latest_checkpoint(run_dir)
         if latest is not None and int(latest.name.split("_")[-1]) >= steps:
             return False
@@ -222,10 +233,11 @@ class SoundingShapesRecipe:
             raise ConfigError(f"recipe: {path} is missing ({what}); run the earlier steps first")
         return path
 
-    def _checkpoint(self, stage: str) -> Path:
-        latest = _latest_checkpoint(self.out / "runs" / stage)
+    def _checkpoint(self, run: str) -> Path:
+        latest = _latest_checkpoint(self.out / "runs" / run)
         if latest is None:
-            raise ConfigError(f"recipe: no {stage} checkpoint under {self.out / 'runs' / stage}; run step {stage}")
+            step = run.replace("-", "_")
+            raise ConfigError(f"recipe: no checkpoint under {self.out / 'runs' / run}; run step {step}")
         return latest
 
     def step_vae(self) -> bool:
@@ -285,14 +297,23 @@ class SoundingShapesRecipe:
         self._stamp(self.latents, self._checkpoint("autoencoder"))
         return True
 
-    def step_generator(self) -> bool:
+    def _generator_data(self) -> list[str]:
         from ..generator.latents import estimate_latent_scales
 
         self._need(self.latents, "perceptual latent cache")
         scales = estimate_latent_scales(self.latents)
-        return self._train("generator", self.scale.generator_steps,
-                           [f"data.cache={self.latents}", f"data.audio_latent_scale={scales['audio']:.6g}",
-                            f"data.video_latent_scale={scales['video']:.6g}"])
+        return [f"data.cache={self.latents}", f"data.audio_latent_scale={scales['audio']:.6g}",
+                f"data.video_latent_scale={scales['video']:.6g}"]
+
+    def step_generator(self) -> bool:
+        return self._train("generator", self.scale.generator_steps, self._generator_data())
+
+    def step_generator_continued(self) -> bool:
+        """Phase 2: a fresh run from phase 1's newest weights (``model.pretrained``) with ``CONTINUATION``."""
+        first = self._checkpoint("generator")
+        return self._train("generator", self.scale.generator_continued_steps,
+                           [*self._generator_data(), f"model.pretrained={first}", *CONTINUATION],
+                           run="generator-continued")
 
     # ------------------------------------------------------------------ export
 
@@ -300,7 +321,7 @@ class SoundingShapesRecipe:
         from ..generator.stage import export_model
         from ..pipeline import SoundingVideoPipeline
 
-        checkpoint = self._checkpoint("generator")
+        checkpoint = self._checkpoint("generator-continued")
         if self._up_to_date(self.model, checkpoint):
             return False
         export_model(checkpoint, self.model, vae=self.parts / "vae", autoencoder=self.parts / "autoencoder",

@@ -89,9 +89,14 @@ def test_smoke_scale_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert main(["recipe", "sounding-shapes", "--out", str(out), "--scale", "smoke", "--threads", "1", "--quiet"]) == 0
     record = json.loads((out / "recipe.json").read_text())
     assert set(record["wall_seconds"]) == {"data", "vae", "vae_latents", "autoencoder", "latents", "generator",
-                                           "export", "evaluate"}
+                                           "generator_continued", "export", "evaluate"}
     assert [run["steps_done"] for run in record["invocations"]] == [list(record["wall_seconds"])]
     assert record["invocations"][0]["scale"]["generator_steps"] == SCALES["smoke"].generator_steps
+    continued = (out / "runs" / "generator-continued" / "config.yaml").read_text()
+    first = sorted((out / "runs" / "generator" / "checkpoints").glob("step_*"))[-1]
+    assert f"pretrained: {first.resolve()}" in continued or f"pretrained: {first}" in continued
+    assert "audio_to_video: 0.25" in continued
+    assert (out / "model.source").read_text().strip().startswith(str((out / "runs" / "generator-continued").resolve()))
     results = json.loads((out / "eval" / "results.json").read_text())
     for task in ("svg", "a2v", "v2a"):
         assert results[task]["generated"]["clips"] == SCALES["smoke"].eval_clips
@@ -111,9 +116,10 @@ def test_smoke_scale_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
     capsys.readouterr()
     assert main(["recipe", "sounding-shapes", "--out", str(out), "--scale", "smoke", "--quiet",
-                 "--only", "data", "vae", "vae_latents", "autoencoder", "latents", "generator", "export"]) == 0
+                 "--only", "data", "vae", "vae_latents", "autoencoder", "latents", "generator",
+                 "generator_continued", "export"]) == 0
     log = capsys.readouterr().out
-    assert log.count("already there, skipped") == 7
+    assert log.count("already there, skipped") == 8
     assert json.loads((out / "recipe.json").read_text())["wall_seconds"] == record["wall_seconds"]
 
 
