@@ -79,7 +79,7 @@ class RecipeScale:
 
 SCALES: dict[str, RecipeScale] = {
     "default": RecipeScale(train_files=300, test_files=64, vae_steps=1200, autoencoder_steps=2000,
-                           generator_steps=10000, generator_continued_steps=18000, eval_clips=64, long_clips=4),
+                           generator_steps=10000, generator_continued_steps=27000, eval_clips=64, long_clips=4),
     "smoke": RecipeScale(train_files=12, test_files=4, vae_steps=3, autoencoder_steps=3, generator_steps=4,
                          generator_continued_steps=2,
                          eval_clips=2, long_clips=1, long_seconds=3.2, calibration_clips=4,
