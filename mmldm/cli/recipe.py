@@ -46,6 +46,8 @@ STEPS = ("data", "vae", "vae_latents", "autoencoder", "latents", "generator", "g
 #: settings of the generator's second phase (on top of configs/recipe/generator.yaml): a fresh cosine
 #: schedule at a lower peak rate, and more items that teach audio-to-video, the weakest task
 CONTINUATION = ("conditioning.audio_to_video=0.25", "train.optim.lr=3.0e-4")
+#: training steps whose length ``--STEP-steps`` overrides (RecipeScale fields ``STEP_steps``)
+TRAINED_STEPS = ("vae", "autoencoder", "generator", "generator_continued")
 
 
 @dataclass(frozen=True)
@@ -96,8 +98,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="default: the built-in model; smoke: a micro run checking the chain")
     parser.add_argument("--only", nargs="+", choices=STEPS, default=None, metavar="STEP",
                         help=f"run only these steps ({', '.join(STEPS)}); their inputs must exist")
-    for stage in ("vae", "autoencoder", "generator", "generator-continued"):
-        parser.add_argument(f"--{stage}-steps", type=int, default=None, help=f"override the scale's {stage} steps")
+    for step in TRAINED_STEPS:
+        parser.add_argument(f"--{step.replace('_', '-')}-steps", type=int, default=None,
+                            help=f"override the scale's {step} steps")
     parser.add_argument("--eval-clips", type=int, default=None, help="override the scale's evaluation clips")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op threads (1 is fastest on a CPU shared with other jobs)")
@@ -112,8 +115,7 @@ def run(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise ConfigError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
-    overrides = {f"{stage}_steps": getattr(args, f"{stage}_steps")
-                 for stage in ("vae", "autoencoder", "generator", "generator_continued")}
+    overrides = {f"{step}_steps": getattr(args, f"{step}_steps") for step in TRAINED_STEPS}
     overrides["eval_clips"] = args.eval_clips
     scale = dataclasses.replace(SCALES[args.scale], **{k: v for k, v in overrides.items() if v is not None})
     for name, value in dataclasses.asdict(scale).items():
