@@ -38,6 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--sampler", default=None, help="ddim or dpmpp (epsilon models), euler or heun (flow models)")
     parser.add_argument("--guidance", type=float, nargs="+", default=None, metavar="SCALE",
                         help="guidance scales: AUDIO VIDEO, or one for both (1 = none; default: the model's)")
+    parser.add_argument("--sync-guidance", type=float, default=None, metavar="STEP",
+                        help="a2v: pull the video towards the model's own video-to-audio prediction of the given "
+                             "audio, STEP per sampler step (0 = off; default: the model's)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--class", dest="class_label", type=int, default=None, help="class id (class-conditional models)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
@@ -80,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     output = pipe.generate(task=args.task, n=args.n, steps=args.steps, sampler=args.sampler,
                            guidance=args.guidance, seed=args.seed, audio=args.audio, video=args.video,
                            seconds=args.seconds, class_label=args.class_label, decoder_steps=args.decoder_steps,
-                           progress=not args.quiet)
+                           sync_guidance=args.sync_guidance, progress=not args.quiet)
     videos = output.save(args.out, prefix=args.prefix, preview=not args.no_preview)
     print(f"wrote {len(videos)} sounding video(s) ({output.frames.shape[1]} frames at {output.fps:g} fps, "
           f"{output.sample_rate} Hz) to {args.out}:")

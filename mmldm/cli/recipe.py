@@ -71,6 +71,8 @@ class RecipeScale:
     #: sampling defaults written into the model folder
     generator_sampling_steps: int = 12
     guidance: float = 2.0
+    #: a2v sync guidance step (``GenerationConfig.sync_guidance``)
+    sync_guidance: float = 0.1
     #: the autoencoder's signal decoder at generation time: DDIM steps and guidance (both
     #: modalities); with the generator steps they set the generation time on a CPU
     decoder_steps: int = 10
@@ -335,7 +337,8 @@ class SoundingShapesRecipe:
             audio_guidance=self.scale.decoder_guidance))
         pipe.generation = dataclasses.replace(pipe.generation, steps=self.scale.generator_sampling_steps,
                                               audio_guidance=self.scale.guidance,
-                                              video_guidance=self.scale.guidance)
+                                              video_guidance=self.scale.guidance,
+                                              sync_guidance=self.scale.sync_guidance)
         pipe.save_pretrained(self.model)
         self._stamp(self.model, checkpoint)
         return True

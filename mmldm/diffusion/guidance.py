@@ -22,13 +22,14 @@ keyword dicts. The conditional and unconditional evaluations run in ONE call:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 
 from ..errors import ConfigError
-from .tree import Latents, tree_map
+from .tree import Latents, broadcast_to, tree_map
 
 #: one scale for every entry (joint CFG) or one per entry (cross-modal CFG)
 GuidanceScale = float | Mapping[str, float]
@@ -111,3 +112,56 @@ def guided_denoiser(model: Callable[..., Latents], cond: Mapping[str, Any],
         return apply_guidance(cond_out, uncond_out, scale)
 
     return denoise
+
+
+#: a differentiable critic of one entry's clean estimate: ``critic(x0 [B, ...]) -> loss [B]``
+Critic = Callable[[torch.Tensor], torch.Tensor]
+
+
+def critic_guided_denoiser(denoise: Callable[[Latents, torch.Tensor], Latents], objective: Any, entry: str,
+                           critic: Critic, step: float, iterations: int = 1
+                           ) -> Callable[[Latents, torch.Tensor], Latents]:
+    """Steer one entry of a dict latent down a differentiable critic, in x0 space.
+
+    At every sampler step: ``x0 = predict_x0(denoise(x_t, t))[entry]``, then ``iterations``
+    times ``x0 <- x0 - step * g / rms(g)`` with ``g = d critic(x0) / d x0`` per sample
+    (the RMS over the sample's own elements, so ``step`` is a distance in units of the
+    latent's RMS, whatever the critic's scale); the returned output is the one that implies
+    the moved ``x0`` at ``(x_t, t)`` (:meth:`Objective.output_from_x0`). Other entries are
+    untouched. This is gradient guidance with the clean estimate as the variable
+    (universal / reconstruction guidance); the pipeline's critic is the generator's own
+    cross-modal prediction (see ``SoundingVideoPipeline``).
+
+    :param denoise: ``(x_t, t_model) -> output`` on dict latents, e.g. :func:`guided_denoiser`.
+    :param objective: the objective the denoiser was trained with.
+    :param critic: ``x0 [B, ...] -> [B]`` losses; it is called with gradients enabled.
+    :param step: distance per sampler step (0 returns ``denoise`` itself).
+    :param iterations: critic steps per sampler step.
+    """
+    if not math.isfinite(step) or step < 0:
+        raise ConfigError(f"critic guidance step must be a finite number >= 0, got {step}")
+    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+        raise ConfigError(f"critic guidance iterations must be a positive integer, got {iterations!r}")
+    if step == 0:
+        return denoise
+
+    def guided(x_t: Latents, t_model: torch.Tensor) -> Latents:
+        out = denoise(x_t, t_model)
+        if not isinstance(out, Mapping) or entry not in out:
+            raise ConfigError(f"critic guidance steers entry '{entry}' of a dict latent; the denoiser "
+                              f"returned {sorted(out) if isinstance(out, Mapping) else type(out).__name__}")
+        t = objective.time_of_model_timestep(t_model)
+        x0 = objective.predict_x0(out[entry], x_t[entry], t).detach()  # [B, ...]
+        for _ in range(iterations):
+            with torch.enable_grad():
+                variable = x0.float().requires_grad_()
+                losses = critic(variable)
+                if losses.shape != (x0.shape[0],):
+                    raise ConfigError(f"critic returned shape {tuple(losses.shape)}, expected one loss per "
+                                      f"sample [{x0.shape[0]}]")
+                (grad,) = torch.autograd.grad(losses.sum(), variable)
+            rms = grad.flatten(1).pow(2).mean(1).sqrt().clamp_min(1e-12)  # [B]
+            x0 = (x0 - step * grad / broadcast_to(rms, grad)).to(x0.dtype)
+        return {**out, entry: objective.output_from_x0(x0, x_t[entry], t)}
+
+    return guided

@@ -100,6 +100,15 @@ class Objective(ABC):
     def predict_x0(self, model_output: Latents, x_t: Latents, t: torch.Tensor) -> Latents:
         """The clean latent implied by a model output at ``(x_t, t)``."""
 
+    @abstractmethod
+    def output_from_x0(self, x0: Latents, x_t: Latents, t: torch.Tensor) -> Latents:
+        """The model output that implies the clean latent ``x0`` at ``(x_t, t)`` (inverse of
+        :meth:`predict_x0`); ``t`` must not be 0 for flow (the output is undefined there)."""
+
+    @abstractmethod
+    def time_of_model_timestep(self, t_model: torch.Tensor) -> torch.Tensor:
+        """``t`` from the network's timestep input (inverse of :meth:`model_timestep`)."""
+
     def add_noise(self, x0: Latents, noise: Latents, t: torch.Tensor) -> Latents:
         """``x_t = a_t x0 + s_t noise`` per sample; ``t`` is ``[B]``, shared by all entries."""
         self._check_t(t, batch_size(x0))
@@ -179,6 +188,13 @@ class EpsilonObjective(Objective):
         a, s = self._coefficients(t)
         return tree_map(lambda eps, x: (x - broadcast_to(s, x) * eps) / broadcast_to(a, x), model_output, x_t)
 
+    def output_from_x0(self, x0: Latents, x_t: Latents, t: torch.Tensor) -> Latents:
+        a, s = self._coefficients(t)
+        return tree_map(lambda z, x: (x - broadcast_to(a, x) * z) / broadcast_to(s, x), x0, x_t)
+
+    def time_of_model_timestep(self, t_model: torch.Tensor) -> torch.Tensor:
+        return t_model.round().long()
+
 
 class RectifiedFlowObjective(Objective):
     """Rectified flow: straight path from data (t=0) to noise (t=1), velocity target."""
@@ -212,6 +228,14 @@ class RectifiedFlowObjective(Objective):
 
     def predict_x0(self, model_output: Latents, x_t: Latents, t: torch.Tensor) -> Latents:
         return tree_map(lambda v, x: x - broadcast_to(t.float(), x) * v, model_output, x_t)
+
+    def output_from_x0(self, x0: Latents, x_t: Latents, t: torch.Tensor) -> Latents:
+        if bool((t <= 0).any()):
+            raise ConfigError("the flow objective's velocity is undefined at t = 0")
+        return tree_map(lambda z, x: (x - z) / broadcast_to(t.float(), x), x0, x_t)
+
+    def time_of_model_timestep(self, t_model: torch.Tensor) -> torch.Tensor:
+        return t_model.float() / self.num_train_timesteps
 
 
 def make_objective(spec: ObjectiveName | DiffusionConfig = "epsilon", **overrides) -> Objective:

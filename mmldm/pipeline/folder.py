@@ -20,6 +20,7 @@ is a one-line :class:`~mmldm.errors.WeightsError` or
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -68,10 +69,15 @@ class GenerationConfig:
     #: default per-modality guidance scales of Eq. (9) (1 = no guidance; the authors' CLI used 9)
     audio_guidance: float = 1.0
     video_guidance: float = 1.0
+    #: a2v sync guidance: x0 distance per sampler step down the generator's own
+    #: video-to-audio error (0 = off; not in the paper; see ``SoundingVideoPipeline.generate``)
+    sync_guidance: float = 0.0
 
     def __post_init__(self) -> None:
         if self.audio_latent_scale <= 0 or self.video_latent_scale <= 0:
             raise ConfigError("generation: latent scales must be positive")
+        if not math.isfinite(self.sync_guidance) or self.sync_guidance < 0:
+            raise ConfigError(f"generation: sync_guidance must be a finite number >= 0, got {self.sync_guidance}")
         if self.steps < 1:
             raise ConfigError(f"generation: steps must be >= 1, got {self.steps}")
 

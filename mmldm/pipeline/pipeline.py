@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ from ..autoencoder.model import HierarchicalAVAutoencoder
 from ..config import to_dict
 from ..data.audio_image import AudioConfig, waveform_to_audio_image
 from ..data.vocoders import Vocoder
-from ..diffusion import Objective, guided_denoiser, make_objective, sample
+from ..diffusion import Objective, critic_guided_denoiser, guided_denoiser, make_objective, sample
 from ..errors import ConfigError
 from ..generator.dit import AVDiT
 from ..generator.tasks import branch_conditions, load_audio, load_video, long_clip_count, resolve_task
@@ -196,7 +196,8 @@ class SoundingVideoPipeline:
     def generate(self, task: str = "svg", n: int = 1, steps: int | None = None, sampler: str | None = None,
                  guidance: Guidance = None, seed: int = 0, audio: Any = None, video: Any = None,
                  seconds: float | None = None, class_label: int | None = None,
-                 decoder_steps: int | None = None, progress: bool = True) -> SoundingVideoOutput:
+                 decoder_steps: int | None = None, sync_guidance: float | None = None,
+                 progress: bool = True) -> SoundingVideoOutput:
         """Generate ``n`` sounding videos for ``task`` (see :mod:`mmldm.generator.tasks`).
 
         :param guidance: ``(audio_scale, video_scale)``, ``{"audio": s_a, "video": s_v}`` or one
@@ -211,6 +212,14 @@ class SoundingVideoPipeline:
             sample 0 of ``n=1, seed=2``).
         :param decoder_steps: DDIM steps of the autoencoder's signal decoder (default: its
             config's ``sampling.steps``); it dominates the cost of a clip on a CPU.
+        :param sync_guidance: a2v only (not in the paper): at every sampler step the video's
+            clean estimate moves this far (in latent RMS units) down the gradient of the
+            generator's OWN video-to-audio error: the audio the generator predicts from that
+            video alone (pure-noise inputs, the video as ``video_cond``) against the given audio
+            (:func:`mmldm.diffusion.critic_guided_denoiser`). It pulls the video towards one the
+            model itself would sound like the given audio, the direction a small generator
+            learns best. One extra forward and backward pass per step. 0 = off; None: the
+            model's default (``generation.json``); other tasks ignore the default and refuse a value.
         :return: frames [n, T', 3, H, W] and waveforms [n, N'] (T' = T except for long).
         """
         spec = resolve_task(task, audio, video, seconds)
@@ -225,6 +234,7 @@ class SoundingVideoPipeline:
             raise ConfigError(f"sampler '{sampler}' does not fit this model's '{self.objective.name}' objective "
                               f"(use {' or '.join(self.objective.samplers)})")
         scale = self._guidance_scales(guidance)
+        sync_step = self._sync_guidance(task, sync_guidance)
         labels = self._class_labels(class_label, n)
         uses_previous_clip = task == "long" or (spec.model_input or "").startswith("prev")
         if uses_previous_clip and not self.generator.cfg.previous_clip:
@@ -256,7 +266,7 @@ class SoundingVideoPipeline:
             # a2v / v2a: the given modality's x_t is its forward-noised latent (paper Sec. 3.3)
             known = {spec.given: inputs[spec.model_input]} if spec.keeps_given else {}
             latents_per_clip.append(self._sample_latents(n, inputs, labels, scale, steps, sampler, generators,
-                                                         progress, guided, known))
+                                                         progress, guided, known, sync_step))
 
         keep_audio = given_audio is not None and spec.keeps_given  # a2v: the output audio IS the given audio
         keep_video = given_video is not None and spec.keeps_given  # v2a: the output video IS the given video
@@ -283,7 +293,7 @@ class SoundingVideoPipeline:
             "task": task, "n": n, "seed": int(seed), "sample_seeds": [int(seed) + i for i in range(n)],
             "steps": steps, "sampler": sampler,
             "decoder_steps": decoder_steps,
-            "guidance": scale, "guidance_applied": guided["applied"],
+            "guidance": scale, "guidance_applied": guided["applied"], "sync_guidance": sync_step,
             "unconditional_branch_drops": spec.dropped if guided["applied"] else "nothing (no guidance)",
             "class_label": class_label, "seconds": seconds, "clips": clips,
             "frames": int(frames_out.shape[1]), "fps": self.fps, "sample_rate": self.audio_cfg.sample_rate,
@@ -320,6 +330,16 @@ class SoundingVideoPipeline:
             raise ConfigError(f"guidance scales must be finite numbers, got {audio_scale:g} {video_scale:g}")
         return {"audio": audio_scale, "video": video_scale}
 
+    def _sync_guidance(self, task: str, value: float | None) -> float:
+        """The a2v sync-guidance step: ``value``, else the model's default; 0 for other tasks."""
+        if value is None:
+            return self.generation.sync_guidance if task == "a2v" else 0.0
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise ConfigError(f"sync guidance must be a finite number >= 0, got {value!r}")
+        if value and task != "a2v":
+            raise ConfigError(f"sync guidance applies to task a2v only, not {task}")
+        return float(value)
+
     def _class_labels(self, class_label: int | None, n: int) -> torch.Tensor | None:
         classes = self.generator.cfg.num_classes
         if class_label is None:
@@ -344,11 +364,12 @@ class SoundingVideoPipeline:
 
     def _sample_latents(self, n: int, inputs: dict[str, torch.Tensor], labels: torch.Tensor | None,
                         scale: dict[str, float], steps: int, sampler: str, generators: list[torch.Generator],
-                        progress: bool, guided: dict[str, bool], known: dict[str, torch.Tensor]
-                        ) -> dict[str, torch.Tensor]:
+                        progress: bool, guided: dict[str, bool], known: dict[str, torch.Tensor],
+                        sync_step: float = 0.0) -> dict[str, torch.Tensor]:
         """One clip's perceptual latents ``{"audio": [n, Ca, Ha, Wa], "video": [n, Cv, Hv, Wv]}``
         in the generator's (scaled) space, by the sampler with cross-modal guidance (Eq. 9);
-        ``known`` entries follow their forward process (:func:`mmldm.diffusion.sample`)."""
+        ``known`` entries follow their forward process (:func:`mmldm.diffusion.sample`);
+        ``sync_step`` > 0 (a2v) adds sync guidance on the video (:meth:`_sync_critic`)."""
         dit = self.generator.cfg
         shapes = {"audio": (1, dit.audio_channels, *dit.audio_size), "video": (1, dit.video_channels, *dit.video_size)}
         per_sample = [{k: torch.randn(shape, generator=g) for k, shape in shapes.items()} for g in generators]
@@ -360,8 +381,40 @@ class SoundingVideoPipeline:
             guided["applied"] = True
         else:  # svg without a class: the unconditional branch would be the same model call
             denoise = lambda x, t: self._denoiser_network(x, t)  # noqa: E731
+        if sync_step:
+            critic = self._sync_critic(known["audio"], labels, generators)
+            denoise = critic_guided_denoiser(denoise, self.objective, "video", critic, sync_step)
         return sample(denoise, noise, self.objective, sampler=sampler, steps=steps,
                       progress=progress, known=known)
+
+    def _sync_critic(self, audio: torch.Tensor, labels: torch.Tensor | None,
+                     generators: list[torch.Generator]) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``video x0 [n, Cv, Hv, Wv] -> [n]``: the generator's own video-to-audio error.
+
+        The generator sees both modalities at the last time of its forward process (pure
+        noise, drawn per sample from its generator after the sample's start noise) and the
+        video estimate as its ``video_cond`` (the v2a input); its audio estimate is compared
+        with the given ``audio`` latent ``[n, Ca, Ha, Wa]`` (mean squared error per sample).
+        """
+        dit = self.generator.cfg
+        shapes = {"audio": (1, dit.audio_channels, *dit.audio_size), "video": (1, dit.video_channels, *dit.video_size)}
+        noise = {k: torch.cat([torch.randn(shape, generator=g) for g in generators]).to(self.device)
+                 for k, shape in shapes.items()}  # [n, ...] each
+        n = len(generators)
+        if self.objective.prediction == "velocity":
+            t = torch.ones(n, device=self.device)
+        else:
+            t = torch.full((n,), self.objective.num_train_timesteps - 1, dtype=torch.long, device=self.device)
+        t_model = self.objective.model_timestep(t)
+        conditions = {} if labels is None else {"class_labels": labels}
+
+        def critic(video: torch.Tensor) -> torch.Tensor:
+            x_t = self.objective.add_noise({"audio": torch.zeros_like(audio), "video": video}, noise, t)
+            out = self._denoiser_network(x_t, t_model, video_cond=video, **conditions)
+            audio_x0 = self.objective.predict_x0(out["audio"], x_t["audio"], t)
+            return (audio_x0 - audio).pow(2).flatten(1).mean(1)  # [n]
+
+        return critic
 
     # ------------------------------------------------------------------ encode / decode
 

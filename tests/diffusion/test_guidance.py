@@ -73,3 +73,66 @@ def test_guidance_errors():
     with pytest.raises(ConfigError, match="tensor on one side only"):
         guided_denoiser(lambda x, t, **c: x, {"label": torch.zeros(1)}, {"label": None}, 2.0)(
             torch.zeros(1, 2), torch.zeros(1))
+
+
+# ------------------------------------------------------------------ critic guidance
+
+def _quadratic_setup(name):
+    from mmldm.diffusion.objectives import make_objective
+
+    g = torch.Generator().manual_seed(3)
+    objective = make_objective(name)
+    x_t = {"audio": torch.randn(2, 3, 2, 2, generator=g), "video": torch.randn(2, 4, 3, 3, generator=g)}
+    output = {"audio": torch.randn(2, 3, 2, 2, generator=g), "video": torch.randn(2, 4, 3, 3, generator=g)}
+    target = torch.randn(2, 4, 3, 3, generator=g)
+    t = objective.sample_timesteps(2, g)
+    return objective, x_t, output, target, t
+
+
+@pytest.mark.parametrize("name", ["epsilon", "flow"])
+def test_critic_guidance_moves_the_clean_estimate_down_the_gradient_by_step(name):
+    from mmldm.diffusion.guidance import critic_guided_denoiser
+
+    objective, x_t, output, target, t = _quadratic_setup(name)
+    calls = []
+
+    def critic(video):  # [B] losses; gradient 2 (video - target)
+        calls.append(video.requires_grad)
+        return (video - target).pow(2).flatten(1).sum(1)
+
+    denoise = lambda x, t_model: {k: v.clone() for k, v in output.items()}  # noqa: E731
+    guided = critic_guided_denoiser(denoise, objective, "video", critic, step=0.3)
+    out = guided(x_t, objective.model_timestep(t))
+    before = objective.predict_x0(output, x_t, t)
+    after = objective.predict_x0(out, x_t, t)
+    direction = before["video"] - target
+    rms = direction.flatten(1).pow(2).mean(1).sqrt().view(-1, 1, 1, 1)
+    torch.testing.assert_close(after["video"], before["video"] - 0.3 * direction / rms, atol=1e-3, rtol=1e-3)
+    torch.testing.assert_close(out["audio"], output["audio"])  # other entries untouched
+    assert calls == [True]
+    # each sample moves by exactly `step` RMS, closer to the critic's minimum
+    moved = (after["video"] - before["video"]).flatten(1).pow(2).mean(1).sqrt()
+    torch.testing.assert_close(moved, torch.full((2,), 0.3), atol=1e-3, rtol=1e-3)
+    assert bool(((after["video"] - target).flatten(1).norm(dim=1) < direction.flatten(1).norm(dim=1)).all())
+
+
+def test_critic_guidance_iterations_zero_step_and_errors():
+    from mmldm.diffusion.guidance import critic_guided_denoiser
+
+    objective, x_t, output, target, t = _quadratic_setup("flow")
+    denoise = lambda x, t_model: dict(output)  # noqa: E731
+    critic = lambda video: (video - target).pow(2).flatten(1).sum(1)  # noqa: E731
+    assert critic_guided_denoiser(denoise, objective, "video", critic, step=0.0) is denoise
+    one = critic_guided_denoiser(denoise, objective, "video", critic, step=0.1)
+    three = critic_guided_denoiser(denoise, objective, "video", critic, step=0.1, iterations=3)
+    t_model = objective.model_timestep(t)
+    gap = lambda out: (objective.predict_x0(out, x_t, t)["video"] - target).norm()  # noqa: E731
+    assert gap(three(x_t, t_model)) < gap(one(x_t, t_model)) < gap(denoise(x_t, t_model))
+    for kwargs, words in [(dict(step=-1.0), "finite number >= 0"), (dict(step=float("nan")), "finite number >= 0"),
+                          (dict(step=0.1, iterations=0), "positive integer")]:
+        with pytest.raises(ConfigError, match=words):
+            critic_guided_denoiser(denoise, objective, "video", critic, **kwargs)
+    with pytest.raises(ConfigError, match="one loss per sample"):
+        critic_guided_denoiser(denoise, objective, "video", lambda v: v.sum(), 0.1)(x_t, t_model)
+    with pytest.raises(ConfigError, match="steers entry 'depth'"):
+        critic_guided_denoiser(denoise, objective, "depth", critic, 0.1)(x_t, t_model)

@@ -39,6 +39,32 @@ def test_add_noise_and_target_recover_x0_and_noise(name):
     assert torch.count_nonzero(objective.loss(target, x0, noise, t)) == 0
 
 
+@pytest.mark.parametrize("name", ["epsilon", "flow"])
+def test_output_from_x0_inverts_predict_x0_and_model_time_round_trips(name):
+    g = torch.Generator().manual_seed(2)
+    objective = make_objective(name)
+    x_t, output = _latents(g), _latents(g)
+    t = objective.sample_timesteps(3, g)
+    x0 = objective.predict_x0(output, x_t, t)
+    back = objective.output_from_x0(x0, x_t, t)
+    for key in output:
+        torch.testing.assert_close(back[key], output[key], atol=1e-3, rtol=1e-3)
+    # a moved x0 gives an output that implies exactly that x0
+    moved = tree_map(lambda z: z + 0.5, x0)
+    again = objective.predict_x0(objective.output_from_x0(moved, x_t, t), x_t, t)
+    for key in moved:
+        torch.testing.assert_close(again[key], moved[key], atol=1e-3, rtol=1e-3)
+    t_back = objective.time_of_model_timestep(objective.model_timestep(t))
+    assert t_back.dtype == t.dtype
+    torch.testing.assert_close(t_back, t)
+
+
+def test_flow_output_is_undefined_at_time_zero():
+    objective = make_objective("flow")
+    with pytest.raises(ConfigError, match="undefined at t = 0"):
+        objective.output_from_x0(torch.zeros(2, 3), torch.zeros(2, 3), torch.tensor([0.0, 0.5]))
+
+
 def test_epsilon_add_noise_is_eq6():
     objective = make_objective("epsilon")
     x0, noise = torch.full((2, 3), 2.0), torch.full((2, 3), -1.0)

@@ -98,6 +98,14 @@ def test_cli_generate_svg_writes_the_files_and_prints_them(model_dir, kit, tmp_p
     assert settings["class_label"] == 1 and settings["model_dir"] == str(model_dir)
 
 
+def test_cli_a2v_sync_guidance_is_passed_and_recorded(model_dir, media, tmp_path):
+    out = tmp_path / "a2v"
+    assert main(["generate", "--model", str(model_dir), "--task", "a2v", "--audio", str(media["wav"]),
+                 "--sync-guidance", "0.4", "--steps", "2", "--out", str(out), "--quiet", "--no-preview"]) == 0
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings["sync_guidance"] == 0.4 and settings["task"] == "a2v"
+
+
 def test_cli_long_generation(model_dir, kit, tmp_path):
     out = tmp_path / "long"
     assert main(["generate", "--model", str(model_dir), "--task", "long", "--seconds", "1.6", "--steps", "1",
@@ -117,6 +125,8 @@ def test_cli_long_generation(model_dir, kit, tmp_path):
     (["--task", "svg", "--audio", "{wav}"], "takes no input"),
     (["--task", "svg", "--guidance", "1", "2", "3"], "one scale or two"),
     (["--task", "svg", "--device", "tpu"], "--device"),
+    (["--task", "svg", "--sync-guidance", "0.3"], "a2v only"),
+    (["--task", "a2v", "--audio", "{wav}", "--sync-guidance", "-1"], "finite number >= 0"),
 ])
 def test_cli_bad_inputs_are_one_line_errors(model_dir, media, tmp_path, capsys, args, words):
     names = {key: str(path) for key, path in media.items()}

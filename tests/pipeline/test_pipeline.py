@@ -300,3 +300,51 @@ def test_video_continuation_from_a_file_uses_its_last_clip(pipe, kit, media, net
     clip = read_av(media["sounding"], fps=kit.fps, sample_rate=kit.rate, size=kit.size)  # 12 frames
     last = torch.from_numpy(clip.frames[-kit.frames:]).permute(0, 3, 1, 2).float()[None] / 127.5 - 1
     assert torch.allclose(network_calls[0]["prev_video"], pipe.encode_video(last), atol=1e-5)
+
+
+def _a2v_latents(pipe, monkeypatch, **kwargs) -> torch.Tensor:
+    """The generated video latents [n, Cv, Hv, Wv] of an a2v call."""
+    captured = []
+    decode = pipe.decode
+
+    def spy(latents, *args, **kw):
+        captured.append(latents["video"].clone())
+        return decode(latents, *args, **kw)
+
+    monkeypatch.setattr(pipe, "decode", spy)
+    pipe(task="a2v", progress=False, **kwargs)
+    monkeypatch.setattr(pipe, "decode", decode)
+    return torch.cat(captured)
+
+
+def test_sync_guidance_lowers_the_generators_own_video_to_audio_error(pipe, kit, monkeypatch):
+    wave = torch.from_numpy(kit.tone(660))
+    given = pipe.encode_audio(wave[None]).expand(4, -1, -1, -1)
+    common = dict(audio=wave, n=4, steps=4, seed=1)
+    plain = _a2v_latents(pipe, monkeypatch, sync_guidance=0.0, **common)
+    guided = _a2v_latents(pipe, monkeypatch, sync_guidance=0.5, **common)
+    assert (plain - guided).abs().max() > 1e-3
+    critic = pipe._sync_critic(given, None, [torch.Generator().manual_seed(100 + i) for i in range(4)])
+    with torch.no_grad():
+        assert critic(guided).mean() < critic(plain).mean()
+
+
+def test_sync_guidance_default_applies_to_a2v_only_and_is_recorded(pipe, kit, monkeypatch):
+    import dataclasses
+
+    wave = torch.from_numpy(kit.tone(440))
+    plain = pipe(task="a2v", audio=wave, steps=2, progress=False)
+    assert plain.settings["sync_guidance"] == 0.0
+    monkeypatch.setattr(pipe, "generation", dataclasses.replace(pipe.generation, sync_guidance=0.5))
+    by_default = pipe(task="a2v", audio=wave, steps=2, progress=False)
+    assert by_default.settings["sync_guidance"] == 0.5
+    explicit = pipe(task="a2v", audio=wave, steps=2, sync_guidance=0.5, progress=False)
+    assert torch.equal(by_default.frames, explicit.frames)
+    assert (by_default.frames - plain.frames).abs().max() > 1e-4
+    assert pipe(task="svg", steps=1, progress=False).settings["sync_guidance"] == 0.0  # the default skips svg
+    for kwargs, words in [(dict(task="svg", sync_guidance=0.2), "a2v only"),
+                          (dict(task="a2v", audio=wave, sync_guidance=-1.0), "finite number >= 0"),
+                          (dict(task="a2v", audio=wave, sync_guidance=float("inf")), "finite number >= 0")]:
+        with pytest.raises(ConfigError, match=words) as info:
+            pipe(steps=1, progress=False, **kwargs)
+        assert "\n" not in str(info.value)

@@ -106,8 +106,9 @@ def test_smoke_scale_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
     decoder = json.loads((out / "model" / "autoencoder" / "config.json").read_text())["sampling"]
     assert decoder["steps"] == SCALES["smoke"].decoder_steps
-    assert json.loads((out / "model" / "generator" / "generation.json").read_text())["steps"] == \
-        SCALES["smoke"].generator_sampling_steps
+    generation = json.loads((out / "model" / "generator" / "generation.json").read_text())
+    assert generation["steps"] == SCALES["smoke"].generator_sampling_steps
+    assert generation["sync_guidance"] == SCALES["smoke"].sync_guidance
 
     samples = tmp_path / "samples"
     assert main(["generate", "--model", str(out / "model"), "--n", "2", "--steps", "2", "--out", str(samples),
