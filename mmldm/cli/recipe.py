@@ -313,8 +313,21 @@ class SoundingShapesRecipe:
         return self._train("generator", self.scale.generator_steps, self._generator_data())
 
     def step_generator_continued(self) -> bool:
-        """Phase 2: a fresh run from phase 1's newest weights (``model.pretrained``) with ``CONTINUATION``."""
+        """Phase 2: a fresh run from phase 1's newest weights (``model.pretrained``) with ``CONTINUATION``.
+
+        The run folder is stamped with the phase-1 checkpoint it started from. When phase 1 has
+        trained further since, the phase-2 run is stale; it is hours of training, so the step
+        refuses (one line) instead of deleting it: move the run aside to start phase 2 again.
+        """
         first = self._checkpoint("generator")
+        run_dir = self.out / "runs" / "generator-continued"
+        stamp = self._stamp_path(run_dir)
+        if _latest_checkpoint(run_dir) is None:
+            make_folder(run_dir.parent)
+            self._stamp(run_dir, first)
+        elif stamp.is_file() and stamp.read_text().strip() != str(first.resolve()):
+            raise ConfigError(f"recipe: {run_dir} started from {stamp.read_text().strip()}, but phase 1 is now at "
+                              f"{first.resolve()}; move {run_dir} aside to train phase 2 again from it")
         return self._train("generator", self.scale.generator_continued_steps,
                            [*self._generator_data(), f"model.pretrained={first}", *CONTINUATION],
                            run="generator-continued")

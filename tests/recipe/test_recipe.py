@@ -151,3 +151,44 @@ def test_recipe_out_that_is_a_file_is_a_one_line_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code != 0 and err.count("\n") == 1 and str(blocker) in err
     assert blocker.read_text() == "keep me"
+
+
+def _fake_checkpoint(run_dir: Path, step: int) -> Path:
+    """An empty but complete checkpoint folder (its manifest lists no files)."""
+    from mmldm.training.checkpoint import MANIFEST
+
+    folder = run_dir / "checkpoints" / f"step_{step:06d}"
+    folder.mkdir(parents=True)
+    (folder / MANIFEST).write_text(json.dumps({"files": {}}))
+    return folder
+
+
+def test_phase_two_is_stamped_with_its_start_and_refuses_when_phase_one_moved_on(tmp_path, monkeypatch):
+    import dataclasses
+
+    from mmldm.cli.recipe import SoundingShapesRecipe
+    from mmldm.errors import ConfigError
+
+    recipe = SoundingShapesRecipe(tmp_path, dataclasses.replace(SCALES["smoke"], generator_continued_steps=2),
+                                  progress=False)
+    calls: list[tuple[str, ...]] = []
+    monkeypatch.setattr(recipe, "_cli", lambda *argv: calls.append(argv))
+    monkeypatch.setattr(recipe, "_generator_data", lambda: [])
+    first = _fake_checkpoint(tmp_path / "runs" / "generator", 10)
+    assert recipe.step_generator_continued()
+    assert f"model.pretrained={first}" in calls[0]
+    stamp = tmp_path / "runs" / "generator-continued.source"
+    assert stamp.read_text().strip() == str(first.resolve())
+
+    _fake_checkpoint(tmp_path / "runs" / "generator-continued", 2)
+    assert not recipe.step_generator_continued()  # trained that far from the same start: skipped
+    assert len(calls) == 1
+
+    newer = _fake_checkpoint(tmp_path / "runs" / "generator", 20)
+    with pytest.raises(ConfigError) as info:
+        recipe.step_generator_continued()
+    message = str(info.value)
+    assert "\n" not in message and str(first.resolve()) in message and str(newer.resolve()) in message
+    assert "move" in message and (tmp_path / "runs" / "generator-continued").is_dir()  # nothing deleted
+    stamp.unlink()  # a run from before stamps: no way to tell, it goes on
+    assert not recipe.step_generator_continued()
