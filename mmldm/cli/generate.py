@@ -11,6 +11,7 @@ clip shorter than one clip, a non-positive length) is one ``mmldm: error:`` line
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -42,6 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="a2v: pull the video towards the model's own video-to-audio prediction of the given "
                              "audio, STEP per sampler step (0 = off; default: the model's)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--batch-size", type=int, default=16,
+                        help="samples generated and written at a time (memory holds one batch; the files are the "
+                             "same for any batch size; default 16)")
     parser.add_argument("--class", dest="class_label", type=int, default=None, help="class id (class-conditional models)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--bf16", action="store_true", help="run the networks under bfloat16 autocast")
@@ -65,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..generator.tasks import resolve_task
     from ..pipeline import SoundingVideoPipeline
-    from ..pipeline.output import check_prefix
+    from ..pipeline.output import check_prefix, save_in_batches
 
     # cheap checks first: a wrong task or input fails before any model is loaded
     resolve_task(args.task, args.audio, args.video, args.seconds)
@@ -78,15 +82,22 @@ def run(args: argparse.Namespace) -> int:
     if args.out.exists() and not args.out.is_dir():
         raise ConfigError(f"--out {args.out}: is a file; give a folder for the samples")
     device = _device(args.device)
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     pipe = SoundingVideoPipeline.from_pretrained(args.model, device=device,
                                                  dtype=torch.bfloat16 if args.bf16 else None)
-    output = pipe.generate(task=args.task, n=args.n, steps=args.steps, sampler=args.sampler,
-                           guidance=args.guidance, seed=args.seed, audio=args.audio, video=args.video,
-                           seconds=args.seconds, class_label=args.class_label, decoder_steps=args.decoder_steps,
-                           sync_guidance=args.sync_guidance, progress=not args.quiet)
-    videos = output.save(args.out, prefix=args.prefix, preview=not args.no_preview)
-    print(f"wrote {len(videos)} sounding video(s) ({output.frames.shape[1]} frames at {output.fps:g} fps, "
-          f"{output.sample_rate} Hz) to {args.out}:")
+
+    def make_batch(count: int, first_seed: int):
+        return pipe.generate(task=args.task, n=count, steps=args.steps, sampler=args.sampler,
+                             guidance=args.guidance, seed=first_seed, audio=args.audio, video=args.video,
+                             seconds=args.seconds, class_label=args.class_label, decoder_steps=args.decoder_steps,
+                             sync_guidance=args.sync_guidance, progress=not args.quiet)
+
+    videos = save_in_batches(make_batch, args.n, args.seed, args.batch_size, args.out, prefix=args.prefix,
+                             preview=not args.no_preview)
+    settings = json.loads((Path(args.out) / "settings.json").read_text())
+    print(f"wrote {len(videos)} sounding video(s) ({settings['frames']} frames at {settings['fps']:g} fps, "
+          f"{settings['sample_rate']} Hz) to {args.out}:")
     for path in videos:
         print(f"  {path}")
     print(f"settings: {Path(args.out) / 'settings.json'}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,27 +50,79 @@ class SoundingVideoOutput:
         files this call already wrote are removed, so no new sample is left without its settings.
         Returns the mp4 paths.
         """
-        from ..data.inspect import write_contact_sheet
-        from ..data.media_io import probe, write_av
-
         check_prefix(prefix)
         out_dir = make_folder(out_dir)
-        videos: list[Path] = []
         written: list[Path] = []
         try:
-            for i in range(len(self)):
-                mp4 = out_dir / f"{prefix}-{i:03d}.mp4"
-                write_av(mp4, self.frames[i], self.waveforms[i], self.fps, self.sample_rate, wav=True)
-                written += [mp4, mp4.with_suffix(".wav")]
-                if preview:
-                    write_contact_sheet(mp4, probe(mp4), mp4.with_suffix(".png"))
-                    written.append(mp4.with_suffix(".png"))
-                videos.append(mp4)
-            settings = {**self.settings, "files": [p.name for p in videos]}
-            atomic_write_text(out_dir / "settings.json", json.dumps(settings, indent=2) + "\n")
+            videos = self.write_samples(out_dir, prefix, preview, written=written)
+            write_run_files(out_dir, self.settings, videos, self.model_config)
         except BaseException:
             for path in written:
                 path.unlink(missing_ok=True)
             raise
-        atomic_write_text(out_dir / "config.yaml", dump_yaml(self.model_config))
         return videos
+
+    def write_samples(self, out_dir: Path, prefix: str, preview: bool, start: int = 0,
+                      written: list[Path] | None = None) -> list[Path]:
+        """The per-sample files of :meth:`save` only, sample ``i`` named ``{prefix}-{start + i:03d}``;
+        every path written is appended to ``written``. Returns the mp4 paths."""
+        from ..data.inspect import write_contact_sheet
+        from ..data.media_io import probe, write_av
+
+        written = [] if written is None else written
+        videos: list[Path] = []
+        for i in range(len(self)):
+            mp4 = out_dir / f"{prefix}-{start + i:03d}.mp4"
+            write_av(mp4, self.frames[i], self.waveforms[i], self.fps, self.sample_rate, wav=True)
+            written += [mp4, mp4.with_suffix(".wav")]
+            if preview:
+                write_contact_sheet(mp4, probe(mp4), mp4.with_suffix(".png"))
+                written.append(mp4.with_suffix(".png"))
+            videos.append(mp4)
+        return videos
+
+
+def write_run_files(out_dir: Path, settings: dict[str, Any], videos: list[Path],
+                    model_config: dict[str, Any]) -> None:
+    """``settings.json`` (the settings and the run's file names) and ``config.yaml``, atomically."""
+    atomic_write_text(out_dir / "settings.json",
+                      json.dumps({**settings, "files": [p.name for p in videos]}, indent=2) + "\n")
+    atomic_write_text(out_dir / "config.yaml", dump_yaml(model_config))
+
+
+def save_in_batches(make_batch: Callable[[int, int], SoundingVideoOutput], n: int, seed: int, batch_size: int,
+                    out_dir: str | Path, prefix: str = "sample", preview: bool = True) -> list[Path]:
+    """Generate ``n`` samples ``batch_size`` at a time and write each batch as it comes, so memory
+    holds one batch, not ``n`` decoded videos.
+
+    ``make_batch(count, first_seed)`` generates ``count`` samples from seeds ``first_seed ...``
+    (e.g. ``lambda k, s: pipe.generate(n=k, seed=s, ...)``); since sample ``i`` depends only on
+    its seed ``seed + i``, the files are the same for any ``batch_size``. One
+    ``settings.json`` describes the whole run (``n``, ``seed``, every sample seed and file). If
+    a batch fails, every file this call wrote is removed.
+    """
+    for name, value in (("samples", n), ("batch size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    check_prefix(prefix)
+    first = make_batch(min(batch_size, n), seed)  # before any file: a bad input leaves nothing behind
+    created = not Path(out_dir).exists()
+    out_dir = make_folder(out_dir)
+    written: list[Path] = []
+    videos: list[Path] = []
+    try:
+        videos += first.write_samples(out_dir, prefix, preview, written=written)
+        for start in range(batch_size, n, batch_size):
+            batch = make_batch(min(batch_size, n - start), seed + start)
+            videos += batch.write_samples(out_dir, prefix, preview, start=start, written=written)
+            del batch
+        settings = {**first.settings, "n": n, "seed": seed, "sample_seeds": list(range(seed, seed + n)),
+                    "batch_size": batch_size}
+        write_run_files(out_dir, settings, videos, first.model_config)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        if created and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+        raise
+    return videos

@@ -10,7 +10,7 @@ import torch
 
 import mmldm.pipeline.pipeline as pipeline_module
 from mmldm.cli.main import main
-from mmldm.data.media_io import read_av
+from mmldm.data.media_io import read_av, read_wav
 from mmldm.errors import ConfigError, WeightsError
 from mmldm.pipeline import SoundingVideoPipeline
 
@@ -126,6 +126,7 @@ def test_cli_long_generation(model_dir, kit, tmp_path):
     (["--task", "svg", "--guidance", "1", "2", "3"], "one scale or two"),
     (["--task", "svg", "--device", "tpu"], "--device"),
     (["--task", "svg", "--sync-guidance", "0.3"], "a2v only"),
+    (["--task", "svg", "--batch-size", "0"], "--batch-size"),
     (["--task", "a2v", "--audio", "{wav}", "--sync-guidance", "-1"], "finite number >= 0"),
 ])
 def test_cli_bad_inputs_are_one_line_errors(model_dir, media, tmp_path, capsys, args, words):
@@ -186,3 +187,42 @@ def test_a_failed_save_leaves_the_existing_folder_untouched(pipe, tmp_path, monk
     assert sorted(p.relative_to(target) for p in target.rglob("*")) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
     SoundingVideoPipeline.from_pretrained(target)
+
+
+def test_cli_batches_give_the_same_files_and_one_settings_file(model_dir, tmp_path):
+    whole, batched = tmp_path / "whole", tmp_path / "batched"
+    common = ["generate", "--model", str(model_dir), "--task", "svg", "--n", "3", "--steps", "1", "--seed", "4",
+              "--quiet", "--no-preview"]
+    assert main([*common, "--out", str(whole)]) == 0
+    assert main([*common, "--batch-size", "2", "--out", str(batched)]) == 0
+    names = sorted(p.name for p in whole.glob("sample-*"))
+    assert names == sorted(p.name for p in batched.glob("sample-*")) and len(names) == 6  # mp4 + wav each
+    for name in names:  # the same samples, up to float rounding of a different batch size
+        if name.endswith(".wav"):
+            a, _ = read_wav(whole / name, sample_rate=16000)
+            b, _ = read_wav(batched / name, sample_rate=16000)
+            assert a.shape == b.shape and abs(a - b).max() < 1e-3
+    settings = json.loads((batched / "settings.json").read_text())
+    assert settings["n"] == 3 and settings["seed"] == 4 and settings["sample_seeds"] == [4, 5, 6]
+    assert settings["files"] == ["sample-000.mp4", "sample-001.mp4", "sample-002.mp4"]
+    assert settings["batch_size"] == 2
+
+
+def test_a_failing_batch_removes_what_the_run_wrote(pipe, tmp_path):
+    from mmldm.pipeline.output import save_in_batches
+
+    calls = []
+
+    def make_batch(count, first_seed):
+        calls.append((count, first_seed))
+        if len(calls) == 2:
+            raise RuntimeError("disk full")
+        return pipe.generate(task="svg", n=count, seed=first_seed, steps=1, progress=False)
+
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError, match="disk full"):
+        save_in_batches(make_batch, n=3, seed=7, batch_size=2, out_dir=out, preview=False)
+    assert calls == [(2, 7), (1, 9)]
+    assert not out.exists()  # the first batch's files are gone, and the folder this call made
+    with pytest.raises(ConfigError, match="batch size must be a positive integer"):
+        save_in_batches(make_batch, n=3, seed=0, batch_size=0, out_dir=out)
