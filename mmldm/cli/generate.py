@@ -11,7 +11,6 @@ clip shorter than one clip, a non-positive length) is one ``mmldm: error:`` line
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -93,9 +92,8 @@ def run(args: argparse.Namespace) -> int:
                              seconds=args.seconds, class_label=args.class_label, decoder_steps=args.decoder_steps,
                              sync_guidance=args.sync_guidance, progress=not args.quiet)
 
-    videos = save_in_batches(make_batch, args.n, args.seed, args.batch_size, args.out, prefix=args.prefix,
-                             preview=not args.no_preview)
-    settings = json.loads((Path(args.out) / "settings.json").read_text())
+    videos, settings = save_in_batches(make_batch, args.n, args.seed, args.batch_size, args.out,
+                                       prefix=args.prefix, preview=not args.no_preview)
     print(f"wrote {len(videos)} sounding video(s) ({settings['frames']} frames at {settings['fps']:g} fps, "
           f"{settings['sample_rate']} Hz) to {args.out}:")
     for path in videos:

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError
+from .objectives import Objective
 from .tree import Latents, broadcast_to, tree_map
 
 #: one scale for every entry (joint CFG) or one per entry (cross-modal CFG)
@@ -118,7 +119,7 @@ def guided_denoiser(model: Callable[..., Latents], cond: Mapping[str, Any],
 Critic = Callable[[torch.Tensor], torch.Tensor]
 
 
-def critic_guided_denoiser(denoise: Callable[[Latents, torch.Tensor], Latents], objective: Any, entry: str,
+def critic_guided_denoiser(denoise: Callable[[Latents, torch.Tensor], Latents], objective: Objective, entry: str,
                            critic: Critic, step: float, iterations: int = 1
                            ) -> Callable[[Latents, torch.Tensor], Latents]:
     """Steer one entry of a dict latent down a differentiable critic, in x0 space.

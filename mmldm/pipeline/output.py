@@ -91,7 +91,8 @@ def write_run_files(out_dir: Path, settings: dict[str, Any], videos: list[Path],
 
 
 def save_in_batches(make_batch: Callable[[int, int], SoundingVideoOutput], n: int, seed: int, batch_size: int,
-                    out_dir: str | Path, prefix: str = "sample", preview: bool = True) -> list[Path]:
+                    out_dir: str | Path, prefix: str = "sample", preview: bool = True
+                    ) -> tuple[list[Path], dict[str, Any]]:
     """Generate ``n`` samples ``batch_size`` at a time and write each batch as it comes, so memory
     holds one batch, not ``n`` decoded videos.
 
@@ -99,7 +100,8 @@ def save_in_batches(make_batch: Callable[[int, int], SoundingVideoOutput], n: in
     (e.g. ``lambda k, s: pipe.generate(n=k, seed=s, ...)``); since sample ``i`` depends only on
     its seed ``seed + i``, the files are the same for any ``batch_size``. One
     ``settings.json`` describes the whole run (``n``, ``seed``, every sample seed and file). If
-    a batch fails, every file this call wrote is removed.
+    a batch fails, every file this call wrote is removed. Returns the mp4 paths and the run's
+    settings (as written, without the file names).
     """
     for name, value in (("samples", n), ("batch size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -125,4 +127,4 @@ def save_in_batches(make_batch: Callable[[int, int], SoundingVideoOutput], n: in
         if created and not any(out_dir.iterdir()):
             out_dir.rmdir()
         raise
-    return videos
+    return videos, settings

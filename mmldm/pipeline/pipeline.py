@@ -370,10 +370,7 @@ class SoundingVideoPipeline:
         in the generator's (scaled) space, by the sampler with cross-modal guidance (Eq. 9);
         ``known`` entries follow their forward process (:func:`mmldm.diffusion.sample`);
         ``sync_step`` > 0 (a2v) adds sync guidance on the video (:meth:`_sync_critic`)."""
-        dit = self.generator.cfg
-        shapes = {"audio": (1, dit.audio_channels, *dit.audio_size), "video": (1, dit.video_channels, *dit.video_size)}
-        per_sample = [{k: torch.randn(shape, generator=g) for k, shape in shapes.items()} for g in generators]
-        noise = {k: torch.cat([d[k] for d in per_sample]).to(self.device) for k in shapes}  # [n, ...]
+        noise = self._latent_noise(generators)
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
         cond, uncond = branch_conditions(inputs, labels, self.generator.null_class)
         if cond:  # something to drop: per-modality classifier-free guidance
@@ -387,6 +384,14 @@ class SoundingVideoPipeline:
         return sample(denoise, noise, self.objective, sampler=sampler, steps=steps,
                       progress=progress, known=known)
 
+    def _latent_noise(self, generators: list[torch.Generator]) -> dict[str, torch.Tensor]:
+        """Gaussian noise shaped like the generator's latents, ``{"audio": [n, Ca, Ha, Wa], "video":
+        [n, Cv, Hv, Wv]}`` on the device; sample i draws its audio, then its video, from ``generators[i]``."""
+        dit = self.generator.cfg
+        shapes = {"audio": (1, dit.audio_channels, *dit.audio_size), "video": (1, dit.video_channels, *dit.video_size)}
+        per_sample = [{k: torch.randn(shape, generator=g) for k, shape in shapes.items()} for g in generators]
+        return {k: torch.cat([d[k] for d in per_sample]).to(self.device) for k in shapes}
+
     def _sync_critic(self, audio: torch.Tensor, labels: torch.Tensor | None,
                      generators: list[torch.Generator]) -> Callable[[torch.Tensor], torch.Tensor]:
         """``video x0 [n, Cv, Hv, Wv] -> [n]``: the generator's own video-to-audio error.
@@ -396,10 +401,7 @@ class SoundingVideoPipeline:
         video estimate as its ``video_cond`` (the v2a input); its audio estimate is compared
         with the given ``audio`` latent ``[n, Ca, Ha, Wa]`` (mean squared error per sample).
         """
-        dit = self.generator.cfg
-        shapes = {"audio": (1, dit.audio_channels, *dit.audio_size), "video": (1, dit.video_channels, *dit.video_size)}
-        noise = {k: torch.cat([torch.randn(shape, generator=g) for g in generators]).to(self.device)
-                 for k, shape in shapes.items()}  # [n, ...] each
+        noise = self._latent_noise(generators)
         n = len(generators)
         if self.objective.prediction == "velocity":
             t = torch.ones(n, device=self.device)

@@ -127,8 +127,7 @@ def test_given_modality_follows_its_forward_process(pipe, kit, monkeypatch, task
     start = {k: torch.randn(shape, generator=g) for k, shape in shapes.items()}  # the sample's noise, drawn in order
     assert len(seen) == 3
     for x, t_model in seen:
-        flow = pipe.objective.prediction == "velocity"  # flow: model time t * 1000; epsilon: the step index
-        t = t_model / pipe.objective.num_train_timesteps if flow else t_model.round().long()
+        t = pipe.objective.time_of_model_timestep(t_model)
         want = pipe.objective.add_noise({key: given}, {key: start[key]}, t)[key]
         torch.testing.assert_close(x[key], want)
     other = "video" if key == "audio" else "audio"
