@@ -41,6 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--sync-guidance", type=float, default=None, metavar="STEP",
                         help="a2v: pull the video towards the model's own video-to-audio prediction of the given "
                              "audio, STEP per sampler step (0 = off; default: the model's)")
+    parser.add_argument("--candidates", type=int, default=None, metavar="K",
+                        help="sample K latent candidates per output and decode the one the model's own "
+                             "video-to-audio critic finds most in sync (1 = off; default: the model's)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--batch-size", type=int, default=16,
                         help="samples generated and written at a time (memory holds one batch; the files are the "
@@ -81,8 +84,9 @@ def run(args: argparse.Namespace) -> int:
     if args.out.exists() and not args.out.is_dir():
         raise ConfigError(f"--out {args.out}: is a file; give a folder for the samples")
     device = _device(args.device)
-    if args.batch_size < 1:
-        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+    for flag, value in (("--batch-size", args.batch_size), ("--candidates", args.candidates)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{flag} must be >= 1, got {value}")
     pipe = SoundingVideoPipeline.from_pretrained(args.model, device=device,
                                                  dtype=torch.bfloat16 if args.bf16 else None)
 
@@ -90,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
         return pipe.generate(task=args.task, n=count, steps=args.steps, sampler=args.sampler,
                              guidance=args.guidance, seed=first_seed, audio=args.audio, video=args.video,
                              seconds=args.seconds, class_label=args.class_label, decoder_steps=args.decoder_steps,
-                             sync_guidance=args.sync_guidance, progress=not args.quiet)
+                             sync_guidance=args.sync_guidance, candidates=args.candidates,
+                             progress=not args.quiet)
 
     videos, settings = save_in_batches(make_batch, args.n, args.seed, args.batch_size, args.out,
                                        prefix=args.prefix, preview=not args.no_preview)

@@ -73,6 +73,9 @@ class RecipeScale:
     guidance: float = 2.0
     #: a2v sync guidance step (``GenerationConfig.sync_guidance``)
     sync_guidance: float = 0.1
+    #: latent candidates per output, reranked by the generator's own sync critic
+    #: (``GenerationConfig.candidates``)
+    candidates: int = 16
     #: the autoencoder's signal decoder at generation time: DDIM steps and guidance (both
     #: modalities); with the generator steps they set the generation time on a CPU
     decoder_steps: int = 10
@@ -87,7 +90,7 @@ SCALES: dict[str, RecipeScale] = {
     "smoke": RecipeScale(train_files=12, test_files=4, vae_steps=3, autoencoder_steps=3, generator_steps=4,
                          generator_continued_steps=2,
                          eval_clips=2, long_clips=1, long_seconds=3.2, calibration_clips=4,
-                         generator_sampling_steps=2, batch_size=4),
+                         generator_sampling_steps=2, candidates=2, batch_size=4),
 }
 
 
@@ -351,7 +354,8 @@ class SoundingShapesRecipe:
         pipe.generation = dataclasses.replace(pipe.generation, steps=self.scale.generator_sampling_steps,
                                               audio_guidance=self.scale.guidance,
                                               video_guidance=self.scale.guidance,
-                                              sync_guidance=self.scale.sync_guidance)
+                                              sync_guidance=self.scale.sync_guidance,
+                                              candidates=self.scale.candidates)
         pipe.save_pretrained(self.model)
         self._stamp(self.model, checkpoint)
         return True

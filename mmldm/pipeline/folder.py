@@ -72,12 +72,21 @@ class GenerationConfig:
     #: a2v sync guidance: x0 distance per sampler step down the generator's own
     #: video-to-audio error (0 = off; not in the paper; see ``SoundingVideoPipeline.generate``)
     sync_guidance: float = 0.0
+    #: latent candidates sampled per output; the one the generator's own video-to-audio
+    #: critic finds most in sync is decoded (1 = off; not in the paper), and the critic's
+    #: noise draws per candidate
+    candidates: int = 1
+    critic_draws: int = 2
 
     def __post_init__(self) -> None:
         if self.audio_latent_scale <= 0 or self.video_latent_scale <= 0:
             raise ConfigError("generation: latent scales must be positive")
         if not math.isfinite(self.sync_guidance) or self.sync_guidance < 0:
             raise ConfigError(f"generation: sync_guidance must be a finite number >= 0, got {self.sync_guidance}")
+        for name in ("candidates", "critic_draws"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"generation: {name} must be a positive integer, got {value!r}")
         if self.steps < 1:
             raise ConfigError(f"generation: steps must be >= 1, got {self.steps}")
 

@@ -90,6 +90,10 @@ def write_run_files(out_dir: Path, settings: dict[str, Any], videos: list[Path],
     atomic_write_text(out_dir / "config.yaml", dump_yaml(model_config))
 
 
+#: ``settings`` entries that hold one value per sample (joined over the batches of a run)
+PER_SAMPLE_SETTINGS = ("chosen_candidates",)
+
+
 def save_in_batches(make_batch: Callable[[int, int], SoundingVideoOutput], n: int, seed: int, batch_size: int,
                     out_dir: str | Path, prefix: str = "sample", preview: bool = True
                     ) -> tuple[list[Path], dict[str, Any]]:
@@ -114,12 +118,15 @@ def save_in_batches(make_batch: Callable[[int, int], SoundingVideoOutput], n: in
     videos: list[Path] = []
     try:
         videos += first.write_samples(out_dir, prefix, preview, written=written)
+        per_sample = {key: list(first.settings[key]) for key in PER_SAMPLE_SETTINGS if key in first.settings}
         for start in range(batch_size, n, batch_size):
             batch = make_batch(min(batch_size, n - start), seed + start)
             videos += batch.write_samples(out_dir, prefix, preview, start=start, written=written)
+            for key, values in per_sample.items():
+                values += batch.settings[key]
             del batch
-        settings = {**first.settings, "n": n, "seed": seed, "sample_seeds": list(range(seed, seed + n)),
-                    "batch_size": batch_size}
+        settings = {**first.settings, **per_sample, "n": n, "seed": seed,
+                    "sample_seeds": list(range(seed, seed + n)), "batch_size": batch_size}
         write_run_files(out_dir, settings, videos, first.model_config)
     except BaseException:
         for path in written:

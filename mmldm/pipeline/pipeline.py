@@ -197,7 +197,7 @@ class SoundingVideoPipeline:
                  guidance: Guidance = None, seed: int = 0, audio: Any = None, video: Any = None,
                  seconds: float | None = None, class_label: int | None = None,
                  decoder_steps: int | None = None, sync_guidance: float | None = None,
-                 progress: bool = True) -> SoundingVideoOutput:
+                 candidates: int | None = None, progress: bool = True) -> SoundingVideoOutput:
         """Generate ``n`` sounding videos for ``task`` (see :mod:`mmldm.generator.tasks`).
 
         :param guidance: ``(audio_scale, video_scale)``, ``{"audio": s_a, "video": s_v}`` or one
@@ -220,6 +220,12 @@ class SoundingVideoPipeline:
             model itself would sound like the given audio, the direction a small generator
             learns best. One extra forward and backward pass per step. 0 = off; None: the
             model's default (``generation.json``); other tasks ignore the default and refuse a value.
+        :param candidates: every task (not in the paper): sample this many latent candidates
+            per output (and per clip of long) and decode the one whose audio the generator's
+            own video-to-audio prediction from its video matches best (the same critic as
+            sync guidance, averaged over ``generation.json``'s ``critic_draws`` noise draws:
+            :meth:`_pick_candidates`). The latent sampler is cheap next to the signal decoder,
+            which still runs once per output. 1 = off; None: the model's default.
         :return: frames [n, T', 3, H, W] and waveforms [n, N'] (T' = T except for long).
         """
         spec = resolve_task(task, audio, video, seconds)
@@ -235,6 +241,9 @@ class SoundingVideoPipeline:
                               f"(use {' or '.join(self.objective.samplers)})")
         scale = self._guidance_scales(guidance)
         sync_step = self._sync_guidance(task, sync_guidance)
+        candidates = gen.candidates if candidates is None else candidates
+        if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
+            raise ConfigError(f"candidates must be a positive integer, got {candidates!r}")
         labels = self._class_labels(class_label, n)
         uses_previous_clip = task == "long" or (spec.model_input or "").startswith("prev")
         if uses_previous_clip and not self.generator.cfg.previous_clip:
@@ -259,14 +268,17 @@ class SoundingVideoPipeline:
                                else (1, self.num_frames))
         guided = {"applied": False}
         latents_per_clip: list[dict[str, torch.Tensor]] = []
+        picks_per_clip: list[torch.Tensor] = []  # [n] each: the candidate decoded
         for index in range(clips):
             if index > 0:  # long: condition on the clip before (the first clip is plain svg)
                 previous = latents_per_clip[-1]
                 inputs = {"prev_audio": previous["audio"], "prev_video": previous["video"]}
             # a2v / v2a: the given modality's x_t is its forward-noised latent (paper Sec. 3.3)
             known = {spec.given: inputs[spec.model_input]} if spec.keeps_given else {}
-            latents_per_clip.append(self._sample_latents(n, inputs, labels, scale, steps, sampler, generators,
-                                                         progress, guided, known, sync_step))
+            latents, picks = self._sample_latents(n, inputs, labels, scale, steps, sampler, generators,
+                                                  progress, guided, known, sync_step, candidates)
+            latents_per_clip.append(latents)
+            picks_per_clip.append(picks)
 
         keep_audio = given_audio is not None and spec.keeps_given  # a2v: the output audio IS the given audio
         keep_video = given_video is not None and spec.keeps_given  # v2a: the output video IS the given video
@@ -294,6 +306,9 @@ class SoundingVideoPipeline:
             "steps": steps, "sampler": sampler,
             "decoder_steps": decoder_steps,
             "guidance": scale, "guidance_applied": guided["applied"], "sync_guidance": sync_step,
+            "candidates": candidates, "critic_draws": gen.critic_draws if candidates > 1 else 0,
+            # per sample, per clip: the candidate decoded (0..candidates-1)
+            "chosen_candidates": torch.stack(picks_per_clip, dim=1).tolist(),
             "unconditional_branch_drops": spec.dropped if guided["applied"] else "nothing (no guidance)",
             "class_label": class_label, "seconds": seconds, "clips": clips,
             "frames": int(frames_out.shape[1]), "fps": self.fps, "sample_rate": self.audio_cfg.sample_rate,
@@ -365,11 +380,23 @@ class SoundingVideoPipeline:
     def _sample_latents(self, n: int, inputs: dict[str, torch.Tensor], labels: torch.Tensor | None,
                         scale: dict[str, float], steps: int, sampler: str, generators: list[torch.Generator],
                         progress: bool, guided: dict[str, bool], known: dict[str, torch.Tensor],
-                        sync_step: float = 0.0) -> dict[str, torch.Tensor]:
+                        sync_step: float = 0.0, candidates: int = 1
+                        ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """One clip's perceptual latents ``{"audio": [n, Ca, Ha, Wa], "video": [n, Cv, Hv, Wv]}``
         in the generator's (scaled) space, by the sampler with cross-modal guidance (Eq. 9);
         ``known`` entries follow their forward process (:func:`mmldm.diffusion.sample`);
-        ``sync_step`` > 0 (a2v) adds sync guidance on the video (:meth:`_sync_critic`)."""
+        ``sync_step`` > 0 (a2v) adds sync guidance on the video (:meth:`_sync_critic`).
+
+        ``candidates`` > 1: ``n * candidates`` latents are sampled in one batch (candidate ``j``
+        of sample ``i`` at row ``i * candidates + j`` draws its noise from ``generators[i]``
+        after candidate ``j - 1``, so candidate 0 is what ``candidates=1`` samples) and the
+        best of each sample's candidates is kept (:meth:`_pick_candidates`). Returns the
+        latents and the index of the candidate kept per sample, ``[n]`` (zeros for 1).
+        """
+        if candidates > 1:  # [n, ...] -> [n * candidates, ...], sample-major
+            generators = [g for g in generators for _ in range(candidates)]
+            inputs, known = ({k: v.repeat_interleave(candidates, 0) for k, v in d.items()} for d in (inputs, known))
+            labels = None if labels is None else labels.repeat_interleave(candidates, 0)
         noise = self._latent_noise(generators)
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
         cond, uncond = branch_conditions(inputs, labels, self.generator.null_class)
@@ -381,8 +408,29 @@ class SoundingVideoPipeline:
         if sync_step:
             critic = self._sync_critic(known["audio"], labels, generators)
             denoise = critic_guided_denoiser(denoise, self.objective, "video", critic, sync_step)
-        return sample(denoise, noise, self.objective, sampler=sampler, steps=steps,
-                      progress=progress, known=known)
+        latents = sample(denoise, noise, self.objective, sampler=sampler, steps=steps,
+                         progress=progress, known=known)
+        if candidates == 1:
+            return latents, torch.zeros(n, dtype=torch.long)
+        return self._pick_candidates(latents, labels, generators, candidates)
+
+    def _pick_candidates(self, latents: dict[str, torch.Tensor], labels: torch.Tensor | None,
+                         generators: list[torch.Generator], candidates: int
+                         ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Keep, per sample, the candidate whose audio and video agree best by the generator's
+        own video-to-audio error (:meth:`_sync_critic` with the candidate's audio as target,
+        mean of ``generation.critic_draws`` noise draws, each from the row's generator).
+
+        ``latents``: ``[n * candidates, ...]`` each, sample-major; returns ``[n, ...]`` each and
+        the kept candidate per sample ``[n]`` (CPU).
+        """
+        draws = self.generation.critic_draws
+        with torch.no_grad():
+            error = sum(self._sync_critic(latents["audio"], labels, generators)(latents["video"])
+                        for _ in range(draws)) / draws  # [n * candidates]
+        picks = error.view(-1, candidates).argmin(1).cpu()  # [n]
+        rows = torch.arange(len(picks)) * candidates + picks
+        return {k: v[rows.to(v.device)] for k, v in latents.items()}, picks
 
     def _latent_noise(self, generators: list[torch.Generator]) -> dict[str, torch.Tensor]:
         """Gaussian noise shaped like the generator's latents, ``{"audio": [n, Ca, Ha, Wa], "video":

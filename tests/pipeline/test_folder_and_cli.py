@@ -67,6 +67,21 @@ def test_missing_or_broken_folders_are_one_line_errors(model_dir, tmp_path):
     assert "autoencoder" in _one_line(info.value)
 
 
+@pytest.mark.parametrize("key, value, words", [
+    ("candidates", 0, "candidates must be a positive integer"),
+    ("critic_draws", 1.5, "critic_draws"),
+    ("sync_guidance", -1, "sync_guidance must be a finite number"),
+])
+def test_bad_generation_settings_name_the_file(model_dir, tmp_path, key, value, words):
+    broken = tmp_path / "model"
+    shutil.copytree(model_dir, broken)
+    path = broken / "generator" / "generation.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), key: value}))
+    with pytest.raises(WeightsError) as info:
+        SoundingVideoPipeline.from_pretrained(broken)
+    assert "generation.json" in _one_line(info.value) and words in str(info.value)
+
+
 def test_components_that_do_not_fit_are_refused(pipe, kit):
     from mmldm.generator.dit import AVDiT, DiTConfig
 
@@ -127,6 +142,7 @@ def test_cli_long_generation(model_dir, kit, tmp_path):
     (["--task", "svg", "--device", "tpu"], "--device"),
     (["--task", "svg", "--sync-guidance", "0.3"], "a2v only"),
     (["--task", "svg", "--batch-size", "0"], "--batch-size"),
+    (["--task", "svg", "--candidates", "0"], "--candidates"),
     (["--task", "a2v", "--audio", "{wav}", "--sync-guidance", "-1"], "finite number >= 0"),
 ])
 def test_cli_bad_inputs_are_one_line_errors(model_dir, media, tmp_path, capsys, args, words):
@@ -192,7 +208,7 @@ def test_a_failed_save_leaves_the_existing_folder_untouched(pipe, tmp_path, monk
 def test_cli_batches_give_the_same_files_and_one_settings_file(model_dir, tmp_path):
     whole, batched = tmp_path / "whole", tmp_path / "batched"
     common = ["generate", "--model", str(model_dir), "--task", "svg", "--n", "3", "--steps", "1", "--seed", "4",
-              "--quiet", "--no-preview"]
+              "--candidates", "3", "--quiet", "--no-preview"]
     assert main([*common, "--out", str(whole)]) == 0
     assert main([*common, "--batch-size", "2", "--out", str(batched)]) == 0
     names = sorted(p.name for p in whole.glob("sample-*"))
@@ -206,6 +222,10 @@ def test_cli_batches_give_the_same_files_and_one_settings_file(model_dir, tmp_pa
     assert settings["n"] == 3 and settings["seed"] == 4 and settings["sample_seeds"] == [4, 5, 6]
     assert settings["files"] == ["sample-000.mp4", "sample-001.mp4", "sample-002.mp4"]
     assert settings["batch_size"] == 2
+    # per-sample settings are joined over the batches
+    whole_settings = json.loads((whole / "settings.json").read_text())
+    assert settings["candidates"] == 3 and len(settings["chosen_candidates"]) == 3
+    assert settings["chosen_candidates"] == whole_settings["chosen_candidates"]
 
 
 def test_a_failing_batch_removes_what_the_run_wrote(pipe, tmp_path):

@@ -347,3 +347,87 @@ def test_sync_guidance_default_applies_to_a2v_only_and_is_recorded(pipe, kit, mo
         with pytest.raises(ConfigError, match=words) as info:
             pipe(steps=1, progress=False, **kwargs)
         assert "\n" not in str(info.value)
+
+
+def _decoded_latents(pipe, monkeypatch, **kwargs) -> tuple[dict[str, torch.Tensor], dict]:
+    """The latents a call decodes ``{"audio": [n * clips, ...], "video": [n * clips, ...]}`` (per
+    sample, its clips in order) and the call's settings."""
+    captured = []
+    decode = pipe.decode
+
+    def spy(latents, *args, **kw):
+        captured.append({k: v.clone() for k, v in latents.items()})
+        return decode(latents, *args, **kw)
+
+    monkeypatch.setattr(pipe, "decode", spy)
+    out = pipe(progress=False, **kwargs)
+    monkeypatch.setattr(pipe, "decode", decode)
+    return {k: torch.cat([c[k] for c in captured]) for k in ("audio", "video")}, out.settings
+
+
+def test_candidates_decode_the_one_the_critic_ranks_best(pipe, monkeypatch):
+    pool = []
+    sample = pipeline_module.sample
+    monkeypatch.setattr(pipeline_module, "sample", lambda *a, **kw: pool.append(sample(*a, **kw)) or pool[-1])
+    kept, settings = _decoded_latents(pipe, monkeypatch, task="svg", n=2, steps=2, seed=3, candidates=4)
+    assert settings["candidates"] == 4 and settings["critic_draws"] == pipe.generation.critic_draws
+    assert pool[0]["video"].shape[0] == 8  # 2 samples x 4 candidates, sampled in one batch
+    picks = [clips[0] for clips in settings["chosen_candidates"]]
+    assert len(picks) == 2 and all(0 <= p < 4 for p in picks)
+    for i, pick in enumerate(picks):  # the decoded latents are the chosen rows of the pool
+        for key in ("audio", "video"):
+            assert torch.equal(kept[key][i], pool[0][key][i * 4 + pick])
+    # ranked by the generator's own video-to-audio error, mean of critic_draws noise draws that
+    # each row takes from its sample's generator after its start noise (candidate j after j - 1)
+    generators = [g for g in (torch.Generator().manual_seed(3), torch.Generator().manual_seed(4)) for _ in range(4)]
+    pipe._latent_noise(generators)  # the start noise
+    with torch.no_grad():
+        error = sum(pipe._sync_critic(pool[0]["audio"], None, generators)(pool[0]["video"])
+                    for _ in range(pipe.generation.critic_draws)).view(2, 4)
+    assert picks == error.argmin(1).tolist()
+    assert error.argmin(1).tolist() != error.argmax(1).tolist()
+
+
+def test_candidate_zero_is_what_one_candidate_samples(pipe, kit, monkeypatch):
+    wave = torch.from_numpy(kit.tone(550))
+    common = dict(task="a2v", audio=wave, n=2, steps=2, seed=9)
+    single, settings = _decoded_latents(pipe, monkeypatch, candidates=1, **common)
+    assert settings["candidates"] == 1 and settings["chosen_candidates"] == [[0], [0]]
+    # a critic that ranks candidate 0 first keeps it: the same latents as one candidate
+    monkeypatch.setattr(pipe, "_sync_critic", lambda audio, labels, generators: (
+        lambda video: torch.arange(len(generators), dtype=torch.float32) % 3))
+    first, settings = _decoded_latents(pipe, monkeypatch, candidates=3, **common)
+    assert settings["chosen_candidates"] == [[0], [0]]
+    torch.testing.assert_close(first["video"], single["video"], atol=1e-5, rtol=0)
+    # and ranking candidate 2 first keeps another one
+    monkeypatch.setattr(pipe, "_sync_critic", lambda audio, labels, generators: (
+        lambda video: -(torch.arange(len(generators), dtype=torch.float32) % 3)))
+    last, settings = _decoded_latents(pipe, monkeypatch, candidates=3, **common)
+    assert settings["chosen_candidates"] == [[2], [2]]
+    assert (last["video"] - single["video"]).abs().max() > 1e-3
+    assert torch.equal(last["audio"], single["audio"])  # a2v: every candidate keeps the given audio
+
+
+def test_long_picks_a_candidate_per_clip_and_continues_from_it(pipe, monkeypatch):
+    calls = []
+    network = pipe._denoiser_network
+
+    def spy(x, t, **conditions):
+        calls.append({k: v.clone() for k, v in conditions.items()})
+        return network(x, t, **conditions)
+
+    monkeypatch.setattr(pipe, "_denoiser_network", spy)
+    kept, settings = _decoded_latents(pipe, monkeypatch, task="long", seconds=1.6, n=1, steps=1, seed=2,
+                                      candidates=3)
+    assert settings["clips"] == 2 and len(settings["chosen_candidates"][0]) == 2
+    # the second clip's sampler calls see the kept first clip as previous clip, for all 3 candidates
+    second = [c for c in calls if "prev_video" in c]
+    assert second and all(c["prev_video"].shape[0] == 3 for c in second)
+    assert torch.allclose(second[0]["prev_video"], kept["video"][0:1].expand(3, -1, -1, -1))
+
+
+@pytest.mark.parametrize("value", [0, -2, 1.5, True])
+def test_bad_candidates_are_one_line_errors(pipe, value):
+    with pytest.raises(ConfigError, match="candidates must be a positive integer") as info:
+        pipe(task="svg", steps=1, candidates=value, progress=False)
+    assert "\n" not in str(info.value)

@@ -109,6 +109,7 @@ def test_smoke_scale_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[st
     generation = json.loads((out / "model" / "generator" / "generation.json").read_text())
     assert generation["steps"] == SCALES["smoke"].generator_sampling_steps
     assert generation["sync_guidance"] == SCALES["smoke"].sync_guidance
+    assert generation["candidates"] == SCALES["smoke"].candidates
 
     samples = tmp_path / "samples"
     assert main(["generate", "--model", str(out / "model"), "--n", "2", "--steps", "2", "--out", str(samples),
