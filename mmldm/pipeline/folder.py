@@ -73,20 +73,21 @@ class GenerationConfig:
     #: video-to-audio error (0 = off; not in the paper; see ``SoundingVideoPipeline.generate``)
     sync_guidance: float = 0.0
     #: latent candidates sampled per output; the one the generator's own video-to-audio
-    #: critic finds most in sync is decoded (1 = off; not in the paper), and the critic's
-    #: noise draws per candidate
+    #: critic finds most in sync is decoded (1 = off; not in the paper), and the times of the
+    #: forward process (fractions in (0, 1]) at which the critic compares, one noise draw each
     candidates: int = 1
-    critic_draws: int = 2
+    critic_times: tuple[float, ...] = (0.7, 0.5, 0.3)
 
     def __post_init__(self) -> None:
         if self.audio_latent_scale <= 0 or self.video_latent_scale <= 0:
             raise ConfigError("generation: latent scales must be positive")
         if not math.isfinite(self.sync_guidance) or self.sync_guidance < 0:
             raise ConfigError(f"generation: sync_guidance must be a finite number >= 0, got {self.sync_guidance}")
-        for name in ("candidates", "critic_draws"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"generation: {name} must be a positive integer, got {value!r}")
+        if isinstance(self.candidates, bool) or not isinstance(self.candidates, int) or self.candidates < 1:
+            raise ConfigError(f"generation: candidates must be a positive integer, got {self.candidates!r}")
+        if not self.critic_times or not all(0 < t <= 1 for t in self.critic_times):
+            raise ConfigError(f"generation: critic_times must be one or more fractions in (0, 1], "
+                              f"got {list(self.critic_times)}")
         if self.steps < 1:
             raise ConfigError(f"generation: steps must be >= 1, got {self.steps}")
 

@@ -221,10 +221,10 @@ class SoundingVideoPipeline:
             learns best. One extra forward and backward pass per step. 0 = off; None: the
             model's default (``generation.json``); other tasks ignore the default and refuse a value.
         :param candidates: every task (not in the paper): sample this many latent candidates
-            per output (and per clip of long) and decode the one whose audio the generator's
-            own video-to-audio prediction from its video matches best (the same critic as
-            sync guidance, averaged over ``generation.json``'s ``critic_draws`` noise draws:
-            :meth:`_pick_candidates`). The latent sampler is cheap next to the signal decoder,
+            per output (and per clip of long) and decode the one whose audio the generator
+            predicts best from its video (the generator's own denoising error of the audio
+            with the video as ``video_cond``, summed over ``generation.json``'s
+            ``critic_times``: :meth:`_pick_candidates`). The latent sampler is cheap next to the signal decoder,
             which still runs once per output. 1 = off; None: the model's default.
         :return: frames [n, T', 3, H, W] and waveforms [n, N'] (T' = T except for long).
         """
@@ -306,7 +306,7 @@ class SoundingVideoPipeline:
             "steps": steps, "sampler": sampler,
             "decoder_steps": decoder_steps,
             "guidance": scale, "guidance_applied": guided["applied"], "sync_guidance": sync_step,
-            "candidates": candidates, "critic_draws": gen.critic_draws if candidates > 1 else 0,
+            "candidates": candidates, "critic_times": list(gen.critic_times) if candidates > 1 else [],
             # per sample, per clip: the candidate decoded (0..candidates-1)
             "chosen_candidates": torch.stack(picks_per_clip, dim=1).tolist(),
             "unconditional_branch_drops": spec.dropped if guided["applied"] else "nothing (no guidance)",
@@ -417,17 +417,21 @@ class SoundingVideoPipeline:
     def _pick_candidates(self, latents: dict[str, torch.Tensor], labels: torch.Tensor | None,
                          generators: list[torch.Generator], candidates: int
                          ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """Keep, per sample, the candidate whose audio and video agree best by the generator's
-        own video-to-audio error (:meth:`_sync_critic` with the candidate's audio as target,
-        mean of ``generation.critic_draws`` noise draws, each from the row's generator).
+        """Keep, per sample, the candidate whose audio the generator predicts best from its video:
+        the sum over ``generation.critic_times`` of :meth:`_sync_critic` at that time with the
+        candidate's own audio as the target (one noise draw per time, from the row's generator).
+
+        A Monte Carlo estimate of the audio's conditional denoising loss given the video, i.e.
+        of how likely the generator finds that audio for that video (the diffusion-classifier
+        view); middle times, where the generator sees part of the audio, rank better than t = 1
+        alone (measured in docs/default-model.md).
 
         ``latents``: ``[n * candidates, ...]`` each, sample-major; returns ``[n, ...]`` each and
         the kept candidate per sample ``[n]`` (CPU).
         """
-        draws = self.generation.critic_draws
         with torch.no_grad():
-            error = sum(self._sync_critic(latents["audio"], labels, generators)(latents["video"])
-                        for _ in range(draws)) / draws  # [n * candidates]
+            error = sum(self._sync_critic(latents["audio"], labels, generators, time)(latents["video"])
+                        for time in self.generation.critic_times)  # [n * candidates]
         picks = error.view(-1, candidates).argmin(1).cpu()  # [n]
         rows = torch.arange(len(picks)) * candidates + picks
         return {k: v[rows.to(v.device)] for k, v in latents.items()}, picks
@@ -441,25 +445,27 @@ class SoundingVideoPipeline:
         return {k: torch.cat([d[k] for d in per_sample]).to(self.device) for k in shapes}
 
     def _sync_critic(self, audio: torch.Tensor, labels: torch.Tensor | None,
-                     generators: list[torch.Generator]) -> Callable[[torch.Tensor], torch.Tensor]:
-        """``video x0 [n, Cv, Hv, Wv] -> [n]``: the generator's own video-to-audio error.
+                     generators: list[torch.Generator], time: float = 1.0
+                     ) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``video x0 [n, Cv, Hv, Wv] -> [n]``: the generator's own error in predicting ``audio``
+        ``[n, Ca, Ha, Wa]`` from that video (mean squared error of its audio estimate, per sample).
 
-        The generator sees both modalities at the last time of its forward process (pure
-        noise, drawn per sample from its generator after the sample's start noise) and the
-        video estimate as its ``video_cond`` (the v2a input); its audio estimate is compared
-        with the given ``audio`` latent ``[n, Ca, Ha, Wa]`` (mean squared error per sample).
+        Both entries are noised to ``time`` (a fraction of the forward process; noise drawn per
+        sample from its generator) and the video is also the ``video_cond`` (the v2a input). At
+        ``time`` 1 the inputs are pure noise: the audio estimate comes from the video alone.
         """
         noise = self._latent_noise(generators)
         n = len(generators)
         if self.objective.prediction == "velocity":
-            t = torch.ones(n, device=self.device)
+            t = torch.full((n,), float(time), device=self.device)
         else:
-            t = torch.full((n,), self.objective.num_train_timesteps - 1, dtype=torch.long, device=self.device)
+            last = self.objective.num_train_timesteps - 1
+            t = torch.full((n,), round(time * last), dtype=torch.long, device=self.device)
         t_model = self.objective.model_timestep(t)
         conditions = {} if labels is None else {"class_labels": labels}
 
         def critic(video: torch.Tensor) -> torch.Tensor:
-            x_t = self.objective.add_noise({"audio": torch.zeros_like(audio), "video": video}, noise, t)
+            x_t = self.objective.add_noise({"audio": audio, "video": video}, noise, t)
             out = self._denoiser_network(x_t, t_model, video_cond=video, **conditions)
             audio_x0 = self.objective.predict_x0(out["audio"], x_t["audio"], t)
             return (audio_x0 - audio).pow(2).flatten(1).mean(1)  # [n]

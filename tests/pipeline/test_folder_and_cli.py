@@ -69,7 +69,8 @@ def test_missing_or_broken_folders_are_one_line_errors(model_dir, tmp_path):
 
 @pytest.mark.parametrize("key, value, words", [
     ("candidates", 0, "candidates must be a positive integer"),
-    ("critic_draws", 1.5, "critic_draws"),
+    ("critic_times", [0.5, 0], "critic_times must be one or more fractions"),
+    ("critic_times", [], "critic_times must be one or more fractions"),
     ("sync_guidance", -1, "sync_guidance must be a finite number"),
 ])
 def test_bad_generation_settings_name_the_file(model_dir, tmp_path, key, value, words):

@@ -370,20 +370,21 @@ def test_candidates_decode_the_one_the_critic_ranks_best(pipe, monkeypatch):
     sample = pipeline_module.sample
     monkeypatch.setattr(pipeline_module, "sample", lambda *a, **kw: pool.append(sample(*a, **kw)) or pool[-1])
     kept, settings = _decoded_latents(pipe, monkeypatch, task="svg", n=2, steps=2, seed=3, candidates=4)
-    assert settings["candidates"] == 4 and settings["critic_draws"] == pipe.generation.critic_draws
+    assert settings["candidates"] == 4 and settings["critic_times"] == list(pipe.generation.critic_times)
     assert pool[0]["video"].shape[0] == 8  # 2 samples x 4 candidates, sampled in one batch
     picks = [clips[0] for clips in settings["chosen_candidates"]]
     assert len(picks) == 2 and all(0 <= p < 4 for p in picks)
     for i, pick in enumerate(picks):  # the decoded latents are the chosen rows of the pool
         for key in ("audio", "video"):
             assert torch.equal(kept[key][i], pool[0][key][i * 4 + pick])
-    # ranked by the generator's own video-to-audio error, mean of critic_draws noise draws that
-    # each row takes from its sample's generator after its start noise (candidate j after j - 1)
+    # ranked by the generator's own error in predicting the audio from the video, summed over
+    # critic_times with one noise draw each that every row takes from its sample's generator
+    # after its start noise (candidate j after j - 1)
     generators = [g for g in (torch.Generator().manual_seed(3), torch.Generator().manual_seed(4)) for _ in range(4)]
     pipe._latent_noise(generators)  # the start noise
     with torch.no_grad():
-        error = sum(pipe._sync_critic(pool[0]["audio"], None, generators)(pool[0]["video"])
-                    for _ in range(pipe.generation.critic_draws)).view(2, 4)
+        error = sum(pipe._sync_critic(pool[0]["audio"], None, generators, time)(pool[0]["video"])
+                    for time in pipe.generation.critic_times).view(2, 4)
     assert picks == error.argmin(1).tolist()
     assert error.argmin(1).tolist() != error.argmax(1).tolist()
 
@@ -394,13 +395,13 @@ def test_candidate_zero_is_what_one_candidate_samples(pipe, kit, monkeypatch):
     single, settings = _decoded_latents(pipe, monkeypatch, candidates=1, **common)
     assert settings["candidates"] == 1 and settings["chosen_candidates"] == [[0], [0]]
     # a critic that ranks candidate 0 first keeps it: the same latents as one candidate
-    monkeypatch.setattr(pipe, "_sync_critic", lambda audio, labels, generators: (
+    monkeypatch.setattr(pipe, "_sync_critic", lambda audio, labels, generators, time: (
         lambda video: torch.arange(len(generators), dtype=torch.float32) % 3))
     first, settings = _decoded_latents(pipe, monkeypatch, candidates=3, **common)
     assert settings["chosen_candidates"] == [[0], [0]]
     torch.testing.assert_close(first["video"], single["video"], atol=1e-5, rtol=0)
     # and ranking candidate 2 first keeps another one
-    monkeypatch.setattr(pipe, "_sync_critic", lambda audio, labels, generators: (
+    monkeypatch.setattr(pipe, "_sync_critic", lambda audio, labels, generators, time: (
         lambda video: -(torch.arange(len(generators), dtype=torch.float32) % 3)))
     last, settings = _decoded_latents(pipe, monkeypatch, candidates=3, **common)
     assert settings["chosen_candidates"] == [[2], [2]]
