@@ -224,8 +224,9 @@ class SoundingVideoPipeline:
             per output (and per clip of long) and decode the one whose audio the generator
             predicts best from its video (the generator's own denoising error of the audio
             with the video as ``video_cond``, summed over ``generation.json``'s
-            ``critic_times``: :meth:`_pick_candidates`). The latent sampler is cheap next to the signal decoder,
-            which still runs once per output. 1 = off; None: the model's default.
+            ``critic_times``: :meth:`_pick_candidates`). The latent sampler is cheap next to
+            the signal decoder, which still runs once per output. 1 = off; None: the
+            model's default.
         :return: frames [n, T', 3, H, W] and waveforms [n, N'] (T' = T except for long).
         """
         spec = resolve_task(task, audio, video, seconds)
