@@ -91,7 +91,7 @@ def write_run_files(out_dir: Path, settings: dict[str, Any], videos: list[Path],
 
 
 #: ``settings`` entries that hold one value per sample (joined over the batches of a run)
-PER_SAMPLE_SETTINGS = ("chosen_candidates",)
+PER_SAMPLE_SETTINGS = ("chosen_candidates", "sample_classes")
 
 
 def save_in_batches(make_batch: Callable[[int, int], SoundingVideoOutput], n: int, seed: int, batch_size: int,
@@ -118,7 +118,8 @@ def save_in_batches(make_batch: Callable[[int, int], SoundingVideoOutput], n: in
     videos: list[Path] = []
     try:
         videos += first.write_samples(out_dir, prefix, preview, written=written)
-        per_sample = {key: list(first.settings[key]) for key in PER_SAMPLE_SETTINGS if key in first.settings}
+        per_sample = {key: list(first.settings[key]) for key in PER_SAMPLE_SETTINGS
+                      if first.settings.get(key) is not None}
         for start in range(batch_size, n, batch_size):
             batch = make_batch(min(batch_size, n - start), seed + start)
             videos += batch.write_samples(out_dir, prefix, preview, start=start, written=written)

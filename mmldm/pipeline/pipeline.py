@@ -226,7 +226,11 @@ class SoundingVideoPipeline:
             with the video as ``video_cond``, summed over ``generation.json``'s
             ``critic_times``: :meth:`_pick_candidates`). The latent sampler is cheap next to
             the signal decoder, which still runs once per output. 1 = off; None: the
-            model's default.
+            model's default. The critic finds some classes easier than others, so ranking
+            unconditional candidates would shift the class mix (the built-in model's svg
+            went to 60 of 64 discs): for svg and long without ``class_label``, a
+            class-conditional model first draws each sample's class uniformly from the
+            sample's generator (``settings["sample_classes"]``) and ranks within it.
         :return: frames [n, T', 3, H, W] and waveforms [n, N'] (T' = T except for long).
         """
         spec = resolve_task(task, audio, video, seconds)
@@ -254,6 +258,11 @@ class SoundingVideoPipeline:
         if isinstance(decoder_steps, bool) or not isinstance(decoder_steps, int) or decoder_steps < 1:
             raise ConfigError(f"decoder steps must be a positive integer, got {decoder_steps!r}")
         generators = [torch.Generator().manual_seed(int(seed) + i) for i in range(n)]
+        drawn_classes = bool(labels is None and spec.given is None and candidates > 1
+                             and self.generator.cfg.num_classes)
+        if drawn_classes:  # reranking would shift the class mix towards the easiest class: fix it first
+            labels = torch.cat([torch.randint(self.generator.cfg.num_classes, (1,), generator=g)
+                                for g in generators]).to(self.device)  # [n]
 
         given_audio = given_video = None
         inputs: dict[str, torch.Tensor] = {}
@@ -312,6 +321,8 @@ class SoundingVideoPipeline:
             "chosen_candidates": torch.stack(picks_per_clip, dim=1).tolist(),
             "unconditional_branch_drops": spec.dropped if guided["applied"] else "nothing (no guidance)",
             "class_label": class_label, "seconds": seconds, "clips": clips,
+            # per sample: the class drawn for it (svg / long with reranking and no class given)
+            "sample_classes": labels.tolist() if drawn_classes else None,
             "frames": int(frames_out.shape[1]), "fps": self.fps, "sample_rate": self.audio_cfg.sample_rate,
             "input": _describe_input(audio if spec.given == "audio" else video if spec.given else None),
             "model_dir": str(self.model_dir) if self.model_dir else None,

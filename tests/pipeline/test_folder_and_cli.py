@@ -227,6 +227,7 @@ def test_cli_batches_give_the_same_files_and_one_settings_file(model_dir, tmp_pa
     whole_settings = json.loads((whole / "settings.json").read_text())
     assert settings["candidates"] == 3 and len(settings["chosen_candidates"]) == 3
     assert settings["chosen_candidates"] == whole_settings["chosen_candidates"]
+    assert len(settings["sample_classes"]) == 3 and settings["sample_classes"] == whole_settings["sample_classes"]
 
 
 def test_a_failing_batch_removes_what_the_run_wrote(pipe, tmp_path):

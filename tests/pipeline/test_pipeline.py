@@ -379,11 +379,15 @@ def test_candidates_decode_the_one_the_critic_ranks_best(pipe, monkeypatch):
             assert torch.equal(kept[key][i], pool[0][key][i * 4 + pick])
     # ranked by the generator's own error in predicting the audio from the video, summed over
     # critic_times with one noise draw each that every row takes from its sample's generator
-    # after its start noise (candidate j after j - 1)
-    generators = [g for g in (torch.Generator().manual_seed(3), torch.Generator().manual_seed(4)) for _ in range(4)]
+    # after its class draw (svg without a class) and its start noise (candidate j after j - 1)
+    seeded = (torch.Generator().manual_seed(3), torch.Generator().manual_seed(4))
+    classes = [int(torch.randint(3, (1,), generator=g)) for g in seeded]
+    assert settings["sample_classes"] == classes
+    generators = [g for g in seeded for _ in range(4)]
+    labels = torch.tensor(classes).repeat_interleave(4)
     pipe._latent_noise(generators)  # the start noise
     with torch.no_grad():
-        error = sum(pipe._sync_critic(pool[0]["audio"], None, generators, time)(pool[0]["video"])
+        error = sum(pipe._sync_critic(pool[0]["audio"], labels, generators, time)(pool[0]["video"])
                     for time in pipe.generation.critic_times).view(2, 4)
     assert picks == error.argmin(1).tolist()
     assert error.argmin(1).tolist() != error.argmax(1).tolist()
@@ -432,3 +436,19 @@ def test_bad_candidates_are_one_line_errors(pipe, value):
     with pytest.raises(ConfigError, match="candidates must be a positive integer") as info:
         pipe(task="svg", steps=1, candidates=value, progress=False)
     assert "\n" not in str(info.value)
+
+
+def test_reranked_svg_draws_each_samples_class_first(pipe, kit, network_calls):
+    out = pipe(task="svg", n=3, steps=1, seed=11, candidates=2, progress=False)
+    classes = out.settings["sample_classes"]
+    assert classes == [int(torch.randint(3, (1,), generator=torch.Generator().manual_seed(11 + i)))
+                       for i in range(3)]
+    # every candidate of a sample is sampled in that sample's class (the guided call's
+    # conditional half carries the labels)
+    assert any(torch.equal(c.get("class_labels", torch.empty(0)), torch.tensor(classes).repeat_interleave(2))
+               for c in network_calls)
+    # a given class, one candidate, or a given modality: nothing is drawn
+    assert pipe(task="svg", n=1, steps=1, candidates=2, class_label=1, progress=False).settings["sample_classes"] is None
+    assert pipe(task="svg", n=1, steps=1, candidates=1, progress=False).settings["sample_classes"] is None
+    wave = torch.from_numpy(kit.tone(440))
+    assert pipe(task="a2v", audio=wave, steps=1, candidates=2, progress=False).settings["sample_classes"] is None
