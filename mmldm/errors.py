@@ -62,6 +62,14 @@ _WORKER_CAUGHT = re.compile(r"^Caught (\w+) in DataLoader worker process \d+")
 _OUR_ERROR = re.compile(r"mmldm\.errors\.(\w+): ")
 
 
+def check_positive_int(value: object, name: str) -> int:
+    """``value`` if it is an integer >= 1 (not a bool), else ConfigError "``name`` must be a
+    positive integer, got ``value``"."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
 def user_error_from_worker(exc: BaseException) -> MMLDMError | None:
     """The one-line error a DataLoader worker raised, rebuilt as its own type; None if ``exc`` is not one."""
     text = str(exc.args[0]) if exc.args else ""

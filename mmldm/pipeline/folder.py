@@ -37,7 +37,7 @@ from ..data.audio_image import AudioConfig
 from ..data.vocoders import GriffinLim, HiFiGAN, Vocoder, build_vocoder, save_hifigan
 from ..diffusion import (DiffusionConfig, EpsilonObjective, Objective, RectifiedFlowObjective, default_sampler,
                          make_objective)
-from ..errors import ConfigError, MMLDMError, WeightsError
+from ..errors import ConfigError, MMLDMError, WeightsError, check_positive_int
 from ..generator.dit import AVDiT
 from ..vae.kl_vae import KLVAE
 
@@ -83,8 +83,7 @@ class GenerationConfig:
             raise ConfigError("generation: latent scales must be positive")
         if not math.isfinite(self.sync_guidance) or self.sync_guidance < 0:
             raise ConfigError(f"generation: sync_guidance must be a finite number >= 0, got {self.sync_guidance}")
-        if isinstance(self.candidates, bool) or not isinstance(self.candidates, int) or self.candidates < 1:
-            raise ConfigError(f"generation: candidates must be a positive integer, got {self.candidates!r}")
+        check_positive_int(self.candidates, "generation: candidates")
         if not self.critic_times or not all(0 < t <= 1 for t in self.critic_times):
             raise ConfigError(f"generation: critic_times must be one or more fractions in (0, 1], "
                               f"got {list(self.critic_times)}")

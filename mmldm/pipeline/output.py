@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from ..config import atomic_write_text, dump_yaml, make_folder
-from ..errors import ConfigError
+from ..errors import ConfigError, check_positive_int
 
 
 def check_prefix(prefix: str) -> str:
@@ -107,9 +107,8 @@ def save_in_batches(make_batch: Callable[[int, int], SoundingVideoOutput], n: in
     a batch fails, every file this call wrote is removed. Returns the mp4 paths and the run's
     settings (as written, without the file names).
     """
-    for name, value in (("samples", n), ("batch size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    check_positive_int(n, "samples")
+    check_positive_int(batch_size, "batch size")
     check_prefix(prefix)
     first = make_batch(min(batch_size, n), seed)  # before any file: a bad input leaves nothing behind
     created = not Path(out_dir).exists()

@@ -37,7 +37,7 @@ from ..config import to_dict
 from ..data.audio_image import AudioConfig, waveform_to_audio_image
 from ..data.vocoders import Vocoder
 from ..diffusion import Objective, critic_guided_denoiser, guided_denoiser, make_objective, sample
-from ..errors import ConfigError
+from ..errors import ConfigError, check_positive_int
 from ..generator.dit import AVDiT
 from ..generator.tasks import branch_conditions, load_audio, load_video, long_clip_count, resolve_task
 from ..timing import AVTiming
@@ -234,29 +234,24 @@ class SoundingVideoPipeline:
         :return: frames [n, T', 3, H, W] and waveforms [n, N'] (T' = T except for long).
         """
         spec = resolve_task(task, audio, video, seconds)
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ConfigError(f"n (samples) must be a positive integer, got {n!r}")
+        check_positive_int(n, "n (samples)")
         gen = self.generation
         steps = gen.steps if steps is None else steps
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ConfigError(f"steps must be a positive integer, got {steps!r}")
+        check_positive_int(steps, "steps")
         sampler = sampler or gen.default_sampler()
         if sampler not in self.objective.samplers:
             raise ConfigError(f"sampler '{sampler}' does not fit this model's '{self.objective.name}' objective "
                               f"(use {' or '.join(self.objective.samplers)})")
         scale = self._guidance_scales(guidance)
         sync_step = self._sync_guidance(task, sync_guidance)
-        candidates = gen.candidates if candidates is None else candidates
-        if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
-            raise ConfigError(f"candidates must be a positive integer, got {candidates!r}")
+        candidates = check_positive_int(gen.candidates if candidates is None else candidates, "candidates")
         labels = self._class_labels(class_label, n)
         uses_previous_clip = task == "long" or (spec.model_input or "").startswith("prev")
         if uses_previous_clip and not self.generator.cfg.previous_clip:
             raise ConfigError(f"task {task} needs a generator trained with previous-clip inputs "
                               "(generator config previous_clip: true)")
         decoder_steps = self.autoencoder.cfg.sampling.steps if decoder_steps is None else decoder_steps
-        if isinstance(decoder_steps, bool) or not isinstance(decoder_steps, int) or decoder_steps < 1:
-            raise ConfigError(f"decoder steps must be a positive integer, got {decoder_steps!r}")
+        check_positive_int(decoder_steps, "decoder steps")
         generators = [torch.Generator().manual_seed(int(seed) + i) for i in range(n)]
         drawn_classes = bool(labels is None and spec.given is None and candidates > 1
                              and self.generator.cfg.num_classes)
