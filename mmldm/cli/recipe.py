@@ -63,7 +63,7 @@ class RecipeScale:
     generator_continued_steps: int
     #: clips generated per task for evaluation (svg; a2v and v2a use that many test inputs)
     eval_clips: int
-    #: long clips of ``long_seconds`` generated for evaluation
+    #: long videos of ``long_seconds`` generated for evaluation (16 of 6.4 s: 64 clips of 1.6 s)
     long_clips: int
     long_seconds: float = 6.4
     #: clips whose frames and audio images calibrate the VAE's scaling factor
@@ -73,9 +73,10 @@ class RecipeScale:
     guidance: float = 2.0
     #: a2v sync guidance step (``GenerationConfig.sync_guidance``)
     sync_guidance: float = 0.1
-    #: latent candidates per output, reranked by the generator's own sync critic
-    #: (``GenerationConfig.candidates``)
+    #: latent candidates per output and the model's own critics that rerank them
+    #: (``GenerationConfig.candidates`` and ``critics``)
     candidates: int = 16
+    critics: tuple[str, ...] = ("generator", "contrastive")
     #: the autoencoder's signal decoder at generation time: DDIM steps and guidance (both
     #: modalities); with the generator steps they set the generation time on a CPU
     decoder_steps: int = 10
@@ -86,7 +87,7 @@ class RecipeScale:
 
 SCALES: dict[str, RecipeScale] = {
     "default": RecipeScale(train_files=300, test_files=64, vae_steps=1200, autoencoder_steps=2000,
-                           generator_steps=10000, generator_continued_steps=27000, eval_clips=64, long_clips=4),
+                           generator_steps=10000, generator_continued_steps=27000, eval_clips=64, long_clips=16),
     "smoke": RecipeScale(train_files=12, test_files=4, vae_steps=3, autoencoder_steps=3, generator_steps=4,
                          generator_continued_steps=2,
                          eval_clips=2, long_clips=1, long_seconds=3.2, calibration_clips=4,
@@ -355,7 +356,8 @@ class SoundingShapesRecipe:
                                               audio_guidance=self.scale.guidance,
                                               video_guidance=self.scale.guidance,
                                               sync_guidance=self.scale.sync_guidance,
-                                              candidates=self.scale.candidates)
+                                              candidates=self.scale.candidates,
+                                              critics=self.scale.critics)
         pipe.save_pretrained(self.model)
         self._stamp(self.model, checkpoint)
         return True
@@ -408,9 +410,7 @@ class SoundingShapesRecipe:
 
 
 def long_measures(files: list[Path], fps: float, sample_rate: int, clip_frames: int) -> dict[str, Any]:
-    """:func:`long_clip_measures` of each long video file, and the worst over all of them."""
-    import numpy as np
-
+    """:func:`long_clip_measures` of each long video file, summed up by :func:`long_summary`."""
     from ..data.media_io import read_av
 
     per_file = []
@@ -418,10 +418,25 @@ def long_measures(files: list[Path], fps: float, sample_rate: int, clip_frames: 
         clip = read_av(path, fps=fps, sample_rate=sample_rate)
         per_file.append({"file": path.name, **long_clip_measures(clip.frames, clip.audio, fps, sample_rate,
                                                                  clip_frames)})
-    all_errors = [e for item in per_file for e in item["sync_error_per_window"]]
+    return long_summary(per_file)
+
+
+def long_summary(per_file: list[dict[str, Any]]) -> dict[str, Any]:
+    """The long videos' numbers: the worst whole video, every clip-length window (median, worst,
+    share within 1 semitone), the median over the videos of their k-th window (does sync hold
+    as a video goes on?), and the seam test; ``per_file`` items as :func:`long_clip_measures`."""
+    import numpy as np
+
+    if not per_file:
+        raise ConfigError("long videos: none to measure")
+    all_errors = np.asarray([e for item in per_file for e in item["sync_error_per_window"]])
+    positions = min(len(item["sync_error_per_window"]) for item in per_file)
     return {"clips": len(per_file), "per_clip": per_file,
             "sync_error_max_clip": max(item["sync_error"] for item in per_file),
-            "sync_error_max_window": float(max(all_errors)), "sync_error_median": float(np.median(all_errors)),
+            "sync_error_max_window": float(all_errors.max()), "sync_error_median": float(np.median(all_errors)),
+            "windows_within_1_semitone_pct": 100.0 * float(np.mean(all_errors <= 1.0)),
+            "sync_error_median_per_position": [
+                float(np.median([item["sync_error_per_window"][k] for item in per_file])) for k in range(positions)],
             "seam_jump_max": max(item["max_seam_jump"] for item in per_file),
             "inside_jump_max": max(item["max_inside_jump"] for item in per_file)}
 
@@ -509,7 +524,9 @@ def results_table(results: dict[str, Any]) -> str:
     if long:
         lines += ["", f"Long ({long['clips']} clips): sync error of the worst whole clip "
                       f"{long['sync_error_max_clip']:.2f}; per 1.6 s window: median "
-                      f"{long['sync_error_median']:.2f}, worst {long['sync_error_max_window']:.2f} semitones; "
+                      f"{long['sync_error_median']:.2f}, worst {long['sync_error_max_window']:.2f} semitones, "
+                      f"{long['windows_within_1_semitone_pct']:.1f} % within 1; median of the k-th window "
+                      f"over the videos {', '.join(f'{e:.2f}' for e in long['sync_error_median_per_position'])}; "
                       f"largest audio jump at a seam {long['seam_jump_max']:.3f} vs inside clips "
                       f"{long['inside_jump_max']:.3f}."]
     return "\n".join(lines) + "\n"

@@ -54,6 +54,12 @@ COMPONENTS = {"vae": "vae", "autoencoder": "autoencoder", "generator": "generato
 HIFIGAN_CHECKPOINT = "vocoder/g_00000000"
 
 
+#: candidate critics (``GenerationConfig.critics``): "generator", the generator's own error in
+#: predicting a candidate's audio from its video; "contrastive", the autoencoder's audio-video
+#: contrastive similarity (its Eq. 1 head) of the candidate's two latents
+CRITICS = ("generator", "contrastive")
+
+
 @dataclass
 class GenerationConfig:
     """How the generator was trained and samples by default (``DIR/generator/generation.json``)."""
@@ -72,11 +78,14 @@ class GenerationConfig:
     #: a2v sync guidance: x0 distance per sampler step down the generator's own
     #: video-to-audio error (0 = off; not in the paper; see ``SoundingVideoPipeline.generate``)
     sync_guidance: float = 0.0
-    #: latent candidates sampled per output; the one the generator's own video-to-audio
-    #: critic finds most in sync is decoded (1 = off; not in the paper), and the times of the
-    #: forward process (fractions in (0, 1]) at which the critic compares, one noise draw each
+    #: latent candidates sampled per output; the one the critics find most in sync is
+    #: decoded (1 = off; not in the paper), and the times of the forward process (fractions
+    #: in (0, 1]) at which the generator's critic compares, one noise draw each
     candidates: int = 1
     critic_times: tuple[float, ...] = (0.7, 0.5, 0.3)
+    #: the critics that rank the candidates (names in ``CRITICS``); with more than one, each
+    #: ranks a sample's candidates and the lowest sum of ranks wins
+    critics: tuple[str, ...] = ("generator",)
 
     def __post_init__(self) -> None:
         if self.audio_latent_scale <= 0 or self.video_latent_scale <= 0:
@@ -87,6 +96,10 @@ class GenerationConfig:
         if not self.critic_times or not all(0 < t <= 1 for t in self.critic_times):
             raise ConfigError(f"generation: critic_times must be one or more fractions in (0, 1], "
                               f"got {list(self.critic_times)}")
+        if (not self.critics or len(set(self.critics)) != len(self.critics)
+                or not all(isinstance(name, str) and name in CRITICS for name in self.critics)):
+            raise ConfigError(f"generation: critics must be one or more distinct names of {', '.join(CRITICS)}, "
+                              f"got {list(self.critics)}")
         if self.steps < 1:
             raise ConfigError(f"generation: steps must be >= 1, got {self.steps}")
 

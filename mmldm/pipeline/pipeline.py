@@ -158,6 +158,9 @@ class SoundingVideoPipeline:
         if getattr(self.vocoder, "sample_rate", None) != self.audio_cfg.sample_rate:
             problems.append(f"vocoder sample rate {getattr(self.vocoder, 'sample_rate', None)} != audio config "
                             f"{self.audio_cfg.sample_rate}")
+        if "contrastive" in self.generation.critics and ae.loss.contrastive <= 0:
+            problems.append("the contrastive critic needs an autoencoder trained with a contrastive loss "
+                            "(its loss.contrastive is 0): drop it from generation critics")
         if problems:
             raise ConfigError("pipeline components do not fit: " + "; ".join(problems))
         timing = AVTiming(self.fps, self.num_frames, self.audio_cfg.sample_rate)
@@ -221,16 +224,17 @@ class SoundingVideoPipeline:
             learns best. One extra forward and backward pass per step. 0 = off; None: the
             model's default (``generation.json``); other tasks ignore the default and refuse a value.
         :param candidates: every task (not in the paper): sample this many latent candidates
-            per output (and per clip of long) and decode the one whose audio the generator
-            predicts best from its video (the generator's own denoising error of the audio
-            with the video as ``video_cond``, summed over ``generation.json``'s
-            ``critic_times``: :meth:`_pick_candidates`). The latent sampler is cheap next to
-            the signal decoder, which still runs once per output. 1 = off; None: the
-            model's default. The critic finds some classes easier than others, so ranking
-            unconditional candidates would shift the class mix (the built-in model's svg
-            went to 60 of 64 discs): for svg and long without ``class_label``, a
-            class-conditional model first draws each sample's class uniformly from the
-            sample's generator (``settings["sample_classes"]``) and ranks within it.
+            per output (and per clip of long) and decode the one the model's own critics
+            (``generation.json``'s ``critics``) find most in sync: the generator's denoising
+            error of the audio with the video as ``video_cond``, summed over ``critic_times``,
+            and / or the autoencoder's contrastive similarity (:meth:`_pick_candidates`).
+            The latent sampler is cheap next to the signal decoder, which still runs once per
+            output. 1 = off; None: the model's default. The critics find some classes easier
+            than others, so ranking unconditional candidates would shift the class mix (the
+            built-in model's svg went to 60 of 64 discs): for svg and long without
+            ``class_label``, a class-conditional model first draws each sample's class
+            uniformly from the sample's generator (``settings["sample_classes"]``) and ranks
+            within it.
         :return: frames [n, T', 3, H, W] and waveforms [n, N'] (T' = T except for long).
         """
         spec = resolve_task(task, audio, video, seconds)
@@ -311,7 +315,8 @@ class SoundingVideoPipeline:
             "steps": steps, "sampler": sampler,
             "decoder_steps": decoder_steps,
             "guidance": scale, "guidance_applied": guided["applied"], "sync_guidance": sync_step,
-            "candidates": candidates, "critic_times": list(gen.critic_times) if candidates > 1 else [],
+            "candidates": candidates, "critics": list(gen.critics) if candidates > 1 else [],
+            "critic_times": list(gen.critic_times) if candidates > 1 and "generator" in gen.critics else [],
             # per sample, per clip: the candidate decoded (0..candidates-1)
             "chosen_candidates": torch.stack(picks_per_clip, dim=1).tolist(),
             "unconditional_branch_drops": spec.dropped if guided["applied"] else "nothing (no guidance)",
@@ -424,24 +429,52 @@ class SoundingVideoPipeline:
     def _pick_candidates(self, latents: dict[str, torch.Tensor], labels: torch.Tensor | None,
                          generators: list[torch.Generator], candidates: int
                          ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """Keep, per sample, the candidate whose audio the generator predicts best from its video:
-        the sum over ``generation.critic_times`` of :meth:`_sync_critic` at that time with the
-        candidate's own audio as the target (one noise draw per time, from the row's generator).
+        """Keep, per sample, the candidate the critics of ``generation.critics`` find most in sync.
 
-        A Monte Carlo estimate of the audio's conditional denoising loss given the video, i.e.
-        of how likely the generator finds that audio for that video (the diffusion-classifier
-        view); middle times, where the generator sees part of the audio, rank better than t = 1
-        alone (measured in docs/default-model.md).
+        * "generator": the sum over ``generation.critic_times`` of :meth:`_sync_critic` at that
+          time with the candidate's own audio as the target (one noise draw per time, from the
+          row's generator). A Monte Carlo estimate of the audio's conditional denoising loss
+          given the video, i.e. of how likely the generator finds that audio for that video (the
+          diffusion-classifier view); middle times, where the generator sees part of the audio,
+          rank better than t = 1 alone (measured in docs/default-model.md).
+        * "contrastive": minus :meth:`_contrastive_similarity`, the autoencoder's own score.
+
+        One critic: its lowest score wins. Several: each ranks a sample's candidates (0 = best)
+        and the lowest sum of ranks wins (the first candidate on a tie), so no critic's scale
+        matters.
 
         ``latents``: ``[n * candidates, ...]`` each, sample-major; returns ``[n, ...]`` each and
         the kept candidate per sample ``[n]`` (CPU).
         """
+        scores = []  # [n, candidates] each, lower = more in sync
         with torch.no_grad():
-            error = sum(self._sync_critic(latents["audio"], labels, generators, time)(latents["video"])
-                        for time in self.generation.critic_times)  # [n * candidates]
-        picks = error.view(-1, candidates).argmin(1).cpu()  # [n]
+            for name in self.generation.critics:
+                if name == "generator":
+                    score = sum(self._sync_critic(latents["audio"], labels, generators, time)(latents["video"])
+                                for time in self.generation.critic_times)
+                else:
+                    score = -self._contrastive_similarity(latents)
+                scores.append(score.float().view(-1, candidates).cpu())
+        if len(scores) > 1:
+            scores = [sum(score.argsort(dim=1, stable=True).argsort(dim=1) for score in scores)]
+        picks = scores[0].argmin(1)  # [n]
         rows = torch.arange(len(picks)) * candidates + picks
         return {k: v[rows.to(v.device)] for k, v in latents.items()}, picks
+
+    def _contrastive_similarity(self, latents: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``[B]``: cosine similarity of the audio and video embeddings of the autoencoder's
+        contrastive head (paper Eq. 1: its semantic tokens, mean-pooled and projected) for
+        generator latents ``{"audio": [B, Ca, Ha, Wa], "video": [B, Cv, Hv, Wv]}``.
+
+        The autoencoder learnt it to tell matched audio-video pairs from the other pairs of a
+        batch: a second judge of sync, trained apart from the generator.
+        """
+        video_z = latents["video"].float() / self.generation.video_latent_scale
+        audio_z = latents["audio"].float() / self.generation.audio_latent_scale
+        with self._autocast():
+            semantic = self.autoencoder.semantic(video_z, audio_z)
+            video, audio = self.autoencoder.contrastive.embed(semantic.video.float(), semantic.audio.float())
+        return (video.float() * audio.float()).sum(-1)
 
     def _latent_noise(self, generators: list[torch.Generator]) -> dict[str, torch.Tensor]:
         """Gaussian noise shaped like the generator's latents, ``{"audio": [n, Ca, Ha, Wa], "video":

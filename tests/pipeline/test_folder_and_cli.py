@@ -71,6 +71,8 @@ def test_missing_or_broken_folders_are_one_line_errors(model_dir, tmp_path):
     ("candidates", 0, "candidates must be a positive integer"),
     ("critic_times", [0.5, 0], "critic_times must be one or more fractions"),
     ("critic_times", [], "critic_times must be one or more fractions"),
+    ("critics", ["generator", "clip"], "critics must be one or more distinct names"),
+    ("critics", [], "critics must be one or more distinct names"),
     ("sync_guidance", -1, "sync_guidance must be a finite number"),
 ])
 def test_bad_generation_settings_name_the_file(model_dir, tmp_path, key, value, words):

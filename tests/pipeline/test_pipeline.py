@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 
 import numpy as np
@@ -391,6 +393,62 @@ def test_candidates_decode_the_one_the_critic_ranks_best(pipe, monkeypatch):
                     for time in pipe.generation.critic_times).view(2, 4)
     assert picks == error.argmin(1).tolist()
     assert error.argmin(1).tolist() != error.argmax(1).tolist()
+
+
+def test_two_critics_pick_the_lowest_sum_of_ranks(pipe, monkeypatch):
+    monkeypatch.setattr(pipe, "generation", dataclasses.replace(pipe.generation, critics=("generator", "contrastive")))
+    pool = []
+    sample = pipeline_module.sample
+    monkeypatch.setattr(pipeline_module, "sample", lambda *a, **kw: pool.append(sample(*a, **kw)) or pool[-1])
+    kept, settings = _decoded_latents(pipe, monkeypatch, task="svg", n=2, steps=2, seed=3, candidates=4)
+    assert settings["critics"] == ["generator", "contrastive"]
+    picks = [clips[0] for clips in settings["chosen_candidates"]]
+    # the generator's critic from the same generator states as in the test above
+    seeded = (torch.Generator().manual_seed(3), torch.Generator().manual_seed(4))
+    classes = [int(torch.randint(3, (1,), generator=g)) for g in seeded]
+    generators = [g for g in seeded for _ in range(4)]
+    labels = torch.tensor(classes).repeat_interleave(4)
+    pipe._latent_noise(generators)
+    with torch.no_grad():
+        error = sum(pipe._sync_critic(pool[0]["audio"], labels, generators, time)(pool[0]["video"])
+                    for time in pipe.generation.critic_times).view(2, 4)
+    # the contrastive critic: the autoencoder's Eq. 1 embeddings of the unscaled latents
+    gen = pipe.generation
+    semantic = pipe.autoencoder.semantic(pool[0]["video"] / gen.video_latent_scale,
+                                         pool[0]["audio"] / gen.audio_latent_scale)
+    video, audio = pipe.autoencoder.contrastive.embed(semantic.video, semantic.audio)
+    similarity = torch.nn.functional.cosine_similarity(video, audio, dim=-1).view(2, 4)
+    torch.testing.assert_close(pipe._contrastive_similarity(pool[0]).view(2, 4), similarity, atol=1e-5, rtol=0)
+    ranks = error.argsort(1).argsort(1) + (-similarity).argsort(1).argsort(1)  # no ties here
+    assert picks == ranks.argmin(1).tolist()
+    # this seed tells the sum of ranks from either critic alone
+    assert picks != error.argmin(1).tolist() and picks != similarity.argmax(1).tolist()
+    for i, pick in enumerate(picks):
+        assert torch.equal(kept["video"][i], pool[0]["video"][i * 4 + pick])
+
+
+def test_contrastive_critic_alone_keeps_the_most_similar_pair(pipe, monkeypatch):
+    monkeypatch.setattr(pipe, "generation", dataclasses.replace(pipe.generation, critics=("contrastive",)))
+    pool = []
+    sample = pipeline_module.sample
+    monkeypatch.setattr(pipeline_module, "sample", lambda *a, **kw: pool.append(sample(*a, **kw)) or pool[-1])
+    _, settings = _decoded_latents(pipe, monkeypatch, task="svg", n=2, steps=2, seed=5, candidates=3)
+    assert settings["critics"] == ["contrastive"] and settings["critic_times"] == []
+    similarity = pipe._contrastive_similarity(pool[0]).view(2, 3)
+    assert [clips[0] for clips in settings["chosen_candidates"]] == similarity.argmax(1).tolist()
+
+
+def test_contrastive_critic_needs_a_contrastively_trained_autoencoder(pipe):
+    from mmldm.pipeline.folder import GenerationConfig
+
+    autoencoder = copy.deepcopy(pipe.autoencoder)
+    autoencoder.cfg = dataclasses.replace(autoencoder.cfg, loss=dataclasses.replace(autoencoder.cfg.loss,
+                                                                                    contrastive=0.0))
+    with pytest.raises(ConfigError) as info:
+        pipeline_module.SoundingVideoPipeline.assemble(
+            vae=pipe.vae, autoencoder=autoencoder, generator=pipe.generator, audio_cfg=pipe.audio_cfg,
+            generation=GenerationConfig(critics=("generator", "contrastive")))
+    assert "contrastive critic" in str(info.value) and "\n" not in str(info.value)
 
 
 def test_candidate_zero_is_what_one_candidate_samples(pipe, kit, monkeypatch):

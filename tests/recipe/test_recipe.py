@@ -12,6 +12,7 @@ from mmldm.autoencoder.stage import AutoencoderStageConfig
 from mmldm.cli.main import main
 from mmldm.cli.recipe import CONFIG_DIR, SCALES, long_clip_measures
 from mmldm.config import load_config
+from mmldm.errors import ConfigError
 from mmldm.data.sounding_shapes import ShapesConfig, synth_clip
 from mmldm.generator.stage import GeneratorStageConfig
 from mmldm.vae.stage import VAEStageConfig
@@ -113,6 +114,7 @@ def test_smoke_scale_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert generation["steps"] == SCALES["smoke"].generator_sampling_steps
     assert generation["sync_guidance"] == SCALES["smoke"].sync_guidance
     assert generation["candidates"] == SCALES["smoke"].candidates
+    assert generation["critics"] == list(SCALES["smoke"].critics)
 
     samples = tmp_path / "samples"
     assert main(["generate", "--model", str(out / "model"), "--n", "2", "--steps", "2", "--out", str(samples),
@@ -137,14 +139,31 @@ def test_results_table_lists_every_row_with_its_numbers() -> None:
 
     shapes = {"generated": measures(64, 1.23), "reference": measures(64, 0.07), "shuffled_pairs": measures(64, 8.5)}
     long = {"clips": 4, "sync_error_max_clip": 0.95, "sync_error_median": 0.8, "sync_error_max_window": 2.5,
-            "seam_jump_max": 0.01,
-            "inside_jump_max": 0.2}
+            "windows_within_1_semitone_pct": 62.5, "sync_error_median_per_position": [0.5, 0.75, 1.25],
+            "seam_jump_max": 0.01, "inside_jump_max": 0.2}
     table = results_table({"svg": shapes, "a2v": shapes, "long": long,
                            "reconstruction_ceiling": {"vae": measures(16, 0.11)}})
     assert "| real test clips | 64 | 0.07 |" in table and "| shuffled real pairs | 64 | 8.50 |" in table
     assert "| generated svg | 64 | 1.23 |" in table and "| generated a2v |" in table and "v2a" not in table
     assert "| real clips through the vae | 16 | 0.11 |" in table
     assert "worst whole clip 0.95" in table and "worst 2.50 semitones" in table and "0.010 vs inside clips 0.200" in table
+    assert "62.5 % within 1" in table and "k-th window over the videos 0.50, 0.75, 1.25" in table
+
+
+def test_long_summary_takes_the_median_of_each_window_position_over_the_videos() -> None:
+    from mmldm.cli.recipe import long_summary
+
+    def video(windows: list[float], seam: float = 0.01) -> dict:
+        return {"sync_error": float(sorted(windows)[len(windows) // 2]), "sync_error_per_window": windows,
+                "max_seam_jump": seam, "max_inside_jump": 0.3}
+
+    summary = long_summary([video([0.2, 0.4, 3.0]), video([0.6, 1.5, 0.9], seam=0.05), video([0.4, 0.8, 2.0])])
+    assert summary["sync_error_median_per_position"] == [0.4, 0.8, 2.0]
+    assert summary["sync_error_max_window"] == 3.0 and summary["sync_error_median"] == 0.8
+    assert summary["windows_within_1_semitone_pct"] == pytest.approx(100 * 6 / 9)
+    assert summary["seam_jump_max"] == 0.05 and summary["clips"] == 3
+    with pytest.raises(ConfigError):
+        long_summary([])
 
 
 def test_recipe_out_that_is_a_file_is_a_one_line_error(tmp_path, capsys):
