@@ -522,7 +522,7 @@ def results_table(results: dict[str, Any]) -> str:
         lines.append(row(f"real clips through the {stage}", measures))
     long = results.get("long")
     if long:
-        lines += ["", f"Long ({long['clips']} clips): sync error of the worst whole clip "
+        lines += ["", f"Long ({long['clips']} videos): sync error of the worst whole video "
                       f"{long['sync_error_max_clip']:.2f}; per 1.6 s window: median "
                       f"{long['sync_error_median']:.2f}, worst {long['sync_error_max_window']:.2f} semitones, "
                       f"{long['windows_within_1_semitone_pct']:.1f} % within 1; median of the k-th window "

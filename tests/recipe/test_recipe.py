@@ -146,7 +146,7 @@ def test_results_table_lists_every_row_with_its_numbers() -> None:
     assert "| real test clips | 64 | 0.07 |" in table and "| shuffled real pairs | 64 | 8.50 |" in table
     assert "| generated svg | 64 | 1.23 |" in table and "| generated a2v |" in table and "v2a" not in table
     assert "| real clips through the vae | 16 | 0.11 |" in table
-    assert "worst whole clip 0.95" in table and "worst 2.50 semitones" in table and "0.010 vs inside clips 0.200" in table
+    assert "Long (4 videos)" in table and "worst whole video 0.95" in table and "worst 2.50 semitones" in table and "0.010 vs inside clips 0.200" in table
     assert "62.5 % within 1" in table and "k-th window over the videos 0.50, 0.75, 1.25" in table
 
 
