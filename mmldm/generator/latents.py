@@ -209,6 +209,19 @@ class GeneratorLatentDataset(Dataset):
         return out
 
 
+def class_frequencies(directory: str | Path, num_classes: int) -> tuple[float, ...]:
+    """How often each class ``0 .. num_classes - 1`` occurs among the cache's labelled items, as
+    fractions summing to 1 (``GenerationConfig.class_prior``); ``()`` when no item has a class
+    in that range."""
+    counts = [0] * num_classes
+    for item in LatentCacheDataset(directory).index["items"]:
+        class_id = int(item.get("class_id", -1))
+        if 0 <= class_id < num_classes:
+            counts[class_id] += 1
+    total = sum(counts)
+    return tuple(count / total for count in counts) if total else ()
+
+
 def estimate_latent_scales(directory: str | Path, max_items: int = 1024) -> dict[str, float]:
     """``{"audio": 1 / std, "video": 1 / std}`` of the cached latents (all elements of up to
     ``max_items`` evenly spaced items): factors giving unit-variance latents, as Stable

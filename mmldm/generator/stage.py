@@ -44,7 +44,7 @@ from ..timing import AVTiming
 from ..training.config import TrainConfig
 from .conditioning import ConditioningConfig, mix_conditions
 from .dit import AVDiT, DiTConfig, load_state_checked
-from .latents import GeneratorLatentDataset
+from .latents import GeneratorLatentDataset, class_frequencies
 
 #: generation settings beside an exported AVDiT (the model folder's name: mmldm.pipeline.folder.GENERATION_NAME)
 GENERATION_NAME = "generation.json"
@@ -344,11 +344,20 @@ def export_generator(checkpoint: str | Path, out_dir: str | Path, use_ema: bool 
     checkpoint = Path(checkpoint)
     model, diffusion = load_generator(checkpoint, use_ema=use_ema)
     data = _data_config_of(checkpoint)
+    prior = _class_prior(data, model.cfg.num_classes)
     generation = GenerationConfig(diffusion=diffusion, audio_latent_scale=data.audio_latent_scale,
-                                  video_latent_scale=data.video_latent_scale)
+                                  video_latent_scale=data.video_latent_scale, class_prior=prior)
     out = model.save_pretrained(out_dir)
     atomic_write_text(out / GENERATION_NAME, json.dumps(to_dict(generation), indent=2) + "\n")
     return out
+
+
+def _class_prior(data: GeneratorDataConfig, num_classes: int) -> tuple[float, ...]:
+    """The training cache's class frequencies (``GenerationConfig.class_prior``: the class mix of
+    reranked generation without a class); uniform (``()``) without classes or without the cache."""
+    if not num_classes or not data.cache or not Path(data.cache).is_dir():
+        return ()
+    return class_frequencies(data.cache, num_classes)
 
 
 def _data_config_of(checkpoint: Path) -> GeneratorDataConfig:
@@ -381,8 +390,9 @@ def export_model(checkpoint: str | Path, out_dir: str | Path, *, vae: str | Path
     checkpoint or single file; ``autoencoder``: ``mmldm train autoencoder`` checkpoint or
     ``save_pretrained`` folder; ``vocoder``:
     "griffin-lim" or a HiFi-GAN checkpoint; ``timing``: the clips' timing (default: from the
-    config of the generator's training cache). The generator's latent scales and objective go
-    into the folder's generation settings.
+    config of the generator's training cache). The generator's latent scales and objective, and
+    the training cache's class frequencies (``class_prior``), go into the folder's generation
+    settings.
     """
     import dataclasses
 
@@ -399,8 +409,9 @@ def export_model(checkpoint: str | Path, out_dir: str | Path, *, vae: str | Path
     if timing is None:
         timing = clip_timing_of(data.cache)
     audio_cfg = dataclasses.replace(AudioConfig.for_sample_rate(timing.sample_rate), clip_seconds=timing.seconds)
+    prior = _class_prior(data, generator.cfg.num_classes)
     generation = GenerationConfig(diffusion=diffusion, audio_latent_scale=data.audio_latent_scale,
-                                  video_latent_scale=data.video_latent_scale)
+                                  video_latent_scale=data.video_latent_scale, class_prior=prior)
     model = load_autoencoder(autoencoder)[0]
     if timing.num_frames != model.cfg.num_frames:
         raise ConfigError(f"timing: {timing.num_frames} frames per clip, but the autoencoder ({autoencoder}) "

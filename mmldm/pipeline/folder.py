@@ -86,6 +86,10 @@ class GenerationConfig:
     #: the critics that rank the candidates (names in ``CRITICS``); with more than one, each
     #: ranks a sample's candidates and the lowest sum of ranks wins
     critics: tuple[str, ...] = ("generator",)
+    #: how often each class is drawn when reranked svg / long runs without a class (one weight
+    #: per class of a class-conditional generator; export writes the training data's class
+    #: frequencies); empty or all equal: uniform
+    class_prior: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if self.audio_latent_scale <= 0 or self.video_latent_scale <= 0:
@@ -100,6 +104,10 @@ class GenerationConfig:
                 or not all(isinstance(name, str) and name in CRITICS for name in self.critics)):
             raise ConfigError(f"generation: critics must be one or more distinct names of {', '.join(CRITICS)}, "
                               f"got {list(self.critics)}")
+        if self.class_prior and (not all(math.isfinite(w) and w >= 0 for w in self.class_prior)
+                                 or sum(self.class_prior) <= 0):
+            raise ConfigError(f"generation: class_prior must be weights >= 0 with a positive sum, "
+                              f"got {list(self.class_prior)}")
         if self.steps < 1:
             raise ConfigError(f"generation: steps must be >= 1, got {self.steps}")
 

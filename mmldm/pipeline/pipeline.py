@@ -158,6 +158,10 @@ class SoundingVideoPipeline:
         if getattr(self.vocoder, "sample_rate", None) != self.audio_cfg.sample_rate:
             problems.append(f"vocoder sample rate {getattr(self.vocoder, 'sample_rate', None)} != audio config "
                             f"{self.audio_cfg.sample_rate}")
+        prior = self.generation.class_prior
+        if prior and len(prior) != dit.num_classes:
+            problems.append(f"generation class_prior has {len(prior)} weights, the generator "
+                            f"{dit.num_classes} classes")
         if "contrastive" in self.generation.critics and ae.loss.contrastive <= 0:
             problems.append("the contrastive critic needs an autoencoder trained with a contrastive loss "
                             "(its loss.contrastive is 0): drop it from generation critics")
@@ -232,9 +236,9 @@ class SoundingVideoPipeline:
             output. 1 = off; None: the model's default. The critics find some classes easier
             than others, so ranking unconditional candidates would shift the class mix (the
             built-in model's svg went to 60 of 64 discs): for svg and long without
-            ``class_label``, a class-conditional model first draws each sample's class
-            uniformly from the sample's generator (``settings["sample_classes"]``) and ranks
-            within it.
+            ``class_label``, a class-conditional model first draws each sample's class from the
+            sample's generator (``generation.class_prior``, default uniform;
+            ``settings["sample_classes"]``) and ranks within it.
         :return: frames [n, T', 3, H, W] and waveforms [n, N'] (T' = T except for long).
         """
         spec = resolve_task(task, audio, video, seconds)
@@ -260,8 +264,7 @@ class SoundingVideoPipeline:
         drawn_classes = bool(labels is None and spec.given is None and candidates > 1
                              and self.generator.cfg.num_classes)
         if drawn_classes:  # reranking would shift the class mix towards the easiest class: fix it first
-            labels = torch.cat([torch.randint(self.generator.cfg.num_classes, (1,), generator=g)
-                                for g in generators]).to(self.device)  # [n]
+            labels = self._draw_classes(generators)
 
         given_audio = given_video = None
         inputs: dict[str, torch.Tensor] = {}
@@ -376,6 +379,17 @@ class SoundingVideoPipeline:
         if isinstance(class_label, bool) or not isinstance(class_label, int) or not 0 <= class_label < classes:
             raise ConfigError(f"class {class_label!r} is not one of this model's classes 0..{classes - 1}")
         return torch.full((n,), class_label, dtype=torch.long, device=self.device)
+
+    def _draw_classes(self, generators: list[torch.Generator]) -> torch.Tensor:
+        """One class per sample ``[n]``, each the first draw of the sample's generator: from
+        ``generation.class_prior``, or uniform when it is empty or all its weights are equal."""
+        prior = self.generation.class_prior
+        if not prior or len(set(prior)) == 1:
+            draws = [torch.randint(self.generator.cfg.num_classes, (1,), generator=g) for g in generators]
+        else:
+            weights = torch.tensor(prior, dtype=torch.float64)
+            draws = [torch.multinomial(weights, 1, generator=g) for g in generators]
+        return torch.cat(draws).to(self.device)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.dtype is None or self.dtype == torch.float32:

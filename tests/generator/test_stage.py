@@ -372,6 +372,7 @@ def test_export_model_writes_a_folder_the_pipeline_loads(latent_cache, tmp_path,
     trained, _ = load_generator(result.checkpoint)
     assert all(torch.equal(v, pipe.generator.state_dict()[k]) for k, v in trained.state_dict().items())
     assert pipe.generation.video_latent_scale == 0.5 and pipe.generation.diffusion.objective == "epsilon"
+    assert pipe.generation.class_prior == (1 / 3, 1 / 3, 1 / 3)  # the cache's classes: 8 / 8 / 8
     # the model folder's generator/ is what export_generator writes
     generator, diffusion = load_generator(folder / "generator")
     assert diffusion.objective == "epsilon" and generator.cfg == trained.cfg
@@ -494,3 +495,18 @@ def test_export_command_writes_the_model_folder(latent_cache, tmp_path, tiny_par
     err = capsys.readouterr().err
     assert code != 0 and err.count("\n") == 1 and "generator" in err
     assert not (tmp_path / "model2").exists()
+
+
+def test_class_frequencies_count_the_labelled_items_of_a_cache(tmp_path):
+    from mmldm.generator.latents import class_frequencies
+
+    def cache(name, classes):
+        items = [{"audio": torch.zeros(AUDIO_SHAPE), "video": torch.zeros(VIDEO_SHAPE), "source": f"{i}.mp4",
+                  "start_time": 0.0, "class_id": c, "index": i} for i, c in enumerate(classes)]
+        write_latent_cache(items, identity_encoder, tmp_path / name, {"test": name}, shard_size=10)
+        return tmp_path / name
+
+    unbalanced = cache("unbalanced", [0, 0, 0, 1, -1, 2, 2, 0])
+    assert class_frequencies(unbalanced, 3) == (4 / 7, 1 / 7, 2 / 7)
+    assert class_frequencies(unbalanced, 2) == (4 / 5, 1 / 5)  # classes the model does not have are left out
+    assert class_frequencies(cache("unlabelled", [-1, -1]), 3) == ()

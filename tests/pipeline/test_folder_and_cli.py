@@ -73,6 +73,8 @@ def test_missing_or_broken_folders_are_one_line_errors(model_dir, tmp_path):
     ("critic_times", [], "critic_times must be one or more fractions"),
     ("critics", ["generator", "clip"], "critics must be one or more distinct names"),
     ("critics", [], "critics must be one or more distinct names"),
+    ("class_prior", [1, -1, 1], "class_prior must be weights >= 0"),
+    ("class_prior", [0, 0, 0], "class_prior must be weights >= 0"),
     ("sync_guidance", -1, "sync_guidance must be a finite number"),
 ])
 def test_bad_generation_settings_name_the_file(model_dir, tmp_path, key, value, words):

@@ -451,6 +451,25 @@ def test_contrastive_critic_needs_a_contrastively_trained_autoencoder(pipe):
     assert "contrastive critic" in str(info.value) and "\n" not in str(info.value)
 
 
+def test_drawn_classes_follow_the_class_prior(pipe, monkeypatch):
+    from mmldm.pipeline.folder import GenerationConfig
+
+    with pytest.raises(ConfigError, match="class_prior has 2 weights, the generator 3 classes"):
+        pipeline_module.SoundingVideoPipeline.assemble(
+            vae=pipe.vae, autoencoder=pipe.autoencoder, generator=pipe.generator, audio_cfg=pipe.audio_cfg,
+            generation=GenerationConfig(class_prior=(1.0, 1.0)))
+
+    def drawn(prior):
+        monkeypatch.setattr(pipe, "generation", dataclasses.replace(pipe.generation, class_prior=prior))
+        return pipe(task="svg", n=4, steps=1, seed=11, candidates=2, decoder_steps=1,
+                    progress=False).settings["sample_classes"]
+
+    uniform = drawn(())
+    assert drawn((2.0, 2.0, 2.0)) == uniform  # equal weights: the uniform draw itself
+    assert drawn((0.0, 1.0, 0.0)) == [1, 1, 1, 1]
+    assert set(drawn((1.0, 0.0, 3.0))) <= {0, 2}
+
+
 def test_candidate_zero_is_what_one_candidate_samples(pipe, kit, monkeypatch):
     wave = torch.from_numpy(kit.tone(550))
     common = dict(task="a2v", audio=wave, n=2, steps=2, seed=9)
