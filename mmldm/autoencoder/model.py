@@ -32,7 +32,7 @@ from torch.func import functional_call
 from ..config import atomic_write_text, from_dict, make_folder, to_dict
 from ..diffusion.objectives import DiffusionConfig, default_sampler, make_objective
 from ..diffusion.samplers import sample
-from ..errors import ConfigError, DataError, MMLDMError, WeightsError
+from ..errors import ConfigError, DataError, MMLDMError, WeightsError, check_positive_int
 from .audio_encoder import AudioEncoder
 from .blocks import DiagonalGaussian
 from .config import AutoencoderConfig
@@ -293,8 +293,8 @@ class HierarchicalAVAutoencoder(nn.Module):
         cfg, s = self.cfg, self.cfg.sampling
         if steps is None:
             steps = s.steps
-        elif isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ConfigError(f"autoencoder decoding: steps must be a positive integer, got {steps!r}")
+        else:
+            check_positive_int(steps, "autoencoder decoding: steps")
         scales = {"video": s.video_guidance if video_guidance is None else video_guidance,
                   "audio": s.audio_guidance if audio_guidance is None else audio_guidance}
         if not all(math.isfinite(scale) for scale in scales.values()):

@@ -158,6 +158,12 @@ class SoundingShapesRecipe:
     # ------------------------------------------------------------------ driver
 
     def run(self, steps: tuple[str, ...] | list[str]) -> None:
+        configured = [step for step in steps if step not in ("data", "export", "evaluate")]
+        missing = [name for name in ("vae.yaml", "autoencoder.yaml", "generator.yaml")
+                   if not (CONFIG_DIR / name).is_file()]
+        if configured and missing:  # e.g. a wheel install: the recipe's configs live in the source tree
+            raise ConfigError(f"recipe: its configs {', '.join(missing)} are not in {CONFIG_DIR}; steps "
+                              f"{', '.join(configured)} run from a source checkout of mmldm (pip install -e .)")
         make_folder(self.out)
         record = self._record()
         # one entry per invocation that did something: the scale it ran with (overrides included)

@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, check_positive_int
 from .objectives import Objective
 from .tree import Latents, broadcast_to, tree_map
 
@@ -141,8 +141,7 @@ def critic_guided_denoiser(denoise: Callable[[Latents, torch.Tensor], Latents], 
     """
     if not math.isfinite(step) or step < 0:
         raise ConfigError(f"critic guidance step must be a finite number >= 0, got {step}")
-    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
-        raise ConfigError(f"critic guidance iterations must be a positive integer, got {iterations!r}")
+    check_positive_int(iterations, "critic guidance iterations")
     if step == 0:
         return denoise
 

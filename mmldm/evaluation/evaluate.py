@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..errors import ConfigError, DataError, MMLDMError, WeightsError
+from ..errors import DataError, MMLDMError, WeightsError, check_positive_int
 from .audio_features import (
     VGGISH_EMBEDDING_DIM,
     VGGISH_SAMPLE_RATE,
@@ -367,8 +367,7 @@ def evaluate_folders(
     unknown = sorted(set(metrics) - set(ALL_METRICS))
     if unknown:
         raise DataError(f"unknown metric(s) {', '.join(unknown)} (known: {', '.join(ALL_METRICS)})")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch size must be a positive integer, got {batch_size!r}")
+    check_positive_int(batch_size, "batch size")
     generated, reference = Path(generated), Path(reference)
     gen_files_all = list_videos(generated, "generated")
     ref_files = list_videos(reference, "reference")

@@ -216,3 +216,13 @@ def test_phase_two_is_stamped_with_its_start_and_refuses_when_phase_one_moved_on
     assert "move" in message and (tmp_path / "runs" / "generator-continued").is_dir()  # nothing deleted
     stamp.unlink()  # a run from before stamps: no way to tell, it goes on
     assert not recipe.step_generator_continued()
+
+
+def test_recipe_without_its_configs_is_a_one_line_error(tmp_path, capsys, monkeypatch):
+    import mmldm.cli.recipe as recipe
+
+    monkeypatch.setattr(recipe, "CONFIG_DIR", tmp_path / "nowhere")
+    code = main(["recipe", "sounding-shapes", "--out", str(tmp_path / "out"), "--scale", "smoke", "--only", "vae"])
+    err = capsys.readouterr().err
+    assert code != 0 and err.count("\n") == 1 and "vae.yaml" in err and "source checkout" in err
+    assert not (tmp_path / "out").exists()
