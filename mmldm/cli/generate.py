@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..generator.tasks import TASKS
+from ..pipeline.folder import CRITICS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -43,7 +44,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                              "audio, STEP per sampler step (0 = off; default: the model's)")
     parser.add_argument("--candidates", type=int, default=None, metavar="K",
                         help="sample K latent candidates per output and decode the one the model's own "
-                             "video-to-audio critic finds most in sync (1 = off; default: the model's)")
+                             "critics find most in sync (1 = off; default: the model's)")
+    parser.add_argument("--critics", nargs="+", choices=CRITICS, default=None, metavar="NAME",
+                        help=f"the critics that rank the candidates ({', '.join(CRITICS)}; several: lowest sum "
+                             "of ranks; default: the model's)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--batch-size", type=int, default=16,
                         help="samples generated and written at a time (memory holds one batch; the files are the "
@@ -94,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         return pipe.generate(task=args.task, n=count, steps=args.steps, sampler=args.sampler,
                              guidance=args.guidance, seed=first_seed, audio=args.audio, video=args.video,
                              seconds=args.seconds, class_label=args.class_label, decoder_steps=args.decoder_steps,
-                             sync_guidance=args.sync_guidance, candidates=args.candidates,
+                             sync_guidance=args.sync_guidance, candidates=args.candidates, critics=args.critics,
                              progress=not args.quiet)
 
     videos, settings = save_in_batches(make_batch, args.n, args.seed, args.batch_size, args.out,

@@ -204,7 +204,8 @@ class SoundingVideoPipeline:
                  guidance: Guidance = None, seed: int = 0, audio: Any = None, video: Any = None,
                  seconds: float | None = None, class_label: int | None = None,
                  decoder_steps: int | None = None, sync_guidance: float | None = None,
-                 candidates: int | None = None, progress: bool = True) -> SoundingVideoOutput:
+                 candidates: int | None = None, critics: Sequence[str] | None = None,
+                 progress: bool = True) -> SoundingVideoOutput:
         """Generate ``n`` sounding videos for ``task`` (see :mod:`mmldm.generator.tasks`).
 
         :param guidance: ``(audio_scale, video_scale)``, ``{"audio": s_a, "video": s_v}`` or one
@@ -239,6 +240,8 @@ class SoundingVideoPipeline:
             ``class_label``, a class-conditional model first draws each sample's class from the
             sample's generator (``generation.class_prior``, default uniform;
             ``settings["sample_classes"]``) and ranks within it.
+        :param critics: the critics that rank the candidates (names of
+            :data:`mmldm.pipeline.folder.CRITICS`); None: the model's (``generation.json``).
         :return: frames [n, T', 3, H, W] and waveforms [n, N'] (T' = T except for long).
         """
         spec = resolve_task(task, audio, video, seconds)
@@ -253,6 +256,7 @@ class SoundingVideoPipeline:
         scale = self._guidance_scales(guidance)
         sync_step = self._sync_guidance(task, sync_guidance)
         candidates = check_positive_int(gen.candidates if candidates is None else candidates, "candidates")
+        critics = self._critics(critics)
         labels = self._class_labels(class_label, n)
         uses_previous_clip = task == "long" or (spec.model_input or "").startswith("prev")
         if uses_previous_clip and not self.generator.cfg.previous_clip:
@@ -288,7 +292,7 @@ class SoundingVideoPipeline:
             # a2v / v2a: the given modality's x_t is its forward-noised latent (paper Sec. 3.3)
             known = {spec.given: inputs[spec.model_input]} if spec.keeps_given else {}
             latents, picks = self._sample_latents(n, inputs, labels, scale, steps, sampler, generators,
-                                                  progress, guided, known, sync_step, candidates)
+                                                  progress, guided, known, sync_step, candidates, critics)
             latents_per_clip.append(latents)
             picks_per_clip.append(picks)
 
@@ -318,8 +322,8 @@ class SoundingVideoPipeline:
             "steps": steps, "sampler": sampler,
             "decoder_steps": decoder_steps,
             "guidance": scale, "guidance_applied": guided["applied"], "sync_guidance": sync_step,
-            "candidates": candidates, "critics": list(gen.critics) if candidates > 1 else [],
-            "critic_times": list(gen.critic_times) if candidates > 1 and "generator" in gen.critics else [],
+            "candidates": candidates, "critics": list(critics) if candidates > 1 else [],
+            "critic_times": list(gen.critic_times) if candidates > 1 and "generator" in critics else [],
             # per sample, per clip: the candidate decoded (0..candidates-1)
             "chosen_candidates": torch.stack(picks_per_clip, dim=1).tolist(),
             "unconditional_branch_drops": spec.dropped if guided["applied"] else "nothing (no guidance)",
@@ -370,6 +374,18 @@ class SoundingVideoPipeline:
             raise ConfigError(f"sync guidance applies to task a2v only, not {task}")
         return float(value)
 
+    def _critics(self, critics: Sequence[str] | None) -> tuple[str, ...]:
+        """The candidate critics: ``critics`` (validated as ``generation.json``'s are), else the model's."""
+        if critics is None:
+            return self.generation.critics
+        if isinstance(critics, str):
+            critics = (critics,)
+        chosen = dataclasses.replace(self.generation, critics=tuple(critics)).critics
+        if "contrastive" in chosen and self.autoencoder.cfg.loss.contrastive <= 0:
+            raise ConfigError("the contrastive critic needs an autoencoder trained with a contrastive loss "
+                              "(this one's loss.contrastive is 0)")
+        return chosen
+
     def _class_labels(self, class_label: int | None, n: int) -> torch.Tensor | None:
         classes = self.generator.cfg.num_classes
         if class_label is None:
@@ -406,7 +422,7 @@ class SoundingVideoPipeline:
     def _sample_latents(self, n: int, inputs: dict[str, torch.Tensor], labels: torch.Tensor | None,
                         scale: dict[str, float], steps: int, sampler: str, generators: list[torch.Generator],
                         progress: bool, guided: dict[str, bool], known: dict[str, torch.Tensor],
-                        sync_step: float = 0.0, candidates: int = 1
+                        sync_step: float = 0.0, candidates: int = 1, critics: Sequence[str] = ("generator",)
                         ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """One clip's perceptual latents ``{"audio": [n, Ca, Ha, Wa], "video": [n, Cv, Hv, Wv]}``
         in the generator's (scaled) space, by the sampler with cross-modal guidance (Eq. 9);
@@ -438,12 +454,13 @@ class SoundingVideoPipeline:
                          progress=progress, known=known)
         if candidates == 1:
             return latents, torch.zeros(n, dtype=torch.long)
-        return self._pick_candidates(latents, labels, generators, candidates)
+        return self._pick_candidates(latents, labels, generators, candidates, critics)
 
     def _pick_candidates(self, latents: dict[str, torch.Tensor], labels: torch.Tensor | None,
-                         generators: list[torch.Generator], candidates: int
+                         generators: list[torch.Generator], candidates: int,
+                         critics: Sequence[str] = ("generator",)
                          ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """Keep, per sample, the candidate the critics of ``generation.critics`` find most in sync.
+        """Keep, per sample, the candidate the ``critics`` find most in sync.
 
         * "generator": the sum over ``generation.critic_times`` of :meth:`_sync_critic` at that
           time with the candidate's own audio as the target (one noise draw per time, from the
@@ -462,7 +479,7 @@ class SoundingVideoPipeline:
         """
         scores = []  # [n, candidates] each, lower = more in sync
         with torch.no_grad():
-            for name in self.generation.critics:
+            for name in critics:
                 if name == "generator":
                     score = sum(self._sync_critic(latents["audio"], labels, generators, time)(latents["video"])
                                 for time in self.generation.critic_times)

@@ -148,6 +148,7 @@ def test_cli_long_generation(model_dir, kit, tmp_path):
     (["--task", "svg", "--sync-guidance", "0.3"], "a2v only"),
     (["--task", "svg", "--batch-size", "0"], "--batch-size"),
     (["--task", "svg", "--candidates", "0"], "--candidates"),
+    (["--task", "svg", "--critics", "clap"], "--critics"),
     (["--task", "a2v", "--audio", "{wav}", "--sync-guidance", "-1"], "finite number >= 0"),
 ])
 def test_cli_bad_inputs_are_one_line_errors(model_dir, media, tmp_path, capsys, args, words):
@@ -252,3 +253,11 @@ def test_a_failing_batch_removes_what_the_run_wrote(pipe, tmp_path):
     assert not out.exists()  # the first batch's files are gone, and the folder this call made
     with pytest.raises(ConfigError, match="batch size must be a positive integer"):
         save_in_batches(make_batch, n=3, seed=0, batch_size=0, out_dir=out)
+
+
+def test_cli_critics_choose_the_ranking_and_are_recorded(model_dir, tmp_path):
+    out = tmp_path / "o"
+    assert main(["generate", "--model", str(model_dir), "--n", "2", "--steps", "1", "--seed", "2", "--candidates", "3",
+                 "--critics", "contrastive", "--quiet", "--no-preview", "--out", str(out)]) == 0
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings["critics"] == ["contrastive"] and settings["critic_times"] == []

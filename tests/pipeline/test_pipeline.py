@@ -427,15 +427,28 @@ def test_two_critics_pick_the_lowest_sum_of_ranks(pipe, monkeypatch):
         assert torch.equal(kept["video"][i], pool[0]["video"][i * 4 + pick])
 
 
-def test_contrastive_critic_alone_keeps_the_most_similar_pair(pipe, monkeypatch):
-    monkeypatch.setattr(pipe, "generation", dataclasses.replace(pipe.generation, critics=("contrastive",)))
+@pytest.mark.parametrize("given", ["model", "argument"])
+def test_contrastive_critic_alone_keeps_the_most_similar_pair(pipe, monkeypatch, given):
+    kwargs = {}
+    if given == "model":
+        monkeypatch.setattr(pipe, "generation", dataclasses.replace(pipe.generation, critics=("contrastive",)))
+    else:  # generate(critics=...) overrides the model's ("generator" alone in the test model)
+        kwargs = {"critics": ["contrastive"]}
     pool = []
     sample = pipeline_module.sample
     monkeypatch.setattr(pipeline_module, "sample", lambda *a, **kw: pool.append(sample(*a, **kw)) or pool[-1])
-    _, settings = _decoded_latents(pipe, monkeypatch, task="svg", n=2, steps=2, seed=5, candidates=3)
+    _, settings = _decoded_latents(pipe, monkeypatch, task="svg", n=2, steps=2, seed=5, candidates=3, **kwargs)
     assert settings["critics"] == ["contrastive"] and settings["critic_times"] == []
     similarity = pipe._contrastive_similarity(pool[0]).view(2, 3)
     assert [clips[0] for clips in settings["chosen_candidates"]] == similarity.argmax(1).tolist()
+
+
+@pytest.mark.parametrize("critics, words", [(["clap"], "critics must be one or more distinct names"),
+                                            ([], "critics must be one or more distinct names"),
+                                            (["generator", "generator"], "distinct")])
+def test_bad_critics_are_one_line_errors(pipe, critics, words):
+    with pytest.raises(ConfigError, match=words):
+        pipe(task="svg", n=1, steps=1, candidates=2, critics=critics, progress=False)
 
 
 def test_contrastive_critic_needs_a_contrastively_trained_autoencoder(pipe):
@@ -449,6 +462,10 @@ def test_contrastive_critic_needs_a_contrastively_trained_autoencoder(pipe):
             vae=pipe.vae, autoencoder=autoencoder, generator=pipe.generator, audio_cfg=pipe.audio_cfg,
             generation=GenerationConfig(critics=("generator", "contrastive")))
     assert "contrastive critic" in str(info.value) and "\n" not in str(info.value)
+    without = pipeline_module.SoundingVideoPipeline.assemble(  # loads with the generator's critic alone
+        vae=pipe.vae, autoencoder=autoencoder, generator=pipe.generator, audio_cfg=pipe.audio_cfg)
+    with pytest.raises(ConfigError, match="contrastive critic"):
+        without(task="svg", n=1, steps=1, candidates=2, critics=["contrastive"], progress=False)
 
 
 def test_drawn_classes_follow_the_class_prior(pipe, monkeypatch):
