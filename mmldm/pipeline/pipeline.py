@@ -162,11 +162,9 @@ class SoundingVideoPipeline:
         if prior and len(prior) != dit.num_classes:
             problems.append(f"generation class_prior has {len(prior)} weights, the generator "
                             f"{dit.num_classes} classes")
-        if "contrastive" in self.generation.critics and ae.loss.contrastive <= 0:
-            problems.append("the contrastive critic needs an autoencoder trained with a contrastive loss "
-                            "(its loss.contrastive is 0): drop it from generation critics")
         if problems:
             raise ConfigError("pipeline components do not fit: " + "; ".join(problems))
+        self._critics(None)  # the model's own critics must fit its autoencoder too
         timing = AVTiming(self.fps, self.num_frames, self.audio_cfg.sample_rate)
         if timing.samples_per_clip != self.audio_cfg.clip_samples:
             raise ConfigError(f"pipeline: {self.num_frames} frames at {self.fps:g} fps need "
@@ -375,12 +373,12 @@ class SoundingVideoPipeline:
         return float(value)
 
     def _critics(self, critics: Sequence[str] | None) -> tuple[str, ...]:
-        """The candidate critics: ``critics`` (validated as ``generation.json``'s are), else the model's."""
-        if critics is None:
-            return self.generation.critics
+        """The candidate critics: ``critics`` (validated as ``generation.json``'s are), else the
+        model's; the contrastive critic only with an autoencoder trained with a contrastive loss."""
         if isinstance(critics, str):
             critics = (critics,)
-        chosen = dataclasses.replace(self.generation, critics=tuple(critics)).critics
+        chosen = (self.generation.critics if critics is None
+                  else dataclasses.replace(self.generation, critics=tuple(critics)).critics)
         if "contrastive" in chosen and self.autoencoder.cfg.loss.contrastive <= 0:
             raise ConfigError("the contrastive critic needs an autoencoder trained with a contrastive loss "
                               "(this one's loss.contrastive is 0)")
