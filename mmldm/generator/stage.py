@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +45,9 @@ from ..training.config import TrainConfig
 from .conditioning import ConditioningConfig, mix_conditions
 from .dit import AVDiT, DiTConfig, load_state_checked
 from .latents import GeneratorLatentDataset, class_frequencies
+
+if TYPE_CHECKING:  # for the annotation; the exports import it where they use it, as before
+    from ..pipeline.folder import GenerationConfig
 
 #: generation settings beside an exported AVDiT (the model folder's name: mmldm.pipeline.folder.GENERATION_NAME)
 GENERATION_NAME = "generation.json"
@@ -338,26 +341,27 @@ def load_generator(path: str | Path, use_ema: bool = True,
 def export_generator(checkpoint: str | Path, out_dir: str | Path, use_ema: bool = True) -> Path:
     """Write a checkpoint's generator as the ``generator/`` folder of a model folder:
     ``config.json`` + ``model.safetensors`` (``AVDiT.save_pretrained``) and ``generation.json``
-    (objective and latent scales, :class:`mmldm.pipeline.folder.GenerationConfig`)."""
-    from ..pipeline.folder import GenerationConfig
-
+    (objective, latent scales and class prior, :class:`mmldm.pipeline.folder.GenerationConfig`)."""
     checkpoint = Path(checkpoint)
     model, diffusion = load_generator(checkpoint, use_ema=use_ema)
     data = _data_config_of(checkpoint)
-    prior = _class_prior(data, model.cfg.num_classes)
-    generation = GenerationConfig(diffusion=diffusion, audio_latent_scale=data.audio_latent_scale,
-                                  video_latent_scale=data.video_latent_scale, class_prior=prior)
+    generation = _exported_generation(data, diffusion, model.cfg.num_classes)
     out = model.save_pretrained(out_dir)
     atomic_write_text(out / GENERATION_NAME, json.dumps(to_dict(generation), indent=2) + "\n")
     return out
 
 
-def _class_prior(data: GeneratorDataConfig, num_classes: int) -> tuple[float, ...]:
-    """The training cache's class frequencies (``GenerationConfig.class_prior``: the class mix of
-    reranked generation without a class); uniform (``()``) without classes or without the cache."""
-    if not num_classes or not data.cache or not Path(data.cache).is_dir():
-        return ()
-    return class_frequencies(data.cache, num_classes)
+def _exported_generation(data: GeneratorDataConfig, diffusion: DiffusionConfig,
+                         num_classes: int) -> GenerationConfig:
+    """The generation settings an export writes: the objective, the latent scales and the training
+    cache's class frequencies (``class_prior``: the class mix of reranked generation without a
+    class; uniform, ``()``, without classes or without the cache)."""
+    from ..pipeline.folder import GenerationConfig
+
+    has_cache = bool(data.cache) and Path(data.cache).is_dir()
+    prior = class_frequencies(data.cache, num_classes) if num_classes and has_cache else ()
+    return GenerationConfig(diffusion=diffusion, audio_latent_scale=data.audio_latent_scale,
+                            video_latent_scale=data.video_latent_scale, class_prior=prior)
 
 
 def _data_config_of(checkpoint: Path) -> GeneratorDataConfig:
@@ -399,7 +403,7 @@ def export_model(checkpoint: str | Path, out_dir: str | Path, *, vae: str | Path
     from ..autoencoder.stage import load_autoencoder
     from ..data.audio_image import AudioConfig
     from ..pipeline import SoundingVideoPipeline
-    from ..pipeline.folder import GenerationConfig, check_replaceable
+    from ..pipeline.folder import check_replaceable
     from ..vae.stage import load_vae
 
     checkpoint = Path(checkpoint)
@@ -409,9 +413,7 @@ def export_model(checkpoint: str | Path, out_dir: str | Path, *, vae: str | Path
     if timing is None:
         timing = clip_timing_of(data.cache)
     audio_cfg = dataclasses.replace(AudioConfig.for_sample_rate(timing.sample_rate), clip_seconds=timing.seconds)
-    prior = _class_prior(data, generator.cfg.num_classes)
-    generation = GenerationConfig(diffusion=diffusion, audio_latent_scale=data.audio_latent_scale,
-                                  video_latent_scale=data.video_latent_scale, class_prior=prior)
+    generation = _exported_generation(data, diffusion, generator.cfg.num_classes)
     model = load_autoencoder(autoencoder)[0]
     if timing.num_frames != model.cfg.num_frames:
         raise ConfigError(f"timing: {timing.num_frames} frames per clip, but the autoencoder ({autoencoder}) "

@@ -367,11 +367,31 @@ def _decoded_latents(pipe, monkeypatch, **kwargs) -> tuple[dict[str, torch.Tenso
     return {k: torch.cat([c[k] for c in captured]) for k in ("audio", "video")}, out.settings
 
 
-def test_candidates_decode_the_one_the_critic_ranks_best(pipe, monkeypatch):
+def _sampled_and_decoded(pipe, monkeypatch, **kwargs) -> tuple[list[dict], dict, dict]:
+    """:func:`_decoded_latents` plus every latent batch the sampler returned (the candidate pools)."""
     pool = []
     sample = pipeline_module.sample
     monkeypatch.setattr(pipeline_module, "sample", lambda *a, **kw: pool.append(sample(*a, **kw)) or pool[-1])
-    kept, settings = _decoded_latents(pipe, monkeypatch, task="svg", n=2, steps=2, seed=3, candidates=4)
+    kept, settings = _decoded_latents(pipe, monkeypatch, **kwargs)
+    return pool, kept, settings
+
+
+def _generator_critic_errors(pipe, pool: dict, seeds: tuple[int, ...], candidates: int) -> torch.Tensor:
+    """``[samples, candidates]``: the generator's critic recomputed from the generator states the
+    pipeline had: each row draws from its sample's generator after its class draw (svg without
+    a class) and its start noise (candidate j after j - 1), one noise draw per critic time."""
+    seeded = [torch.Generator().manual_seed(seed) for seed in seeds]
+    classes = [int(torch.randint(3, (1,), generator=g)) for g in seeded]
+    generators = [g for g in seeded for _ in range(candidates)]
+    labels = torch.tensor(classes).repeat_interleave(candidates)
+    pipe._latent_noise(generators)  # the start noise
+    with torch.no_grad():
+        return sum(pipe._sync_critic(pool["audio"], labels, generators, time)(pool["video"])
+                   for time in pipe.generation.critic_times).view(len(seeds), candidates)
+
+
+def test_candidates_decode_the_one_the_critic_ranks_best(pipe, monkeypatch):
+    pool, kept, settings = _sampled_and_decoded(pipe, monkeypatch, task="svg", n=2, steps=2, seed=3, candidates=4)
     assert settings["candidates"] == 4 and settings["critic_times"] == list(pipe.generation.critic_times)
     assert pool[0]["video"].shape[0] == 8  # 2 samples x 4 candidates, sampled in one batch
     picks = [clips[0] for clips in settings["chosen_candidates"]]
@@ -379,39 +399,22 @@ def test_candidates_decode_the_one_the_critic_ranks_best(pipe, monkeypatch):
     for i, pick in enumerate(picks):  # the decoded latents are the chosen rows of the pool
         for key in ("audio", "video"):
             assert torch.equal(kept[key][i], pool[0][key][i * 4 + pick])
+    # each sample's class is its generator's first draw
+    assert settings["sample_classes"] == [int(torch.randint(3, (1,), generator=torch.Generator().manual_seed(seed)))
+                                          for seed in (3, 4)]
     # ranked by the generator's own error in predicting the audio from the video, summed over
-    # critic_times with one noise draw each that every row takes from its sample's generator
-    # after its class draw (svg without a class) and its start noise (candidate j after j - 1)
-    seeded = (torch.Generator().manual_seed(3), torch.Generator().manual_seed(4))
-    classes = [int(torch.randint(3, (1,), generator=g)) for g in seeded]
-    assert settings["sample_classes"] == classes
-    generators = [g for g in seeded for _ in range(4)]
-    labels = torch.tensor(classes).repeat_interleave(4)
-    pipe._latent_noise(generators)  # the start noise
-    with torch.no_grad():
-        error = sum(pipe._sync_critic(pool[0]["audio"], labels, generators, time)(pool[0]["video"])
-                    for time in pipe.generation.critic_times).view(2, 4)
+    # critic_times
+    error = _generator_critic_errors(pipe, pool[0], (3, 4), 4)
     assert picks == error.argmin(1).tolist()
     assert error.argmin(1).tolist() != error.argmax(1).tolist()
 
 
 def test_two_critics_pick_the_lowest_sum_of_ranks(pipe, monkeypatch):
     monkeypatch.setattr(pipe, "generation", dataclasses.replace(pipe.generation, critics=("generator", "contrastive")))
-    pool = []
-    sample = pipeline_module.sample
-    monkeypatch.setattr(pipeline_module, "sample", lambda *a, **kw: pool.append(sample(*a, **kw)) or pool[-1])
-    kept, settings = _decoded_latents(pipe, monkeypatch, task="svg", n=2, steps=2, seed=3, candidates=4)
+    pool, kept, settings = _sampled_and_decoded(pipe, monkeypatch, task="svg", n=2, steps=2, seed=3, candidates=4)
     assert settings["critics"] == ["generator", "contrastive"]
     picks = [clips[0] for clips in settings["chosen_candidates"]]
-    # the generator's critic from the same generator states as in the test above
-    seeded = (torch.Generator().manual_seed(3), torch.Generator().manual_seed(4))
-    classes = [int(torch.randint(3, (1,), generator=g)) for g in seeded]
-    generators = [g for g in seeded for _ in range(4)]
-    labels = torch.tensor(classes).repeat_interleave(4)
-    pipe._latent_noise(generators)
-    with torch.no_grad():
-        error = sum(pipe._sync_critic(pool[0]["audio"], labels, generators, time)(pool[0]["video"])
-                    for time in pipe.generation.critic_times).view(2, 4)
+    error = _generator_critic_errors(pipe, pool[0], (3, 4), 4)
     # the contrastive critic: the autoencoder's Eq. 1 embeddings of the unscaled latents
     gen = pipe.generation
     semantic = pipe.autoencoder.semantic(pool[0]["video"] / gen.video_latent_scale,
@@ -434,10 +437,8 @@ def test_contrastive_critic_alone_keeps_the_most_similar_pair(pipe, monkeypatch,
         monkeypatch.setattr(pipe, "generation", dataclasses.replace(pipe.generation, critics=("contrastive",)))
     else:  # generate(critics=...) overrides the model's ("generator" alone in the test model)
         kwargs = {"critics": ["contrastive"]}
-    pool = []
-    sample = pipeline_module.sample
-    monkeypatch.setattr(pipeline_module, "sample", lambda *a, **kw: pool.append(sample(*a, **kw)) or pool[-1])
-    _, settings = _decoded_latents(pipe, monkeypatch, task="svg", n=2, steps=2, seed=5, candidates=3, **kwargs)
+    pool, _, settings = _sampled_and_decoded(pipe, monkeypatch, task="svg", n=2, steps=2, seed=5, candidates=3,
+                                             **kwargs)
     assert settings["critics"] == ["contrastive"] and settings["critic_times"] == []
     similarity = pipe._contrastive_similarity(pool[0]).view(2, 3)
     assert [clips[0] for clips in settings["chosen_candidates"]] == similarity.argmax(1).tolist()
