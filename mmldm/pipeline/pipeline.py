@@ -460,35 +460,49 @@ class SoundingVideoPipeline:
                          ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Keep, per sample, the candidate the ``critics`` find most in sync.
 
-        * "generator": the sum over ``generation.critic_times`` of :meth:`_sync_critic` at that
-          time with the candidate's own audio as the target (one noise draw per time, from the
-          row's generator). A Monte Carlo estimate of the audio's conditional denoising loss
-          given the video, i.e. of how likely the generator finds that audio for that video (the
-          diffusion-classifier view); middle times, where the generator sees part of the audio,
-          rank better than t = 1 alone (measured in docs/default-model.md).
-        * "contrastive": minus :meth:`_contrastive_similarity`, the autoencoder's own score.
-
-        One critic: its lowest score wins. Several: each ranks a sample's candidates (0 = best)
-        and the lowest sum of ranks wins (the first candidate on a tie), so no critic's scale
-        matters.
+        One critic: its lowest score (:meth:`_critic_scores`) wins. Several: each ranks a
+        sample's candidates (0 = best) and the lowest sum of ranks wins (the first candidate on
+        a tie), so no critic's scale matters.
 
         ``latents``: ``[n * candidates, ...]`` each, sample-major; returns ``[n, ...]`` each and
         the kept candidate per sample ``[n]`` (CPU).
         """
-        scores = []  # [n, candidates] each, lower = more in sync
-        with torch.no_grad():
-            for name in critics:
-                if name == "generator":
-                    score = sum(self._sync_critic(latents["audio"], labels, generators, time)(latents["video"])
-                                for time in self.generation.critic_times)
-                else:
-                    score = -self._contrastive_similarity(latents)
-                scores.append(score.float().view(-1, candidates).cpu())
+        scores = self._critic_scores(latents, labels, generators, candidates, critics)
         if len(scores) > 1:
             scores = [sum(score.argsort(dim=1, stable=True).argsort(dim=1) for score in scores)]
         picks = scores[0].argmin(1)  # [n]
         rows = torch.arange(len(picks)) * candidates + picks
         return {k: v[rows.to(v.device)] for k, v in latents.items()}, picks
+
+    def _critic_scores(self, latents: dict[str, torch.Tensor], labels: torch.Tensor | None,
+                       generators: list[torch.Generator], candidates: int, critics: Sequence[str]
+                       ) -> list[torch.Tensor]:
+        """Each critic's score of every candidate, ``[n, candidates]`` (CPU), lower = more in sync.
+
+        * "generator": the sum over ``generation.critic_times`` of :meth:`_sync_critic` at that
+          time with the candidate's own audio as the target. A Monte Carlo estimate of the
+          audio's conditional denoising loss given the video, i.e. of how likely the generator
+          finds that audio for that video (the diffusion-classifier view); middle times, where
+          the generator sees part of the audio, rank better than t = 1 alone (measured in
+          docs/default-model.md). The candidates of one sample share its noise draws (one per
+          time, from the sample's generator: common random numbers), so they are compared
+          under the same noise and the draw's own variance does not reorder them.
+        * "contrastive": minus :meth:`_contrastive_similarity`, the autoencoder's own score.
+
+        ``latents``: ``[n * candidates, ...]`` each, sample-major; ``generators``: one per row
+        (a sample's rows hold the sample's generator).
+        """
+        scores = []
+        with torch.no_grad():
+            for name in critics:
+                if name == "generator":
+                    score = sum(self._sync_critic(latents["audio"], labels, generators, time,
+                                                  shared=candidates)(latents["video"])
+                                for time in self.generation.critic_times)
+                else:
+                    score = -self._contrastive_similarity(latents)
+                scores.append(score.float().view(-1, candidates).cpu())
+        return scores
 
     def _contrastive_similarity(self, latents: dict[str, torch.Tensor]) -> torch.Tensor:
         """``[B]``: cosine similarity of the audio and video embeddings of the autoencoder's
@@ -514,16 +528,20 @@ class SoundingVideoPipeline:
         return {k: torch.cat([d[k] for d in per_sample]).to(self.device) for k in shapes}
 
     def _sync_critic(self, audio: torch.Tensor, labels: torch.Tensor | None,
-                     generators: list[torch.Generator], time: float = 1.0
+                     generators: list[torch.Generator], time: float = 1.0, shared: int = 1
                      ) -> Callable[[torch.Tensor], torch.Tensor]:
         """``video x0 [n, Cv, Hv, Wv] -> [n]``: the generator's own error in predicting ``audio``
         ``[n, Ca, Ha, Wa]`` from that video (mean squared error of its audio estimate, per sample).
 
-        Both entries are noised to ``time`` (a fraction of the forward process; noise drawn per
-        sample from its generator) and the video is also the ``video_cond`` (the v2a input). At
-        ``time`` 1 the inputs are pure noise: the audio estimate comes from the video alone.
+        Both entries are noised to ``time`` (a fraction of the forward process) and the video is
+        also the ``video_cond`` (the v2a input). At ``time`` 1 the inputs are pure noise: the
+        audio estimate comes from the video alone. The noise is drawn per row from its
+        generator; ``shared`` > 1: each group of ``shared`` consecutive rows uses one draw, from
+        the group's first generator (the candidates of one sample, compared under one noise).
         """
-        noise = self._latent_noise(generators)
+        noise = self._latent_noise(generators[::shared])
+        if shared > 1:
+            noise = {k: v.repeat_interleave(shared, 0) for k, v in noise.items()}
         n = len(generators)
         if self.objective.prediction == "velocity":
             t = torch.full((n,), float(time), device=self.device)

@@ -379,14 +379,15 @@ def _sampled_and_decoded(pipe, monkeypatch, **kwargs) -> tuple[list[dict], dict,
 def _generator_critic_errors(pipe, pool: dict, seeds: tuple[int, ...], candidates: int) -> torch.Tensor:
     """``[samples, candidates]``: the generator's critic recomputed from the generator states the
     pipeline had: each row draws from its sample's generator after its class draw (svg without
-    a class) and its start noise (candidate j after j - 1), one noise draw per critic time."""
+    a class) and its start noise (candidate j after j - 1), then one noise draw per critic time
+    and sample, shared by the sample's candidates."""
     seeded = [torch.Generator().manual_seed(seed) for seed in seeds]
     classes = [int(torch.randint(3, (1,), generator=g)) for g in seeded]
     generators = [g for g in seeded for _ in range(candidates)]
     labels = torch.tensor(classes).repeat_interleave(candidates)
     pipe._latent_noise(generators)  # the start noise
     with torch.no_grad():
-        return sum(pipe._sync_critic(pool["audio"], labels, generators, time)(pool["video"])
+        return sum(pipe._sync_critic(pool["audio"], labels, generators, time, shared=candidates)(pool["video"])
                    for time in pipe.generation.critic_times).view(len(seeds), candidates)
 
 
@@ -409,12 +410,32 @@ def test_candidates_decode_the_one_the_critic_ranks_best(pipe, monkeypatch):
     assert error.argmin(1).tolist() != error.argmax(1).tolist()
 
 
+def test_generator_critic_compares_a_samples_candidates_under_one_noise(pipe):
+    # two samples of three candidates; candidates 0 and 2 of each sample are the same latents
+    torch.manual_seed(0)
+    rows = [0, 1, 0, 2, 3, 2]
+    pool = {"audio": torch.randn(4, 4, 2, 2)[rows], "video": torch.randn(4, 4, 4, 4)[rows]}
+
+    seeded = [torch.Generator().manual_seed(seed) for seed in (7, 8)]
+    generators = [g for g in seeded for _ in range(3)]  # as the pipeline passes them: a sample's rows share it
+    common = pipe._critic_scores(pool, None, generators, 3, ("generator",))[0]
+    assert common.shape == (2, 3)
+    torch.testing.assert_close(common[:, 0], common[:, 2], atol=0, rtol=0)  # same latents, same noise
+    assert (common[:, 0] - common[:, 1]).abs().min() > 0
+    # drawn row by row from the same generators, the copies would be scored apart
+    seeded = [torch.Generator().manual_seed(seed) for seed in (7, 8)]
+    with torch.no_grad():
+        separate = pipe._sync_critic(pool["audio"], None, [g for g in seeded for _ in range(3)],
+                                     pipe.generation.critic_times[0])(pool["video"]).view(2, 3)
+    assert (separate[:, 0] - separate[:, 2]).abs().min() > 1e-6
+
+
 def test_two_critics_pick_the_lowest_sum_of_ranks(pipe, monkeypatch):
     monkeypatch.setattr(pipe, "generation", dataclasses.replace(pipe.generation, critics=("generator", "contrastive")))
-    pool, kept, settings = _sampled_and_decoded(pipe, monkeypatch, task="svg", n=2, steps=2, seed=3, candidates=4)
+    pool, kept, settings = _sampled_and_decoded(pipe, monkeypatch, task="svg", n=2, steps=2, seed=5, candidates=4)
     assert settings["critics"] == ["generator", "contrastive"]
     picks = [clips[0] for clips in settings["chosen_candidates"]]
-    error = _generator_critic_errors(pipe, pool[0], (3, 4), 4)
+    error = _generator_critic_errors(pipe, pool[0], (5, 6), 4)
     # the contrastive critic: the autoencoder's Eq. 1 embeddings of the unscaled latents
     gen = pipe.generation
     semantic = pipe.autoencoder.semantic(pool[0]["video"] / gen.video_latent_scale,
@@ -494,13 +515,13 @@ def test_candidate_zero_is_what_one_candidate_samples(pipe, kit, monkeypatch):
     single, settings = _decoded_latents(pipe, monkeypatch, candidates=1, **common)
     assert settings["candidates"] == 1 and settings["chosen_candidates"] == [[0], [0]]
     # a critic that ranks candidate 0 first keeps it: the same latents as one candidate
-    monkeypatch.setattr(pipe, "_sync_critic", lambda audio, labels, generators, time: (
+    monkeypatch.setattr(pipe, "_sync_critic", lambda audio, labels, generators, time, shared=1: (
         lambda video: torch.arange(len(generators), dtype=torch.float32) % 3))
     first, settings = _decoded_latents(pipe, monkeypatch, candidates=3, **common)
     assert settings["chosen_candidates"] == [[0], [0]]
     torch.testing.assert_close(first["video"], single["video"], atol=1e-5, rtol=0)
     # and ranking candidate 2 first keeps another one
-    monkeypatch.setattr(pipe, "_sync_critic", lambda audio, labels, generators, time: (
+    monkeypatch.setattr(pipe, "_sync_critic", lambda audio, labels, generators, time, shared=1: (
         lambda video: -(torch.arange(len(generators), dtype=torch.float32) % 3)))
     last, settings = _decoded_latents(pipe, monkeypatch, candidates=3, **common)
     assert settings["chosen_candidates"] == [[2], [2]]
