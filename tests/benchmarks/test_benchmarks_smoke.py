@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -208,3 +209,39 @@ def test_builtin_model_benchmark_times_real_generate_commands(tmp_path):
     bad = subprocess.run([sys.executable, str(BENCHMARKS / "builtin_model.py"), "--n", "0"],
                          capture_output=True, text=True, timeout=120, env=env)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_critic_ranking_benchmark_measures_every_candidate(tmp_path):
+    """benchmarks/critic_ranking.py decodes every candidate and reports each critic's pick against the oracle."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / "critic_ranking.py"), "--samples", "2", "--candidates",
+                           "3", "--decoder-steps", "1", "--threads", "1", "--out", str(tmp_path / "c.json")],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    record = json.loads((tmp_path / "c.json").read_text())
+    errors = np.asarray(record["sync_errors"])
+    assert errors.shape == (2, 3) and (errors >= 0).all()
+    rows = {row["kept_by"]: row for row in record["tables"]["critics"]}
+    assert set(rows) == {"generator", "contrastive", "generator + contrastive (rank sum)",
+                         "first candidate (no reranking)", "oracle (the law's best)"}
+    for row in rows.values():  # each row's numbers are those of the candidates it kept
+        kept = errors[np.arange(2), row["picks"]]
+        assert row["median"] == pytest.approx(float(np.median(kept)))
+        assert row["worst"] == pytest.approx(float(kept.max()))
+        assert row["median"] >= rows["oracle (the law's best)"]["median"] - 1e-9
+    assert rows["oracle (the law's best)"]["spearman"] == pytest.approx(1.0)
+    assert rows["first candidate (no reranking)"]["picks"] == [0, 0]
+    assert "| oracle (the law's best) |" in proc.stdout
+    bad = subprocess.run([sys.executable, str(BENCHMARKS / "critic_ranking.py"), "--candidates", "1"],
+                         capture_output=True, text=True, timeout=120, env=env)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_spearman_and_rank_sum_of_the_critic_ranking_benchmark(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    critic_ranking = importlib.import_module("critic_ranking")
+    error = np.array([0.5, 2.0, float("inf"), 1.0])
+    assert critic_ranking.spearman(error * 3, error) == pytest.approx(1.0)
+    assert critic_ranking.spearman(-error, error) == pytest.approx(-1.0)
+    scores = [np.array([[0.1, 0.3, 0.2]]), np.array([[3.0, 1.0, 2.0]])]  # ranks 0 2 1 and 2 0 1
+    assert critic_ranking.rank_sum(scores).tolist() == [[2, 2, 2]]
