@@ -1,14 +1,16 @@
-"""How well the candidate critics rank: every candidate of svg samples decoded and measured.
+"""How well the candidate critics rank: every candidate decoded and measured.
 
     python benchmarks/critic_ranking.py                                   # built-in model, 24 samples x 16 candidates
     python benchmarks/critic_ranking.py --samples 8 --seed 4000 --out critics.json
+    python benchmarks/critic_ranking.py --task long                       # the candidates of long's 2nd clip
     python benchmarks/critic_ranking.py --model runs/recipe/model
 
 Generation with ``--candidates K`` decodes one candidate per output: the one the model's
 critics rank best (docs/generation.md, "Candidate reranking"). This script samples svg
-candidates exactly as generation does, decodes ALL of them, and measures each one's
-sync error with the Sounding Shapes law (a model trained on Sounding Shapes, like the
-built-in one). For each critic alone, for their sum of ranks (what generation keeps),
+candidates (or, with ``--task long``, the candidates of a long generation's second
+clip, which continue the kept first clip) exactly as generation does, decodes ALL of
+them, and measures each one's sync error with the Sounding Shapes law (a model trained
+on Sounding Shapes, like the built-in one). For each critic alone, for their sum of ranks (what generation keeps),
 for the first candidate (no reranking) and for the best candidate by the law (the
 oracle: what a perfect critic would keep) it reports the Spearman correlation of the
 score with the measured error (mean over samples) and the kept candidates' median
@@ -29,6 +31,7 @@ from common import Column, finish, record, render, run_script, torch_threads
 
 from mmldm.errors import ConfigError, check_positive_int
 
+TASKS = ("svg", "long")
 COLUMNS: list[Column] = [
     ("kept by", "kept_by", ""), ("Spearman with sync error", "spearman", ".3f"),
     ("median sync error (st)", "median", ".2f"), ("within 1 st %", "within_1_pct", ".1f"),
@@ -58,13 +61,15 @@ def rank_sum(scores: list[np.ndarray]) -> np.ndarray:
 
 
 def run(model: Path | None = None, samples: int = 24, candidates: int = 16, seed: int = 4000,
-        decoder_steps: int | None = None, threads: int | None = None) -> dict[str, Any]:
+        decoder_steps: int | None = None, threads: int | None = None, task: str = "svg") -> dict[str, Any]:
     from mmldm.evaluation.shapes_measures import measure_clip
     from mmldm.pipeline import SoundingVideoPipeline
     from mmldm.pipeline.audio import vocode_clips
 
     check_positive_int(samples, "--samples")
     check_positive_int(candidates, "--candidates")
+    if task not in TASKS:
+        raise ConfigError(f"--task must be one of {', '.join(TASKS)}, got {task!r}")
     if candidates < 2:
         raise ConfigError(f"--candidates must be >= 2 (one candidate leaves nothing to rank), got {candidates}")
     with torch_threads(threads):
@@ -79,9 +84,11 @@ def run(model: Path | None = None, samples: int = 24, candidates: int = 16, seed
             return scores
 
         pipe._critic_scores = spy
-        # the decode inside generate is discarded: one decoder step keeps it cheap
-        pipe.generate("svg", n=samples, seed=seed, candidates=candidates, critics=critics, decoder_steps=1,
-                      progress=False)
+        # the decode inside generate is discarded: one decoder step keeps it cheap. long: two clips,
+        # and the pool kept is the last one ranked, the second clip's
+        seconds = {"seconds": 2 * pipe.num_frames / pipe.fps} if task == "long" else {}
+        pipe.generate(task, n=samples, seed=seed, candidates=candidates, critics=critics, decoder_steps=1,
+                      progress=False, **seconds)
         errors = np.zeros((samples, candidates))
         for row in range(samples * candidates):
             latents = {k: v[row:row + 1] for k, v in pool["latents"].items()}
@@ -98,7 +105,7 @@ def run(model: Path | None = None, samples: int = 24, candidates: int = 16, seed
         rows.append(kept_row(" + ".join(critics) + " (rank sum)", combined.argmin(1), errors, combined))
     rows.append(kept_row("first candidate (no reranking)", np.zeros(samples, dtype=int), errors, None))
     rows.append(kept_row("oracle (the law's best)", errors.argmin(1), errors, errors))
-    settings = {"model": str(model) if model else "built-in", "task": "svg", "samples": samples,
+    settings = {"model": str(model) if model else "built-in", "task": task, "samples": samples,
                 "candidates": candidates, "seed": seed, "critics": list(critics),
                 "decoder_steps": decoder_steps or pipe.autoencoder.cfg.sampling.steps,
                 "threads": threads or torch.get_num_threads()}
@@ -109,7 +116,8 @@ def run(model: Path | None = None, samples: int = 24, candidates: int = 16, seed
 
 def markdown(result: dict[str, Any]) -> str:
     s = result["settings"]
-    title = (f"svg candidates of the {s['model']} model, all decoded ({s['samples']} samples x "
+    what = "svg candidates" if s["task"] == "svg" else "candidates of long's second clip"
+    title = (f"{what} of the {s['model']} model, all decoded ({s['samples']} samples x "
              f"{s['candidates']} candidates, seeds {s['seed']}-{s['seed'] + s['samples'] - 1}): how the critics rank")
     return render(result, [(title, "critics", COLUMNS)])
 
@@ -117,14 +125,16 @@ def markdown(result: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=None, help="model folder (default: the built-in model)")
-    parser.add_argument("--samples", type=int, default=24, help="svg samples (default 24)")
+    parser.add_argument("--task", choices=TASKS, default="svg",
+                        help="svg: joint samples; long: the second clip of two-clip long samples")
+    parser.add_argument("--samples", type=int, default=24, help="samples (default 24)")
     parser.add_argument("--candidates", type=int, default=16, help="candidates per sample (default 16)")
     parser.add_argument("--seed", type=int, default=4000, help="sample i uses seed + i (default 4000)")
     parser.add_argument("--decoder-steps", type=int, default=None, help="signal decoder steps (default: the model's)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     parser.add_argument("--out", type=Path, default=None, help="write the record as JSON here")
     args = parser.parse_args()
-    result = run(args.model, args.samples, args.candidates, args.seed, args.decoder_steps, args.threads)
+    result = run(args.model, args.samples, args.candidates, args.seed, args.decoder_steps, args.threads, args.task)
     finish(result, markdown(result), args.out)
 
 

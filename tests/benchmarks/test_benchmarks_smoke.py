@@ -245,3 +245,17 @@ def test_spearman_and_rank_sum_of_the_critic_ranking_benchmark(monkeypatch):
     assert critic_ranking.spearman(-error, error) == pytest.approx(-1.0)
     scores = [np.array([[0.1, 0.3, 0.2]]), np.array([[3.0, 1.0, 2.0]])]  # ranks 0 2 1 and 2 0 1
     assert critic_ranking.rank_sum(scores).tolist() == [[2, 2, 2]]
+
+
+def test_critic_ranking_of_long_ranks_the_second_clip(monkeypatch):
+    """--task long measures the candidates of the second clip: not those of the first, which are svg's."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    critic_ranking = importlib.import_module("critic_ranking")
+    common = dict(samples=1, candidates=2, seed=7, decoder_steps=1, threads=1)
+    svg = critic_ranking.run(task="svg", **common)
+    long = critic_ranking.run(task="long", **common)
+    assert long["settings"]["task"] == "long" and np.asarray(long["sync_errors"]).shape == (1, 2)
+    assert long["sync_errors"] != svg["sync_errors"]
+    assert "second clip" in critic_ranking.markdown(long)
+    with pytest.raises(ConfigError, match="--task"):
+        critic_ranking.run(task="a2v", **common)
