@@ -10,9 +10,10 @@ critics rank best (docs/generation.md, "Candidate reranking"). This script sampl
 candidates (or, with ``--task long``, the candidates of a long generation's second
 clip, which continue the kept first clip) exactly as generation does, decodes ALL of
 them, and measures each one's sync error with the Sounding Shapes law (a model trained
-on Sounding Shapes, like the built-in one). For each critic alone, for their sum of ranks (what generation keeps),
-for the first candidate (no reranking) and for the best candidate by the law (the
-oracle: what a perfect critic would keep) it reports the Spearman correlation of the
+on Sounding Shapes, like the built-in one). For each critic alone, for their sum of
+ranks (what generation keeps: ``mmldm.pipeline.pipeline.rank_sum``), for the first
+candidate (no reranking) and for the best candidate by the law (the oracle: what a
+perfect critic would keep) it reports the Spearman correlation of the
 score with the measured error (mean over samples) and the kept candidates' median
 error, share within 1 semitone and worst. The law is used to measure, never to choose.
 A quality measure, not a speed one: each candidate costs one signal-decoder run.
@@ -21,7 +22,6 @@ A quality measure, not a speed one: each candidate costs one signal-decoder run.
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 from typing import Any
 
@@ -40,24 +40,23 @@ COLUMNS: list[Column] = [
 
 
 def spearman(score: np.ndarray, error: np.ndarray) -> float:
-    """Rank correlation of two rows (ties broken by order; an infinite error ranks last)."""
-    ranks = [np.argsort(np.argsort(x, kind="stable"), kind="stable").astype(np.float64) for x in (score, error)]
-    a, b = (r - r.mean() for r in ranks)
-    return float((a * b).sum() / math.sqrt((a * a).sum() * (b * b).sum()))
+    """Rank correlation of two rows (tied values share their mean rank; an infinite error ranks
+    last); NaN where a row is constant (e.g. every candidate's object vanished): nothing to rank."""
+    from scipy.stats import spearmanr
+
+    if np.all(score == score[0]) or np.all(error == error[0]):
+        return float("nan")
+    return float(spearmanr(score, error).statistic)
 
 
 def kept_row(name: str, picks: np.ndarray, errors: np.ndarray, scores: np.ndarray | None) -> dict[str, Any]:
     """One table row: the candidates ``picks`` [samples] kept out of ``errors`` [samples, K]."""
     kept = errors[np.arange(len(picks)), picks]
-    rho = None if scores is None else float(np.mean([spearman(s, e) for s, e in zip(scores, errors)]))
+    rhos = [] if scores is None else [spearman(s, e) for s, e in zip(scores, errors)]
+    rho = float(np.nanmean(rhos)) if not all(np.isnan(rhos)) else None  # mean over the rankable samples
     return {"kept_by": name, "spearman": rho, "median": float(np.median(kept)),
             "within_1_pct": 100.0 * float(np.mean(kept <= 1.0)), "worst": float(kept.max()),
             "samples": len(picks), "picks": picks.tolist()}
-
-
-def rank_sum(scores: list[np.ndarray]) -> np.ndarray:
-    """The generation's combination of several critics: the sum of each critic's ranks."""
-    return sum(np.argsort(np.argsort(s, axis=1, kind="stable"), axis=1, kind="stable") for s in scores)
 
 
 def run(model: Path | None = None, samples: int = 24, candidates: int = 16, seed: int = 4000,
@@ -65,6 +64,7 @@ def run(model: Path | None = None, samples: int = 24, candidates: int = 16, seed
     from mmldm.evaluation.shapes_measures import measure_clip
     from mmldm.pipeline import SoundingVideoPipeline
     from mmldm.pipeline.audio import vocode_clips
+    from mmldm.pipeline.pipeline import rank_sum
 
     check_positive_int(samples, "--samples")
     check_positive_int(candidates, "--candidates")
@@ -80,7 +80,7 @@ def run(model: Path | None = None, samples: int = 24, candidates: int = 16, seed
 
         def spy(latents, labels, generators, k, names):  # the pool and each critic's scores, as generation ranks
             scores = scores_of(latents, labels, generators, k, names)
-            pool.update(latents=latents, labels=labels, scores=[s.numpy() for s in scores])
+            pool.update(latents=latents, labels=labels, scores=scores)
             return scores
 
         pipe._critic_scores = spy
@@ -98,10 +98,10 @@ def run(model: Path | None = None, samples: int = 24, candidates: int = 16, seed
                                         steps=decoder_steps)
             wave = vocode_clips([image], pipe.audio_cfg, pipe.vocoder)[0]
             errors.flat[row] = measure_clip(frames[0], wave, pipe.audio_cfg.sample_rate, pipe.fps)["sync_error"]
-    scores = pool["scores"]
+    scores = [s.numpy() for s in pool["scores"]]
     rows = [kept_row(name, s.argmin(1), errors, s) for name, s in zip(critics, scores)]
     if len(critics) > 1:
-        combined = rank_sum(scores)
+        combined = rank_sum(pool["scores"]).numpy()
         rows.append(kept_row(" + ".join(critics) + " (rank sum)", combined.argmin(1), errors, combined))
     rows.append(kept_row("first candidate (no reranking)", np.zeros(samples, dtype=int), errors, None))
     rows.append(kept_row("oracle (the law's best)", errors.argmin(1), errors, errors))

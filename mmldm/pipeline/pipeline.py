@@ -468,9 +468,7 @@ class SoundingVideoPipeline:
         the kept candidate per sample ``[n]`` (CPU).
         """
         scores = self._critic_scores(latents, labels, generators, candidates, critics)
-        if len(scores) > 1:
-            scores = [sum(score.argsort(dim=1, stable=True).argsort(dim=1) for score in scores)]
-        picks = scores[0].argmin(1)  # [n]
+        picks = (rank_sum(scores) if len(scores) > 1 else scores[0]).argmin(1)  # [n]
         rows = torch.arange(len(picks)) * candidates + picks
         return {k: v[rows.to(v.device)] for k, v in latents.items()}, picks
 
@@ -608,6 +606,12 @@ class SoundingVideoPipeline:
         return frames.float().cpu(), audio_image.float().cpu()
 
 
+def rank_sum(scores: Sequence[torch.Tensor]) -> torch.Tensor:
+    """How several critics combine: each critic's scores ``[n, candidates]`` (lower = better)
+    become ranks within each row (0 = best, ties in order), summed over the critics ``[n, candidates]``."""
+    return sum(score.argsort(dim=1, stable=True).argsort(dim=1) for score in scores)
+
+
 def _describe_input(source: Any) -> str | None:
     if source is None:
         return None
@@ -617,4 +621,4 @@ def _describe_input(source: Any) -> str | None:
     return f"in-memory {type(source).__name__} {list(shape)}"
 
 
-__all__ = ["SoundingVideoPipeline"]
+__all__ = ["SoundingVideoPipeline", "rank_sum"]

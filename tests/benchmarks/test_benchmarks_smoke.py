@@ -237,14 +237,17 @@ def test_critic_ranking_benchmark_measures_every_candidate(tmp_path):
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
 
 
-def test_spearman_and_rank_sum_of_the_critic_ranking_benchmark(monkeypatch):
+def test_spearman_of_the_critic_ranking_benchmark(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     critic_ranking = importlib.import_module("critic_ranking")
     error = np.array([0.5, 2.0, float("inf"), 1.0])
     assert critic_ranking.spearman(error * 3, error) == pytest.approx(1.0)
     assert critic_ranking.spearman(-error, error) == pytest.approx(-1.0)
-    scores = [np.array([[0.1, 0.3, 0.2]]), np.array([[3.0, 1.0, 2.0]])]  # ranks 0 2 1 and 2 0 1
-    assert critic_ranking.rank_sum(scores).tolist() == [[2, 2, 2]]
+    assert np.isnan(critic_ranking.spearman(error, np.full(4, float("inf"))))  # nothing to rank
+    errors, scores = np.array([[1.0, 2.0], [3.0, 3.0]]), np.array([[0.0, 1.0], [0.0, 1.0]])
+    row = critic_ranking.kept_row("x", np.array([0, 1]), errors, scores)
+    assert row["spearman"] == pytest.approx(1.0)  # the mean over the first sample: the second has no ranking
+    assert row["median"] == pytest.approx(2.0)
 
 
 def test_critic_ranking_of_long_ranks_the_second_clip(monkeypatch):

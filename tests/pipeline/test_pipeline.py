@@ -415,7 +415,6 @@ def test_generator_critic_compares_a_samples_candidates_under_one_noise(pipe):
     torch.manual_seed(0)
     rows = [0, 1, 0, 2, 3, 2]
     pool = {"audio": torch.randn(4, 4, 2, 2)[rows], "video": torch.randn(4, 4, 4, 4)[rows]}
-
     seeded = [torch.Generator().manual_seed(seed) for seed in (7, 8)]
     generators = [g for g in seeded for _ in range(3)]  # as the pipeline passes them: a sample's rows share it
     common = pipe._critic_scores(pool, None, generators, 3, ("generator",))[0]
@@ -428,6 +427,12 @@ def test_generator_critic_compares_a_samples_candidates_under_one_noise(pipe):
         separate = pipe._sync_critic(pool["audio"], None, [g for g in seeded for _ in range(3)],
                                      pipe.generation.critic_times[0])(pool["video"]).view(2, 3)
     assert (separate[:, 0] - separate[:, 2]).abs().min() > 1e-6
+
+
+def test_rank_sum_adds_each_critics_ranks():
+    scores = [torch.tensor([[0.1, 0.3, 0.2]]), torch.tensor([[3.0, 1.0, 2.0]])]  # ranks 0 2 1 and 2 0 1
+    assert pipeline_module.rank_sum(scores).tolist() == [[2, 2, 2]]
+    assert pipeline_module.rank_sum([torch.tensor([[1.0, 1.0, 0.0]])]).tolist() == [[1, 2, 0]]  # ties in order
 
 
 def test_two_critics_pick_the_lowest_sum_of_ranks(pipe, monkeypatch):
