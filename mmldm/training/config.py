@@ -128,8 +128,10 @@ class TrainConfig:
     #: max global gradient norm per group (0: no clipping)
     grad_clip: float = 1.0
     max_steps: int = 100_000
-    #: "no", "bf16" or "fp16" (YAML reads a bare ``no`` as false, which means "no" too)
-    mixed_precision: Literal["no", "bf16", "fp16", False] = "bf16"
+    #: "auto" (bf16 where the device multiplies bf16 natively, else fp32 on a CPU and fp16 on a
+    #: GPU: :mod:`mmldm.training.precision`), "no", "bf16" or "fp16" (YAML reads a bare ``no`` as
+    #: false, which means "no" too)
+    mixed_precision: Literal["auto", "no", "bf16", "fp16", False] = "auto"
     #: "auto": CUDA when available, else CPU (gloo between processes)
     device: Literal["auto", "cpu"] = "auto"
     #: DDP only: allow trainable parameters that get no gradient in some steps (slower)

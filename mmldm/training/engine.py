@@ -7,7 +7,7 @@ Accelerate:
 
 * devices and processes: one process or many (``accelerate launch`` /
   ``torchrun``; DDP, or FSDP through Accelerate's FSDP plugin), CUDA or CPU (gloo);
-* mixed precision (``no`` / ``bf16`` / ``fp16`` with loss scaling), gradient
+* mixed precision (``auto`` / ``no`` / ``bf16`` / ``fp16`` with loss scaling), gradient
   accumulation (no gradient all-reduce on the inner micro-batches), gradient
   clipping per optimiser group, AdamW + warm-up/cosine schedule per group;
 * EMA of the trainable weights (starts as a copy);
@@ -46,6 +46,7 @@ from ..config import dump_yaml, make_folder, save_config
 from ..errors import ConfigError, DataError, TrainingError, iterate_loader
 from . import checkpoint as ckpt
 from .config import ScheduleConfig, TrainConfig, train_config_of
+from .precision import resolve_mixed_precision
 from .data import ShardedEpochSampler, batches_per_epoch, mixed_seed
 from .ema import EMA
 from .stage import Stage
@@ -114,6 +115,8 @@ class Trainer:
         AcceleratorState._reset_state(reset_partial_state=False)
         GradientState._reset_state()
         use_cpu = tc.device == "cpu" or not torch.cuda.is_available()
+        # "auto" becomes what this machine runs fast; the run's saved configs record the choice
+        tc.mixed_precision = resolve_mixed_precision(tc.mixed_precision, use_cpu)
         try:
             self.accelerator = Accelerator(
                 mixed_precision=tc.mixed_precision, cpu=use_cpu,
@@ -123,7 +126,7 @@ class Trainer:
             raise ConfigError(f"train.mixed_precision={tc.mixed_precision}: {exc}") from None
         acc = self.accelerator
         if tc.mixed_precision == "fp16" and acc.device.type == "cpu":  # Accelerate would silently run fp32
-            raise ConfigError("train.mixed_precision=fp16 needs a GPU; use bf16 or no on CPU")
+            raise ConfigError("train.mixed_precision=fp16 needs a GPU; use auto, bf16 or no on CPU")
         self.rank = acc.process_index
         self.num_processes = acc.num_processes
         self.is_fsdp = acc.distributed_type == DistributedType.FSDP

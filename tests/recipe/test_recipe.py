@@ -24,7 +24,7 @@ FPS, RATE = 10.0, 16000
                                        ("generator", GeneratorStageConfig)])
 def test_stage_configs_load_strictly(name: str, cls: type) -> None:
     cfg = load_config(cls, CONFIG_DIR / f"{name}.yaml")
-    assert cfg.train.mixed_precision == "bf16"
+    assert cfg.train.mixed_precision == "auto"
 
 
 def test_stage_configs_fit_together() -> None:

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 from toy_stage import ToyConfig, ToyStage
 
@@ -232,3 +233,23 @@ def test_loss_scaling_with_two_groups_matches_unscaled_training(tmp_path: Path) 
         b = load_file(str(scaled.checkpoint / f"{name}.safetensors"))
         assert all(torch.equal(a[k], b[k]) for k in a), name
     assert torch.load(scaled.checkpoint / "scaler.pt", weights_only=True)["scale"] == 2.0**12
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_is_resolved_used_and_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      native: bool) -> None:
+    from mmldm.training import precision
+
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: native)
+    seen: list[bool] = []
+
+    class Recording(ToyStage):
+        def losses(self, modules, batch, step, generator=None):
+            seen.append(torch.is_autocast_enabled("cpu"))
+            return super().losses(modules, batch, step, generator)
+
+    cfg = _cfg(tmp_path, max_steps=1, mixed_precision="auto", device="cpu")
+    result = Trainer(Recording(), cfg).fit()
+    assert seen == [native]
+    saved = yaml.safe_load((result.checkpoint / "config.yaml").read_text())
+    assert saved["train"]["mixed_precision"] in (("bf16",) if native else ("no", False))  # YAML: no = false
