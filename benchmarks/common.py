@@ -33,6 +33,7 @@ import torch
 
 from mmldm.config import atomic_write_text
 from mmldm.errors import ConfigError, MMLDMError
+from mmldm.training.precision import cpu_has_native_bf16
 
 #: one column of a markdown table: (header, row key, format spec such as ".2f" or "")
 Column = tuple[str, str, str]
@@ -255,6 +256,8 @@ def machine_info(device: torch.device) -> dict[str, Any]:
     info: dict[str, Any] = {
         "cpu_model": _cpu_model(),
         "cpu_cores": os.cpu_count(),
+        # whether bf16 matrix work is native here (else emulated: many times slower than fp32)
+        "cpu_native_bf16": cpu_has_native_bf16(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "python": platform.python_version(),
@@ -326,7 +329,8 @@ def render(result: dict[str, Any], sections: Sequence[tuple[str, str, Sequence[C
 def machine_line(machine: dict[str, Any]) -> str:
     """One line naming the machine of a record."""
     device = "CPU" if machine["device"] == "cpu" else f"{machine['device_name']} ({machine['device']}) with CPU"
-    line = (f"{device} {machine['cpu_model']}, {machine['cpu_cores']} cores, {machine['torch_threads']} torch "
+    bf16 = {True: ", native bf16", False: ", no native bf16"}.get(machine.get("cpu_native_bf16"), "")
+    line = (f"{device} {machine['cpu_model']}, {machine['cpu_cores']} cores{bf16}, {machine['torch_threads']} torch "
             f"threads, torch {machine['torch']}")
     return line + (f", commit {machine['git_commit']}" if machine.get("git_commit") else "")
 
