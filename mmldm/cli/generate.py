@@ -54,7 +54,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                              "same for any batch size; default 16)")
     parser.add_argument("--class", dest="class_label", type=int, default=None, help="class id (class-conditional models)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    parser.add_argument("--bf16", action="store_true", help="run the networks under bfloat16 autocast")
+    parser.add_argument("--bf16", action="store_true",
+                        help="run the networks under bfloat16 autocast (faster only where the device multiplies "
+                             "bf16 natively: GPUs, CPUs with avx512_bf16 / amx; elsewhere many times slower)")
     parser.add_argument("--no-preview", action="store_true", help="do not write the PNG previews")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
