@@ -46,9 +46,9 @@ from ..config import dump_yaml, make_folder, save_config
 from ..errors import ConfigError, DataError, TrainingError, iterate_loader
 from . import checkpoint as ckpt
 from .config import ScheduleConfig, TrainConfig, train_config_of
-from .precision import resolve_mixed_precision
 from .data import ShardedEpochSampler, batches_per_epoch, mixed_seed
 from .ema import EMA
+from .precision import resolve_mixed_precision
 from .stage import Stage
 
 
