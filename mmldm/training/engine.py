@@ -48,7 +48,7 @@ from . import checkpoint as ckpt
 from .config import ScheduleConfig, TrainConfig, train_config_of
 from .data import ShardedEpochSampler, batches_per_epoch, mixed_seed
 from .ema import EMA
-from .precision import resolve_mixed_precision
+from .precision import precision_name, resolve_mixed_precision
 from .stage import Stage
 
 
@@ -523,7 +523,8 @@ class Trainer:
         result = FitResult(step, seconds, {k: v for k, v in last_logged.items() if k.startswith("loss/")},
                            newest, self.out_dir, history)
         losses = ", ".join(f"{k}={v:.4g}" for k, v in result.losses.items()) or "n/a"
-        acc.print(f"trained steps {first_step}->{step} in {seconds:.1f}s; final {losses}; "
+        acc.print(f"trained steps {first_step}->{step} in {seconds:.1f}s ({precision_name(tc.mixed_precision)}); "
+                  f"final {losses}; "
                   f"checkpoints in {self.checkpoint_root} (latest: {newest.name if newest else 'none'})")
         return result
 

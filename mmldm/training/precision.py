@@ -64,3 +64,8 @@ def resolve_mixed_precision(setting: str, use_cpu: bool) -> str:
     if not use_cpu and torch.cuda.is_available():
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return "bf16" if cpu_has_native_bf16() else "no"
+
+
+def precision_name(setting: str) -> str:
+    """How a resolved setting reads in a log line: ``no`` is fp32."""
+    return "fp32" if setting == "no" else setting

@@ -165,7 +165,7 @@ def test_cli_train_and_resume(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
     args = ["train", "toy_stage:ToyStage", "--config", str(preset), "--set", "model.hidden=6",
             "train.checkpoint.every=2", "--out", str(out), "--max-steps", "2"]
     assert main(args) == 0
-    assert "trained steps 0->2" in capsys.readouterr().out
+    assert "trained steps 0->2 in " in (log := capsys.readouterr().out) and "(fp32)" in log  # mixed_precision: no
     saved = (out / "checkpoints" / "step_000002" / "config.yaml").read_text()
     assert "hidden: 6" in saved and "max_steps: 2" in saved and f"out_dir: {out}" in saved
     assert main(args[:-1] + ["4", "--resume", "auto"]) == 0

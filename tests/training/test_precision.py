@@ -51,3 +51,9 @@ def test_this_machine_is_read_consistently() -> None:
     if not cpuinfo.is_file():
         pytest.skip("no /proc/cpuinfo")
     assert precision.cpu_has_native_bf16() is cpu_flags_support_bf16(cpuinfo.read_text(errors="replace"))
+
+
+def test_precision_names_in_logs() -> None:
+    from mmldm.training.precision import precision_name
+
+    assert [precision_name(p) for p in ("no", "bf16", "fp16")] == ["fp32", "bf16", "fp16"]
