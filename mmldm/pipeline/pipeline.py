@@ -532,10 +532,12 @@ class SoundingVideoPipeline:
         ``[n, Ca, Ha, Wa]`` from that video (mean squared error of its audio estimate, per sample).
 
         Both entries are noised to ``time`` (a fraction of the forward process) and the video is
-        also the ``video_cond`` (the v2a input). At ``time`` 1 the inputs are pure noise: the
-        audio estimate comes from the video alone. The noise is drawn per row from its
-        generator; ``shared`` > 1: each group of ``shared`` consecutive rows uses one draw, from
-        the group's first generator (the candidates of one sample, compared under one noise).
+        also the ``video_cond`` (the v2a input). At ``time`` 1 the inputs are pure noise, so the
+        audio estimate comes from the video alone, for every objective (an epsilon or v
+        schedule's last step still keeps ``sqrt(alpha_bar_T)``, about 0.07, of the signal: a
+        trace of the very audio being scored). The noise is drawn per row from its generator;
+        ``shared`` > 1: each group of ``shared`` consecutive rows uses one draw, from the
+        group's first generator (the candidates of one sample, compared under one noise).
         """
         noise = self._latent_noise(generators[::shared])
         if shared > 1:
@@ -550,7 +552,8 @@ class SoundingVideoPipeline:
         conditions = {} if labels is None else {"class_labels": labels}
 
         def critic(video: torch.Tensor) -> torch.Tensor:
-            x_t = self.objective.add_noise({"audio": audio, "video": video}, noise, t)
+            clean = {"audio": audio, "video": video}
+            x_t = dict(noise) if time >= 1 else self.objective.add_noise(clean, noise, t)
             out = self._denoiser_network(x_t, t_model, video_cond=video, **conditions)
             audio_x0 = self.objective.predict_x0(out["audio"], x_t["audio"], t)
             return (audio_x0 - audio).pow(2).flatten(1).mean(1)  # [n]

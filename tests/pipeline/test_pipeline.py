@@ -330,6 +330,30 @@ def test_sync_guidance_lowers_the_generators_own_video_to_audio_error(pipe, kit,
         assert critic(guided).mean() < critic(plain).mean()
 
 
+def test_sync_critic_at_time_one_hides_the_scored_audio_from_the_network(pipe, monkeypatch):
+    """The fixture's epsilon schedule keeps sqrt(alpha_bar_T) ~ 0.07 of the signal at its last
+    step; at time 1 the critic must feed pure noise, so two audio targets give the same input."""
+    assert pipe.objective.prediction == "epsilon"
+    shape = (2, pipe.generator.cfg.audio_channels, *pipe.generator.cfg.audio_size)
+    video = torch.randn(2, pipe.generator.cfg.video_channels, *pipe.generator.cfg.video_size)
+    inputs = []
+    network = pipe._denoiser_network
+
+    def spy(x, t, **conditions):
+        inputs.append({k: v.clone() for k, v in x.items()})
+        return network(x, t, **conditions)
+
+    monkeypatch.setattr(pipe, "_denoiser_network", spy)
+    with torch.no_grad():
+        for target in (torch.zeros(shape), 3.0 * torch.ones(shape)):
+            for time in (1.0, 0.5):
+                pipe._sync_critic(target, None, [torch.Generator().manual_seed(7 + i) for i in range(2)],
+                                  time)(video)
+    at_one_zero, at_half_zero, at_one_three, at_half_three = inputs
+    assert torch.equal(at_one_zero["audio"], at_one_three["audio"])  # nothing of the target at time 1
+    assert not torch.allclose(at_half_zero["audio"], at_half_three["audio"])  # but part of it at 0.5
+
+
 def test_sync_guidance_default_applies_to_a2v_only_and_is_recorded(pipe, kit, monkeypatch):
     import dataclasses
 
