@@ -265,3 +265,38 @@ def test_critic_ranking_of_long_ranks_the_second_clip(monkeypatch):
     assert "second clip" in critic_ranking.markdown(long)
     with pytest.raises(ConfigError, match="--task"):
         critic_ranking.run(task="a2v", **common)
+
+
+def test_sync_quality_benchmark_measures_each_variant(tmp_path):
+    """benchmarks/sync_quality.py: one row per variant, its numbers those of its own clips."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    script = str(BENCHMARKS / "sync_quality.py")
+    fast = "decoder_steps=1,candidates=1"
+    proc = subprocess.run([sys.executable, script, "--samples", "3", "--batch", "2", "--threads", "1", "--variants",
+                           fast, f"steps=1,{fast}", "--out", str(tmp_path / "s.json")],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    record = json.loads((tmp_path / "s.json").read_text())
+    rows = record["tables"]["variants"]
+    assert [row["variant"] for row in rows] == [fast, f"steps=1,{fast}"]
+    for row in rows:
+        errors = np.asarray(row["sync_errors"])
+        assert row["clips"] == len(errors) == 3
+        assert row["median"] == pytest.approx(float(np.median(errors)))
+        assert row["within_1"] == f"{int(np.sum(errors <= 1.0))} of 3"
+        assert 0 <= row["class_agreement_pct"] <= 100 and 0 <= row["one_object_pct"] <= 100
+    assert rows[0]["sync_errors"] != rows[1]["sync_errors"]  # the variants generate differently
+    assert f"| steps=1,{fast} |" in proc.stdout
+
+    long = subprocess.run([sys.executable, script, "--task", "long", "--samples", "1", "--seconds", "3.2",
+                           "--threads", "1", "--variants", f"steps=2,{fast}", "--out", str(tmp_path / "l.json")],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert long.returncode == 0, long.stdout[-2000:] + long.stderr[-2000:]
+    (row,) = json.loads((tmp_path / "l.json").read_text())["tables"]["variants"]
+    assert row["clips"] == 2 and len(row["median_per_position"]) == 2  # every 1.6 s clip of the 3.2 s video
+    assert row["median_per_position"] == [round(e, 2) for e in row["sync_errors"]]  # one video: its clips
+
+    for variant, words in (("foo=1", "foo=1"), ("guidance=x", "guidance")):
+        bad = subprocess.run([sys.executable, script, "--variants", variant], capture_output=True, text=True,
+                             timeout=120, env=env)
+        assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and words in bad.stderr
