@@ -75,20 +75,24 @@ def measure(task: str, out: Any, clip_frames: int) -> list[dict[str, Any]]:
 
 
 def summarise(task: str, videos: list[dict[str, Any]]) -> dict[str, Any]:
-    """A table row from :func:`measure`'s items: sync over every clip (long: every window of every
-    video; an infinite error is a clip whose object vanished), and the task's own columns."""
+    """A table row from :func:`measure`'s items, summed up as the evaluation does (svg
+    :func:`~mmldm.evaluation.shapes_measures.aggregate`, long :func:`~mmldm.cli.recipe.long_summary`),
+    with the count within 1 semitone and the worst clip (long: every window of every video; an
+    infinite error is a clip whose object vanished)."""
+    from mmldm.cli.recipe import long_summary
+    from mmldm.evaluation.shapes_measures import aggregate
+
     if task == "svg":
+        summary = aggregate(videos)
         errors = np.array([v["sync_error"] for v in videos])
-        extra = {"class_agreement_pct": 100.0 * float(np.mean([v["class_agreement"] for v in videos])),
-                 "one_object_pct": 100.0 * float(np.mean([v["one_object_fraction"] for v in videos]))}
+        extra = {key: summary[key] for key in ("class_agreement_pct", "one_object_pct")}
     else:
-        windows = np.array([v["sync_error_per_window"] for v in videos])  # [videos, clips per video]
-        errors = windows.reshape(-1)
-        extra = {"median_per_position": [round(float(m), 2) for m in np.median(windows, axis=0)],
-                 "jumps": f"{max(v['max_seam_jump'] for v in videos):.3f} / "
-                          f"{max(v['max_inside_jump'] for v in videos):.3f}"}
+        summary = long_summary(videos)
+        errors = np.array([e for v in videos for e in v["sync_error_per_window"]])
+        extra = {"median_per_position": [round(m, 2) for m in summary["sync_error_median_per_position"]],
+                 "jumps": f"{summary['seam_jump_max']:.3f} / {summary['inside_jump_max']:.3f}"}
     within = int(np.sum(errors <= 1.0))
-    return {"clips": len(errors), "median": float(np.median(errors)), "within_1": f"{within} of {len(errors)}",
+    return {"clips": len(errors), "median": summary["sync_error_median"], "within_1": f"{within} of {len(errors)}",
             "within_1_pct": 100.0 * within / len(errors), "worst": float(errors.max()),
             "sync_errors": errors.tolist(), **extra}
 

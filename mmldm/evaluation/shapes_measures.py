@@ -358,7 +358,7 @@ def aggregate(measures: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return {
         "clips": len(measures),
         "sync_error_median": float(np.median(errors)),
-        "sync_error_within_1_semitone_pct": float(100.0 * np.mean(errors < 1.0)),
+        "sync_error_within_1_semitone_pct": float(100.0 * np.mean(errors <= 1.0)),  # the bound: at most 1
         "class_agreement_pct": float(100.0 * np.mean([m["class_agreement"] for m in measures])),
         "one_object_pct": float(100.0 * np.mean([m["one_object_fraction"] for m in measures])),
     }

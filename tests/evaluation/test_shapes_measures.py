@@ -177,3 +177,12 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
         sm.measure_folder(tmp_path)
     with pytest.raises(DataError, match="not a folder"):
         sm.measure_folder(tmp_path / "missing")
+
+
+def test_aggregate_counts_a_clip_at_exactly_one_semitone_as_within():
+    """The issue's bound is 'at most 1.0 semitone'; the long summary counts the same way."""
+    clip = {"class_agreement": True, "one_object_fraction": 1.0}
+    errors = (0.5, 1.0, 1.5, float("inf"))
+    result = sm.aggregate([{**clip, "sync_error": e} for e in errors])
+    assert result["sync_error_within_1_semitone_pct"] == pytest.approx(50.0)
+    assert result["sync_error_median"] == pytest.approx(1.25)
