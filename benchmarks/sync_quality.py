@@ -44,6 +44,8 @@ COLUMNS: list[Column] = [
     ("median per clip position", "median_per_position", ""), ("seam / inside jump", "jumps", ""),
     ("wall s", "wall_s", ".0f"),
 ]
+#: per task, the columns only the other task has
+OTHER_TASK_COLUMNS = {"svg": ("median_per_position", "jumps"), "long": ("class_agreement_pct", "one_object_pct")}
 
 
 def parse_variant(text: str) -> dict[str, Any]:
@@ -133,8 +135,7 @@ def markdown(result: dict[str, Any]) -> str:
     what = "svg clips" if s["task"] == "svg" else f"1.6 s clips of {s['seconds']:g} s long videos"
     title = (f"Sync of {what} from the {s['model']} model, measured with the Sounding Shapes law "
              f"({s['samples']} samples, seeds {s['seed']}-{s['seed'] + s['samples'] - 1})")
-    columns = [c for c in COLUMNS if c[1] not in (("median_per_position", "jumps") if s["task"] == "svg"
-                                                   else ("class_agreement_pct", "one_object_pct"))]
+    columns = [c for c in COLUMNS if c[1] not in OTHER_TASK_COLUMNS[s["task"]]]
     return render(result, [(title, "variants", columns)])
 
 
