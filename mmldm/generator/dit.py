@@ -451,6 +451,29 @@ class AVDiT(nn.Module):
         return model
 
 
+def deepened(model: AVDiT, depth: int) -> AVDiT:
+    """``model`` with ``depth`` blocks that computes the same function (not in the paper).
+
+    ``depth`` must be a multiple ``k`` of the model's depth: its block ``i`` becomes block
+    ``i * k`` and the blocks between are new, each the identity by adaLN-Zero's zero
+    modulation (:meth:`AVDiT.initialize_weights`), so training a deeper generator can start from
+    a trained one. Every other tensor is copied.
+    """
+    old = model.cfg.depth
+    if depth < old or depth % old:
+        raise ConfigError(f"deepening a {old}-block AVDiT to {depth} blocks: the depth must be a multiple of {old}")
+    stride = depth // old
+    grown = AVDiT(dataclasses.replace(model.cfg, depth=depth)).to(next(model.parameters()).device)
+    state = grown.state_dict()
+    for key, value in model.state_dict().items():
+        if key.startswith("blocks."):
+            _, index, rest = key.split(".", 2)
+            key = f"blocks.{int(index) * stride}.{rest}"
+        state[key] = value
+    grown.load_state_dict(state)
+    return grown
+
+
 def load_state_checked(model: nn.Module, state: dict[str, torch.Tensor], path: str | Path,
                        assign: bool = False) -> None:
     """``load_state_dict`` that reports missing/unexpected/mis-shaped tensors as one-line WeightsErrors.

@@ -27,6 +27,7 @@ checkpoint or an exported folder) and exported with :func:`export_generator`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +44,7 @@ from ..errors import ConfigError, DataError, WeightsError
 from ..timing import AVTiming
 from ..training.config import TrainConfig
 from .conditioning import ConditioningConfig, mix_conditions
-from .dit import AVDiT, DiTConfig, load_state_checked
+from .dit import AVDiT, DiTConfig, deepened, load_state_checked
 from .latents import GeneratorLatentDataset, class_frequencies
 
 if TYPE_CHECKING:  # for the annotation; the exports import it where they use it, as before
@@ -63,6 +64,10 @@ class GeneratorModelConfig:
     dit: dict[str, Any] = field(default_factory=dict)
     #: start from these weights: an exported AVDiT folder or a ``mmldm train generator`` checkpoint
     pretrained: str | None = None
+    #: with ``pretrained`` of fewer blocks (a divisor of ``depth``, every other DiT field the same):
+    #: start from it deepened (:func:`~mmldm.generator.dit.deepened`: its blocks spread out, the new
+    #: ones the identity), so the deeper generator starts as the trained one (not in the paper)
+    deepen_pretrained: bool = False
 
     def __post_init__(self) -> None:
         self.dit_config()  # unknown presets or fields fail at load time
@@ -150,6 +155,12 @@ class GeneratorStage:
         self.objective = make_objective(cfg.diffusion)
         if cfg.model.pretrained is not None:
             model, _ = load_generator(cfg.model.pretrained)
+            if cfg.model.deepen_pretrained and model.cfg.depth != self.dit_cfg.depth:
+                if to_dict(dataclasses.replace(model.cfg, depth=self.dit_cfg.depth)) != to_dict(self.dit_cfg):
+                    raise ConfigError(f"model.pretrained {cfg.model.pretrained}: deepen_pretrained changes the "
+                                      f"depth only, but other fields differ "
+                                      f"({_config_difference(model.cfg, self.dit_cfg)})")
+                model = deepened(model, self.dit_cfg.depth)
             if to_dict(model.cfg) != to_dict(self.dit_cfg):
                 raise ConfigError(f"model.pretrained {cfg.model.pretrained}: its DiT config differs from "
                                   f"model.preset/model.dit ({_config_difference(model.cfg, self.dit_cfg)})")

@@ -6,7 +6,7 @@ import torch
 
 from mmldm.diffusion.objectives import make_objective
 from mmldm.generator.dit import (DIT_PRESETS, PAPER_TABLE4, AdaLNZeroBlock, AVDiT, DiTConfig, build_on_meta,
-                                 count_parameters)
+                                 count_parameters, deepened)
 from mmldm.generator.embeddings import TimestepEmbedder, sincos_2d_position_embedding
 from mmldm.errors import ConfigError, WeightsError
 
@@ -49,6 +49,29 @@ def test_patch_size_two_shapes():
     out = model(x, t)
     assert out["audio"].shape == x["audio"].shape and out["video"].shape == x["video"].shape
     assert model.cfg.sequence_length == 4 + 1 + 4 + 1 + 16
+
+
+def test_deepened_generator_computes_the_same_function_until_its_new_blocks_train():
+    model = _randomize(_tiny(depth=2, num_classes=3))
+    grown = deepened(model, 6)
+    assert grown.cfg.depth == 6 and grown.cfg.width == model.cfg.width
+    for i in range(2):  # block i -> block 3 i, copied
+        for name, value in model.blocks[i].state_dict().items():
+            assert torch.equal(grown.blocks[3 * i].state_dict()[name], value), (i, name)
+    x, t = _inputs(model.cfg)
+    labels = torch.tensor([0, 2])
+    kwargs = dict(audio_cond=x["audio"], prev_video=x["video"], class_labels=labels)
+    before, after = model(x, t, **kwargs), grown(x, t, **kwargs)
+    for m in before:
+        torch.testing.assert_close(after[m], before[m], rtol=0, atol=1e-6)
+    # the new blocks are not dead: their zero modulation gets a gradient, and once it moves, they act
+    sum(v.square().sum() for v in grown(x, t, **kwargs).values()).backward()
+    assert grown.blocks[1].modulation[-1].weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        grown.blocks[1].modulation[-1].bias.fill_(0.1)
+    assert not torch.allclose(grown(x, t, **kwargs)["video"], before["video"])
+    with pytest.raises(ConfigError, match="multiple of 2"):
+        deepened(model, 3)
 
 
 def test_output_is_zero_at_init():

@@ -233,6 +233,22 @@ def test_pretrained_start_must_match_the_configured_size(latent_cache, tmp_path)
         GeneratorStage().build(other)
 
 
+def test_pretrained_start_can_be_deepened(latent_cache, tmp_path):
+    cfg = make_config(latent_cache, tmp_path / "run", "train.max_steps=1")
+    result = Trainer(GeneratorStage(), cfg).fit()
+    trained, _ = load_generator(result.checkpoint)
+    deeper = make_config(latent_cache, tmp_path / "run2", f"model.pretrained={result.checkpoint}",
+                         "model.dit.depth=4", "model.deepen_pretrained=true")
+    model = GeneratorStage().build(deeper)["model"]
+    assert model.cfg.depth == 4
+    assert torch.equal(model.blocks[2].attn.qkv.weight, trained.blocks[1].attn.qkv.weight)
+    assert torch.count_nonzero(model.blocks[1].modulation[-1].weight) == 0
+    wider = make_config(latent_cache, tmp_path / "run3", f"model.pretrained={result.checkpoint}",
+                        "model.dit.depth=4", "model.dit.num_heads=4", "model.deepen_pretrained=true")
+    with pytest.raises(ConfigError, match="depth only.*num_heads"):
+        GeneratorStage().build(wider)
+
+
 def test_train_command_runs_the_tiny_preset(latent_cache, tmp_path):
     code = main(["train", "generator", "--config", str(REPO / "configs/generator/tiny.yaml"),
                  "--set", f"data.cache={latent_cache}", "train.batch_size=4", "train.log.tensorboard=false",
