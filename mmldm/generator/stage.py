@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -164,6 +166,13 @@ class GeneratorStage:
             if to_dict(model.cfg) != to_dict(self.dit_cfg):
                 raise ConfigError(f"model.pretrained {cfg.model.pretrained}: its DiT config differs from "
                                   f"model.preset/model.dit ({_config_difference(model.cfg, self.dit_cfg)})")
+            trained = trained_latent_scales(cfg.model.pretrained)
+            if trained and any(not math.isclose(trained[m], cfg.data.scales[m], rel_tol=1e-4) for m in trained):
+                # a new dataset may need its own unit-variance scales; continuing the same data does not
+                warnings.warn(f"model.pretrained {cfg.model.pretrained} was trained on latents scaled audio "
+                              f"{trained['audio']:.6g} / video {trained['video']:.6g}, this run scales them "
+                              f"{cfg.data.audio_latent_scale:.6g} / {cfg.data.video_latent_scale:.6g} "
+                              f"(data.audio_latent_scale / data.video_latent_scale)", stacklevel=2)
         else:
             model = AVDiT(self.dit_cfg)
         modules: dict[str, nn.Module] = {"model": model}
@@ -373,6 +382,22 @@ def _exported_generation(data: GeneratorDataConfig, diffusion: DiffusionConfig,
     prior = class_frequencies(data.cache, num_classes) if num_classes and has_cache else ()
     return GenerationConfig(diffusion=diffusion, audio_latent_scale=data.audio_latent_scale,
                             video_latent_scale=data.video_latent_scale, class_prior=prior)
+
+
+def trained_latent_scales(path: str | Path) -> dict[str, float] | None:
+    """The latent scales a generator was trained with (``data.audio_latent_scale`` /
+    ``video_latent_scale``): from a training checkpoint's ``config.yaml`` or an exported
+    generator's (or model folder's) ``generation.json``; None where neither records them."""
+    path = Path(path)
+    if (path / "model_index.json").is_file():
+        path = path / "generator"
+    if (path / "model_model.safetensors").is_file() and (path / "config.yaml").is_file():
+        return _data_config_of(path).scales
+    try:
+        data = json.loads((path / GENERATION_NAME).read_text())
+        return {m: float(data[f"{m}_latent_scale"]) for m in ("audio", "video")}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _data_config_of(checkpoint: Path) -> GeneratorDataConfig:

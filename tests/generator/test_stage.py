@@ -1,5 +1,6 @@
 """GeneratorStage through the training engine on small latent caches; every config preset loads."""
 
+import warnings
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,8 @@ from mmldm.data.latent_cache import write_latent_cache
 from mmldm.errors import ConfigError, DataError, WeightsError
 from mmldm.generator.dit import AVDiT
 from mmldm.generator.latents import GeneratorLatentDataset, estimate_latent_scales, pair_consecutive
-from mmldm.generator.stage import (GeneratorStage, GeneratorStageConfig, export_generator, load_generator)
+from mmldm.generator.stage import (GeneratorStage, GeneratorStageConfig, export_generator, load_generator,
+                                   trained_latent_scales)
 from mmldm.training.engine import Trainer
 from mmldm.training.registry import get_stage, stage_names
 
@@ -247,6 +249,24 @@ def test_pretrained_start_can_be_deepened(latent_cache, tmp_path):
                         "model.dit.depth=4", "model.dit.num_heads=4", "model.deepen_pretrained=true")
     with pytest.raises(ConfigError, match="depth only.*num_heads"):
         GeneratorStage().build(wider)
+
+
+def test_pretrained_start_warns_when_the_latent_scales_differ_from_its_training(latent_cache, tmp_path):
+    cfg = make_config(latent_cache, tmp_path / "run", "train.max_steps=1", "data.audio_latent_scale=0.5",
+                      "data.video_latent_scale=2.0")
+    result = Trainer(GeneratorStage(), cfg).fit()
+    exported = export_generator(result.checkpoint, tmp_path / "exported")
+    for source in (result.checkpoint, exported):
+        assert trained_latent_scales(source) == {"audio": 0.5, "video": 2.0}
+        same = make_config(latent_cache, tmp_path / "same", f"model.pretrained={source}",
+                           "data.audio_latent_scale=0.5", "data.video_latent_scale=2.0")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            GeneratorStage().build(same)
+        unset = make_config(latent_cache, tmp_path / "unset", f"model.pretrained={source}")
+        with pytest.warns(UserWarning, match=r"audio 0\.5 / video 2, this run scales them 1 / 1"):
+            GeneratorStage().build(unset)
+    assert trained_latent_scales(tmp_path) is None
 
 
 def test_train_command_runs_the_tiny_preset(latent_cache, tmp_path):
