@@ -27,7 +27,6 @@ checkpoint or an exported folder) and exported with :func:`export_generator`.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import warnings
@@ -156,17 +155,12 @@ class GeneratorStage:
         self.dit_cfg = cfg.model.dit_config()
         self.objective = make_objective(cfg.diffusion)
         if cfg.model.pretrained is not None:
-            model, _ = load_generator(cfg.model.pretrained)
+            model, _, trained = load_generator_with_scales(cfg.model.pretrained)
             if cfg.model.deepen_pretrained and model.cfg.depth != self.dit_cfg.depth:
-                if to_dict(dataclasses.replace(model.cfg, depth=self.dit_cfg.depth)) != to_dict(self.dit_cfg):
-                    raise ConfigError(f"model.pretrained {cfg.model.pretrained}: deepen_pretrained changes the "
-                                      f"depth only, but other fields differ "
-                                      f"({_config_difference(model.cfg, self.dit_cfg)})")
-                model = deepened(model, self.dit_cfg.depth)
+                model = deepened(model, self.dit_cfg.depth)  # other fields must still match (below)
             if to_dict(model.cfg) != to_dict(self.dit_cfg):
                 raise ConfigError(f"model.pretrained {cfg.model.pretrained}: its DiT config differs from "
                                   f"model.preset/model.dit ({_config_difference(model.cfg, self.dit_cfg)})")
-            trained = trained_latent_scales(cfg.model.pretrained)
             if trained and any(not math.isclose(trained[m], cfg.data.scales[m], rel_tol=1e-4) for m in trained):
                 # a new dataset may need its own unit-variance scales; continuing the same data does not
                 warnings.warn(f"model.pretrained {cfg.model.pretrained} was trained on latents scaled audio "
@@ -316,7 +310,17 @@ def _config_difference(a: DiTConfig, b: DiTConfig) -> str:
 
 def load_generator(path: str | Path, use_ema: bool = True,
                    device: torch.device | str = "cpu") -> tuple[AVDiT, DiffusionConfig]:
-    """The AVDiT and its objective's config, from a training checkpoint or an exported folder.
+    """The AVDiT and its objective's config, from a training checkpoint or an exported folder
+    (:func:`load_generator_with_scales`, which says which paths it takes)."""
+    model, diffusion, _ = load_generator_with_scales(path, use_ema, device)
+    return model, diffusion
+
+
+def load_generator_with_scales(path: str | Path, use_ema: bool = True, device: torch.device | str = "cpu"
+                               ) -> tuple[AVDiT, DiffusionConfig, dict[str, float] | None]:
+    """The AVDiT, its objective's config and the latent scales it was trained with
+    (``{"audio": ..., "video": ...}``, ``data.*_latent_scale``; None where not recorded), from a
+    training checkpoint or an exported folder.
 
     * A ``mmldm train generator`` checkpoint folder (``model_model.safetensors`` and
       ``config.yaml``): rebuilt from its config, EMA weights when present and ``use_ema``.
@@ -341,21 +345,24 @@ def load_generator(path: str | Path, use_ema: bool = True,
             weights = path / "model_model.safetensors"
         model = AVDiT(cfg.model.dit_config())
         load_state_checked(model, load_file(str(weights), device=str(device)), weights)
-        return model.to(device), cfg.diffusion
+        return model.to(device), cfg.diffusion, cfg.data.scales
     if not path.is_dir():
         raise WeightsError(path, "generator", "not found: give an exported generator folder or a "
                            "`mmldm train generator` checkpoint folder")
     model = AVDiT.from_pretrained(path, device=device)
     generation_path = path / GENERATION_NAME
     if not generation_path.is_file():
-        return model, DiffusionConfig()
+        return model, DiffusionConfig(), None
     try:
         data = json.loads(generation_path.read_text())
     except json.JSONDecodeError as exc:
         raise WeightsError(generation_path, "generator settings", f"not valid JSON ({exc.msg})") from None
     if not isinstance(data, dict) or not isinstance(data.get("diffusion", {}), dict):
         raise WeightsError(generation_path, "generator settings", "expected an object with a 'diffusion' entry")
-    return model, from_dict(DiffusionConfig, data.get("diffusion", {}), prefix="diffusion.")
+    scales = {m: data.get(f"{m}_latent_scale") for m in ("audio", "video")}
+    if not all(isinstance(v, (int, float)) for v in scales.values()):
+        scales = None  # not recorded: nothing to compare a run's scales with
+    return model, from_dict(DiffusionConfig, data.get("diffusion", {}), prefix="diffusion."), scales
 
 
 def export_generator(checkpoint: str | Path, out_dir: str | Path, use_ema: bool = True) -> Path:
@@ -382,22 +389,6 @@ def _exported_generation(data: GeneratorDataConfig, diffusion: DiffusionConfig,
     prior = class_frequencies(data.cache, num_classes) if num_classes and has_cache else ()
     return GenerationConfig(diffusion=diffusion, audio_latent_scale=data.audio_latent_scale,
                             video_latent_scale=data.video_latent_scale, class_prior=prior)
-
-
-def trained_latent_scales(path: str | Path) -> dict[str, float] | None:
-    """The latent scales a generator was trained with (``data.audio_latent_scale`` /
-    ``video_latent_scale``): from a training checkpoint's ``config.yaml`` or an exported
-    generator's (or model folder's) ``generation.json``; None where neither records them."""
-    path = Path(path)
-    if (path / "model_index.json").is_file():
-        path = path / "generator"
-    if (path / "model_model.safetensors").is_file() and (path / "config.yaml").is_file():
-        return _data_config_of(path).scales
-    try:
-        data = json.loads((path / GENERATION_NAME).read_text())
-        return {m: float(data[f"{m}_latent_scale"]) for m in ("audio", "video")}
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
 
 
 def _data_config_of(checkpoint: Path) -> GeneratorDataConfig:

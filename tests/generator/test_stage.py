@@ -14,7 +14,7 @@ from mmldm.errors import ConfigError, DataError, WeightsError
 from mmldm.generator.dit import AVDiT
 from mmldm.generator.latents import GeneratorLatentDataset, estimate_latent_scales, pair_consecutive
 from mmldm.generator.stage import (GeneratorStage, GeneratorStageConfig, export_generator, load_generator,
-                                   trained_latent_scales)
+                                   load_generator_with_scales)
 from mmldm.training.engine import Trainer
 from mmldm.training.registry import get_stage, stage_names
 
@@ -247,7 +247,7 @@ def test_pretrained_start_can_be_deepened(latent_cache, tmp_path):
     assert torch.count_nonzero(model.blocks[1].modulation[-1].weight) == 0
     wider = make_config(latent_cache, tmp_path / "run3", f"model.pretrained={result.checkpoint}",
                         "model.dit.depth=4", "model.dit.num_heads=4", "model.deepen_pretrained=true")
-    with pytest.raises(ConfigError, match="depth only.*num_heads"):
+    with pytest.raises(ConfigError, match="differs.*num_heads: 2 vs 4"):
         GeneratorStage().build(wider)
 
 
@@ -257,7 +257,7 @@ def test_pretrained_start_warns_when_the_latent_scales_differ_from_its_training(
     result = Trainer(GeneratorStage(), cfg).fit()
     exported = export_generator(result.checkpoint, tmp_path / "exported")
     for source in (result.checkpoint, exported):
-        assert trained_latent_scales(source) == {"audio": 0.5, "video": 2.0}
+        assert load_generator_with_scales(source)[2] == {"audio": 0.5, "video": 2.0}
         same = make_config(latent_cache, tmp_path / "same", f"model.pretrained={source}",
                            "data.audio_latent_scale=0.5", "data.video_latent_scale=2.0")
         with warnings.catch_warnings():
@@ -266,7 +266,11 @@ def test_pretrained_start_warns_when_the_latent_scales_differ_from_its_training(
         unset = make_config(latent_cache, tmp_path / "unset", f"model.pretrained={source}")
         with pytest.warns(UserWarning, match=r"audio 0\.5 / video 2, this run scales them 1 / 1"):
             GeneratorStage().build(unset)
-    assert trained_latent_scales(tmp_path) is None
+    (exported / "generation.json").unlink()  # an AVDiT folder alone: nothing recorded, nothing to warn about
+    assert load_generator_with_scales(exported)[2] is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        GeneratorStage().build(make_config(latent_cache, tmp_path / "bare", f"model.pretrained={exported}"))
 
 
 def test_train_command_runs_the_tiny_preset(latent_cache, tmp_path):
