@@ -16,6 +16,13 @@ Each modality token = patch-embed(noisy latent)
                       the clean audio for a2v, the clean video for v2a, zeros otherwise)
                     + ZERO-initialised patch-embed(previous-clip latent) (continuation / long generation).
 
+Video tokens (``video_tokenization``): ``patches`` is the paper's, one token per
+spatial patch holding every channel. ``frames`` (not in the paper) makes one token
+per channel holding its whole ``H x W`` map; with the recipe autoencoder's video
+latent (one channel per frame) each token is a frame, and the 1D frame index is
+its position, so a frame attends to the audio of its time directly instead of
+every spatial token carrying all 16 frames.
+
 Design choice for the previous clip: the authors' code feeds it as extra context
 tokens plus a side network into the first half of the blocks. We add it to the
 tokens of its own modality through a zero-initialised, bias-free projection,
@@ -49,9 +56,10 @@ from torch.utils.checkpoint import checkpoint
 
 from ..config import atomic_write_text, from_dict, make_folder, to_dict
 from ..errors import ConfigError, WeightsError
-from .embeddings import ClassEmbedder, PatchEmbed, TimestepEmbedder, sincos_2d_position_embedding
+from .embeddings import ClassEmbedder, FrameEmbed, PatchEmbed, TimestepEmbedder, sincos_2d_position_embedding
 
 MODALITIES = ("audio", "video")
+VIDEO_TOKENIZATIONS = ("patches", "frames")
 
 
 # --------------------------------------------------------------------------- config and presets
@@ -71,6 +79,10 @@ class DiTConfig:
     #: video perceptual latent [C, H, W] (paper: 16 x 16 x 16 -> 256 tokens)
     video_channels: int = 16
     video_size: tuple[int, int] = (16, 16)
+    #: how the video latent becomes tokens: ``patches`` (the paper: one token per p x p spatial patch,
+    #: holding every channel) or ``frames`` (not in the paper: one token per channel, holding its whole
+    #: H x W map; for a latent with one channel per frame, each token is a frame)
+    video_tokenization: str = "patches"
     #: learnable prompt tokens in front of the sequence (paper: 77)
     n_ctx: int = 77
     #: classes for class-conditional generation (0: none); index num_classes is the null class
@@ -93,7 +105,11 @@ class DiTConfig:
             problems.append(f"width {self.width} is not divisible by num_heads {self.num_heads}")
         if self.width % 4:
             problems.append(f"width {self.width} must be a multiple of 4 (2D sin-cos position embedding)")
-        for name in ("audio_size", "video_size"):
+        if self.video_tokenization not in VIDEO_TOKENIZATIONS:
+            problems.append(f"video_tokenization '{self.video_tokenization}' is not one of "
+                            f"{', '.join(VIDEO_TOKENIZATIONS)}")
+        sizes = ("audio_size", "video_size") if self.video_tokenization == "patches" else ("audio_size",)
+        for name in sizes:
             size = getattr(self, name)
             if len(size) != 2 or any(s % self.patch_size for s in size) or min(size) < 1:
                 problems.append(f"{name} {size} must be 2 positive multiples of patch_size {self.patch_size}")
@@ -109,8 +125,15 @@ class DiTConfig:
         return (self.audio_size[0] // self.patch_size) * (self.audio_size[1] // self.patch_size)
 
     @property
+    def video_grid(self) -> tuple[int, int]:
+        """The video token grid: ``(H/p, W/p)`` patches, or ``(1, C)`` frames."""
+        if self.video_tokenization == "frames":
+            return (1, self.video_channels)
+        return (self.video_size[0] // self.patch_size, self.video_size[1] // self.patch_size)
+
+    @property
     def video_tokens(self) -> int:
-        return (self.video_size[0] // self.patch_size) * (self.video_size[1] // self.patch_size)
+        return self.video_grid[0] * self.video_grid[1]
 
     @property
     def context_tokens(self) -> int:
@@ -203,20 +226,29 @@ class AdaLNZeroBlock(nn.Module):
 
 
 class FinalLayer(nn.Module):
-    """adaLN-modulated LayerNorm + linear to ``p * p * C`` values per token, then unpatchify."""
+    """adaLN-modulated LayerNorm + linear to each token's values, then back to the latent.
 
-    def __init__(self, dim: int, patch_size: int, out_channels: int, grid: tuple[int, int]):
+    Patches: ``p * p * C`` values per token, unpatchified over the ``grid``. Frames
+    (``frame_size`` given): ``H * W`` values per token, token i being channel i.
+    """
+
+    def __init__(self, dim: int, patch_size: int, out_channels: int, grid: tuple[int, int],
+                 frame_size: tuple[int, int] | None = None):
         super().__init__()
         self.patch_size = patch_size
         self.grid = grid
+        self.frame_size = frame_size
         self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
-        self.linear = nn.Linear(dim, patch_size * patch_size * out_channels)
+        values = patch_size * patch_size * out_channels if frame_size is None else frame_size[0] * frame_size[1]
+        self.linear = nn.Linear(dim, values)
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """:param x: ``[B, N, D]`` with N = gh * gw. :param c: ``[B, D]``. :return: ``[B, C, gh*p, gw*p]``."""
+        """:param x: ``[B, N, D]``. :param c: ``[B, D]``. :return: ``[B, C, gh*p, gw*p]`` or ``[B, N, H, W]``."""
         shift, scale = self.modulation(c).chunk(2, dim=1)
-        x = self.linear(modulate(self.norm(x), shift, scale))  # [B, N, p*p*C]
+        x = self.linear(modulate(self.norm(x), shift, scale))  # [B, N, values]
+        if self.frame_size is not None:
+            return rearrange(x, "b c (h w) -> b c h w", h=self.frame_size[0], w=self.frame_size[1])
         return rearrange(x, "b (h w) (p q c) -> b c (h p) (w q)", h=self.grid[0], w=self.grid[1],
                          p=self.patch_size, q=self.patch_size)
 
@@ -231,7 +263,7 @@ class AVDiT(nn.Module):
         self.cfg = cfg
         d, p = cfg.width, cfg.patch_size
         self.audio_grid = (cfg.audio_size[0] // p, cfg.audio_size[1] // p)
-        self.video_grid = (cfg.video_size[0] // p, cfg.video_size[1] // p)
+        self.video_grid = cfg.video_grid
 
         self.time_embed = TimestepEmbedder(d, cfg.frequency_embedding_size)
         self.class_embed = ClassEmbedder(cfg.num_classes, d) if cfg.num_classes else None
@@ -242,15 +274,23 @@ class AVDiT(nn.Module):
 
         channels = {"audio": cfg.audio_channels, "video": cfg.video_channels}
         grids = {"audio": self.audio_grid, "video": self.video_grid}
-        self.patch_embed = nn.ModuleDict({m: PatchEmbed(channels[m], d, p) for m in MODALITIES})
+        frames = cfg.video_tokenization == "frames"
+
+        def embed(m: str, bias: bool = True) -> nn.Module:
+            if m == "video" and frames:
+                return FrameEmbed(*cfg.video_size, d, bias=bias)
+            return PatchEmbed(channels[m], d, p, bias=bias)
+
+        self.patch_embed = nn.ModuleDict({m: embed(m) for m in MODALITIES})
         # cross-modal condition (Sec. 3.3) and previous clip: bias-free, zero-initialised
-        self.cond_embed = nn.ModuleDict({m: PatchEmbed(channels[m], d, p, bias=False) for m in MODALITIES})
-        self.prev_embed = (nn.ModuleDict({m: PatchEmbed(channels[m], d, p, bias=False) for m in MODALITIES})
+        self.cond_embed = nn.ModuleDict({m: embed(m, bias=False) for m in MODALITIES})
+        self.prev_embed = (nn.ModuleDict({m: embed(m, bias=False) for m in MODALITIES})
                            if cfg.previous_clip else None)
         self._register_position_embeddings()
 
         self.blocks = nn.ModuleList(AdaLNZeroBlock(d, cfg.num_heads, cfg.mlp_ratio) for _ in range(cfg.depth))
-        self.final = nn.ModuleDict({m: FinalLayer(d, p, channels[m], grids[m]) for m in MODALITIES})
+        frame_sizes = {"audio": None, "video": cfg.video_size if frames else None}
+        self.final = nn.ModuleDict({m: FinalLayer(d, p, channels[m], grids[m], frame_sizes[m]) for m in MODALITIES})
         self.initialize_weights()
 
     def initialize_weights(self) -> None:

@@ -43,6 +43,22 @@ class PatchEmbed(nn.Module):
         return rearrange(self.proj(latent), "b d h w -> b (h w) d")
 
 
+class FrameEmbed(nn.Module):
+    """Latent ``[B, C, H, W]`` -> tokens ``[B, C, D]``: one token per channel, a linear map of its ``H x W`` map.
+
+    For a video latent whose channels are frames (the key-frame readout with one
+    channel per frame, :mod:`mmldm.autoencoder`), each token is one frame.
+    """
+
+    def __init__(self, height: int, width: int, dim: int, bias: bool = True):
+        super().__init__()
+        self.proj = nn.Linear(height * width, dim, bias=bias)
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        """:param latent: ``[B, C, H, W]``. :return: ``[B, C, D]``, token i = channel i."""
+        return self.proj(rearrange(latent, "b c h w -> b c (h w)"))
+
+
 class TimestepEmbedder(nn.Module):
     """Timestep ``[B]`` (float, DDPM scale 0..1000) -> ``[B, D]``: sinusoid(256) -> Linear -> SiLU -> Linear."""
 

@@ -51,6 +51,44 @@ def test_patch_size_two_shapes():
     assert model.cfg.sequence_length == 4 + 1 + 4 + 1 + 16
 
 
+def test_frame_tokens_make_one_token_per_video_channel():
+    model = _randomize(_tiny(video_channels=16, video_tokenization="frames", num_classes=3))
+    cfg = model.cfg
+    assert cfg.video_tokens == 16 and cfg.sequence_length == 1 + 4 + 1 + 16 + 1 + 16
+    x, t = _inputs(cfg)
+    out = model(x, t, video_cond=x["video"], prev_video=x["video"], class_labels=torch.tensor([0, 3]))
+    assert out["audio"].shape == (2, 8, 4, 4) and out["video"].shape == (2, 16, 8, 8)
+    # the embedding reads channel i into token i only, and the final layer writes token i to channel i only
+    embed = model.patch_embed["video"]
+    changed = x["video"].clone()
+    changed[:, 5] += 1.0
+    moved = (embed(changed) - embed(x["video"])).abs().amax(dim=(0, 2))  # [16]
+    assert moved[5] > 0 and torch.count_nonzero(moved) == 1
+    tokens = torch.randn(2, 16, cfg.width)
+    c = torch.randn(2, cfg.width)
+    nudged = tokens.clone()
+    nudged[:, 9] += 1.0
+    moved = (model.final["video"](nudged, c) - model.final["video"](tokens, c)).abs().amax(dim=(0, 2, 3))
+    assert moved[9] > 0 and torch.count_nonzero(moved) == 1
+    # the frame index is the position: a 1 x 16 sin-cos grid
+    torch.testing.assert_close(model.pos_embed_video, sincos_2d_position_embedding(cfg.width, 1, 16))
+
+
+def test_frame_tokens_start_at_zero_and_round_trip(tmp_path):
+    model = _tiny(video_tokenization="frames")
+    x, t = _inputs(model.cfg)
+    assert all(torch.count_nonzero(v) == 0 for v in model(x, t).values())
+    assert torch.count_nonzero(model.cond_embed["video"].proj.weight) == 0
+    _randomize(model).save_pretrained(tmp_path / "dit")
+    loaded = AVDiT.from_pretrained(tmp_path / "dit")
+    assert loaded.cfg.video_tokenization == "frames"
+    torch.testing.assert_close(loaded(x, t), model(x, t), rtol=0, atol=0)
+    with pytest.raises(ConfigError, match="video_tokenization 'pixels'"):
+        DiTConfig.preset("tiny", video_tokenization="pixels")
+    # frames do not need the video map to be a multiple of the patch size (the audio still does)
+    assert DiTConfig.preset("tiny", patch_size=2, video_size=(5, 5), video_tokenization="frames").video_tokens == 8
+
+
 def test_deepened_generator_computes_the_same_function_until_its_new_blocks_train():
     model = _randomize(_tiny(depth=2, num_classes=3))
     grown = deepened(model, 6)
