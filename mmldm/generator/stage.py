@@ -51,7 +51,7 @@ from .latents import GeneratorLatentDataset, class_frequencies
 if TYPE_CHECKING:  # for the annotation; the exports import it where they use it, as before
     from ..pipeline.folder import GenerationConfig
 
-#: generation settings beside an exported AVDiT (the model folder's name: mmldm.pipeline.folder.GENERATION_NAME)
+#: generation settings beside an exported AVDiT (in an exported generator folder and in a model folder's generator/)
 GENERATION_NAME = "generation.json"
 
 

@@ -39,6 +39,7 @@ from ..diffusion import (DiffusionConfig, EpsilonObjective, Objective, Rectified
                          make_objective)
 from ..errors import ConfigError, MMLDMError, WeightsError, check_positive_int
 from ..generator.dit import AVDiT
+from ..generator.stage import GENERATION_NAME
 from ..vae.kl_vae import KLVAE
 
 if TYPE_CHECKING:
@@ -49,7 +50,6 @@ FORMAT_VERSION = 1
 INDEX_NAME = "model_index.json"
 AUDIO_NAME = "audio.yaml"
 CONFIG_NAME = "config.yaml"
-GENERATION_NAME = "generation.json"
 COMPONENTS = {"vae": "vae", "autoencoder": "autoencoder", "generator": "generator"}
 HIFIGAN_CHECKPOINT = "vocoder/g_00000000"
 
