@@ -8,14 +8,15 @@ checkpoint)::
     DIR/data/train     Sounding Shapes, 3.2 s clips (two 1.6 s windows each: the second
                        window has a previous clip, which trains continuation)   mmldm data synth (API)
     DIR/data/test      held-out 1.6 s clips: real-data baseline, a2v / v2a inputs
+    DIR/data/generator the generator's training clips: more of them (the first ones are
+                       DIR/data/train's), since sync is learnt from many examples
     DIR/runs/vae       KL-VAE (configs/recipe/vae.yaml)                          mmldm train vae
     DIR/parts/vae      exported, scaling factor calibrated on training clips
     DIR/vae-latents    KL-VAE latents of every training window                   mmldm cache
     DIR/runs/autoencoder, DIR/parts/autoencoder   (configs/recipe/autoencoder.yaml)  mmldm train autoencoder
-    DIR/latents        perceptual latents of every training window              latent cache API
-    DIR/runs/generator AVDiT, rectified flow (configs/recipe/generator.yaml)      mmldm train generator
-    DIR/runs/generator-continued  the generator trained on from those weights with a fresh
-                       schedule and a larger audio-to-video share (CONTINUATION)  mmldm train generator
+    DIR/latents        perceptual latents of every window of DIR/data/generator  mmldm cache --autoencoder
+    DIR/runs/generator AVDiT with frame tokens, rectified flow (configs/recipe/generator.yaml)
+                                                                                 mmldm train generator
     DIR/model          the model folder (SoundingVideoPipeline.save_pretrained)  what `mmldm generate --model` reads
     DIR/eval           svg / a2v / v2a / long samples and DIR/eval/results.json  mmldm evaluate --metrics shapes
     DIR/recipe.json    scale, per-step wall times
@@ -41,26 +42,24 @@ from ..errors import ConfigError
 #: stage configs of the recipe (a source checkout: configs/ sits beside the package)
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "recipe"
 RECIPES = ("sounding-shapes",)
-STEPS = ("data", "vae", "vae_latents", "autoencoder", "latents", "generator", "generator_continued", "export",
-         "evaluate")
-#: settings of the generator's second phase (on top of configs/recipe/generator.yaml): a fresh cosine
-#: schedule at a lower peak rate, and more items that teach audio-to-video, the weakest task
-CONTINUATION = ("conditioning.audio_to_video=0.25", "train.optim.lr=3.0e-4")
+STEPS = ("data", "vae", "vae_latents", "autoencoder", "latents", "generator", "export", "evaluate")
 #: training steps whose length ``--STEP-steps`` overrides (RecipeScale fields ``STEP_steps``)
-TRAINED_STEPS = ("vae", "autoencoder", "generator", "generator_continued")
+TRAINED_STEPS = ("vae", "autoencoder", "generator")
 
 
 @dataclass(frozen=True)
 class RecipeScale:
     """How much data, training and evaluation one recipe run does."""
 
+    #: 3.2 s clips the KL-VAE and the autoencoder train on
     train_files: int
     test_files: int
+    #: 3.2 s clips whose perceptual latents train the generator (the same seed as the training
+    #: clips, so the first ``train_files`` are those; the rest are clips the autoencoder never saw)
+    generator_files: int
     vae_steps: int
     autoencoder_steps: int
     generator_steps: int
-    #: steps of the generator's second phase (``CONTINUATION``, from the first phase's weights)
-    generator_continued_steps: int
     #: clips generated per task for evaluation (svg; a2v and v2a use that many test inputs)
     eval_clips: int
     #: long videos of ``long_seconds`` generated for evaluation (16 of 6.4 s: 64 clips of 1.6 s)
@@ -86,11 +85,10 @@ class RecipeScale:
 
 
 SCALES: dict[str, RecipeScale] = {
-    "default": RecipeScale(train_files=300, test_files=64, vae_steps=1200, autoencoder_steps=2000,
-                           generator_steps=10000, generator_continued_steps=27000, eval_clips=64, long_clips=16),
-    "smoke": RecipeScale(train_files=12, test_files=4, vae_steps=3, autoencoder_steps=3, generator_steps=4,
-                         generator_continued_steps=2,
-                         eval_clips=2, long_clips=1, long_seconds=3.2, calibration_clips=4,
+    "default": RecipeScale(train_files=300, test_files=64, generator_files=2400, vae_steps=1200,
+                           autoencoder_steps=2000, generator_steps=30000, eval_clips=64, long_clips=16),
+    "smoke": RecipeScale(train_files=12, test_files=4, generator_files=16, vae_steps=3, autoencoder_steps=3,
+                         generator_steps=4, eval_clips=2, long_clips=1, long_seconds=3.2, calibration_clips=4,
                          generator_sampling_steps=2, candidates=2, batch_size=4),
 }
 
@@ -148,6 +146,7 @@ class SoundingShapesRecipe:
         self.progress = progress
         self.train_data = self.out / "data" / "train"
         self.test_data = self.out / "data" / "test"
+        self.generator_data = self.out / "data" / "generator"
         self.parts = self.out / "parts"
         self.vae_latents = self.out / "vae-latents"
         self.latents = self.out / "latents"
@@ -202,7 +201,8 @@ class SoundingShapesRecipe:
 
         wrote = False
         for folder, n, seed, frames in ((self.train_data, self.scale.train_files, 0, 32),
-                                        (self.test_data, self.scale.test_files, 1, 16)):
+                                        (self.test_data, self.scale.test_files, 1, 16),
+                                        (self.generator_data, self.scale.generator_files, 0, 32)):
             manifest = folder / "manifest.jsonl"
             if manifest.is_file() and len(read_manifest(folder)) == n:
                 continue
@@ -289,25 +289,16 @@ class SoundingShapesRecipe:
         return False
 
     def step_latents(self) -> bool:
-        """Perceptual latents of every training window: the autoencoder's posterior mode of the
-        cached KL-VAE latents (items keep their source and start time, for previous-clip pairs)."""
-        from ..autoencoder import HierarchicalAVAutoencoder
-        from ..autoencoder.stage import AutoencoderStageConfig
-        from ..config import load_config, to_dict
-        from ..data.latent_cache import LatentCacheDataset, write_latent_cache
-        from ..generator.latents import PerceptualEncoder
-        from ..vae.kl_vae import KLVAE
-
-        autoencoder_dir = self._need(self.parts / "autoencoder", "exported autoencoder")
+        """Perceptual latents (the autoencoder's posterior mode) of every 1.6 s window of the
+        generator's clips; items keep their source and start time, for previous-clip pairs."""
+        vae = self._need(self.parts / "vae", "exported VAE")
+        autoencoder = self._need(self.parts / "autoencoder", "exported autoencoder")
+        self._need(self.generator_data / "manifest.jsonl", "the generator's training data")
         if self._up_to_date(self.latents, self._checkpoint("autoencoder")):
             return False
-        cfg = load_config(AutoencoderStageConfig, CONFIG_DIR / "autoencoder.yaml",
-                          [f"data.root={self.train_data}"])
-        dataset = LatentCacheDataset(self._need(self.vae_latents, "KL-VAE latent cache"))
-        encoder = PerceptualEncoder(HierarchicalAVAutoencoder.from_pretrained(autoencoder_dir),
-                                    KLVAE.from_pretrained(self.parts / "vae"))
-        config = encoder.cache_config(to_dict(cfg.data), "all", cfg.data.timing.seconds)
-        write_latent_cache(dataset, encoder, self.latents, config, batch_size=8, progress=self.progress)
+        self._cli("cache", "--config", str(CONFIG_DIR / "vae.yaml"), "--set", f"data.root={self.generator_data}",
+                  "--vae", str(vae), "--autoencoder", str(autoencoder), "--out", str(self.latents),
+                  "--split", "all", "--num-workers", "0")
         self._stamp(self.latents, self._checkpoint("autoencoder"))
         return True
 
@@ -322,33 +313,13 @@ class SoundingShapesRecipe:
     def step_generator(self) -> bool:
         return self._train("generator", self.scale.generator_steps, self._generator_data())
 
-    def step_generator_continued(self) -> bool:
-        """Phase 2: a fresh run from phase 1's newest weights (``model.pretrained``) with ``CONTINUATION``.
-
-        The run folder is stamped with the phase-1 checkpoint it started from. When phase 1 has
-        trained further since, the phase-2 run is stale; it is hours of training, so the step
-        refuses (one line) instead of deleting it: move the run aside to start phase 2 again.
-        """
-        first = self._checkpoint("generator")
-        run_dir = self.out / "runs" / "generator-continued"
-        stamp = self._stamp_path(run_dir)
-        if _latest_checkpoint(run_dir) is None:
-            make_folder(run_dir.parent)
-            self._stamp(run_dir, first)
-        elif stamp.is_file() and stamp.read_text().strip() != str(first.resolve()):
-            raise ConfigError(f"recipe: {run_dir} started from {stamp.read_text().strip()}, but phase 1 is now at "
-                              f"{first.resolve()}; move {run_dir} aside to train phase 2 again from it")
-        return self._train("generator", self.scale.generator_continued_steps,
-                           [*self._generator_data(), f"model.pretrained={first}", *CONTINUATION],
-                           run="generator-continued")
-
     # ------------------------------------------------------------------ export
 
     def step_export(self) -> bool:
         from ..generator.stage import export_model
         from ..pipeline import SoundingVideoPipeline
 
-        checkpoint = self._checkpoint("generator-continued")
+        checkpoint = self._checkpoint("generator")
         if self._up_to_date(self.model, checkpoint):
             return False
         export_model(checkpoint, self.model, vae=self.parts / "vae", autoencoder=self.parts / "autoencoder",

@@ -93,14 +93,18 @@ def test_smoke_scale_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert main(["recipe", "sounding-shapes", "--out", str(out), "--scale", "smoke", "--threads", "1", "--quiet"]) == 0
     record = json.loads((out / "recipe.json").read_text())
     assert set(record["wall_seconds"]) == {"data", "vae", "vae_latents", "autoencoder", "latents", "generator",
-                                           "generator_continued", "export", "evaluate"}
+                                           "export", "evaluate"}
     assert [run["steps_done"] for run in record["invocations"]] == [list(record["wall_seconds"])]
     assert record["invocations"][0]["scale"]["generator_steps"] == SCALES["smoke"].generator_steps
-    continued = (out / "runs" / "generator-continued" / "config.yaml").read_text()
-    first = sorted((out / "runs" / "generator" / "checkpoints").glob("step_*"))[-1]
-    assert f"pretrained: {first.resolve()}" in continued or f"pretrained: {first}" in continued
-    assert "audio_to_video: 0.25" in continued
-    assert (out / "model.source").read_text().strip().startswith(str((out / "runs" / "generator-continued").resolve()))
+    # the generator trains on the latents of its own, larger clip set, the first clips being the training ones
+    smoke = SCALES["smoke"]
+    generator_clips = (out / "data" / "generator" / "manifest.jsonl").read_text().splitlines()
+    training_clips = (out / "data" / "train" / "manifest.jsonl").read_text().splitlines()
+    assert len(generator_clips) == smoke.generator_files and generator_clips[:smoke.train_files] == training_clips
+    assert json.loads((out / "latents" / "index.json").read_text())["num_items"] == 2 * smoke.generator_files
+    generator_config = (out / "runs" / "generator" / "config.yaml").read_text()
+    assert "video_tokenization: frames" in generator_config and f"cache: {out / 'latents'}" in generator_config
+    assert (out / "model.source").read_text().strip().startswith(str((out / "runs" / "generator").resolve()))
     results = json.loads((out / "eval" / "results.json").read_text())
     for task in ("svg", "a2v", "v2a"):
         assert results[task]["generated"]["clips"] == SCALES["smoke"].eval_clips
@@ -123,10 +127,9 @@ def test_smoke_scale_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
     capsys.readouterr()
     assert main(["recipe", "sounding-shapes", "--out", str(out), "--scale", "smoke", "--quiet",
-                 "--only", "data", "vae", "vae_latents", "autoencoder", "latents", "generator",
-                 "generator_continued", "export"]) == 0
+                 "--only", "data", "vae", "vae_latents", "autoencoder", "latents", "generator", "export"]) == 0
     log = capsys.readouterr().out
-    assert log.count("already there, skipped") == 8
+    assert log.count("already there, skipped") == 7
     assert json.loads((out / "recipe.json").read_text())["wall_seconds"] == record["wall_seconds"]
 
 
@@ -175,47 +178,6 @@ def test_recipe_out_that_is_a_file_is_a_one_line_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code != 0 and err.count("\n") == 1 and str(blocker) in err
     assert blocker.read_text() == "keep me"
-
-
-def _fake_checkpoint(run_dir: Path, step: int) -> Path:
-    """An empty but complete checkpoint folder (its manifest lists no files)."""
-    from mmldm.training.checkpoint import MANIFEST
-
-    folder = run_dir / "checkpoints" / f"step_{step:06d}"
-    folder.mkdir(parents=True)
-    (folder / MANIFEST).write_text(json.dumps({"files": {}}))
-    return folder
-
-
-def test_phase_two_is_stamped_with_its_start_and_refuses_when_phase_one_moved_on(tmp_path, monkeypatch):
-    import dataclasses
-
-    from mmldm.cli.recipe import SoundingShapesRecipe
-    from mmldm.errors import ConfigError
-
-    recipe = SoundingShapesRecipe(tmp_path, dataclasses.replace(SCALES["smoke"], generator_continued_steps=2),
-                                  progress=False)
-    calls: list[tuple[str, ...]] = []
-    monkeypatch.setattr(recipe, "_cli", lambda *argv: calls.append(argv))
-    monkeypatch.setattr(recipe, "_generator_data", lambda: [])
-    first = _fake_checkpoint(tmp_path / "runs" / "generator", 10)
-    assert recipe.step_generator_continued()
-    assert f"model.pretrained={first}" in calls[0]
-    stamp = tmp_path / "runs" / "generator-continued.source"
-    assert stamp.read_text().strip() == str(first.resolve())
-
-    _fake_checkpoint(tmp_path / "runs" / "generator-continued", 2)
-    assert not recipe.step_generator_continued()  # trained that far from the same start: skipped
-    assert len(calls) == 1
-
-    newer = _fake_checkpoint(tmp_path / "runs" / "generator", 20)
-    with pytest.raises(ConfigError) as info:
-        recipe.step_generator_continued()
-    message = str(info.value)
-    assert "\n" not in message and str(first.resolve()) in message and str(newer.resolve()) in message
-    assert "move" in message and (tmp_path / "runs" / "generator-continued").is_dir()  # nothing deleted
-    stamp.unlink()  # a run from before stamps: no way to tell, it goes on
-    assert not recipe.step_generator_continued()
 
 
 def test_recipe_without_its_configs_is_a_one_line_error(tmp_path, capsys, monkeypatch):
