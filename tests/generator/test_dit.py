@@ -87,6 +87,8 @@ def test_frame_tokens_start_at_zero_and_round_trip(tmp_path):
         DiTConfig.preset("tiny", video_tokenization="pixels")
     # frames do not need the video map to be a multiple of the patch size (the audio still does)
     assert DiTConfig.preset("tiny", patch_size=2, video_size=(5, 5), video_tokenization="frames").video_tokens == 8
+    with pytest.raises(ConfigError, match=r"video_size \(0, 8\) must be 2 positive sizes"):
+        DiTConfig.preset("tiny", video_size=(0, 8), video_tokenization="frames")
 
 
 def test_deepened_generator_computes_the_same_function_until_its_new_blocks_train():
