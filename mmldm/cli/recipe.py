@@ -229,18 +229,22 @@ class SoundingShapesRecipe:
     def _stamp_path(self, output: Path) -> Path:
         return output.parent / f"{output.name}.source"
 
-    def _up_to_date(self, output: Path, source: Path) -> bool:
-        """Whether ``output`` exists and was made from the checkpoint ``source``; a stale output is
-        removed (its upstream stage trained further) so the step makes it again."""
+    def _up_to_date(self, output: Path, *sources: Path) -> bool:
+        """Whether ``output`` exists and was made from ``sources`` (a checkpoint, a data folder);
+        a stale output is removed (its upstream stage trained further, or it was made from other
+        data) so the step makes it again."""
         stamp = self._stamp_path(output)
-        if output.exists() and stamp.is_file() and stamp.read_text().strip() == str(source.resolve()):
+        if output.exists() and stamp.is_file() and stamp.read_text() == self._stamp_text(sources):
             return True
         if output.exists():
             shutil.rmtree(output)
         return False
 
-    def _stamp(self, output: Path, source: Path) -> None:
-        atomic_write_text(self._stamp_path(output), f"{source.resolve()}\n")
+    def _stamp_text(self, sources: tuple[Path, ...]) -> str:
+        return "".join(f"{source.resolve()}\n" for source in sources)
+
+    def _stamp(self, output: Path, *sources: Path) -> None:
+        atomic_write_text(self._stamp_path(output), self._stamp_text(sources))
 
     def _need(self, path: Path, what: str) -> Path:
         if not path.exists():
@@ -294,12 +298,12 @@ class SoundingShapesRecipe:
         vae = self._need(self.parts / "vae", "exported VAE")
         autoencoder = self._need(self.parts / "autoencoder", "exported autoencoder")
         self._need(self.generator_data / "manifest.jsonl", "the generator's training data")
-        if self._up_to_date(self.latents, self._checkpoint("autoencoder")):
+        if self._up_to_date(self.latents, self._checkpoint("autoencoder"), self.generator_data):
             return False
         self._cli("cache", "--config", str(CONFIG_DIR / "vae.yaml"), "--set", f"data.root={self.generator_data}",
                   "--vae", str(vae), "--autoencoder", str(autoencoder), "--out", str(self.latents),
                   "--split", "all", "--num-workers", "0")
-        self._stamp(self.latents, self._checkpoint("autoencoder"))
+        self._stamp(self.latents, self._checkpoint("autoencoder"), self.generator_data)
         return True
 
     def _generator_data(self) -> list[str]:

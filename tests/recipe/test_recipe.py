@@ -180,6 +180,37 @@ def test_recipe_out_that_is_a_file_is_a_one_line_error(tmp_path, capsys):
     assert blocker.read_text() == "keep me"
 
 
+def test_latents_are_remade_when_made_from_other_data_or_an_older_autoencoder(tmp_path, monkeypatch):
+    import dataclasses
+
+    from mmldm.cli.recipe import SoundingShapesRecipe
+    from mmldm.training.checkpoint import MANIFEST
+
+    recipe = SoundingShapesRecipe(tmp_path, dataclasses.replace(SCALES["smoke"]), progress=False)
+    calls: list[tuple[str, ...]] = []
+
+    def cache(*argv: str) -> None:  # stands in for `mmldm cache`: writes the output folder
+        calls.append(argv)
+        (tmp_path / "latents").mkdir()
+
+    monkeypatch.setattr(recipe, "_cli", cache)
+    for part in ("vae", "autoencoder"):
+        (tmp_path / "parts" / part).mkdir(parents=True)
+    (tmp_path / "data" / "generator").mkdir(parents=True)
+    (tmp_path / "data" / "generator" / "manifest.jsonl").write_text("")
+    checkpoint = tmp_path / "runs" / "autoencoder" / "checkpoints" / "step_000003"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / MANIFEST).write_text(json.dumps({"files": {}}))
+
+    assert recipe.step_latents()
+    assert f"data.root={tmp_path / 'data' / 'generator'}" in calls[0] and "--autoencoder" in calls[0]
+    assert not recipe.step_latents()  # same checkpoint, same data: kept
+    # a cache stamped with the checkpoint alone (made from the autoencoder's own clips, as the
+    # recipe did before the generator had a clip set of its own) is made again
+    (tmp_path / "latents.source").write_text(f"{checkpoint.resolve()}\n")
+    assert recipe.step_latents() and len(calls) == 2
+
+
 def test_recipe_without_its_configs_is_a_one_line_error(tmp_path, capsys, monkeypatch):
     import mmldm.cli.recipe as recipe
 
