@@ -108,13 +108,12 @@ class DiTConfig:
         if self.video_tokenization not in VIDEO_TOKENIZATIONS:
             problems.append(f"video_tokenization '{self.video_tokenization}' is not one of "
                             f"{', '.join(VIDEO_TOKENIZATIONS)}")
-        patched = ("audio_size", "video_size") if self.video_tokenization == "patches" else ("audio_size",)
-        for name in patched:
+        for name in ("audio_size", "video_size"):
             size = getattr(self, name)
-            if len(size) != 2 or any(s % self.patch_size for s in size) or min(size) < 1:
-                problems.append(f"{name} {size} must be 2 positive multiples of patch_size {self.patch_size}")
-        if self.video_tokenization == "frames" and (len(self.video_size) != 2 or min(self.video_size) < 1):
-            problems.append(f"video_size {self.video_size} must be 2 positive sizes")
+            patched = name == "audio_size" or self.video_tokenization == "patches"  # frames take whole maps
+            if len(size) != 2 or min(size) < 1 or (patched and any(s % self.patch_size for s in size)):
+                wanted = f"multiples of patch_size {self.patch_size}" if patched else "sizes"
+                problems.append(f"{name} {size} must be 2 positive {wanted}")
         if self.n_ctx < 0 or self.num_classes < 0 or self.context_dim < 0:
             problems.append("n_ctx, num_classes and context_dim must be >= 0")
         if self.context_dim and not self.n_ctx:
