@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from .. import rng
+
 
 def group_norm(channels: int) -> nn.GroupNorm:
     """GroupNorm with up to 32 groups that divide ``channels``."""
@@ -130,8 +132,7 @@ class DiagonalGaussian:
 
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
         """Reparameterised sample ``mean + std * eps``."""
-        where = generator.device if generator is not None else self.mean.device
-        eps = torch.randn(self.mean.shape, generator=generator, device=where).to(self.mean)
+        eps = rng.randn(self.mean.shape, generator, self.mean.device).to(self.mean.dtype)
         return self.mean + torch.exp(0.5 * self.logvar) * eps
 
     def mode(self) -> torch.Tensor:

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..diffusion.objectives import DiffusionConfig
 from ..errors import ConfigError
 
 
@@ -186,6 +187,10 @@ class SamplingConfig:
     chunk_size: int = 16
 
 
+#: fields of the first layout that are now ``AutoencoderConfig.diffusion``'s
+_FLAT_DIFFUSION_KEYS = ("objective", "num_train_timesteps", "beta_start", "beta_end", "logit_mean", "logit_std")
+
+
 @dataclass
 class AutoencoderConfig:
     #: channels and side of the KL-VAE latent of one frame / audio image
@@ -196,12 +201,7 @@ class AutoencoderConfig:
     #: the signal decoder's objective: "epsilon" (the paper's DDPM: 1000 steps, scaled linear
     #: 0.00085..0.012, DDIM decoding) or "flow" (rectified flow, logit-normal timesteps, Euler
     #: decoding; it learns to follow its latent condition in far fewer steps, see docs/default-model.md)
-    objective: str = "epsilon"
-    num_train_timesteps: int = 1000
-    beta_start: float = 0.00085
-    beta_end: float = 0.012
-    logit_mean: float = 0.0
-    logit_std: float = 1.0
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     video_encoder: VideoEncoderConfig = field(default_factory=VideoEncoderConfig)
     audio_encoder: AudioEncoderConfig = field(default_factory=AudioEncoderConfig)
     semantic: SemanticConfig = field(default_factory=SemanticConfig)
@@ -213,6 +213,15 @@ class AutoencoderConfig:
 
     def __post_init__(self):
         self.validate()
+
+    @staticmethod
+    def upgrade_keys(data: dict[str, Any]) -> dict[str, Any]:
+        """A config of the first layout, whose decoder objective fields sat at the top level
+        (``objective: flow``, ``num_train_timesteps``...), in this one (``diffusion:``)."""
+        flat = {key: data[key] for key in _FLAT_DIFFUSION_KEYS if key in data}
+        if not flat or "diffusion" in data:
+            return data
+        return {**{key: value for key, value in data.items() if key not in flat}, "diffusion": flat}
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` for sizes that cannot fit together."""
@@ -250,9 +259,10 @@ class AutoencoderConfig:
                                   f"{side} by a power of two")
         if self.semantic.num_classes < 0:
             raise ConfigError("autoencoder semantic.num_classes must be >= 0")
-        if self.objective not in ("epsilon", "flow"):
-            raise ConfigError(f"autoencoder objective must be 'epsilon' or 'flow', got {self.objective!r}")
-        if self.objective == "flow" and self.sampling.eta != 0.0:
+        if self.diffusion.objective not in ("epsilon", "flow"):
+            raise ConfigError(f"autoencoder diffusion.objective must be 'epsilon' or 'flow', "
+                              f"got {self.diffusion.objective!r}")
+        if self.diffusion.objective == "flow" and self.sampling.eta != 0.0:
             raise ConfigError("autoencoder sampling.eta applies to the epsilon objective (DDIM) only")
         if self.sampling.steps < 1 or self.sampling.chunk_size < 1:
             raise ConfigError("autoencoder sampling.steps and sampling.chunk_size must be >= 1")

@@ -15,7 +15,6 @@ where pixels are needed (the adversarial loss and :meth:`reconstruct`).
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,12 +24,12 @@ import torch
 import torch.nn.functional as F
 from accelerate.utils import extract_model_from_parallel
 from einops import rearrange, repeat
-from safetensors.torch import load_model, save_model
 from torch import nn
 from torch.func import functional_call
 
-from ..config import atomic_write_text, from_dict, make_folder, to_dict
-from ..diffusion.objectives import DiffusionConfig, default_sampler, make_objective
+from .. import rng
+from ..config import from_dict, to_dict
+from ..diffusion.objectives import default_sampler, make_objective
 from ..diffusion.samplers import sample
 from ..errors import ConfigError, DataError, MMLDMError, WeightsError, check_positive_int
 from .audio_encoder import AudioEncoder
@@ -40,17 +39,9 @@ from .discriminator import AVDiscriminator, hinge_discriminator_loss, hinge_gene
 from .semantic import ClassificationHead, ContrastiveHead, Projector
 from .signal_decoder import DecoderCondition, SignalDecoder, unet_architecture
 from .video_encoder import VideoEncoder
+from ..weights import CONFIG_NAME, load_state_checked, read_pretrained_folder, save_pretrained_folder
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-
-
-def _rand(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device,
-          normal: bool = True) -> torch.Tensor:
-    """Random numbers drawn on the generator's device (so a CPU generator drives GPU runs)."""
-    where = generator.device if generator is not None else device
-    draw = torch.randn if normal else torch.rand
-    return draw(shape, generator=generator, device=where).to(device)
+AUTOENCODER_WHAT = "multi-modal autoencoder"
 
 
 @dataclass
@@ -77,9 +68,7 @@ class HierarchicalAVAutoencoder(nn.Module):
                            if cfg.semantic.num_classes > 0 else None)
         self.contrastive = ContrastiveHead(cfg.semantic)
         self.decoder = SignalDecoder(cfg)
-        self.objective = make_objective(DiffusionConfig(
-            objective=cfg.objective, num_train_timesteps=cfg.num_train_timesteps, beta_start=cfg.beta_start,
-            beta_end=cfg.beta_end, logit_mean=cfg.logit_mean, logit_std=cfg.logit_std))
+        self.objective = make_objective(cfg.diffusion)
 
     def build_discriminator(self) -> AVDiscriminator:
         """A fresh discriminator of this model's config (trained beside it, not saved with it)."""
@@ -154,8 +143,8 @@ class HierarchicalAVAutoencoder(nn.Module):
         """Classifier-free guidance dropout: ``[B]`` bool masks (video, audio), each True with
         probability ``decoder.condition_dropout``, independently per clip and modality."""
         p = self.cfg.decoder.condition_dropout
-        return (_rand((batch,), generator, device, normal=False) < p,
-                _rand((batch,), generator, device, normal=False) < p)
+        return (rng.rand((batch,), generator, device) < p,
+                rng.rand((batch,), generator, device) < p)
 
     def training_losses(self, video_latents: torch.Tensor, audio_latent: torch.Tensor,
                         labels: torch.Tensor | None = None, *, vae: nn.Module | None = None,
@@ -184,7 +173,7 @@ class HierarchicalAVAutoencoder(nn.Module):
 
         # 2 random distinct target frames per clip, in time order (paper: frame index i/T given)
         k = cfg.decoder.target_frames
-        frame_index = _rand((b, cfg.num_frames), generator, device, normal=False).argsort(dim=1)[:, :k]
+        frame_index = rng.rand((b, cfg.num_frames), generator, device).argsort(dim=1)[:, :k]
         frame_index = frame_index.sort(dim=1).values  # [B, K]
         targets = video_latents[torch.arange(b, device=device)[:, None], frame_index]  # [B, K, C, s, s]
         video_drop, audio_drop = self.condition_drop(b, device, generator)
@@ -195,9 +184,9 @@ class HierarchicalAVAutoencoder(nn.Module):
         # target; velocity target with the flow objective)
         x0 = torch.cat([rearrange(targets, "b k c h w -> (b k) c h w"), audio_latent])  # [B*K + B, C, s, s]
         n_video = b * k
-        t = self.objective.sample_timesteps(x0.shape[0], generator, generator.device if generator else device)
+        t = self.objective.sample_timesteps(x0.shape[0], generator, device)
         t = t.to(device)
-        noise = _rand(tuple(x0.shape), generator, device).to(x0.dtype)
+        noise = rng.randn(tuple(x0.shape), generator, device).to(x0.dtype)
         x_t = self.objective.add_noise(x0, noise, t)
         prediction = self.decoder(x_t, self.objective.model_timestep(t), DecoderCondition.cat(conditions))
         mse = self.objective.loss(prediction, x0, noise, t)  # [B*K + B]
@@ -313,8 +302,8 @@ class HierarchicalAVAutoencoder(nn.Module):
                         "audio": self.decoder.context("audio", semantic.video[:1], class_ids[:1], drop)}
         c, side = cfg.vae_latent_channels, cfg.vae_latent_size
         # all starting noise drawn up front, so the result does not depend on the chunk size
-        noise_video = _rand((b * len(frames), c, side, side), generator, device)
-        noise_audio = _rand((b, c, side, side), generator, device)
+        noise_video = rng.randn((b * len(frames), c, side, side), generator, device)
+        noise_audio = rng.randn((b, c, side, side), generator, device)
         out = {}
         for modality, noise in (("video", noise_video), ("audio", noise_audio)):
             parts = []
@@ -375,34 +364,15 @@ class HierarchicalAVAutoencoder(nn.Module):
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write ``config.json`` + ``model.safetensors`` to ``directory`` (created if needed)."""
-        directory = make_folder(directory)
-        atomic_write_text(directory / CONFIG_NAME, json.dumps(to_dict(self.resolved_config()), indent=2))
-        save_model(self, str(directory / WEIGHTS_NAME))
-        return directory
+        return save_pretrained_folder(directory, to_dict(self.resolved_config()), self)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: torch.device | str = "cpu") -> HierarchicalAVAutoencoder:
         """Rebuild a model saved by :meth:`save_pretrained`."""
-        directory = Path(directory)
-        what = "multi-modal autoencoder"
-        config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
-        for path in (config_path, weights_path):
-            if not path.is_file():
-                raise WeightsError(path, what, "missing; a saved autoencoder folder holds config.json and "
-                                               "model.safetensors")
+        config, state, weights = read_pretrained_folder(directory, AUTOENCODER_WHAT, device=device)
         try:
-            data = json.loads(config_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise WeightsError(config_path, what, f"config is not valid JSON ({exc.msg})") from None
-        try:
-            model = cls(from_dict(AutoencoderConfig, data))
+            model = cls(from_dict(AutoencoderConfig, config))
         except MMLDMError as exc:
-            raise WeightsError(config_path, what, str(exc)) from None
-        try:
-            missing, unexpected = load_model(model, str(weights_path), strict=False, device=str(device))
-        except Exception as exc:  # safetensors raises its own error types for corrupt files
-            raise WeightsError(weights_path, what, " ".join(str(exc).split())[:300]) from None
-        if missing or unexpected:
-            raise WeightsError(weights_path, what, f"weights do not fit the config (missing {sorted(missing)[:3]}, "
-                                                   f"unexpected {sorted(unexpected)[:3]})")
+            raise WeightsError(Path(directory) / CONFIG_NAME, AUTOENCODER_WHAT, str(exc)) from None
+        load_state_checked(model, state, weights, AUTOENCODER_WHAT)
         return model.to(device)

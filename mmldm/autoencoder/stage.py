@@ -27,13 +27,16 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from .. import rng
 from ..config import load_config
 from ..errors import ConfigError, DataError, WeightsError
 from ..data.config import ClipDataConfig
+from ..training.checkpoint import is_training_checkpoint, load_trained_weights
 from ..training.config import TrainConfig
 from ..vae.kl_vae import KLVAE
 from .config import AutoencoderConfig
-from .model import CONFIG_NAME, HierarchicalAVAutoencoder
+from ..weights import CONFIG_NAME
+from .model import HierarchicalAVAutoencoder
 from .signal_decoder import unet_architecture
 
 
@@ -147,9 +150,8 @@ class AutoencoderStage:
             video_latents, audio_latent = batch["video_latent"], batch["audio_latent"]
         else:
             frames, audio_image = batch["frames"], batch["audio_image"]  # [B,T,3,H,W], [B,3,H,W]
-            device = generator.device if generator is not None else frames.device
-            flip = torch.rand(frames.shape[0], generator=generator, device=device) < self.cfg.data.hflip
-            frames = torch.where(flip.to(frames.device)[:, None, None, None, None], frames.flip(-1), frames)
+            flip = rng.rand((frames.shape[0],), generator, frames.device) < self.cfg.data.hflip
+            frames = torch.where(flip[:, None, None, None, None], frames.flip(-1), frames)
             with torch.no_grad():
                 latents = vae.encode_clips({"frames": frames, "audio_image": audio_image})
             video_latents, audio_latent = latents["video_latent"], latents["audio_latent"]
@@ -199,21 +201,12 @@ def load_autoencoder(path: str | Path, use_ema: bool = True,
     :meth:`HierarchicalAVAutoencoder.save_pretrained` (the VAE is then None: give it separately).
     """
     path = Path(path)
-    if path.is_dir() and (path / "model_model.safetensors").is_file():
-        from safetensors.torch import load_file
-
+    if is_training_checkpoint(path):
         cfg = _checkpoint_config(path)
         model_cfg = dataclasses.replace(cfg.model, decoder=dataclasses.replace(cfg.model.decoder,
                                                                               pretrained_unet=None))
-        weights = path / "ema_model.safetensors"
-        if not (use_ema and weights.is_file()):
-            weights = path / "model_model.safetensors"
-        try:
-            model = HierarchicalAVAutoencoder(model_cfg)
-            model.load_state_dict(load_file(str(weights)), strict=True)
-        except RuntimeError as exc:
-            raise WeightsError(weights, "autoencoder training checkpoint",
-                               f"weights do not fit its config ({str(exc).splitlines()[0]})") from None
+        model = HierarchicalAVAutoencoder(model_cfg)
+        load_trained_weights(model, path, "autoencoder training checkpoint", use_ema=use_ema)
         return model.to(device).eval(), cfg.vae
     if path.is_dir() and (path / CONFIG_NAME).is_file():
         return HierarchicalAVAutoencoder.from_pretrained(path, device=device).eval(), None

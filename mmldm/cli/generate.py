@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..generator.tasks import TASKS
-from ..pipeline.folder import CRITICS
+from ..generator.generation import CRITICS
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -28,7 +28,6 @@ from typing import Any
 
 import torch
 
-from ..errors import ConfigError, check_positive_int
 from .objectives import Objective
 from .tree import Latents, broadcast_to, tree_map
 
@@ -43,7 +42,7 @@ def apply_guidance(cond_out: Latents, uncond_out: Latents, scale: GuidanceScale)
     """
     if isinstance(cond_out, torch.Tensor):
         if isinstance(scale, Mapping):
-            raise ConfigError("per-modality guidance scales need a dict latent; got a single tensor")
+            raise ValueError("per-modality guidance scales need a dict latent; got a single tensor")
         return uncond_out + float(scale) * (cond_out - uncond_out)
     scales = _scales_per_entry(scale, cond_out.keys())
     return {k: uncond_out[k] + scales[k] * (cond_out[k] - uncond_out[k]) for k in cond_out}
@@ -55,7 +54,7 @@ def _scales_per_entry(scale: GuidanceScale, keys) -> dict[str, float]:
         return {k: float(scale) for k in keys}
     missing, unknown = set(keys) - set(scale), set(scale) - set(keys)
     if missing or unknown:
-        raise ConfigError(f"guidance scales must name exactly the entries {sorted(keys)}, "
+        raise ValueError(f"guidance scales must name exactly the entries {sorted(keys)}, "
                           f"got {sorted(scale)}")
     return {k: float(scale[k]) for k in keys}
 
@@ -64,20 +63,20 @@ def _concat_batch(cond: Any, uncond: Any, name: str) -> Any:
     """Concatenate one condition value along the batch: tensors, dicts of tensors, or equal constants."""
     if isinstance(cond, torch.Tensor) and isinstance(uncond, torch.Tensor):
         if cond.shape[1:] != uncond.shape[1:] or cond.shape[0] != uncond.shape[0]:
-            raise ConfigError(f"condition '{name}': conditional shape {tuple(cond.shape)} != "
+            raise ValueError(f"condition '{name}': conditional shape {tuple(cond.shape)} != "
                               f"unconditional shape {tuple(uncond.shape)}")
         return torch.cat([cond, uncond], dim=0)
     if isinstance(cond, dict) and isinstance(uncond, dict):
         if set(cond) != set(uncond):
-            raise ConfigError(f"condition '{name}': keys differ between cond {sorted(cond)} "
+            raise ValueError(f"condition '{name}': keys differ between cond {sorted(cond)} "
                               f"and uncond {sorted(uncond)}")
         return {k: _concat_batch(cond[k], uncond[k], f"{name}.{k}") for k in cond}
     if cond is None and uncond is None:
         return None
     if isinstance(cond, torch.Tensor) or isinstance(uncond, torch.Tensor):
-        raise ConfigError(f"condition '{name}' is a tensor on one side only (give both, or neither)")
+        raise ValueError(f"condition '{name}' is a tensor on one side only (give both, or neither)")
     if cond != uncond:
-        raise ConfigError(f"condition '{name}': non-tensor values must agree, got {cond!r} and {uncond!r}")
+        raise ValueError(f"condition '{name}': non-tensor values must agree, got {cond!r} and {uncond!r}")
     return cond
 
 
@@ -95,7 +94,7 @@ def guided_denoiser(model: Callable[..., Latents], cond: Mapping[str, Any],
     """
     unknown = set(uncond) - set(cond)
     if unknown:
-        raise ConfigError(f"unconditional conditions {sorted(unknown)} have no conditional counterpart")
+        raise ValueError(f"unconditional conditions {sorted(unknown)} have no conditional counterpart")
     uncond_full = {**cond, **uncond}
     scale_values = list(scale.values()) if isinstance(scale, Mapping) else [scale]
 
@@ -140,15 +139,16 @@ def critic_guided_denoiser(denoise: Callable[[Latents, torch.Tensor], Latents], 
     :param iterations: critic steps per sampler step.
     """
     if not math.isfinite(step) or step < 0:
-        raise ConfigError(f"critic guidance step must be a finite number >= 0, got {step}")
-    check_positive_int(iterations, "critic guidance iterations")
+        raise ValueError(f"critic guidance step must be a finite number >= 0, got {step}")
+    if iterations < 1:
+        raise ValueError(f"critic guidance needs {iterations=} >= 1")
     if step == 0:
         return denoise
 
     def guided(x_t: Latents, t_model: torch.Tensor) -> Latents:
         out = denoise(x_t, t_model)
         if not isinstance(out, Mapping) or entry not in out:
-            raise ConfigError(f"critic guidance steers entry '{entry}' of a dict latent; the denoiser "
+            raise ValueError(f"critic guidance steers entry '{entry}' of a dict latent; the denoiser "
                               f"returned {sorted(out) if isinstance(out, Mapping) else type(out).__name__}")
         t = objective.time_of_model_timestep(t_model)
         x0 = objective.predict_x0(out[entry], x_t[entry], t).detach()  # [B, ...]
@@ -157,7 +157,7 @@ def critic_guided_denoiser(denoise: Callable[[Latents, torch.Tensor], Latents], 
                 variable = x0.float().requires_grad_()
                 losses = critic(variable)
                 if losses.shape != (x0.shape[0],):
-                    raise ConfigError(f"critic returned shape {tuple(losses.shape)}, expected one loss per "
+                    raise ValueError(f"critic returned shape {tuple(losses.shape)}, expected one loss per "
                                       f"sample [{x0.shape[0]}]")
                 (grad,) = torch.autograd.grad(losses.sum(), variable)
             rms = grad.flatten(1).pow(2).mean(1).sqrt().clamp_min(1e-12)  # [B]

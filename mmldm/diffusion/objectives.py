@@ -71,8 +71,22 @@ class Objective(ABC):
     name: ClassVar[str]
     #: what the network predicts: "epsilon" or "velocity"
     prediction: ClassVar[str]
-    #: the samplers that integrate this objective's model output; the first is the default
-    samplers: ClassVar[tuple[str, ...]]
+    @property
+    def samplers(self) -> tuple[str, ...]:
+        """The samplers that integrate this objective's model output (default first), from the registry
+        :data:`mmldm.diffusion.samplers.SAMPLERS`."""
+        from .samplers import samplers_for
+
+        return samplers_for(self.prediction)
+
+    @abstractmethod
+    def config(self) -> DiffusionConfig:
+        """The :class:`DiffusionConfig` that rebuilds this objective (:func:`make_objective`)."""
+
+    @abstractmethod
+    def time_at(self, fraction: float, batch: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        """The objective's time ``t`` ``[B]`` a ``fraction`` in [0, 1] of the way along the forward
+        process (1: its last step, pure noise for flow; epsilon keeps ``sqrt(abar_T)`` of the signal)."""
 
     def __init__(self, num_train_timesteps: int = 1000):
         if num_train_timesteps < 1:
@@ -122,7 +136,7 @@ class Objective(ABC):
 
         def mse(out: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
             if out.shape != tgt.shape:
-                raise ConfigError(f"model output shape {tuple(out.shape)} != target shape {tuple(tgt.shape)}")
+                raise ValueError(f"model output {out.shape=} != target {tgt.shape=}")
             return (out.float() - tgt.float()).pow(2).flatten(1).mean(dim=1)
 
         terms = tree_map(mse, model_output, target)
@@ -143,12 +157,12 @@ class Objective(ABC):
             return torch.stack(list(terms.values())).sum(dim=0) * weights.float()
         unknown = set(weights) - set(terms)
         if unknown:
-            raise ConfigError(f"loss weights name unknown entries {sorted(unknown)} (entries: {sorted(terms)})")
+            raise ValueError(f"loss weights name unknown entries {sorted(unknown)} (entries: {sorted(terms)})")
         return torch.stack([terms[k] * weights.get(k, 1.0) for k in terms]).sum(dim=0)
 
     def _check_t(self, t: torch.Tensor, batch: int) -> None:
         if t.ndim != 1 or t.shape[0] != batch:
-            raise ConfigError(f"timesteps must have shape [B]=[{batch}], got {tuple(t.shape)}")
+            raise ValueError(f"timesteps must have shape [B]=[{batch}], got {t.shape=}")
 
 
 class EpsilonObjective(Objective):
@@ -156,7 +170,6 @@ class EpsilonObjective(Objective):
 
     name = "epsilon"
     prediction = "epsilon"
-    samplers = ("ddim", "dpmpp")
 
     def __init__(self, num_train_timesteps: int = 1000, beta_start: float = 0.00085,
                  beta_end: float = 0.012):
@@ -174,7 +187,7 @@ class EpsilonObjective(Objective):
 
     def _coefficients(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if t.dtype.is_floating_point:
-            raise ConfigError(f"the epsilon objective takes integer timesteps, got {t.dtype}")
+            raise ValueError(f"the epsilon objective takes integer timesteps, got {t.dtype=}")
         index = t.long()
         return self._sqrt_abar.to(t.device)[index], self._sqrt_one_minus_abar.to(t.device)[index]
 
@@ -195,13 +208,19 @@ class EpsilonObjective(Objective):
     def time_of_model_timestep(self, t_model: torch.Tensor) -> torch.Tensor:
         return t_model.round().long()
 
+    def config(self) -> DiffusionConfig:
+        return DiffusionConfig(objective="epsilon", num_train_timesteps=self.num_train_timesteps,
+                               beta_start=self.beta_start, beta_end=self.beta_end)
+
+    def time_at(self, fraction: float, batch: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        return torch.full((batch,), round(fraction * (self.num_train_timesteps - 1)), dtype=torch.long, device=device)
+
 
 class RectifiedFlowObjective(Objective):
     """Rectified flow: straight path from data (t=0) to noise (t=1), velocity target."""
 
     name = "flow"
     prediction = "velocity"
-    samplers = ("euler", "heun")
 
     def __init__(self, num_train_timesteps: int = 1000, logit_mean: float = 0.0, logit_std: float = 1.0):
         super().__init__(num_train_timesteps)
@@ -216,7 +235,7 @@ class RectifiedFlowObjective(Objective):
 
     def _coefficients(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if not t.dtype.is_floating_point:
-            raise ConfigError(f"the flow objective takes float timesteps in [0, 1], got {t.dtype}")
+            raise ValueError(f"the flow objective takes float timesteps in [0, 1], got {t.dtype=}")
         t = t.float()
         return 1.0 - t, t
 
@@ -231,11 +250,18 @@ class RectifiedFlowObjective(Objective):
 
     def output_from_x0(self, x0: Latents, x_t: Latents, t: torch.Tensor) -> Latents:
         if bool((t <= 0).any()):
-            raise ConfigError("the flow objective's velocity is undefined at t = 0")
+            raise ValueError("the flow objective's velocity is undefined at t = 0")
         return tree_map(lambda z, x: (x - z) / broadcast_to(t.float(), x), x0, x_t)
 
     def time_of_model_timestep(self, t_model: torch.Tensor) -> torch.Tensor:
         return t_model.float() / self.num_train_timesteps
+
+    def config(self) -> DiffusionConfig:
+        return DiffusionConfig(objective="flow", num_train_timesteps=self.num_train_timesteps,
+                               logit_mean=self.logit_mean, logit_std=self.logit_std)
+
+    def time_at(self, fraction: float, batch: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        return torch.full((batch,), float(fraction), device=device)
 
 
 def make_objective(spec: ObjectiveName | DiffusionConfig = "epsilon", **overrides) -> Objective:

@@ -37,23 +37,78 @@ it is what the network saw in training for an item given its clean audio.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError
-from .objectives import Objective
 from .tree import Latents, Packer, batch_size, tree_map
 
-SamplerName = Literal["ddim", "dpmpp", "euler", "heun"]
-SAMPLERS: tuple[str, ...] = ("ddim", "dpmpp", "euler", "heun")
+if TYPE_CHECKING:
+    from .objectives import Objective
 
 #: ``denoise(x_t, t_model) -> model output`` (same structure as x_t)
 Denoiser = Callable[[Latents, torch.Tensor], Latents]
 
 
-def make_scheduler(objective: Objective, sampler: SamplerName, shift: float = 1.0):
+@dataclass(frozen=True)
+class Sampler:
+    """One sampler: the model output it integrates and the diffusers scheduler that implements it."""
+
+    #: "epsilon" or "velocity": the objectives whose networks it integrates
+    prediction: str
+    #: ``(objective, shift) -> a fresh diffusers scheduler``
+    scheduler: Callable[[Objective, float], Any]
+    help: str
+
+
+def _ddim(objective: Objective, shift: float):
+    from diffusers import DDIMScheduler  # diffusers takes seconds to import: only sampling pays for it
+
+    return DDIMScheduler(num_train_timesteps=objective.num_train_timesteps, trained_betas=objective.betas.numpy(),
+                         clip_sample=False, set_alpha_to_one=True, steps_offset=1, timestep_spacing="leading",
+                         prediction_type="epsilon")
+
+
+def _dpmpp(objective: Objective, shift: float):
+    from diffusers import DPMSolverMultistepScheduler
+
+    return DPMSolverMultistepScheduler(num_train_timesteps=objective.num_train_timesteps,
+                                       trained_betas=objective.betas.numpy(), algorithm_type="dpmsolver++",
+                                       solver_order=2, prediction_type="epsilon", final_sigmas_type="zero",
+                                       lower_order_final=True)
+
+
+def _euler(objective: Objective, shift: float):
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    return FlowMatchEulerDiscreteScheduler(num_train_timesteps=objective.num_train_timesteps, shift=shift)
+
+
+def _heun(objective: Objective, shift: float):
+    from diffusers import FlowMatchHeunDiscreteScheduler
+
+    return FlowMatchHeunDiscreteScheduler(num_train_timesteps=objective.num_train_timesteps, shift=shift)
+
+
+#: every sampler, by name: the one registry that objectives, configs and the CLI derive their lists from.
+#: For an objective, the first of its samplers here is its default.
+SAMPLERS: dict[str, Sampler] = {
+    "ddim": Sampler("epsilon", _ddim, "DDIM (the paper's), epsilon objective"),
+    "dpmpp": Sampler("epsilon", _dpmpp, "DPM-Solver++(2M), epsilon objective"),
+    "euler": Sampler("velocity", _euler, "Euler ODE steps, flow objective"),
+    "heun": Sampler("velocity", _heun, "Heun ODE steps, flow objective"),
+}
+
+
+def samplers_for(prediction: str) -> tuple[str, ...]:
+    """The names of the samplers that integrate a network predicting ``prediction``, default first."""
+    return tuple(name for name, spec in SAMPLERS.items() if spec.prediction == prediction)
+
+
+def make_scheduler(objective: Objective, sampler: str, shift: float = 1.0):
     """The diffusers scheduler implementing ``sampler`` for ``objective`` (fresh state).
 
     ``shift`` (flow samplers only) warps the time grid towards the noise end,
@@ -61,43 +116,17 @@ def make_scheduler(objective: Objective, sampler: SamplerName, shift: float = 1.
     SD3, Esser et al. 2024); 1 keeps the uniform grid.
     """
     if sampler not in SAMPLERS:
-        raise ConfigError(f"unknown sampler '{sampler}' (choose one of {', '.join(SAMPLERS)})")
+        raise ConfigError(f"unknown sampler '{sampler}' (samplers: {', '.join(SAMPLERS)})")
     if sampler not in objective.samplers:
         raise ConfigError(f"sampler '{sampler}' does not fit the '{objective.name}' objective "
                           f"(use {' or '.join(objective.samplers)})")
     if shift <= 0 or (shift != 1.0 and objective.prediction != "velocity"):
         raise ConfigError(f"time shift {shift} needs a flow sampler and must be > 0")
-    # imported here: diffusers takes seconds to import, and only sampling needs it
-    from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler,
-                           FlowMatchHeunDiscreteScheduler)
-
-    steps = objective.num_train_timesteps
-    if sampler == "ddim":
-        return DDIMScheduler(num_train_timesteps=steps, trained_betas=objective.betas.numpy(),
-                             clip_sample=False, set_alpha_to_one=True, steps_offset=1,
-                             timestep_spacing="leading", prediction_type="epsilon")
-    if sampler == "dpmpp":
-        return DPMSolverMultistepScheduler(num_train_timesteps=steps, trained_betas=objective.betas.numpy(),
-                                           algorithm_type="dpmsolver++", solver_order=2,
-                                           prediction_type="epsilon", final_sigmas_type="zero",
-                                           lower_order_final=True)
-    if sampler == "euler":
-        return FlowMatchEulerDiscreteScheduler(num_train_timesteps=steps, shift=shift)
-    return FlowMatchHeunDiscreteScheduler(num_train_timesteps=steps, shift=shift)
-
-
-def _objective_time(objective: Objective, timestep: torch.Tensor, batch: int,
-                    device: torch.device) -> torch.Tensor:
-    """A scheduler timestep -> the objective's ``t`` for every sample ``[B]``."""
-    if objective.prediction == "epsilon":
-        return torch.full((batch,), int(timestep), dtype=torch.long, device=device)
-    # flow schedulers count timesteps as sigma * num_train_timesteps, and sigma is our t
-    return torch.full((batch,), float(timestep) / objective.num_train_timesteps, dtype=torch.float32,
-                      device=device)
+    return SAMPLERS[sampler].scheduler(objective, shift)
 
 
 @torch.no_grad()
-def sample(denoise: Denoiser, noise: Latents, objective: Objective, sampler: SamplerName = "ddim",
+def sample(denoise: Denoiser, noise: Latents, objective: Objective, sampler: str = "ddim",
            steps: int = 50, eta: float = 0.0, shift: float = 1.0, generator: torch.Generator | None = None,
            callback: Callable[[dict[str, Any]], None] | None = None, progress: bool = False,
            known: dict[str, torch.Tensor] | None = None) -> Latents:
@@ -117,20 +146,16 @@ def sample(denoise: Denoiser, noise: Latents, objective: Objective, sampler: Sam
         entries follow the forward process of their known value (see the module docstring).
     :return: the clean latent, same structure, shapes and dtype as ``noise``.
     """
-    if steps < 1:
-        raise ConfigError(f"sampler steps must be >= 1, got {steps}")
-    if eta != 0.0 and sampler != "ddim":
-        raise ConfigError(f"eta={eta} only applies to the ddim sampler, not '{sampler}'")
-    if eta < 0.0:
-        raise ConfigError(f"DDIM eta must be >= 0, got {eta}")
+    # the caller validated its settings: these catch programming errors, not user input
+    if steps < 1 or eta < 0.0 or (eta != 0.0 and sampler != "ddim"):
+        raise ValueError(f"sample(): {steps=} must be >= 1 and {eta=} >= 0 (only for ddim, {sampler=})")
     known = dict(known or {})
     if known:
         if not isinstance(noise, dict) or not set(known) <= set(noise):
-            raise ConfigError(f"known entries {sorted(known)} must be entries of the dict latent being sampled")
+            raise ValueError(f"known entries {sorted(known)} must be entries of the dict latent being sampled")
         for key, value in known.items():
             if value.shape != noise[key].shape:
-                raise ConfigError(f"known '{key}' has shape {tuple(value.shape)}, "
-                                  f"the sampled entry {tuple(noise[key].shape)}")
+                raise ValueError(f"known {key!r}: {value.shape=} != {noise[key].shape=}")
     scheduler = make_scheduler(objective, sampler, shift)
     batch = batch_size(noise)
     packer = Packer(noise)
@@ -139,7 +164,8 @@ def sample(denoise: Denoiser, noise: Latents, objective: Objective, sampler: Sam
     scheduler.set_timesteps(steps, device=device)
     step_kwargs: dict[str, Any] = {"eta": eta} if sampler == "ddim" else {}
     for i, timestep in enumerate(tqdm(scheduler.timesteps, disable=not progress, desc=f"{sampler}")):
-        t = _objective_time(objective, timestep, batch, device)  # [B]
+        # the scheduler counts time as the network's timestep input (flow: sigma * 1000)
+        t = objective.time_of_model_timestep(torch.full((batch,), float(timestep), device=device))  # [B]
         x_t = packer.unpack(flat)
         if known:  # [B, ...] each: the known entries at time t of their forward process
             x_t = {**x_t, **objective.add_noise(known, {k: noise[k] for k in known}, t)}
@@ -154,5 +180,5 @@ def sample(denoise: Denoiser, noise: Latents, objective: Objective, sampler: Sam
 
 def _check_output(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     if out.shape != x.shape:
-        raise ConfigError(f"denoiser output shape {tuple(out.shape)} != input shape {tuple(x.shape)}")
+        raise ValueError(f"denoiser output {out.shape=} != input {x.shape=}")
     return out

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from .. import rng
 from ..errors import ConfigError
 
 
@@ -31,17 +32,10 @@ def alphas_cumprod(betas: torch.Tensor) -> torch.Tensor:
     return torch.cumprod(1.0 - betas, dim=0)
 
 
-def _draw_device(generator: torch.Generator | None, device: torch.device | str) -> torch.device | str:
-    """Random numbers are drawn where the generator lives (then moved), so a CPU generator
-    gives the same draws whatever the target device."""
-    return generator.device if generator is not None else device
-
-
 def uniform_timesteps(batch: int, num_steps: int, generator: torch.Generator | None = None,
                       device: torch.device | str = "cpu") -> torch.Tensor:
     """``[B]`` int64 timesteps on ``device``, uniform on ``{0, ..., num_steps - 1}``."""
-    draw = _draw_device(generator, device)
-    return torch.randint(0, num_steps, (batch,), generator=generator, device=draw).to(device)
+    return rng.randint(num_steps, (batch,), generator, device)
 
 
 def logit_normal_timesteps(batch: int, mean: float = 0.0, std: float = 1.0,
@@ -50,5 +44,5 @@ def logit_normal_timesteps(batch: int, mean: float = 0.0, std: float = 1.0,
     """``[B]`` float32 times in (0, 1) on ``device``: ``sigmoid(mean + std * N(0, 1))``."""
     if std <= 0:
         raise ConfigError(f"logit-normal std must be > 0, got {std}")
-    normal = torch.randn((batch,), generator=generator, device=_draw_device(generator, device))
-    return torch.sigmoid(mean + std * normal).to(device)
+    normal = rng.randn((batch,), generator, device)
+    return torch.sigmoid(mean + std * normal)

@@ -14,7 +14,7 @@ from typing import Union
 
 import torch
 
-from ..errors import ConfigError
+from .. import rng
 
 #: a latent: one tensor [B, ...] or a dict {modality: [B, ...]}
 Latents = Union[torch.Tensor, dict[str, torch.Tensor]]
@@ -25,14 +25,14 @@ def tree_map(fn: Callable[..., torch.Tensor], first: Latents, *rest: Latents) ->
     if isinstance(first, torch.Tensor):
         for other in rest:
             if not isinstance(other, torch.Tensor):
-                raise ConfigError(f"expected a tensor, got {type(other).__name__} (latents must match)")
+                raise ValueError(f"expected a tensor, got {type(other).__name__} (latents must match)")
         return fn(first, *rest)
     if not isinstance(first, dict):
-        raise ConfigError(f"latents must be a tensor or a dict of tensors, got {type(first).__name__}")
+        raise ValueError(f"latents must be a tensor or a dict of tensors, got {type(first).__name__}")
     for other in rest:
         if not isinstance(other, dict) or set(other) != set(first):
             got = sorted(other) if isinstance(other, dict) else type(other).__name__
-            raise ConfigError(f"latent keys do not match: expected {sorted(first)}, got {got}")
+            raise ValueError(f"latent keys do not match: expected {sorted(first)}, got {got}")
     return {key: fn(first[key], *(other[key] for other in rest)) for key in first}
 
 
@@ -42,11 +42,11 @@ def leaves(x: Latents) -> list[torch.Tensor]:
 
 
 def batch_size(x: Latents) -> int:
-    """The shared batch size ``B``; a dict whose entries disagree is a :class:`ConfigError`."""
+    """The shared batch size ``B``; a dict whose entries disagree is a ValueError."""
     sizes = {t.shape[0] for t in leaves(x)}
     if len(sizes) != 1:
         shapes = {k: tuple(v.shape) for k, v in x.items()} if isinstance(x, dict) else tuple(x.shape)
-        raise ConfigError(f"latent entries must share the batch size, got {shapes}")
+        raise ValueError(f"latent entries must share the batch size, got {shapes}")
     return sizes.pop()
 
 
@@ -56,11 +56,7 @@ def noise_like(x: Latents, generator: torch.Generator | None = None) -> Latents:
     Drawn on the generator's device and moved, so a seeded CPU generator gives
     the same noise whatever device ``x`` is on. Entries are drawn in key order.
     """
-    def draw(leaf: torch.Tensor) -> torch.Tensor:
-        device = generator.device if generator is not None else leaf.device
-        return torch.randn(leaf.shape, generator=generator, device=device, dtype=leaf.dtype).to(leaf.device)
-
-    return tree_map(draw, x)
+    return tree_map(lambda leaf: rng.randn(leaf.shape, generator, leaf.device, leaf.dtype), x)
 
 
 def broadcast_to(per_sample: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

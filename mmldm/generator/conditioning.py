@@ -49,6 +49,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .. import rng
 from ..errors import ConfigError
 
 
@@ -160,8 +161,7 @@ def mix_conditions(audio: torch.Tensor, video: torch.Tensor, cfg: ConditioningCo
     device = audio.device
     if video.shape[0] != batch:
         raise ConfigError(f"condition mixing: audio batch {batch} != video batch {video.shape[0]}")
-    where = generator.device if generator is not None else device
-    draws = torch.rand(3, batch, generator=generator, device=where).to(device)  # [3, B] in [0, 1)
+    draws = rng.rand((3, batch), generator, device)  # [3, B] in [0, 1)
     context_u, cross_u, previous_u = draws
 
     context_dropped = context_u < cfg.context_dropout

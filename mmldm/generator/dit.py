@@ -44,7 +44,6 @@ paper's latent sizes with 77 context tokens); ``XL`` is the authors' default.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
@@ -54,11 +53,13 @@ from einops import pack, rearrange, unpack
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..config import atomic_write_text, from_dict, make_folder, to_dict
-from ..errors import ConfigError, WeightsError
+from ..config import from_dict, to_dict
+from ..errors import ConfigError, MMLDMError, WeightsError
+from ..weights import load_state_checked, read_pretrained_folder, save_pretrained_folder
 from .embeddings import ClassEmbedder, FrameEmbed, PatchEmbed, TimestepEmbedder, sincos_2d_position_embedding
 
 MODALITIES = ("audio", "video")
+DIT_WHAT = "AVDiT weights"
 VIDEO_TOKENIZATIONS = ("patches", "frames")
 
 
@@ -446,48 +447,28 @@ class AVDiT(nn.Module):
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write ``config.json`` and ``model.safetensors`` to ``directory``."""
-        from safetensors.torch import save_file
-
-        directory = make_folder(directory)
-        atomic_write_text(directory / "config.json", json.dumps(to_dict(self.cfg), indent=2))
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_file(state, str(directory / "model.safetensors"))
-        return directory
+        return save_pretrained_folder(directory, to_dict(self.cfg), self)
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, weights_name: str = "model.safetensors",
-                        device: torch.device | str = "cpu", dtype: torch.dtype | None = None) -> "AVDiT":
-        """Rebuild from ``config.json`` and load ``weights_name`` (safetensors) from ``directory``.
+    def from_pretrained(cls, directory: str | Path, device: torch.device | str = "cpu",
+                        dtype: torch.dtype | None = None) -> "AVDiT":
+        """Rebuild from a folder written by :meth:`save_pretrained`.
 
         The network is built on the meta device and takes the loaded tensors as
         its parameters, so memory holds one copy of the weights (L: 6 GB fp32)
         and no time goes into a random initialisation. ``dtype`` casts floating
         weights (e.g. ``torch.bfloat16`` for inference).
         """
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        directory = Path(directory)
-        config_path, weights_path = directory / "config.json", directory / weights_name
-        if not config_path.is_file():
-            raise WeightsError(config_path, "AVDiT config", "missing: a model folder needs config.json "
-                               "(written by save_pretrained)")
-        if not weights_path.is_file():
-            raise WeightsError(weights_path, "AVDiT weights", f"missing: the folder needs {weights_name}")
+        config, state, weights_path = read_pretrained_folder(directory, DIT_WHAT, device=device)
         try:
-            data = json.loads(config_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise WeightsError(config_path, "AVDiT config", f"not valid JSON ({exc.msg})") from None
-        cfg = from_dict(DiTConfig, data, prefix="dit.")
+            cfg = from_dict(DiTConfig, config, prefix="dit.")
+        except MMLDMError as exc:
+            raise WeightsError(Path(directory) / "config.json", DIT_WHAT, str(exc)) from None
         with torch.device("meta"):
             model = cls(cfg)
-        try:
-            state = load_file(str(weights_path), device=str(device))
-        except (SafetensorError, OSError) as exc:
-            raise WeightsError(weights_path, "AVDiT weights", f"not a readable safetensors file ({exc})") from None
         if dtype is not None:
-            state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
-        load_state_checked(model, state, weights_path, assign=True)
+            model.to(dtype)
+        load_state_checked(model, state, weights_path, DIT_WHAT, assign=True)
         model._register_position_embeddings(device)
         return model
 
@@ -513,26 +494,6 @@ def deepened(model: AVDiT, depth: int) -> AVDiT:
         state[key] = value
     grown.load_state_dict(state)
     return grown
-
-
-def load_state_checked(model: nn.Module, state: dict[str, torch.Tensor], path: str | Path,
-                       assign: bool = False) -> None:
-    """``load_state_dict`` that reports missing/unexpected/mis-shaped tensors as one-line WeightsErrors.
-
-    ``assign=True`` makes the loaded tensors the parameters (for a model built on the meta device).
-    """
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = [f"{k} {list(state[k].shape)} != {list(own[k].shape)}" for k in own
-             if k in state and state[k].shape != own[k].shape]
-    if missing or unexpected or wrong:
-        parts = []
-        for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
-            if items:
-                parts.append(f"{len(items)} {label} (e.g. {', '.join(items[:3])})")
-        raise WeightsError(path, "AVDiT weights", "do not fit the config: " + "; ".join(parts))
-    model.load_state_dict(state, assign=assign)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -22,37 +22,32 @@ otherwise the preview shows the latents themselves (first three channels,
 normalised per item), which is enough to watch structure appear.
 
 The trained generator is read back with :func:`load_generator` (from a training
-checkpoint or an exported folder) and exported with :func:`export_generator`.
+checkpoint or an exported folder); :mod:`mmldm.export` writes it into a model folder.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..config import atomic_write_text, from_dict, load_config, to_dict
-from ..diffusion import DiffusionConfig, Objective, default_sampler, make_objective, noise_like, sample
+from ..config import load_config, to_dict
+from ..diffusion import SAMPLERS, DiffusionConfig, Objective, default_sampler, make_objective, noise_like, sample
 from ..errors import ConfigError, DataError, WeightsError
-from ..timing import AVTiming
+from ..training.checkpoint import is_training_checkpoint, load_trained_weights
 from ..training.config import TrainConfig
 from .conditioning import ConditioningConfig, mix_conditions
-from .dit import AVDiT, DiTConfig, deepened, load_state_checked
-from .latents import GeneratorLatentDataset, class_frequencies
+from .dit import AVDiT, DiTConfig, deepened
+from .generation import GENERATION_NAME, read_generation_config
+from .latents import GeneratorLatentDataset
 
-if TYPE_CHECKING:  # for the annotation; the exports import it where they use it, as before
-    from ..pipeline.folder import GenerationConfig
-
-#: generation settings beside an exported AVDiT (in an exported generator folder and in a model folder's generator/)
-GENERATION_NAME = "generation.json"
 
 
 @dataclass
@@ -109,7 +104,7 @@ class GeneratorPreviewConfig:
     #: previews are decoded to frames and audio images
     autoencoder: str | None = None
     #: sampler (null: ddim for epsilon, euler for flow) and its steps
-    sampler: Literal["ddim", "dpmpp", "euler", "heun"] | None = None
+    sampler: str | None = None
     steps: int = 25
     #: frames decoded per preview clip (the autoencoder decodes each frame by DDIM)
     frames: list[int] = field(default_factory=lambda: [0, 5, 10, 15])
@@ -120,6 +115,8 @@ class GeneratorPreviewConfig:
     def __post_init__(self) -> None:
         if self.steps < 1:
             raise ValueError(f"preview.steps must be >= 1, got {self.steps}")
+        if self.sampler is not None and self.sampler not in SAMPLERS:
+            raise ValueError(f"preview.sampler {self.sampler!r} is not a sampler ({', '.join(SAMPLERS)})")
         if (self.vae is None) != (self.autoencoder is None):
             raise ValueError("preview.vae and preview.autoencoder go together (set both, or neither)")
 
@@ -306,7 +303,7 @@ def _config_difference(a: DiTConfig, b: DiTConfig) -> str:
     return ", ".join(f"{k}: {da[k]} vs {db[k]}" for k in da if da[k] != db[k])
 
 
-# --------------------------------------------------------------------------- load / export
+# --------------------------------------------------------------------------- load
 
 def load_generator(path: str | Path, use_ema: bool = True,
                    device: torch.device | str = "cpu") -> tuple[AVDiT, DiffusionConfig]:
@@ -322,130 +319,29 @@ def load_generator_with_scales(path: str | Path, use_ema: bool = True, device: t
     (``{"audio": ..., "video": ...}``, ``data.*_latent_scale``; None where not recorded), from a
     training checkpoint or an exported folder.
 
-    * A ``mmldm train generator`` checkpoint folder (``model_model.safetensors`` and
-      ``config.yaml``): rebuilt from its config, EMA weights when present and ``use_ema``.
-    * A generator folder (``config.json`` + ``model.safetensors`` of ``AVDiT.save_pretrained``,
-      and ``generation.json``, as written by :func:`export_generator` and found under
-      ``generator/`` in a model folder); without ``generation.json`` the paper's epsilon
-      objective is assumed.
-    * A whole model folder (``model_index.json``, from :func:`export_model`): its ``generator/``.
+    * A ``mmldm train generator`` checkpoint folder (weights and ``config.yaml``): rebuilt from its
+      config, EMA weights when present and ``use_ema``.
+    * A generator folder (``AVDiT.save_pretrained`` and ``generation.json``, as ``mmldm export``
+      writes it under ``generator/`` in a model folder); without ``generation.json`` the paper's
+      epsilon objective is assumed.
+    * A whole model folder (it holds ``model_index.json``): its ``generator/``.
     """
     path = Path(path)
     if (path / "model_index.json").is_file():
         path = path / "generator"
-    if (path / "model_model.safetensors").is_file():
-        from safetensors.torch import load_file
-
+    if is_training_checkpoint(path):
         config_path = path / "config.yaml"
         if not config_path.is_file():
             raise WeightsError(config_path, "generator training checkpoint", "config.yaml is missing")
         cfg = load_config(GeneratorStageConfig, config_path)
-        weights = path / "ema_model.safetensors"
-        if not (use_ema and weights.is_file()):
-            weights = path / "model_model.safetensors"
         model = AVDiT(cfg.model.dit_config())
-        load_state_checked(model, load_file(str(weights), device=str(device)), weights)
+        load_trained_weights(model, path, "generator training checkpoint", use_ema=use_ema, device=device)
         return model.to(device), cfg.diffusion, cfg.data.scales
     if not path.is_dir():
         raise WeightsError(path, "generator", "not found: give an exported generator folder or a "
                            "`mmldm train generator` checkpoint folder")
     model = AVDiT.from_pretrained(path, device=device)
-    generation_path = path / GENERATION_NAME
-    if not generation_path.is_file():
+    if not (path / GENERATION_NAME).is_file():
         return model, DiffusionConfig(), None
-    try:
-        data = json.loads(generation_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise WeightsError(generation_path, "generator settings", f"not valid JSON ({exc.msg})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("diffusion", {}), dict):
-        raise WeightsError(generation_path, "generator settings", "expected an object with a 'diffusion' entry")
-    scales = {m: data.get(f"{m}_latent_scale") for m in ("audio", "video")}
-    if not all(isinstance(v, (int, float)) for v in scales.values()):
-        scales = None  # not recorded: nothing to compare a run's scales with
-    return model, from_dict(DiffusionConfig, data.get("diffusion", {}), prefix="diffusion."), scales
-
-
-def export_generator(checkpoint: str | Path, out_dir: str | Path, use_ema: bool = True) -> Path:
-    """Write a checkpoint's generator as the ``generator/`` folder of a model folder:
-    ``config.json`` + ``model.safetensors`` (``AVDiT.save_pretrained``) and ``generation.json``
-    (objective, latent scales and class prior, :class:`mmldm.pipeline.folder.GenerationConfig`)."""
-    checkpoint = Path(checkpoint)
-    model, diffusion = load_generator(checkpoint, use_ema=use_ema)
-    data = _data_config_of(checkpoint)
-    generation = _exported_generation(data, diffusion, model.cfg.num_classes)
-    out = model.save_pretrained(out_dir)
-    atomic_write_text(out / GENERATION_NAME, json.dumps(to_dict(generation), indent=2) + "\n")
-    return out
-
-
-def _exported_generation(data: GeneratorDataConfig, diffusion: DiffusionConfig,
-                         num_classes: int) -> GenerationConfig:
-    """The generation settings an export writes: the objective, the latent scales and the training
-    cache's class frequencies (``class_prior``: the class mix of reranked generation without a
-    class; uniform, ``()``, without classes or without the cache)."""
-    from ..pipeline.folder import GenerationConfig
-
-    has_cache = bool(data.cache) and Path(data.cache).is_dir()
-    prior = class_frequencies(data.cache, num_classes) if num_classes and has_cache else ()
-    return GenerationConfig(diffusion=diffusion, audio_latent_scale=data.audio_latent_scale,
-                            video_latent_scale=data.video_latent_scale, class_prior=prior)
-
-
-def _data_config_of(checkpoint: Path) -> GeneratorDataConfig:
-    """The data settings of a training checkpoint (defaults for an exported folder)."""
-    if (checkpoint / "config.yaml").is_file():
-        return load_config(GeneratorStageConfig, checkpoint / "config.yaml").data
-    return GeneratorDataConfig()
-
-
-def clip_timing_of(cache_dir: str | Path) -> AVTiming:
-    """The clip timing (fps, frames, sample rate) a perceptual latent cache was made with (its config's ``data``)."""
-    from ..data.latent_cache import LatentCacheDataset
-
-    data = LatentCacheDataset(cache_dir).config.get("data") or {}
-    try:
-        return AVTiming(fps=float(data["fps"]), num_frames=int(data["num_frames"]),
-                        sample_rate=int(data["sample_rate"]))
-    except (KeyError, TypeError, ValueError):
-        raise DataError(f"latent cache {cache_dir}: its config names no clip timing (data.fps, num_frames, "
-                        "sample_rate); pass the timing explicitly") from None
-
-
-def export_model(checkpoint: str | Path, out_dir: str | Path, *, vae: str | Path, autoencoder: str | Path,
-                 vae_preset: str = "sd-v1", vocoder: str | Path = "griffin-lim", timing: AVTiming | None = None,
-                 use_ema: bool = True) -> Path:
-    """Write a complete model folder (KL-VAE + autoencoder + generator + vocoder) for ``mmldm generate``.
-
-    Composes the trained parts with :meth:`mmldm.pipeline.SoundingVideoPipeline.assemble` and
-    writes them with its ``save_pretrained``. ``vae``: diffusers folder, ``mmldm train vae``
-    checkpoint or single file; ``autoencoder``: ``mmldm train autoencoder`` checkpoint or
-    ``save_pretrained`` folder; ``vocoder``:
-    "griffin-lim" or a HiFi-GAN checkpoint; ``timing``: the clips' timing (default: from the
-    config of the generator's training cache). The generator's latent scales and objective, and
-    the training cache's class frequencies (``class_prior``), go into the folder's generation
-    settings.
-    """
-    import dataclasses
-
-    from ..autoencoder.stage import load_autoencoder
-    from ..data.audio_image import AudioConfig
-    from ..pipeline import SoundingVideoPipeline
-    from ..pipeline.folder import check_replaceable
-    from ..vae.stage import load_vae
-
-    checkpoint = Path(checkpoint)
-    check_replaceable(Path(out_dir).absolute())  # before any loading: a wrong --out fails at once
-    generator, diffusion = load_generator(checkpoint, use_ema=use_ema)
-    data = _data_config_of(checkpoint)
-    if timing is None:
-        timing = clip_timing_of(data.cache)
-    audio_cfg = dataclasses.replace(AudioConfig.for_sample_rate(timing.sample_rate), clip_seconds=timing.seconds)
-    generation = _exported_generation(data, diffusion, generator.cfg.num_classes)
-    model = load_autoencoder(autoencoder)[0]
-    if timing.num_frames != model.cfg.num_frames:
-        raise ConfigError(f"timing: {timing.num_frames} frames per clip, but the autoencoder ({autoencoder}) "
-                          f"makes clips of {model.cfg.num_frames} frames")
-    pipe = SoundingVideoPipeline.assemble(
-        vae=load_vae(vae, preset=vae_preset), autoencoder=model,
-        generator=generator, objective=diffusion, audio_cfg=audio_cfg, vocoder=vocoder, generation=generation)
-    return pipe.save_pretrained(out_dir)
+    generation = read_generation_config(path / GENERATION_NAME)
+    return model, generation.diffusion, generation.scales

@@ -20,13 +20,12 @@ is a one-line :class:`~mmldm.errors.WeightsError` or
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import yaml
 
@@ -35,100 +34,24 @@ from ..autoencoder.model import HierarchicalAVAutoencoder
 from ..config import atomic_write_text, dump_yaml, from_dict, make_folder, to_dict
 from ..data.audio_image import AudioConfig
 from ..data.vocoders import GriffinLim, HiFiGAN, Vocoder, build_vocoder, save_hifigan
-from ..diffusion import (DiffusionConfig, EpsilonObjective, Objective, RectifiedFlowObjective, default_sampler,
-                         make_objective)
-from ..errors import ConfigError, MMLDMError, WeightsError, check_positive_int
+from ..errors import ConfigError, MMLDMError, WeightsError
 from ..generator.dit import AVDiT
-from ..generator.stage import GENERATION_NAME
+from ..generator.generation import GENERATION_NAME, GenerationConfig, read_generation_config
 from ..vae.kl_vae import KLVAE
+from ..weights import read_config_json
 
 if TYPE_CHECKING:
     from .pipeline import SoundingVideoPipeline
 
 FORMAT_NAME = "mmldm-sounding-video"
-FORMAT_VERSION = 1
+#: 2: generation.json holds its sampling defaults under ``sampling`` and the autoencoder its
+#: decoder objective under ``diffusion`` (version 1 folders, flat, are still read)
+FORMAT_VERSION = 2
 INDEX_NAME = "model_index.json"
 AUDIO_NAME = "audio.yaml"
 CONFIG_NAME = "config.yaml"
 COMPONENTS = {"vae": "vae", "autoencoder": "autoencoder", "generator": "generator"}
 HIFIGAN_CHECKPOINT = "vocoder/g_00000000"
-
-
-#: candidate critics (``GenerationConfig.critics``): "generator", the generator's own error in
-#: predicting a candidate's audio from its video; "contrastive", the autoencoder's audio-video
-#: contrastive similarity (its Eq. 1 head) of the candidate's two latents
-CRITICS = ("generator", "contrastive")
-
-
-@dataclass
-class GenerationConfig:
-    """How the generator was trained and samples by default (``DIR/generator/generation.json``)."""
-
-    #: the generator's training objective ("epsilon" DDPM of the paper, or "flow")
-    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
-    #: the generator sees ``perceptual latent * scale`` (1.0: the paper, "no rescaling")
-    audio_latent_scale: float = 1.0
-    video_latent_scale: float = 1.0
-    #: default sampler ("" = "ddim" for epsilon, "euler" for flow) and steps (paper: DDIM 50)
-    sampler: str = ""
-    steps: int = 50
-    #: default per-modality guidance scales of Eq. (9) (1 = no guidance; the authors' CLI used 9)
-    audio_guidance: float = 1.0
-    video_guidance: float = 1.0
-    #: a2v sync guidance: x0 distance per sampler step down the generator's own
-    #: video-to-audio error (0 = off; not in the paper; see ``SoundingVideoPipeline.generate``)
-    sync_guidance: float = 0.0
-    #: latent candidates sampled per output; the one the critics find most in sync is
-    #: decoded (1 = off; not in the paper), and the times of the forward process (fractions
-    #: in (0, 1]) at which the generator's critic compares, one noise draw each
-    candidates: int = 1
-    critic_times: tuple[float, ...] = (0.7, 0.5, 0.3)
-    #: the critics that rank the candidates (names in ``CRITICS``); with more than one, each
-    #: ranks a sample's candidates and the lowest sum of ranks wins
-    critics: tuple[str, ...] = ("generator",)
-    #: how often each class is drawn when reranked svg / long runs without a class (one weight
-    #: per class of a class-conditional generator; export writes the training data's class
-    #: frequencies); empty or all equal: uniform
-    class_prior: tuple[float, ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.audio_latent_scale <= 0 or self.video_latent_scale <= 0:
-            raise ConfigError("generation: latent scales must be positive")
-        if not math.isfinite(self.sync_guidance) or self.sync_guidance < 0:
-            raise ConfigError(f"generation: sync_guidance must be a finite number >= 0, got {self.sync_guidance}")
-        check_positive_int(self.candidates, "generation: candidates")
-        if not self.critic_times or not all(0 < t <= 1 for t in self.critic_times):
-            raise ConfigError(f"generation: critic_times must be one or more fractions in (0, 1], "
-                              f"got {list(self.critic_times)}")
-        if (not self.critics or len(set(self.critics)) != len(self.critics)
-                or not all(isinstance(name, str) and name in CRITICS for name in self.critics)):
-            raise ConfigError(f"generation: critics must be one or more distinct names of {', '.join(CRITICS)}, "
-                              f"got {list(self.critics)}")
-        if self.class_prior and (not all(math.isfinite(w) and w >= 0 for w in self.class_prior)
-                                 or sum(self.class_prior) <= 0):
-            raise ConfigError(f"generation: class_prior must be weights >= 0 with a positive sum, "
-                              f"got {list(self.class_prior)}")
-        if self.steps < 1:
-            raise ConfigError(f"generation: steps must be >= 1, got {self.steps}")
-
-    def default_sampler(self) -> str:
-        return self.sampler or default_sampler(make_objective(self.diffusion))
-
-
-def diffusion_config_of(objective: Objective | DiffusionConfig | str) -> DiffusionConfig:
-    """The :class:`DiffusionConfig` that rebuilds ``objective``."""
-    if isinstance(objective, DiffusionConfig):
-        return objective
-    if isinstance(objective, str):
-        return DiffusionConfig(objective=objective)
-    if isinstance(objective, EpsilonObjective):
-        return DiffusionConfig(objective="epsilon", num_train_timesteps=objective.num_train_timesteps,
-                               beta_start=objective.beta_start, beta_end=objective.beta_end)
-    if isinstance(objective, RectifiedFlowObjective):
-        return DiffusionConfig(objective="flow", num_train_timesteps=objective.num_train_timesteps,
-                               logit_mean=objective.logit_mean, logit_std=objective.logit_std)
-    raise ConfigError(f"unknown objective {type(objective).__name__} (give an Objective, its name or a "
-                      "DiffusionConfig)")
 
 
 def resolve_vocoder(vocoder: Vocoder | str | Path, audio_cfg: AudioConfig,
@@ -163,19 +86,7 @@ class FolderParts:
     vocoder_spec: str
 
 
-def _read_json(path: Path, what: str) -> dict[str, Any]:
-    if not path.is_file():
-        raise WeightsError(path, what, "missing")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise WeightsError(path, what, f"not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise WeightsError(path, what, "must hold a JSON object")
-    return data
-
-
-def _component(directory: Path, index: dict[str, Any], name: str) -> Path:
+def _component(directory: Path, index: dict, name: str) -> Path:
     sub = index.get("components", {}).get(name)
     if not isinstance(sub, str):
         raise WeightsError(directory / INDEX_NAME, "model index", f"names no '{name}' component folder")
@@ -191,7 +102,7 @@ def load_folder(directory: Path) -> FolderParts:
         raise WeightsError(directory, "model folder", f"not found or not a folder (a model folder holds "
                                                       f"{INDEX_NAME}; SoundingVideoPipeline.save_pretrained "
                                                       "writes one)")
-    index = _read_json(directory / INDEX_NAME, "model index")
+    index = read_config_json(directory / INDEX_NAME, "model index")
     if index.get("format") != FORMAT_NAME:
         raise WeightsError(directory / INDEX_NAME, "model index", f"is not an {FORMAT_NAME} model index")
     version = index.get("format_version")
@@ -203,11 +114,7 @@ def load_folder(directory: Path) -> FolderParts:
     autoencoder = HierarchicalAVAutoencoder.from_pretrained(_component(directory, index, "autoencoder"))
     generator_dir = _component(directory, index, "generator")
     generator = AVDiT.from_pretrained(generator_dir)
-    generation_path = generator_dir / GENERATION_NAME
-    try:
-        generation = from_dict(GenerationConfig, _read_json(generation_path, "generation config"))
-    except ConfigError as exc:
-        raise WeightsError(generation_path, "generation config", str(exc)) from None
+    generation = read_generation_config(generator_dir / GENERATION_NAME)
 
     audio_path = directory / AUDIO_NAME
     if not audio_path.is_file():

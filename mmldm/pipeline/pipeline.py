@@ -15,16 +15,18 @@ the tests and evaluation. Data flow of one clip (paper Fig. 2)::
           --image_to_mel + vocoder--> waveform [N]
 
 Given clips go the other way (frames / waveform -> KL-VAE -> autoencoder
-encoder -> posterior mode). The model folder format is described in
-``docs/generation.md`` and :mod:`mmldm.pipeline.folder`.
+encoder -> posterior mode). The pipeline only composes: how to sample is a
+:class:`~mmldm.generator.generation.SamplingSettings`, samplers and guidance are
+:mod:`mmldm.diffusion`'s, the candidate critics :mod:`mmldm.pipeline.reranking`'s,
+what a task conditions on :mod:`mmldm.generator.tasks`'. The model folder format is
+described in ``docs/generation.md`` and :mod:`mmldm.pipeline.folder`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,29 +38,44 @@ from ..autoencoder.model import HierarchicalAVAutoencoder
 from ..config import to_dict
 from ..data.audio_image import AudioConfig, waveform_to_audio_image
 from ..data.vocoders import Vocoder
-from ..diffusion import Objective, critic_guided_denoiser, guided_denoiser, make_objective, sample
+from ..diffusion import (DiffusionConfig, Objective, critic_guided_denoiser, default_sampler, guided_denoiser,
+                         make_objective, sample)
 from ..errors import ConfigError, check_positive_int
 from ..generator.dit import AVDiT
-from ..generator.tasks import branch_conditions, load_audio, load_video, long_clip_count, resolve_task
+from ..generator.generation import GenerationConfig, SamplingSettings
+from ..generator.tasks import TaskSpec, branch_conditions, load_audio, load_video, long_clip_count, resolve_task
 from ..timing import AVTiming
 from ..vae.kl_vae import KLVAE
 from . import folder
 from .audio import vocode_clips
-from .folder import GenerationConfig, diffusion_config_of
 from .output import SoundingVideoOutput
+from .reranking import contrastive_similarity, draw_classes, generator_critic, generator_scores, pick_candidates
 
 #: the built-in model (trained by ``mmldm recipe sounding-shapes``, shipped with the package)
 BUILTIN_MODEL = Path(__file__).resolve().parent.parent / "default_model"
 
+#: ``callback(event)`` of :meth:`SoundingVideoPipeline.generate`: each event is a dict whose
+#: "stage" says what happened (shapes: n samples, K candidates, ``latents`` = {"audio", "video"})
+#:
+#: * "settings": ``settings`` (the resolved :class:`SamplingSettings`), ``task``, ``n``, ``seed``
+#: * "classes": ``classes`` [n], the class drawn for each sample (reranked svg / long without a class)
+#: * "clip": ``clip`` index, before it is sampled: ``conditions`` and ``unconditional`` (the two
+#:   guidance branches' keyword inputs of the generator, [n * K] rows; ``unconditional`` None when
+#:   nothing is guided) and ``known`` (the given modality's latent, a2v / v2a)
+#: * "step": ``clip``, then the sampler's own callback: ``i``, ``t`` [n * K], ``x`` (x_t latents),
+#:   ``denoised`` (the x0 estimate)
+#: * "candidates": ``clip``, ``pool`` (every candidate's latents, [n * K] sample-major),
+#:   ``scores`` ({critic: [n, K]}, lower = more in sync), ``picks`` [n]  (only for K > 1)
+#: * "latents": ``clip``, ``latents`` [n] the kept latents (generator scale), before decoding
+Callback = Callable[[dict[str, Any]], None]
+
 
 def builtin_model_folder() -> Path:
     """The built-in model's folder; :class:`ConfigError` when the package ships none."""
-    if not (BUILTIN_MODEL / "model_index.json").is_file():
-        raise ConfigError(f"the built-in model is missing ({BUILTIN_MODEL / 'model_index.json'}); reinstall "
+    if not (BUILTIN_MODEL / folder.INDEX_NAME).is_file():
+        raise ConfigError(f"the built-in model is missing ({BUILTIN_MODEL / folder.INDEX_NAME}); reinstall "
                           "mmldm, or pass a model folder written by SoundingVideoPipeline.save_pretrained")
     return BUILTIN_MODEL
-
-Guidance = float | Sequence[float] | Mapping[str, float] | None
 
 
 class SoundingVideoPipeline:
@@ -105,7 +122,7 @@ class SoundingVideoPipeline:
         The modules are used, not copied: they are moved to ``device``, put in eval mode and
         frozen (``requires_grad_(False)``).
         """
-        generation = dataclasses.replace(generation or GenerationConfig(), diffusion=diffusion_config_of(objective))
+        generation = dataclasses.replace(generation or GenerationConfig(), diffusion=_diffusion_config(objective))
         vocoder_module, spec = folder.resolve_vocoder(vocoder, audio_cfg, base=None)
         return cls(vae, autoencoder, generator, generation, audio_cfg, vocoder_module, spec,
                    device=device, dtype=dtype)
@@ -164,7 +181,7 @@ class SoundingVideoPipeline:
                             f"{dit.num_classes} classes")
         if problems:
             raise ConfigError("pipeline components do not fit: " + "; ".join(problems))
-        self._critics(None)  # the model's own critics must fit its autoencoder too
+        self._check_critics(self.generation.sampling)  # the model's own critics must fit its autoencoder too
         timing = AVTiming(self.fps, self.num_frames, self.audio_cfg.sample_rate)
         if timing.samples_per_clip != self.audio_cfg.clip_samples:
             raise ConfigError(f"pipeline: {self.num_frames} frames at {self.fps:g} fps need "
@@ -197,17 +214,33 @@ class SoundingVideoPipeline:
     def __call__(self, *args: Any, **kwargs: Any) -> SoundingVideoOutput:
         return self.generate(*args, **kwargs)
 
+    def resolve_settings(self, task: str, settings: SamplingSettings | None = None,
+                         **overrides: Any) -> SamplingSettings:
+        """The settings :meth:`generate` samples ``task`` with: ``settings`` (default: the model's,
+        ``generation.json``) with ``overrides`` (:meth:`SamplingSettings.replace`), completed with
+        this model's defaults (the objective's sampler, the signal decoder's steps) and checked
+        against it. Sync guidance applies to a2v only: asked for by an override on another task it is
+        an error, coming from ``settings`` it is switched off."""
+        resolved = (self.generation.sampling if settings is None else settings).replace(**overrides)
+        if task != "a2v":
+            if overrides.get("sync_guidance"):
+                raise ConfigError(f"sync guidance applies to task a2v only, not {task}")
+            resolved = dataclasses.replace(resolved, sync_guidance=0.0)
+        sampler = resolved.sampler or default_sampler(self.objective)
+        if sampler not in self.objective.samplers:
+            raise ConfigError(f"sampler '{sampler}' does not fit this model's '{self.objective.name}' objective "
+                              f"(use {' or '.join(self.objective.samplers)})")
+        self._check_critics(resolved)
+        return dataclasses.replace(resolved, sampler=sampler,
+                                   decoder_steps=resolved.decoder_steps or self.autoencoder.cfg.sampling.steps)
+
     @torch.no_grad()
-    def generate(self, task: str = "svg", n: int = 1, steps: int | None = None, sampler: str | None = None,
-                 guidance: Guidance = None, seed: int = 0, audio: Any = None, video: Any = None,
+    def generate(self, task: str = "svg", n: int = 1, seed: int = 0, *, audio: Any = None, video: Any = None,
                  seconds: float | None = None, class_label: int | None = None,
-                 decoder_steps: int | None = None, sync_guidance: float | None = None,
-                 candidates: int | None = None, critics: Sequence[str] | None = None,
-                 progress: bool = True) -> SoundingVideoOutput:
+                 settings: SamplingSettings | None = None, callback: Callback | None = None,
+                 progress: bool = True, **overrides: Any) -> SoundingVideoOutput:
         """Generate ``n`` sounding videos for ``task`` (see :mod:`mmldm.generator.tasks`).
 
-        :param guidance: ``(audio_scale, video_scale)``, ``{"audio": s_a, "video": s_v}`` or one
-            number for both (paper Eq. 9); None: the model folder's defaults.
         :param audio: a2v / audio-continuation: an audio (or video) file, or a waveform [N] at
             the model's sample rate.
         :param video: v2a / video-continuation: a video file, or frames [T, 3, H, W] in [-1, 1].
@@ -216,115 +249,72 @@ class SoundingVideoPipeline:
         :param seed: sample ``i`` draws all its noise from a CPU ``torch.Generator`` seeded with
             ``seed + i``: the same on any device and whatever ``n`` (sample 2 of ``n=4, seed=0`` is
             sample 0 of ``n=1, seed=2``).
-        :param decoder_steps: DDIM steps of the autoencoder's signal decoder (default: its
-            config's ``sampling.steps``); it dominates the cost of a clip on a CPU.
-        :param sync_guidance: a2v only (not in the paper): at every sampler step the video's
-            clean estimate moves this far (in latent RMS units) down the gradient of the
-            generator's OWN video-to-audio error: the audio the generator predicts from that
-            video alone (pure-noise inputs, the video as ``video_cond``) against the given audio
-            (:func:`mmldm.diffusion.critic_guided_denoiser`). It pulls the video towards one the
-            model itself would sound like the given audio, the direction a small generator
-            learns best. One extra forward and backward pass per step. 0 = off; None: the
-            model's default (``generation.json``); other tasks ignore the default and refuse a value.
-        :param candidates: every task (not in the paper): sample this many latent candidates
-            per output (and per clip of long) and decode the one the model's own critics
-            (``generation.json``'s ``critics``) find most in sync: the generator's denoising
-            error of the audio with the video as ``video_cond``, summed over ``critic_times``,
-            and / or the autoencoder's contrastive similarity (:meth:`_pick_candidates`).
-            The latent sampler is cheap next to the signal decoder, which still runs once per
-            output. 1 = off; None: the model's default. The critics find some classes easier
-            than others, so ranking unconditional candidates would shift the class mix (the
-            built-in model's svg went to 60 of 64 discs): for svg and long without
-            ``class_label``, a class-conditional model first draws each sample's class from the
-            sample's generator (``generation.class_prior``, default uniform;
-            ``settings["sample_classes"]``) and ranks within it.
-        :param critics: the critics that rank the candidates (names of
-            :data:`mmldm.pipeline.folder.CRITICS`); None: the model's (``generation.json``).
+        :param settings: how to sample (default: the model's, ``generation.json``);
+            ``overrides`` replace single fields, e.g. ``steps=12, guidance=(1.0, 9.0),
+            candidates=16`` (:meth:`resolve_settings`, :class:`SamplingSettings` documents each).
+        :param callback: observes the generation (:data:`Callback` lists the events).
+
+        Sampling with ``candidates`` > 1 draws the candidates of a sample in one batch, candidate
+        ``j`` after candidate ``j - 1`` from the sample's generator (so candidate 0 is what one
+        candidate samples), and decodes the one the critics rank best
+        (:mod:`mmldm.pipeline.reranking`); the latent sampler is cheap next to the signal decoder,
+        which still runs once per output. For svg and long without ``class_label``, a
+        class-conditional model first draws each sample's class from the sample's generator
+        (``generation.class_prior``) and ranks within it. ``sync_guidance`` (a2v) moves the
+        video's clean estimate at every sampler step down the generator's own video-to-audio
+        error of the given audio (:func:`~mmldm.pipeline.reranking.generator_critic`).
+
         :return: frames [n, T', 3, H, W] and waveforms [n, N'] (T' = T except for long).
         """
         spec = resolve_task(task, audio, video, seconds)
         check_positive_int(n, "n (samples)")
-        gen = self.generation
-        steps = gen.steps if steps is None else steps
-        check_positive_int(steps, "steps")
-        sampler = sampler or gen.default_sampler()
-        if sampler not in self.objective.samplers:
-            raise ConfigError(f"sampler '{sampler}' does not fit this model's '{self.objective.name}' objective "
-                              f"(use {' or '.join(self.objective.samplers)})")
-        scale = self._guidance_scales(guidance)
-        sync_step = self._sync_guidance(task, sync_guidance)
-        candidates = check_positive_int(gen.candidates if candidates is None else candidates, "candidates")
-        critics = self._critics(critics)
+        settings = self.resolve_settings(task, settings, **overrides)
         labels = self._class_labels(class_label, n)
         uses_previous_clip = task == "long" or (spec.model_input or "").startswith("prev")
         if uses_previous_clip and not self.generator.cfg.previous_clip:
             raise ConfigError(f"task {task} needs a generator trained with previous-clip inputs "
                               "(generator config previous_clip: true)")
-        decoder_steps = self.autoencoder.cfg.sampling.steps if decoder_steps is None else decoder_steps
-        check_positive_int(decoder_steps, "decoder steps")
+        notify = callback or (lambda event: None)
+        notify({"stage": "settings", "settings": settings, "task": task, "n": n, "seed": int(seed)})
         generators = [torch.Generator().manual_seed(int(seed) + i) for i in range(n)]
-        drawn_classes = bool(labels is None and spec.given is None and candidates > 1
+        drawn_classes = bool(labels is None and spec.given is None and settings.candidates > 1
                              and self.generator.cfg.num_classes)
         if drawn_classes:  # reranking would shift the class mix towards the easiest class: fix it first
-            labels = self._draw_classes(generators)
+            labels = draw_classes(generators, self.generator.cfg.num_classes, self.generation.class_prior)
+            labels = labels.to(self.device)
+            notify({"stage": "classes", "classes": labels})
 
-        given_audio = given_video = None
-        inputs: dict[str, torch.Tensor] = {}
-        if spec.given == "audio":
-            given_audio = load_audio(audio, self.audio_cfg.sample_rate, self.clip_samples, spec.window, task)
-            inputs[spec.model_input] = self.encode_audio(given_audio[None]).expand(n, -1, -1, -1)
-        elif spec.given == "video":
-            given_video = load_video(video, self.fps, self.frame_size, self.num_frames,
-                                     self.audio_cfg.sample_rate, spec.window, task)
-            inputs[spec.model_input] = self.encode_video(given_video[None]).expand(n, -1, -1, -1)
-
+        given_audio, given_video, inputs = self._given_inputs(spec, audio, video, n)
         clips, total_frames = (long_clip_count(seconds, self.fps, self.num_frames) if task == "long"
                                else (1, self.num_frames))
-        guided = {"applied": False}
-        latents_per_clip: list[dict[str, torch.Tensor]] = []
-        picks_per_clip: list[torch.Tensor] = []  # [n] each: the candidate decoded
+        kept: list[dict[str, torch.Tensor]] = []
+        picks: list[torch.Tensor] = []  # [n] per clip: the candidate decoded
+        guided = False
         for index in range(clips):
             if index > 0:  # long: condition on the clip before (the first clip is plain svg)
-                previous = latents_per_clip[-1]
-                inputs = {"prev_audio": previous["audio"], "prev_video": previous["video"]}
+                inputs = {"prev_audio": kept[-1]["audio"], "prev_video": kept[-1]["video"]}
             # a2v / v2a: the given modality's x_t is its forward-noised latent (paper Sec. 3.3)
             known = {spec.given: inputs[spec.model_input]} if spec.keeps_given else {}
-            latents, picks = self._sample_latents(n, inputs, labels, scale, steps, sampler, generators,
-                                                  progress, guided, known, sync_step, candidates, critics)
-            latents_per_clip.append(latents)
-            picks_per_clip.append(picks)
+            latents, clip_picks, clip_guided = self._sample_clip(index, inputs, known, labels, generators,
+                                                                 settings, progress, notify)
+            notify({"stage": "latents", "clip": index, "latents": latents})
+            kept.append(latents)
+            picks.append(clip_picks)
+            guided = guided or clip_guided
 
-        keep_audio = given_audio is not None and spec.keeps_given  # a2v: the output audio IS the given audio
-        keep_video = given_video is not None and spec.keeps_given  # v2a: the output video IS the given video
-        frames, waves = [], []
-        for i, sample_generator in enumerate(generators):  # per sample: its noise is its own
-            decoded = [self.decode({k: v[i:i + 1] for k, v in latents.items()},
-                                   None if labels is None else labels[i:i + 1], sample_generator, progress,
-                                   # v2a discards the generated video: decode one frame of it, not T
-                                   frames=[0] if keep_video else None, steps=decoder_steps)
-                       for latents in latents_per_clip]
-            frames.append(torch.cat([clip_frames for clip_frames, _ in decoded], dim=1))  # [1, clips * T, 3, H, W]
-            if not keep_audio:
-                waves.append(vocode_clips([image for _, image in decoded], self.audio_cfg, self.vocoder))
-        if keep_video:
-            frames_out = given_video[None].expand(n, -1, -1, -1, -1).clone()
-        else:
-            frames_out = torch.cat(frames)[:, :total_frames]  # [n, T', 3, H, W]
-        if keep_audio:
-            waves_out = given_audio[None].expand(n, -1).clone()
-        else:
-            waves_out = torch.cat(waves)[:, : total_frames * self.clip_samples // self.num_frames]  # [n, N']
-
-        settings = {
+        frames_out, waves_out = self._decode_clips(kept, labels, generators, settings, progress, spec,
+                                                   given_audio, given_video, total_frames)
+        record = {
             "task": task, "n": n, "seed": int(seed), "sample_seeds": [int(seed) + i for i in range(n)],
-            "steps": steps, "sampler": sampler,
-            "decoder_steps": decoder_steps,
-            "guidance": scale, "guidance_applied": guided["applied"], "sync_guidance": sync_step,
-            "candidates": candidates, "critics": list(critics) if candidates > 1 else [],
-            "critic_times": list(gen.critic_times) if candidates > 1 and "generator" in critics else [],
+            "steps": settings.steps, "sampler": settings.sampler, "decoder_steps": settings.decoder_steps,
+            "guidance": settings.guidance, "guidance_applied": guided, "sync_guidance": settings.sync_guidance,
+            "candidates": settings.candidates,
+            "critics": list(settings.critics) if settings.candidates > 1 else [],
+            "critic_times": (list(settings.critic_times) if settings.candidates > 1 and "generator" in settings.critics
+                             else []),
             # per sample, per clip: the candidate decoded (0..candidates-1)
-            "chosen_candidates": torch.stack(picks_per_clip, dim=1).tolist(),
-            "unconditional_branch_drops": spec.dropped if guided["applied"] else "nothing (no guidance)",
+            "chosen_candidates": torch.stack(picks, dim=1).tolist(),
+            "unconditional_branch_drops": spec.dropped if guided else "nothing (no guidance)",
             "class_label": class_label, "seconds": seconds, "clips": clips,
             # per sample: the class drawn for it (svg / long with reranking and no class given)
             "sample_classes": labels.tolist() if drawn_classes else None,
@@ -336,55 +326,135 @@ class SoundingVideoPipeline:
             "mmldm_version": __version__,
         }
         return SoundingVideoOutput(frames_out.float().clamp(-1, 1), waves_out.float().clamp(-1, 1), self.fps,
-                                   self.audio_cfg.sample_rate, settings, self.resolved_config())
+                                   self.audio_cfg.sample_rate, record, self.resolved_config())
 
-    def _guidance_scales(self, guidance: Guidance) -> dict[str, float]:
-        """``{"audio": s_a, "video": s_v}`` from a pair, a dict, one number or the defaults."""
-        if guidance is None:
-            return {"audio": self.generation.audio_guidance, "video": self.generation.video_guidance}
-        if isinstance(guidance, Mapping):
-            if set(guidance) != {"audio", "video"}:
-                raise ConfigError(f"guidance must name audio and video, got {sorted(guidance)}")
-            values = (guidance["audio"], guidance["video"])
-        elif isinstance(guidance, (int, float)):
-            values = (guidance, guidance)
+    def _given_inputs(self, spec: TaskSpec, audio: Any, video: Any, n: int
+                      ) -> tuple[torch.Tensor | None, torch.Tensor | None, dict[str, torch.Tensor]]:
+        """``(given waveform [N] or None, given frames [T, 3, H, W] or None, generator inputs)``:
+        the task's given clip, read, and its latent ``[n, ...]`` under the task's generator input."""
+        if spec.given == "audio":
+            wave = load_audio(audio, self.audio_cfg.sample_rate, self.clip_samples, spec.window, spec.name)
+            return wave, None, {spec.model_input: self.encode_audio(wave[None]).expand(n, -1, -1, -1)}
+        if spec.given == "video":
+            frames = load_video(video, self.fps, self.frame_size, self.num_frames, self.audio_cfg.sample_rate,
+                                spec.window, spec.name)
+            return None, frames, {spec.model_input: self.encode_video(frames[None]).expand(n, -1, -1, -1)}
+        return None, None, {}
+
+    def _sample_clip(self, index: int, inputs: dict[str, torch.Tensor], known: dict[str, torch.Tensor],
+                     labels: torch.Tensor | None, generators: list[torch.Generator], settings: SamplingSettings,
+                     progress: bool, notify: Callback) -> tuple[dict[str, torch.Tensor], torch.Tensor, bool]:
+        """One clip's perceptual latents ``{"audio": [n, Ca, Ha, Wa], "video": [n, Cv, Hv, Wv]}`` in the
+        generator's (scaled) space, the candidate kept per sample ``[n]`` and whether guidance applied.
+
+        ``settings.candidates`` K > 1: ``n * K`` latents are sampled in one batch, candidate ``j``
+        of sample ``i`` at row ``i * K + j``, drawing its noise from ``generators[i]`` after
+        candidate ``j - 1``; the critics keep one per sample.
+        """
+        n, candidates = len(generators), settings.candidates
+        if candidates > 1:  # [n, ...] -> [n * K, ...], sample-major
+            generators = [g for g in generators for _ in range(candidates)]
+            inputs, known = ({k: v.repeat_interleave(candidates, 0) for k, v in d.items()} for d in (inputs, known))
+            labels = None if labels is None else labels.repeat_interleave(candidates, 0)
+        noise = self.latent_noise(generators)
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        cond, uncond = branch_conditions(inputs, labels, self.generator.null_class)
+        notify({"stage": "clip", "clip": index, "conditions": cond, "unconditional": uncond if cond else None,
+                "known": known})
+        if cond:  # something to drop: per-modality classifier-free guidance
+            denoise = guided_denoiser(self.denoise, cond, uncond, settings.guidance)
+        else:  # svg without a class: the unconditional branch would be the same model call
+            denoise = lambda x, t: self.denoise(x, t)  # noqa: E731
+        if settings.sync_guidance:
+            critic = generator_critic(self.denoise, self.objective, known["audio"], self.latent_noise(generators),
+                                      1.0, labels)
+            denoise = critic_guided_denoiser(denoise, self.objective, "video", critic, settings.sync_guidance)
+        latents = sample(denoise, noise, self.objective, sampler=settings.sampler, steps=settings.steps,
+                         progress=progress, known=known,
+                         callback=lambda step: notify({"stage": "step", "clip": index, **step}))
+        if candidates == 1:
+            return latents, torch.zeros(n, dtype=torch.long), bool(cond)
+        scores = self.critic_scores(latents, labels, generators, settings)
+        kept, picks = pick_candidates(latents, list(scores.values()))
+        notify({"stage": "candidates", "clip": index, "pool": latents, "scores": scores, "picks": picks})
+        return kept, picks, bool(cond)
+
+    def critic_scores(self, latents: dict[str, torch.Tensor], labels: torch.Tensor | None,
+                      generators: list[torch.Generator], settings: SamplingSettings) -> dict[str, torch.Tensor]:
+        """Each critic's score of every candidate, ``{critic: [n, K]}`` (CPU), lower = more in sync.
+
+        ``latents``: ``[n * K, ...]`` each, sample-major; ``generators``: one per row (a sample's
+        rows hold the sample's generator). The generator's critic draws one noise per critic time
+        from each sample's generator and scores all the sample's candidates under it (common random
+        numbers: the draw's own variance does not reorder them).
+        """
+        candidates = settings.candidates
+        scores = {}
+        for name in settings.critics:
+            if name == "generator":
+                noises = [self.latent_noise(generators[::candidates], repeat=candidates)
+                          for _ in settings.critic_times]
+                score = generator_scores(self.denoise, self.objective, latents, noises, settings.critic_times, labels)
+            else:
+                with self._autocast():
+                    score = -contrastive_similarity(self.autoencoder, latents, self.generation.scales)
+            scores[name] = score.float().view(-1, candidates).cpu()
+        return scores
+
+    def denoise(self, x: dict[str, torch.Tensor], t: torch.Tensor, **conditions: Any) -> dict[str, torch.Tensor]:
+        """The generator ``(x_t, t_model, **conditions) -> outputs`` under the pipeline's autocast,
+        outputs in float32 (what samplers, guidance and the critics call)."""
+        with self._autocast():
+            out = self.generator(x, t, **conditions)
+        return {k: v.float() for k, v in out.items()}
+
+    def latent_noise(self, generators: list[torch.Generator], repeat: int = 1) -> dict[str, torch.Tensor]:
+        """Gaussian noise shaped like the generator's latents, ``{"audio": [n * repeat, Ca, Ha, Wa],
+        "video": [n * repeat, Cv, Hv, Wv]}`` on the device; sample i draws its audio, then its video,
+        from ``generators[i]`` and its draw fills ``repeat`` consecutive rows."""
+        dit = self.generator.cfg
+        shapes = {"audio": (1, dit.audio_channels, *dit.audio_size), "video": (1, dit.video_channels, *dit.video_size)}
+        per_sample = [{k: torch.randn(shape, generator=g) for k, shape in shapes.items()} for g in generators]
+        noise = {k: torch.cat([d[k] for d in per_sample]).to(self.device) for k in shapes}
+        return {k: v.repeat_interleave(repeat, 0) for k, v in noise.items()} if repeat > 1 else noise
+
+    def _decode_clips(self, kept: list[dict[str, torch.Tensor]], labels: torch.Tensor | None,
+                      generators: list[torch.Generator], settings: SamplingSettings, progress: bool, spec: TaskSpec,
+                      given_audio: torch.Tensor | None, given_video: torch.Tensor | None,
+                      total_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every sample's clips decoded and joined: frames [n, T', 3, H, W] and waves [n, N'] (the
+        given modality of a2v / v2a instead of its decoding)."""
+        keep_audio = given_audio is not None and spec.keeps_given  # a2v: the output audio IS the given audio
+        keep_video = given_video is not None and spec.keeps_given  # v2a: the output video IS the given video
+        n = len(generators)
+        frames, waves = [], []
+        for i, sample_generator in enumerate(generators):  # per sample: its noise is its own
+            decoded = [self.decode({k: v[i:i + 1] for k, v in latents.items()},
+                                   None if labels is None else labels[i:i + 1], sample_generator, progress,
+                                   # v2a discards the generated video: decode one frame of it, not T
+                                   frames=[0] if keep_video else None, steps=settings.decoder_steps)
+                       for latents in kept]
+            frames.append(torch.cat([clip_frames for clip_frames, _ in decoded], dim=1))  # [1, clips * T, 3, H, W]
+            if not keep_audio:
+                waves.append(vocode_clips([image for _, image in decoded], self.audio_cfg, self.vocoder))
+        if keep_video:
+            frames_out = given_video[None].expand(n, -1, -1, -1, -1).clone()
         else:
-            values = tuple(guidance)
-            if len(values) == 1:
-                values = values * 2
-            if len(values) != 2:
-                raise ConfigError(f"guidance takes one scale or two (audio video), got {len(values)}")
-        try:
-            audio_scale, video_scale = (float(v) for v in values)
-        except (TypeError, ValueError):
-            raise ConfigError(f"guidance scales must be numbers, got {values!r}") from None
-        if not (math.isfinite(audio_scale) and math.isfinite(video_scale)):
-            raise ConfigError(f"guidance scales must be finite numbers, got {audio_scale:g} {video_scale:g}")
-        return {"audio": audio_scale, "video": video_scale}
+            frames_out = torch.cat(frames)[:, :total_frames]  # [n, T', 3, H, W]
+        if keep_audio:
+            waves_out = given_audio[None].expand(n, -1).clone()
+        else:
+            waves_out = torch.cat(waves)[:, : total_frames * self.clip_samples // self.num_frames]  # [n, N']
+        return frames_out, waves_out
 
-    def _sync_guidance(self, task: str, value: float | None) -> float:
-        """The a2v sync-guidance step: ``value``, else the model's default; 0 for other tasks."""
-        if value is None:
-            return self.generation.sync_guidance if task == "a2v" else 0.0
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-            raise ConfigError(f"sync guidance must be a finite number >= 0, got {value!r}")
-        if value and task != "a2v":
-            raise ConfigError(f"sync guidance applies to task a2v only, not {task}")
-        return float(value)
-
-    def _critics(self, critics: Sequence[str] | None) -> tuple[str, ...]:
-        """The candidate critics: ``critics`` (validated as ``generation.json``'s are), else the
-        model's; the contrastive critic only with an autoencoder trained with a contrastive loss."""
-        if isinstance(critics, str):
-            critics = (critics,)
-        chosen = (self.generation.critics if critics is None
-                  else dataclasses.replace(self.generation, critics=tuple(critics)).critics)
-        if "contrastive" in chosen and self.autoencoder.cfg.loss.contrastive <= 0:
+    def _check_critics(self, settings: SamplingSettings) -> None:
+        if "contrastive" in settings.critics and self.autoencoder.cfg.loss.contrastive <= 0:
             raise ConfigError("the contrastive critic needs an autoencoder trained with a contrastive loss "
                               "(this one's loss.contrastive is 0)")
-        return chosen
 
     def _class_labels(self, class_label: int | None, n: int) -> torch.Tensor | None:
+        """``[n]`` labels of the asked class, checked here where the class enters (the network does not
+        check its labels: that would cost a host sync every step)."""
         classes = self.generator.cfg.num_classes
         if class_label is None:
             return None
@@ -394,171 +464,10 @@ class SoundingVideoPipeline:
             raise ConfigError(f"class {class_label!r} is not one of this model's classes 0..{classes - 1}")
         return torch.full((n,), class_label, dtype=torch.long, device=self.device)
 
-    def _draw_classes(self, generators: list[torch.Generator]) -> torch.Tensor:
-        """One class per sample ``[n]``, each the first draw of the sample's generator: from
-        ``generation.class_prior``, or uniform when it is empty or all its weights are equal."""
-        prior = self.generation.class_prior
-        if not prior or len(set(prior)) == 1:
-            draws = [torch.randint(self.generator.cfg.num_classes, (1,), generator=g) for g in generators]
-        else:
-            weights = torch.tensor(prior, dtype=torch.float64)
-            draws = [torch.multinomial(weights, 1, generator=g) for g in generators]
-        return torch.cat(draws).to(self.device)
-
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.dtype is None or self.dtype == torch.float32:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
-
-    def _denoiser_network(self, x: dict[str, torch.Tensor], t: torch.Tensor, **conditions: Any
-                          ) -> dict[str, torch.Tensor]:
-        """The generator under autocast, outputs in float32."""
-        with self._autocast():
-            out = self.generator(x, t, **conditions)
-        return {k: v.float() for k, v in out.items()}
-
-    def _sample_latents(self, n: int, inputs: dict[str, torch.Tensor], labels: torch.Tensor | None,
-                        scale: dict[str, float], steps: int, sampler: str, generators: list[torch.Generator],
-                        progress: bool, guided: dict[str, bool], known: dict[str, torch.Tensor],
-                        sync_step: float = 0.0, candidates: int = 1, critics: Sequence[str] = ("generator",)
-                        ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """One clip's perceptual latents ``{"audio": [n, Ca, Ha, Wa], "video": [n, Cv, Hv, Wv]}``
-        in the generator's (scaled) space, by the sampler with cross-modal guidance (Eq. 9);
-        ``known`` entries follow their forward process (:func:`mmldm.diffusion.sample`);
-        ``sync_step`` > 0 (a2v) adds sync guidance on the video (:meth:`_sync_critic`).
-
-        ``candidates`` > 1: ``n * candidates`` latents are sampled in one batch (candidate ``j``
-        of sample ``i`` at row ``i * candidates + j`` draws its noise from ``generators[i]``
-        after candidate ``j - 1``, so candidate 0 is what ``candidates=1`` samples) and the
-        best of each sample's candidates is kept (:meth:`_pick_candidates`). Returns the
-        latents and the index of the candidate kept per sample, ``[n]`` (zeros for 1).
-        """
-        if candidates > 1:  # [n, ...] -> [n * candidates, ...], sample-major
-            generators = [g for g in generators for _ in range(candidates)]
-            inputs, known = ({k: v.repeat_interleave(candidates, 0) for k, v in d.items()} for d in (inputs, known))
-            labels = None if labels is None else labels.repeat_interleave(candidates, 0)
-        noise = self._latent_noise(generators)
-        inputs = {k: v.to(self.device) for k, v in inputs.items()}
-        cond, uncond = branch_conditions(inputs, labels, self.generator.null_class)
-        if cond:  # something to drop: per-modality classifier-free guidance
-            denoise = guided_denoiser(self._denoiser_network, cond, uncond, scale)
-            guided["applied"] = True
-        else:  # svg without a class: the unconditional branch would be the same model call
-            denoise = lambda x, t: self._denoiser_network(x, t)  # noqa: E731
-        if sync_step:
-            critic = self._sync_critic(known["audio"], labels, generators)
-            denoise = critic_guided_denoiser(denoise, self.objective, "video", critic, sync_step)
-        latents = sample(denoise, noise, self.objective, sampler=sampler, steps=steps,
-                         progress=progress, known=known)
-        if candidates == 1:
-            return latents, torch.zeros(n, dtype=torch.long)
-        return self._pick_candidates(latents, labels, generators, candidates, critics)
-
-    def _pick_candidates(self, latents: dict[str, torch.Tensor], labels: torch.Tensor | None,
-                         generators: list[torch.Generator], candidates: int,
-                         critics: Sequence[str] = ("generator",)
-                         ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """Keep, per sample, the candidate the ``critics`` find most in sync.
-
-        One critic: its lowest score (:meth:`_critic_scores`) wins. Several: each ranks a
-        sample's candidates (0 = best) and the lowest sum of ranks wins (the first candidate on
-        a tie), so no critic's scale matters.
-
-        ``latents``: ``[n * candidates, ...]`` each, sample-major; returns ``[n, ...]`` each and
-        the kept candidate per sample ``[n]`` (CPU).
-        """
-        scores = self._critic_scores(latents, labels, generators, candidates, critics)
-        picks = (rank_sum(scores) if len(scores) > 1 else scores[0]).argmin(1)  # [n]
-        rows = torch.arange(len(picks)) * candidates + picks
-        return {k: v[rows.to(v.device)] for k, v in latents.items()}, picks
-
-    def _critic_scores(self, latents: dict[str, torch.Tensor], labels: torch.Tensor | None,
-                       generators: list[torch.Generator], candidates: int, critics: Sequence[str]
-                       ) -> list[torch.Tensor]:
-        """Each critic's score of every candidate, ``[n, candidates]`` (CPU), lower = more in sync.
-
-        * "generator": the sum over ``generation.critic_times`` of :meth:`_sync_critic` at that
-          time with the candidate's own audio as the target. A Monte Carlo estimate of the
-          audio's conditional denoising loss given the video, i.e. of how likely the generator
-          finds that audio for that video (the diffusion-classifier view); middle times, where
-          the generator sees part of the audio, rank better than t = 1 alone (measured in
-          docs/default-model.md). The candidates of one sample share its noise draws (one per
-          time, from the sample's generator: common random numbers), so they are compared
-          under the same noise and the draw's own variance does not reorder them.
-        * "contrastive": minus :meth:`_contrastive_similarity`, the autoencoder's own score.
-
-        ``latents``: ``[n * candidates, ...]`` each, sample-major; ``generators``: one per row
-        (a sample's rows hold the sample's generator).
-        """
-        scores = []
-        with torch.no_grad():
-            for name in critics:
-                if name == "generator":
-                    score = sum(self._sync_critic(latents["audio"], labels, generators, time,
-                                                  shared=candidates)(latents["video"])
-                                for time in self.generation.critic_times)
-                else:
-                    score = -self._contrastive_similarity(latents)
-                scores.append(score.float().view(-1, candidates).cpu())
-        return scores
-
-    def _contrastive_similarity(self, latents: dict[str, torch.Tensor]) -> torch.Tensor:
-        """``[B]``: cosine similarity of the audio and video embeddings of the autoencoder's
-        contrastive head (paper Eq. 1: its semantic tokens, mean-pooled and projected) for
-        generator latents ``{"audio": [B, Ca, Ha, Wa], "video": [B, Cv, Hv, Wv]}``.
-
-        The autoencoder learnt it to tell matched audio-video pairs from the other pairs of a
-        batch: a second judge of sync, trained apart from the generator.
-        """
-        video_z = latents["video"].float() / self.generation.video_latent_scale
-        audio_z = latents["audio"].float() / self.generation.audio_latent_scale
-        with self._autocast():
-            semantic = self.autoencoder.semantic(video_z, audio_z)
-            video, audio = self.autoencoder.contrastive.embed(semantic.video.float(), semantic.audio.float())
-        return (video.float() * audio.float()).sum(-1)
-
-    def _latent_noise(self, generators: list[torch.Generator]) -> dict[str, torch.Tensor]:
-        """Gaussian noise shaped like the generator's latents, ``{"audio": [n, Ca, Ha, Wa], "video":
-        [n, Cv, Hv, Wv]}`` on the device; sample i draws its audio, then its video, from ``generators[i]``."""
-        dit = self.generator.cfg
-        shapes = {"audio": (1, dit.audio_channels, *dit.audio_size), "video": (1, dit.video_channels, *dit.video_size)}
-        per_sample = [{k: torch.randn(shape, generator=g) for k, shape in shapes.items()} for g in generators]
-        return {k: torch.cat([d[k] for d in per_sample]).to(self.device) for k in shapes}
-
-    def _sync_critic(self, audio: torch.Tensor, labels: torch.Tensor | None,
-                     generators: list[torch.Generator], time: float = 1.0, shared: int = 1
-                     ) -> Callable[[torch.Tensor], torch.Tensor]:
-        """``video x0 [n, Cv, Hv, Wv] -> [n]``: the generator's own error in predicting ``audio``
-        ``[n, Ca, Ha, Wa]`` from that video (mean squared error of its audio estimate, per sample).
-
-        Both entries are noised to ``time`` (a fraction of the forward process) and the video is
-        also the ``video_cond`` (the v2a input). At ``time`` 1 the inputs are pure noise, so the
-        audio estimate comes from the video alone, for every objective (an epsilon or v
-        schedule's last step still keeps ``sqrt(alpha_bar_T)``, about 0.07, of the signal: a
-        trace of the very audio being scored). The noise is drawn per row from its generator;
-        ``shared`` > 1: each group of ``shared`` consecutive rows uses one draw, from the
-        group's first generator (the candidates of one sample, compared under one noise).
-        """
-        noise = self._latent_noise(generators[::shared])
-        if shared > 1:
-            noise = {k: v.repeat_interleave(shared, 0) for k, v in noise.items()}
-        n = len(generators)
-        if self.objective.prediction == "velocity":
-            t = torch.full((n,), float(time), device=self.device)
-        else:
-            last = self.objective.num_train_timesteps - 1
-            t = torch.full((n,), round(time * last), dtype=torch.long, device=self.device)
-        t_model = self.objective.model_timestep(t)
-        conditions = {} if labels is None else {"class_labels": labels}
-
-        def critic(video: torch.Tensor) -> torch.Tensor:
-            clean = {"audio": audio, "video": video}
-            x_t = dict(noise) if time >= 1 else self.objective.add_noise(clean, noise, t)
-            out = self._denoiser_network(x_t, t_model, video_cond=video, **conditions)
-            audio_x0 = self.objective.predict_x0(out["audio"], x_t["audio"], t)
-            return (audio_x0 - audio).pow(2).flatten(1).mean(1)  # [n]
-
-        return critic
 
     # ------------------------------------------------------------------ encode / decode
 
@@ -609,12 +518,6 @@ class SoundingVideoPipeline:
         return frames.float().cpu(), audio_image.float().cpu()
 
 
-def rank_sum(scores: Sequence[torch.Tensor]) -> torch.Tensor:
-    """How several critics combine: each critic's scores ``[n, candidates]`` (lower = better)
-    become ranks within each row (0 = best, ties in order), summed over the critics ``[n, candidates]``."""
-    return sum(score.argsort(dim=1, stable=True).argsort(dim=1) for score in scores)
-
-
 def _describe_input(source: Any) -> str | None:
     if source is None:
         return None
@@ -624,4 +527,16 @@ def _describe_input(source: Any) -> str | None:
     return f"in-memory {type(source).__name__} {list(shape)}"
 
 
-__all__ = ["SoundingVideoPipeline", "rank_sum"]
+def _diffusion_config(objective: Objective | DiffusionConfig | str) -> DiffusionConfig:
+    """The :class:`DiffusionConfig` of an objective given as itself, its config or its name."""
+    if isinstance(objective, DiffusionConfig):
+        return objective
+    if isinstance(objective, str):
+        return DiffusionConfig(objective=objective)
+    if isinstance(objective, Objective):
+        return objective.config()
+    raise ConfigError(f"unknown objective {type(objective).__name__} (give an Objective, its name or a "
+                      "DiffusionConfig)")
+
+
+__all__ = ["Callback", "SoundingVideoPipeline"]

@@ -155,10 +155,10 @@ class Trainer:
         self.ema: dict[str, EMA] = {}
         for key in self.trainable_keys:
             module = modules[key].to(acc.device)
-            self._load_from_checkpoint(f"model_{key}.safetensors", module.load_state_dict)
+            self._load_from_checkpoint(ckpt.module_weights_name(key), module.load_state_dict)
             if tc.ema.enabled:
                 self.ema[key] = EMA(module, tc.ema.decay, tc.ema.warmup_steps)
-                self._load_from_checkpoint(f"ema_{key}.safetensors", lambda state, ema=self.ema[key]: (
+                self._load_from_checkpoint(ckpt.module_weights_name(key, ema=True), lambda state, ema=self.ema[key]: (
                     ema.load_state_dict(state, self.resume_state.get("ema_updates", 0))))
 
         self.wrapped: dict[str, nn.Module] = {}
@@ -294,9 +294,9 @@ class Trainer:
         optim_states = {group.name: self._optimizer_state(group) for group in self.groups}
         if acc.is_main_process:
             for key, state in weights.items():
-                ckpt.save_tensors(tmp / f"model_{key}.safetensors", state)
+                ckpt.save_tensors(tmp / ckpt.module_weights_name(key), state)
             for key, ema in self.ema.items():
-                ckpt.save_tensors(tmp / f"ema_{key}.safetensors", ema.state_dict())
+                ckpt.save_tensors(tmp / ckpt.module_weights_name(key, ema=True), ema.state_dict())
             for group in self.groups:
                 ckpt.save_torch_state(tmp / f"optim_{group.name}.pt", optim_states[group.name])
                 ckpt.save_torch_state(tmp / f"sched_{group.name}.pt", group.scheduler.state_dict())

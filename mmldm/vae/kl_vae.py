@@ -32,8 +32,8 @@ from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from einops import rearrange
 from torch import nn
 
-from ..config import make_folder
 from ..errors import ConfigError, WeightsError
+from ..weights import load_state_checked, load_state_dict_file, read_pretrained_folder, save_pretrained_folder
 
 #: Stable Diffusion v1 KL-f8 autoencoder (the ``first_stage_model`` of SD v1.x,
 #: also ``stabilityai/sd-vae-ft-mse``): 8x downsampling, 4 latent channels.
@@ -115,24 +115,17 @@ class KLVAE(nn.Module):
         missing, unexpected or mis-shaped tensor is one WeightsError line and no
         hub lookup can ever happen.
         """
-        directory = Path(directory)
-        config_path = directory / DIFFUSERS_CONFIG_NAME
-        weights_path = directory / DIFFUSERS_WEIGHTS_NAME
         what = "KL-VAE diffusers folder"
-        if not directory.is_dir():
-            raise WeightsError(directory, what, f"folder not found; expected {DIFFUSERS_CONFIG_NAME} and "
-                               f"{DIFFUSERS_WEIGHTS_NAME} in it")
-        for needed in (config_path, weights_path):
-            if not needed.is_file():
-                raise WeightsError(directory, what, f"{needed.name} is missing")
+        config, state, weights_path = read_pretrained_folder(directory, what, DIFFUSERS_WEIGHTS_NAME,
+                                                             DIFFUSERS_CONFIG_NAME)
         try:
-            config = json.loads(config_path.read_text())
             with init_empty_weights():  # no random init of weights that are overwritten next
                 autoencoder = AutoencoderKL.from_config(config)
-        except (json.JSONDecodeError, TypeError, ValueError) as exc:
-            raise WeightsError(config_path, what, f"config.json is not an AutoencoderKL config: {exc}") from None
+        except (TypeError, ValueError) as exc:
+            raise WeightsError(Path(directory) / DIFFUSERS_CONFIG_NAME, what,
+                               f"config.json is not an AutoencoderKL config: {exc}") from None
         vae = cls(autoencoder, chunk_size=chunk_size)
-        vae._load_diffusers_state_dict(_read_state_dict(weights_path, what), weights_path, what)
+        load_state_checked(vae.autoencoder, state, weights_path, what, assign=True)
         return vae
 
     @classmethod
@@ -152,7 +145,7 @@ class KLVAE(nn.Module):
         if not path.is_file():
             raise WeightsError(path, what, "file not found; give the original SD VAE weights "
                                "(e.g. vae-ft-mse-840000-ema-pruned.safetensors) or a full SD v1 checkpoint")
-        state = _read_state_dict(path, what)
+        state = load_state_dict_file(path, what, key="state_dict")
         vae_prefix = next((p for p in ("first_stage_model.", "vae.")
                            if any(k.startswith(p) for k in state)), "")
         if f"{vae_prefix}encoder.conv_in.weight" not in state:
@@ -169,7 +162,7 @@ class KLVAE(nn.Module):
             converted = convert_ldm_vae_checkpoint(state, config)
         except (AttributeError, KeyError, IndexError) as exc:  # the converter assumes a complete checkpoint
             raise WeightsError(path, what, f"incomplete LDM VAE weights ({type(exc).__name__}: {exc})") from None
-        vae._load_diffusers_state_dict(converted, path, what)
+        load_state_checked(vae.autoencoder, converted, path, what, assign=True)
         return vae
 
     @classmethod
@@ -189,28 +182,9 @@ class KLVAE(nn.Module):
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write a diffusers-format folder that :meth:`from_pretrained` (and diffusers) can load."""
-        directory = make_folder(directory)  # diffusers only logs (and writes nothing) when a file is in the way
-        self.autoencoder.save_pretrained(directory, safe_serialization=True)
-        return directory
-
-    def _load_diffusers_state_dict(self, state: dict[str, torch.Tensor], path: Path, what: str) -> None:
-        own = self.autoencoder.state_dict()
-        missing = sorted(set(own) - set(state))
-        unexpected = sorted(set(state) - set(own))
-        if missing or unexpected:
-            detail = []
-            if missing:
-                detail.append(f"{len(missing)} missing (e.g. '{missing[0]}')")
-            if unexpected:
-                detail.append(f"{len(unexpected)} unexpected (e.g. '{unexpected[0]}')")
-            raise WeightsError(path, what, "keys do not fit the network: " + ", ".join(detail))
-        for key, value in state.items():
-            if value.shape != own[key].shape:
-                raise WeightsError(path, what, f"'{key}' has shape {tuple(value.shape)}, the network "
-                                   f"needs {tuple(own[key].shape)} (wrong preset?)")
-        # assign: the network may have been built on the meta device; keep its float32 dtype
-        state = {key: value.to(own[key].dtype).contiguous() for key, value in state.items()}
-        self.autoencoder.load_state_dict(state, strict=True, assign=True)
+        config = json.loads(self.autoencoder.to_json_string())  # diffusers' own config.json content
+        return save_pretrained_folder(directory, config, self.autoencoder, DIFFUSERS_WEIGHTS_NAME,
+                                      DIFFUSERS_CONFIG_NAME)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -313,22 +287,3 @@ def estimate_scaling_factor(vae: KLVAE, images: torch.Tensor) -> float:
     """
     latents = vae.encode_images(images) / vae.scaling_factor
     return float(1.0 / latents.float().std().clamp_min(1e-8))
-
-
-def _read_state_dict(path: Path, what: str) -> dict[str, torch.Tensor]:
-    """Tensors of a .safetensors file, or of a torch pickle read with ``weights_only=True``."""
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(str(path), device="cpu")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any reader failure means an unusable file
-        raise WeightsError(path, what, f"cannot be read ({type(exc).__name__}: "
-                           f"{' '.join(str(exc).split())[:200]})") from None
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)} if isinstance(state, dict) else {}
-    if not tensors:
-        raise WeightsError(path, what, "is not a dictionary of tensors (a state dict)")
-    return tensors

@@ -28,9 +28,11 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from .. import rng
 from ..config import load_config
 from ..errors import ConfigError, WeightsError
 from ..data.config import ClipDataConfig
+from ..training.checkpoint import is_training_checkpoint, load_trained_weights, module_weights_name
 from ..training.config import TrainConfig
 from .kl_vae import KLVAE, estimate_scaling_factor
 from .losses import (
@@ -169,10 +171,9 @@ class VAEStage:
         frames = batch["frames"]  # [B,T,3,H,W]
         batch_size, num_frames = frames.shape[:2]
         k = self.cfg.data.frames_per_clip
-        device = generator.device if generator is not None else frames.device
         # k distinct frames per clip: the first k of a random permutation (argsort of uniform noise)
-        choice = torch.rand(batch_size, num_frames, generator=generator, device=device).argsort(dim=1)[:, :k]
-        picked = frames[torch.arange(batch_size, device=frames.device)[:, None], choice.to(frames.device)]
+        choice = rng.rand((batch_size, num_frames), generator, frames.device).argsort(dim=1)[:, :k]
+        picked = frames[torch.arange(batch_size, device=frames.device)[:, None], choice]
         images = picked.flatten(0, 1)  # [B*k,3,H,W]
         if self.cfg.data.audio_image:
             images = torch.cat([images, batch["audio_image"]])
@@ -251,20 +252,10 @@ def load_vae(path: str | Path, preset: str = "sd-v1", chunk_size: int = 16, use_
     and ``use_ema``.
     """
     path = Path(path)
-    if path.is_dir() and (path / "model_model.safetensors").is_file():
-        from safetensors.torch import load_file
-
+    if is_training_checkpoint(path):
         cfg = _checkpoint_config(path)
         vae = build_vae(dataclasses.replace(cfg.model, pretrained=None, chunk_size=chunk_size))
-        weights = path / "ema_model.safetensors"
-        if not (use_ema and weights.is_file()):
-            weights = path / "model_model.safetensors"
-        try:
-            vae.load_state_dict(load_file(str(weights)), strict=True)
-        except RuntimeError as exc:
-            raise WeightsError(weights, "VAE training checkpoint",
-                               f"weights do not fit the '{cfg.model.preset}' preset ({str(exc).splitlines()[0]})"
-                               ) from None
+        load_trained_weights(vae, path, f"VAE training checkpoint ('{cfg.model.preset}' preset)", use_ema=use_ema)
         return vae
     return KLVAE.load(path, preset=preset, chunk_size=chunk_size)
 
@@ -283,8 +274,8 @@ def export_pretrained(checkpoint: str | Path, out_dir: str | Path, use_ema: bool
     if calibration_clips < 0:
         raise ConfigError(f"calibration clips must be >= 0 (0: keep the checkpoint's scaling factor), "
                           f"got {calibration_clips}")
-    if not (checkpoint / "model_model.safetensors").is_file():
-        raise ConfigError(f"{checkpoint} is not a VAE training checkpoint (no model_model.safetensors)")
+    if not is_training_checkpoint(checkpoint):
+        raise ConfigError(f"{checkpoint} is not a VAE training checkpoint (no {module_weights_name('model')})")
     vae = load_vae(checkpoint, use_ema=use_ema).eval()
     if calibration_clips > 0:
         cfg = _checkpoint_config(checkpoint)

@@ -1,0 +1,116 @@
+"""Training checkpoints -> the folders generation loads (``mmldm export``).
+
+    export_generator(CKPT, "out/generator")                 # AVDiT folder + generation.json
+    export_model(CKPT, "models/shapes", vae=..., autoencoder=..., sampling=SamplingSettings(steps=12))
+
+Export is where a trained model's final settings are decided: the generator's
+objective and latent scales (from its training config), the class mix of its
+training data, the sampling defaults of ``mmldm generate`` and the signal
+decoder's sampling. Each is written once, into the folder
+:meth:`SoundingVideoPipeline.save_pretrained` produces.
+
+This module sits beside the CLI: it imports training (to read checkpoints) and the
+pipeline (to write model folders); the pipeline itself never imports training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from .autoencoder.config import SamplingConfig
+from .config import atomic_write_text, load_config, to_dict
+from .diffusion import DiffusionConfig
+from .errors import ConfigError, DataError
+from .generator.generation import GENERATION_NAME, GenerationConfig, SamplingSettings
+from .generator.latents import class_frequencies
+from .generator.stage import GeneratorDataConfig, GeneratorStageConfig, load_generator
+from .timing import AVTiming
+
+
+def exported_generation(checkpoint: str | Path, diffusion: DiffusionConfig, num_classes: int,
+                        sampling: SamplingSettings | None = None) -> GenerationConfig:
+    """The generation settings an export writes: the objective, the latent scales of the
+    checkpoint's training data, its cache's class frequencies (``class_prior``: the class mix
+    of reranked generation without a class; uniform, ``()``, without classes or without the
+    cache) and the sampling defaults."""
+    data = _data_config_of(Path(checkpoint))
+    has_cache = bool(data.cache) and Path(data.cache).is_dir()
+    prior = class_frequencies(data.cache, num_classes) if num_classes and has_cache else ()
+    return GenerationConfig(diffusion=diffusion, audio_latent_scale=data.audio_latent_scale,
+                            video_latent_scale=data.video_latent_scale, class_prior=prior,
+                            sampling=sampling or SamplingSettings())
+
+
+def export_generator(checkpoint: str | Path, out_dir: str | Path, use_ema: bool = True,
+                     sampling: SamplingSettings | None = None) -> Path:
+    """Write a checkpoint's generator as the ``generator/`` folder of a model folder:
+    ``config.json`` + ``model.safetensors`` (``AVDiT.save_pretrained``) and ``generation.json``
+    (:func:`exported_generation`)."""
+    model, diffusion = load_generator(checkpoint, use_ema=use_ema)
+    generation = exported_generation(checkpoint, diffusion, model.cfg.num_classes, sampling)
+    out = model.save_pretrained(out_dir)
+    atomic_write_text(out / GENERATION_NAME, json.dumps(to_dict(generation), indent=2) + "\n")
+    return out
+
+
+def export_model(checkpoint: str | Path, out_dir: str | Path, *, vae: str | Path, autoencoder: str | Path,
+                 vae_preset: str = "sd-v1", vocoder: str | Path = "griffin-lim", timing: AVTiming | None = None,
+                 use_ema: bool = True, sampling: SamplingSettings | None = None,
+                 decoder_sampling: SamplingConfig | None = None) -> Path:
+    """Write a complete model folder (KL-VAE + autoencoder + generator + vocoder) for ``mmldm generate``.
+
+    ``vae``: diffusers folder, ``mmldm train vae`` checkpoint or single file; ``autoencoder``:
+    ``mmldm train autoencoder`` checkpoint or ``save_pretrained`` folder; ``vocoder``:
+    "griffin-lim" or a HiFi-GAN checkpoint; ``timing``: the clips' timing (default: from the
+    config of the generator's training cache); ``sampling``: the model's sampling defaults
+    (``generation.json``); ``decoder_sampling``: the signal decoder's own sampling settings
+    (default: the autoencoder's).
+    """
+    from .autoencoder.stage import load_autoencoder
+    from .data.audio_image import AudioConfig
+    from .pipeline import SoundingVideoPipeline
+    from .pipeline.folder import check_replaceable
+    from .vae.stage import load_vae
+
+    checkpoint = Path(checkpoint)
+    check_replaceable(Path(out_dir).absolute())  # before any loading: a wrong --out fails at once
+    generator, diffusion = load_generator(checkpoint, use_ema=use_ema)
+    if timing is None:
+        timing = clip_timing_of(_data_config_of(checkpoint).cache)
+    audio_cfg = dataclasses.replace(AudioConfig.for_sample_rate(timing.sample_rate), clip_seconds=timing.seconds)
+    generation = exported_generation(checkpoint, diffusion, generator.cfg.num_classes, sampling)
+    model = load_autoencoder(autoencoder)[0]
+    if timing.num_frames != model.cfg.num_frames:
+        raise ConfigError(f"timing: {timing.num_frames} frames per clip, but the autoencoder ({autoencoder}) "
+                          f"makes clips of {model.cfg.num_frames} frames")
+    if decoder_sampling is not None:
+        model.cfg = dataclasses.replace(model.cfg, sampling=decoder_sampling)
+    pipe = SoundingVideoPipeline.assemble(
+        vae=load_vae(vae, preset=vae_preset), autoencoder=model,
+        generator=generator, objective=diffusion, audio_cfg=audio_cfg, vocoder=vocoder, generation=generation)
+    return pipe.save_pretrained(out_dir)
+
+
+def clip_timing_of(cache_dir: str | Path) -> AVTiming:
+    """The clip timing (fps, frames, sample rate) a perceptual latent cache was made with (its config's ``data``)."""
+    from .data.latent_cache import LatentCacheDataset
+
+    data = LatentCacheDataset(cache_dir).config.get("data") or {}
+    try:
+        return AVTiming(fps=float(data["fps"]), num_frames=int(data["num_frames"]),
+                        sample_rate=int(data["sample_rate"]))
+    except (KeyError, TypeError, ValueError):
+        raise DataError(f"latent cache {cache_dir}: its config names no clip timing (data.fps, num_frames, "
+                        "sample_rate); pass the timing explicitly") from None
+
+
+def _data_config_of(checkpoint: Path) -> GeneratorDataConfig:
+    """The data settings of a training checkpoint (defaults for an exported folder)."""
+    if (checkpoint / "config.yaml").is_file():
+        return load_config(GeneratorStageConfig, checkpoint / "config.yaml").data
+    return GeneratorDataConfig()
+
+
+__all__ = ["clip_timing_of", "export_generator", "export_model", "exported_generation"]
