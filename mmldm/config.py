@@ -12,7 +12,6 @@ line as ``--set model.depth=12`` (values are parsed as YAML scalars/lists).
 from __future__ import annotations
 
 import dataclasses
-import os
 import types
 import typing
 from pathlib import Path
@@ -105,8 +104,15 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
 
 
 def from_dict(cls: type[T], data: dict[str, Any] | None, prefix: str = "") -> T:
-    """Build dataclass ``cls`` from ``data``; unknown keys are an error naming the key."""
+    """Build dataclass ``cls`` from ``data``; unknown keys are an error naming the key.
+
+    A config whose layout changed defines ``upgrade_keys(data) -> data`` (a staticmethod), which
+    rewrites the old layout into the new one, so files written before the change keep loading.
+    """
     data = dict(data or {})
+    upgrade = getattr(cls, "upgrade_keys", None)
+    if upgrade is not None:
+        data = upgrade(data)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     for key in data:
@@ -224,21 +230,22 @@ def make_folder(path: str | Path) -> Path:
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` via a temporary file, fsync and rename.
+    """Write ``text`` to ``path`` via a temporary file, fsync and rename
+    (:func:`mmldm.files.atomic_target`: the file gets the mode a plain ``open`` gives it, a
+    failed write leaves no temporary file, a full disk is one error line naming ``path``).
 
     A folder at ``path`` is refused (ConfigError naming it) rather than reported
     through the temporary file's name.
     """
+    from .files import atomic_target, disk_full_as_error
+
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"{path}: is a folder; give a file name to write to")
-    make_folder(path.parent)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as fh:
+    with disk_full_as_error(path.parent):
+        make_folder(path.parent)
+    with atomic_target(path) as tmp, open(tmp, "w") as fh:
         fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
     return path
 
 

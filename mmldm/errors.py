@@ -9,6 +9,7 @@ and exits non-zero; it never shows a traceback for these.
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -52,6 +53,37 @@ class WeightsError(MMLDMError):
 
 class TrainingError(MMLDMError):
     """Training cannot go on (non-finite loss, no checkpoint to resume...)."""
+
+
+class DiskFullError(MMLDMError):
+    """A file could not be written because its file system is full (or the quota is used up)."""
+
+    def __init__(self, path: str | Path, detail: str = ""):
+        self.path = Path(path)
+        super().__init__(f"no space left on device: {path}" + (f" ({detail})" if detail else ""))
+
+
+class MMLDMWarning(UserWarning):
+    """A user-facing warning, printed as one line ``mmldm: warning: ...`` (no source line)."""
+
+
+def warn(message: str, stacklevel: int = 2) -> None:
+    """Issue ``message`` (made one line) as an :class:`MMLDMWarning`."""
+    warnings.warn(MMLDMWarning(" ".join(str(message).split())), stacklevel=stacklevel + 1)
+
+
+_format_other_warning = warnings.formatwarning
+
+
+def _format_warning(message, category, filename, lineno, line=None):  # noqa: ANN001 - warnings' signature
+    # Python prints a warning with the file, line number and source line that issued it:
+    # noise for a user, who needs only the message.
+    if isinstance(category, type) and issubclass(category, MMLDMWarning):
+        return f"mmldm: warning: {message}\n"
+    return _format_other_warning(message, category, filename, lineno, line)
+
+
+warnings.formatwarning = _format_warning
 
 
 # A DataLoader worker's exception reaches the main process rebuilt by torch from

@@ -19,6 +19,9 @@ class ClipDataConfig:
     size: int = 64
     geometry: Literal["letterbox", "crop"] = "letterbox"
     val_fraction: float = 0.1
+    #: leave out windows that reach past the end of a file's audio (audio shorter than its
+    #: video) instead of padding them with silence; a warning names such files either way
+    skip_short_audio: bool = False
 
     @property
     def timing(self) -> AVTiming:
@@ -29,4 +32,5 @@ class ClipDataConfig:
         from .datasets import VideoFolderDataset
 
         return VideoFolderDataset(self.root, self.timing, size=self.size, geometry=self.geometry, split=split,
-                                  val_fraction=self.val_fraction, manifest=self.manifest)
+                                  val_fraction=self.val_fraction, manifest=self.manifest,
+                                  skip_short_audio=self.skip_short_audio)

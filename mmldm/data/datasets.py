@@ -19,7 +19,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -29,7 +28,7 @@ import torch
 from einops import rearrange
 from torch.utils.data import Dataset
 
-from ..errors import ConfigError, DataError, MediaError
+from ..errors import ConfigError, DataError, MediaError, warn
 from ..timing import AVTiming
 from .media_io import Geometry, cut_windows, probe, read_av
 
@@ -42,6 +41,9 @@ Split = Literal["train", "val", "all"]
 _CLASS_KEYS = ("class_id", "class", "label", "class_name")
 _PATH_KEYS = ("path", "file")
 _WARN_LISTED = 20  # skipped files named in the warning; the rest are counted
+#: audio a window may lack at its end before it counts as past the end of the audio: encoders
+#: often end the audio track an audio frame or two before the video
+_AUDIO_SHORTFALL_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,39 @@ class VideoFile:
     key: str  # relative path (posix): the split hash and the report use it
     class_id: int
     num_frames: int
+    audio_seconds: float = math.inf  # length of the audio track, from the header (inf: unknown)
+
+
+def _listed(entries: list[str]) -> str:
+    """The first entries of a list for a warning, and how many more there are."""
+    more = f"; and {len(entries) - _WARN_LISTED} more" if len(entries) > _WARN_LISTED else ""
+    return "; ".join(entries[:_WARN_LISTED]) + more
+
+
+def _not_a_folder(root: Path) -> str:
+    """Why a dataset root that is not a folder cannot be scanned (one phrase)."""
+    if root.is_file():
+        hint = (" (for a manifest, set data.manifest and make data.root its folder)"
+                if root.suffix.lower() in (".jsonl", ".json", ".csv") else "")
+        return f"is a file, not a dataset folder; give the folder holding the videos{hint}"
+    from ..files import missing_file_reason
+
+    reason = missing_file_reason(root)
+    if reason in (None, "file not found"):
+        return "dataset folder does not exist"
+    return reason.replace("not a file", "not a dataset folder")
+
+
+def scan_videos(root: str | Path, suffixes: tuple[str, ...] = VIDEO_SUFFIXES) -> list[Path]:
+    """Video files under ``root`` (recursive, sorted), leaving out hidden files and folders and the
+    temporary ``.partial`` files of an unfinished write (what a killed ``mmldm data synth`` or
+    ``generate`` leaves): a scan must see finished files only."""
+    from ..files import is_partial_name
+
+    root = Path(root)
+    return sorted(path for path in root.rglob("*")
+                  if path.suffix.lower() in suffixes and path.is_file()
+                  and not any(is_partial_name(part) for part in path.relative_to(root).parts))
 
 
 def split_of(key: str, val_fraction: float, seed: int) -> str:
@@ -81,6 +116,9 @@ class VideoFolderDataset(Dataset):
             given and ``root/manifest.jsonl`` exists (as ``mmldm data synth`` writes), that
             manifest is used, so a Sounding Shapes folder keeps its own class ids.
         seed: salt of the split hash.
+        skip_short_audio: leave out the windows that reach past the end of a file's audio track
+            (by more than 0.1 s) instead of padding their audio with silence. Either way a
+            warning names the files whose audio is shorter than their video.
 
     Items (dicts): ``frames`` float [T, 3, H, W] in [-1, 1]; ``waveform`` float [N] with
     ``N = timing.samples_per_clip``; ``audio_image`` float [3, H, W] in [-1, 1]; ``class_id``
@@ -100,6 +138,7 @@ class VideoFolderDataset(Dataset):
         class_map: dict[str, int | str] | str | Path | None = None,
         manifest: str | Path | None = None,
         seed: int = 0,
+        skip_short_audio: bool = False,
     ):
         if split not in ("train", "val", "all"):
             raise ConfigError(f"dataset split must be 'train', 'val' or 'all', got {split!r}")
@@ -128,11 +167,11 @@ class VideoFolderDataset(Dataset):
             if split != "all" and split_of(key, val_fraction, seed) != split:
                 continue
             try:
-                num_frames = self._usable_frames(path)
+                num_frames, audio_seconds = self._usable_frames(path)
             except MediaError as exc:
                 skipped.append(f"{key} ({exc.reason})")
                 continue
-            self.files.append(VideoFile(path, key, class_id, num_frames))
+            self.files.append(VideoFile(path, key, class_id, num_frames, audio_seconds))
         if not self.files:  # one line saying why (no warning before it)
             what = f"in the '{split}' split " if split != "all" and listed else ""
             example = f", e.g. {skipped[0]}" if skipped else ""
@@ -141,15 +180,29 @@ class VideoFolderDataset(Dataset):
                 f"{len(skipped)} unusable{example}; looked for {' '.join(VIDEO_SUFFIXES)})"
             )
         if skipped:
-            named = "; ".join(skipped[:_WARN_LISTED])
-            more = f"; and {len(skipped) - _WARN_LISTED} more" if len(skipped) > _WARN_LISTED else ""
-            warnings.warn(f"{self.root}: skipped {len(skipped)} unusable file(s): {named}{more}", stacklevel=2)
+            warn(f"{self.root}: skipped {len(skipped)} unusable file(s): {_listed(skipped)}")
         # (file number, first frame) of every window
-        self.windows: list[tuple[int, int]] = [
-            (number, first)
-            for number, file in enumerate(self.files)
-            for first in range(0, file.num_frames - timing.num_frames + 1, self.stride)
-        ]
+        self.windows: list[tuple[int, int]] = []
+        short: list[str] = []
+        padded_windows = 0
+        for number, file in enumerate(self.files):
+            starts = range(0, file.num_frames - timing.num_frames + 1, self.stride)
+            padded = {first for first in starts if self._past_audio(file, first)}
+            if padded:
+                short.append(f"{file.key} (audio {file.audio_seconds:.2f} s, video "
+                             f"{file.num_frames / timing.fps:.2f} s: {len(padded)} of {len(starts)} window(s))")
+                padded_windows += len(padded)
+            self.windows += [(number, first) for first in starts if not (skip_short_audio and first in padded)]
+        if short and skip_short_audio:
+            warn(f"{self.root}: left out {padded_windows} window(s) past the end of the audio of {len(short)} "
+                 f"file(s) whose audio is shorter than their video: {_listed(short)}")
+        elif short:
+            warn(f"{self.root}: {len(short)} file(s) have audio shorter than their video, so {padded_windows} "
+                 f"window(s) get silence for their missing audio: {_listed(short)}; set data.skip_short_audio=true "
+                 "to leave those windows out")
+        if not self.windows:
+            raise DataError(f"{self.root}: no window with complete audio in the '{split}' split (every window "
+                            "reaches past the end of its file's audio; skip_short_audio is on)")
 
     # ------------------------------------------------------------------ indexing
     @staticmethod
@@ -174,10 +227,9 @@ class VideoFolderDataset(Dataset):
     def _scan(self) -> list[tuple[Path, str, int | str | None]]:
         """Every video under root: (path, key, class from the first sub-folder or None)."""
         if not self.root.is_dir():
-            raise DataError(f"{self.root}: dataset folder does not exist")
-        paths = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
+            raise DataError(f"{self.root}: {_not_a_folder(self.root)}")
         listed = []
-        for path in paths:
+        for path in scan_videos(self.root):
             key = path.relative_to(self.root).as_posix()
             parts = key.split("/")
             listed.append((path, key, parts[0] if len(parts) > 1 else None))
@@ -252,8 +304,14 @@ class VideoFolderDataset(Dataset):
         ids = [-1 if v is None else (as_id(v) if as_id(v) is not None else numbered[v]) for v in raw]
         return ids, [str(n) for n in names]
 
-    def _usable_frames(self, path: Path) -> int:
-        """Frames at the dataset's rate that ``path`` holds, from its header; MediaError if unusable."""
+    def _past_audio(self, file: VideoFile, first: int) -> bool:
+        """Whether the window starting at frame ``first`` ends more than ``_AUDIO_SHORTFALL_S`` after the audio."""
+        end = (first + self.timing.num_frames) / self.timing.fps
+        return file.audio_seconds < end - _AUDIO_SHORTFALL_S
+
+    def _usable_frames(self, path: Path) -> tuple[int, float]:
+        """Frames at the dataset's rate that ``path`` holds and the seconds of its audio track
+        (inf when the header does not say), from its header; MediaError if unusable."""
         info = probe(path)
         if not info.has_video:
             raise MediaError(path, "no video stream")
@@ -262,7 +320,7 @@ class VideoFolderDataset(Dataset):
         num_frames = math.ceil(info.duration * self.timing.fps - 1e-6)
         if num_frames < self.timing.num_frames:
             raise MediaError(path, f"shorter than one window ({num_frames} frames < {self.timing.num_frames})")
-        return num_frames
+        return num_frames, (math.inf if not info.audio_duration else float(info.audio_duration))
 
     @property
     def num_classes(self) -> int:

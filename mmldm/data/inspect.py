@@ -8,8 +8,6 @@ whether picture and sound are there and line up.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +15,9 @@ import torch
 from einops import rearrange
 from PIL import Image
 
+from ..config import make_folder
 from ..errors import MediaError
+from ..files import atomic_target, disk_full_as_error
 from .media_io import MediaInfo, probe, read_av, read_wav
 
 SHEET_FRAMES = 8  # frames in the strip
@@ -74,14 +74,10 @@ def write_contact_sheet(path: Path, info: MediaInfo, out: Path) -> Path:
     if not rows:
         raise MediaError(path, "nothing to draw: no decodable video or audio")
     sheet = np.concatenate(rows, axis=0)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=".partial.png", dir=out.parent)
-    os.close(fd)
-    try:
+    with disk_full_as_error(out):
+        make_folder(out.parent)
+    with atomic_target(out) as tmp:
         Image.fromarray(sheet).save(tmp, format="PNG")
-        os.replace(tmp, out)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     return out
 
 

@@ -36,7 +36,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import torch
@@ -46,6 +46,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..config import atomic_write_text, make_folder
 from ..errors import DataError, iterate_loader
+from ..files import atomic_target, disk_full_as_error, missing_folders, remove_empty_folders
 
 INDEX_NAME = "index.json"
 FORMAT_NAME = "mmldm-latent-cache"
@@ -56,9 +57,40 @@ META_KEYS = ("source", "start_time", "class_id", "index")
 Encoder = Callable[[dict[str, Any]], Mapping[str, torch.Tensor]]
 
 
+#: config entries that hold a set as a list, in the set's order (which changes with
+#: ``PYTHONHASHSEED``): diffusers records so which values of a model's config were defaults
+SET_VALUED_KEYS = frozenset({"_use_default_values"})
+
+
+def _sorted_set(items: Any) -> list[Any]:
+    values = [canonical_config(item) for item in items]
+    return sorted(values, key=lambda item: json.dumps(item, sort_keys=True))
+
+
+def canonical_config(value: Any) -> Any:
+    """``value`` as plain JSON data in one form that does not depend on the process: mappings
+    with string keys, sets (and the lists of :data:`SET_VALUED_KEYS`) sorted, tuples as lists,
+    paths as posix strings, anything else JSON cannot hold as its ``str``."""
+    if isinstance(value, Mapping):
+        return {str(key): _sorted_set(item) if key in SET_VALUED_KEYS and isinstance(item, (list, tuple, set))
+                else canonical_config(item) for key, item in value.items()}
+    if isinstance(value, (set, frozenset)):
+        return _sorted_set(value)
+    if isinstance(value, (list, tuple)):
+        return [canonical_config(item) for item in value]
+    if isinstance(value, PurePath):
+        return value.as_posix()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if hasattr(value, "tolist"):  # numpy arrays and scalars, tensors
+        return canonical_config(value.tolist())
+    return str(value)
+
+
 def config_hash(config: Mapping[str, Any]) -> str:
-    """sha256 (hex, 16 chars) of the canonical JSON of ``config``."""
-    text = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    """sha256 (hex, 16 chars) of the canonical JSON of ``config`` (:func:`canonical_config`, keys sorted):
+    the same in every process, whatever its hash seed."""
+    text = json.dumps(canonical_config(config), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -164,7 +196,6 @@ def _existing_hash(out_dir: Path) -> str | None:
     return None
 
 
-@torch.no_grad()
 def write_latent_cache(dataset: Dataset, encode: Encoder, out_dir: str | Path, config: Mapping[str, Any],
                        *, shard_size: int = 64, batch_size: int = 8, num_workers: int = 0,
                        rank: int | None = None, world_size: int | None = None,
@@ -181,18 +212,37 @@ def write_latent_cache(dataset: Dataset, encode: Encoder, out_dir: str | Path, c
             mixes with an old cache.
         store_dtype: cast latents before storing (e.g. ``torch.float16``); None keeps them.
         on_shard_written: called with each shard index after its file is in place.
+
+    A run that fails removes its temporary files, and the folders it created if they are still
+    empty; the shards it finished stay, for a rerun to skip.
     """
     if shard_size < 1 or batch_size < 1:
         raise DataError(f"shard_size and batch_size must be >= 1 (got {shard_size}, {batch_size})")
     if num_workers < 0:
         raise DataError(f"num_workers must be >= 0 (0: decode in this process), got {num_workers}")
-    out_dir = make_folder(out_dir)
     this_rank, world = resolve_rank(rank, world_size)
+    made = missing_folders(out_dir)
+    try:
+        with disk_full_as_error(out_dir):
+            make_folder(out_dir)
+        return _write_shards(dataset, encode, Path(out_dir), config, shard_size=shard_size, batch_size=batch_size,
+                             num_workers=num_workers, this_rank=this_rank, world=world, store_dtype=store_dtype,
+                             on_shard_written=on_shard_written, progress=progress)
+    except BaseException:
+        remove_empty_folders(made)
+        raise
+
+
+@torch.no_grad()
+def _write_shards(dataset: Dataset, encode: Encoder, out_dir: Path, config: Mapping[str, Any], *, shard_size: int,
+                  batch_size: int, num_workers: int, this_rank: int, world: int, store_dtype: torch.dtype | None,
+                  on_shard_written: Callable[[int], None] | None, progress: bool) -> CacheStats:
+    """:func:`write_latent_cache` into the existing folder ``out_dir``."""
     num_items = len(dataset)
     if num_items == 0:
         raise DataError(f"cache {out_dir}: the dataset is empty")
     digest = config_hash(config)
-    plain_config = json.loads(json.dumps(config, default=str))
+    plain_config = canonical_config(config)
     previous = _existing_hash(out_dir)
     if previous is not None and previous != digest:
         raise DataError(f"cache {out_dir} was written with another config (hash {previous}, now {digest}); "
@@ -252,11 +302,9 @@ def write_latent_cache(dataset: Dataset, encode: Encoder, out_dir: str | Path, c
                       "keys": {k: {"shape": list(v.shape[1:]), "dtype": str(v.dtype).removeprefix("torch.")}
                                for k, v in tensors.items()}}
             final = out_dir / shard_name(shard, num_shards)
-            tmp = out_dir / f".shard-{shard:05d}.tmp{os.getpid()}"
-            save_file(tensors, str(tmp), metadata={"mmldm": json.dumps(header)})
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, final)
+            # a fixed temporary name per shard and process: a rerun finds and removes it
+            with atomic_target(final, tmp=out_dir / f".shard-{shard:05d}.tmp{os.getpid()}") as tmp:
+                save_file(tensors, str(tmp), metadata={"mmldm": json.dumps(header)})
             encoded += stop - start
             if on_shard_written is not None:
                 on_shard_written(shard)

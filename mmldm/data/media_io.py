@@ -22,9 +22,9 @@ Written naively (frames without pts) the audio would play 64 ms late at 16 kHz.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -37,6 +37,7 @@ from scipy.signal import resample_poly
 
 from ..config import make_folder
 from ..errors import MediaError
+from ..files import atomic_target, disk_full_as_error
 
 Geometry = Literal["letterbox", "crop"]
 
@@ -129,6 +130,10 @@ def _open(path: Path, mode: str = "r", **kwargs: Any) -> Any:
     except PermissionError:
         raise MediaError(path, "permission denied") from None
     except av.error.FFmpegError as exc:
+        if mode == "r" and exc.errno == errno.ELOOP:
+            raise MediaError(path, "is a symbolic link loop (it points back to itself), not a media file") from None
+        if mode == "w" or exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise  # a failed write: the caller knows which file it was writing
         raise MediaError(path, f"not a readable media file ({exc.strerror or exc})") from None
 
 
@@ -500,12 +505,12 @@ def _audio_to_float(audio: Any, path: Path) -> np.ndarray:
     return np.clip(audio, -1.0, 1.0)
 
 
-def _atomic_target(path: Path) -> Path:
-    """A fresh temporary path in the same folder with the same suffix (for os.replace)."""
-    make_folder(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=path.parent)
-    os.close(fd)
-    return Path(tmp)
+def _atomic_target(path: Path) -> contextlib.AbstractContextManager[Path]:
+    """:func:`mmldm.files.atomic_target` for ``path``, its folder made first: a temporary name
+    with the same suffix, renamed over ``path`` when complete, with the mode a plain open gives."""
+    with disk_full_as_error(path):
+        make_folder(path.parent)
+    return atomic_target(path)
 
 
 def h264_encoder() -> str:
@@ -552,7 +557,8 @@ def write_av(
             (its wheels do), otherwise another H.264 encoder (:func:`h264_encoder`).
 
     The file appears atomically: it is written under a temporary name in the same
-    folder and renamed when complete.
+    folder and renamed when complete. The same frames and audio give the same bytes,
+    on any machine (one encoder thread).
     """
     path = Path(path)
     container_format = check_writable_suffix(path)
@@ -569,36 +575,36 @@ def write_av(
         wave = _audio_to_float(audio, path)
         num_samples = int(round(num_frames * sample_rate / rate))
         wave = np.pad(wave[:num_samples], (0, max(0, num_samples - len(wave))))
-    tmp = _atomic_target(path)
-    try:
-        with _open(tmp, "w", format=container_format) as container:
-            encoder = h264_encoder()
-            vstream = container.add_stream(encoder, rate=rate)
-            vstream.width, vstream.height, vstream.pix_fmt = width, height, "yuv420p"
-            if encoder == "libx264":
-                vstream.options = {"crf": str(crf)}
-            else:  # no constant-quality mode: a generous bit rate instead
-                vstream.bit_rate = 8 * width * height * int(math.ceil(rate))
-            astream = None
-            if audio is not None:
-                astream = container.add_stream("aac", rate=sample_rate)
-                astream.layout = "mono"
-            for index, rgb in enumerate(frames):
-                frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-                frame.pts, frame.time_base = index, 1 / rate
-                container.mux(vstream.encode(frame))
-            container.mux(vstream.encode(None))
-            if astream is not None:
-                chunk = astream.codec_context.frame_size or 1024
-                for first in range(0, len(wave), chunk):
-                    frame = av.AudioFrame.from_ndarray(wave[None, first:first + chunk], format="fltp", layout="mono")
-                    # The pts is what makes the encoder's priming delay end up in the edit list.
-                    frame.sample_rate, frame.pts, frame.time_base = sample_rate, first, Fraction(1, sample_rate)
-                    container.mux(astream.encode(frame))
-                container.mux(astream.encode(None))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with _atomic_target(path) as tmp, _open(tmp, "w", format=container_format) as container:
+        encoder = h264_encoder()
+        vstream = container.add_stream(encoder, rate=rate)
+        vstream.width, vstream.height, vstream.pix_fmt = width, height, "yuv420p"
+        # One encoder thread: with its default (as many as the CPUs this process may use),
+        # x264's output depends on the machine and on the CPU affinity at the time (which
+        # other work in the process can change), so the same frames gave other bytes.
+        vstream.codec_context.thread_count = 1
+        vstream.codec_context.thread_type = "NONE"
+        if encoder == "libx264":
+            vstream.options = {"crf": str(crf), "threads": "1"}
+        else:  # no constant-quality mode: a generous bit rate instead
+            vstream.bit_rate = 8 * width * height * int(math.ceil(rate))
+        astream = None
+        if audio is not None:
+            astream = container.add_stream("aac", rate=sample_rate)
+            astream.layout = "mono"
+        for index, rgb in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts, frame.time_base = index, 1 / rate
+            container.mux(vstream.encode(frame))
+        container.mux(vstream.encode(None))
+        if astream is not None:
+            chunk = astream.codec_context.frame_size or 1024
+            for first in range(0, len(wave), chunk):
+                frame = av.AudioFrame.from_ndarray(wave[None, first:first + chunk], format="fltp", layout="mono")
+                # The pts is what makes the encoder's priming delay end up in the edit list.
+                frame.sample_rate, frame.pts, frame.time_base = sample_rate, first, Fraction(1, sample_rate)
+                container.mux(astream.encode(frame))
+            container.mux(astream.encode(None))
     if wav and audio is not None:
         write_wav(path.with_suffix(".wav"), wave, sample_rate)
     return path
@@ -611,16 +617,11 @@ def write_wav(path: str | Path, audio: Any, sample_rate: int) -> Path:
     path = Path(path)
     samples = _audio_to_float(audio, path)
     pcm = np.clip(np.rint(samples * 32768.0), -32768, 32767).astype("<i2")  # decoders divide by 32768
-    tmp = _atomic_target(path)
-    try:
-        with wave.open(str(tmp), "wb") as out:
-            out.setnchannels(1)
-            out.setsampwidth(2)
-            out.setframerate(int(sample_rate))
-            out.writeframes(pcm.tobytes())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with _atomic_target(path) as tmp, wave.open(str(tmp), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(int(sample_rate))
+        out.writeframes(pcm.tobytes())
     return path
 
 

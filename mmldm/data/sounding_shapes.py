@@ -41,6 +41,7 @@ import numpy as np
 
 from ..config import atomic_write_text, make_folder
 from ..errors import ConfigError, DataError
+from ..files import disk_full_as_error, missing_folders, remove_empty_folders
 from ..timing import AVTiming
 
 BACKGROUND: tuple[int, int, int] = (16, 16, 16)
@@ -283,7 +284,9 @@ def write_dataset(out: str | Path, n: int, seed: int, cfg: ShapesConfig | None =
     interrupted run never leaves a manifest naming missing clips. The same
     arguments always give the same manifest bytes. Files already in ``out``
     are overwritten when they share a name and otherwise left alone (the
-    manifest names only this run's clips). Returns the manifest path.
+    manifest names only this run's clips). A run that fails (a full disk) or is
+    interrupted removes the clips and folders it created, and nothing else.
+    Returns the manifest path.
     """
     from .media_io import write_av
 
@@ -293,23 +296,43 @@ def write_dataset(out: str | Path, n: int, seed: int, cfg: ShapesConfig | None =
     seed = _check_seed(seed, "dataset seed")
     if cfg.size % 2:
         raise DataError(f"Sounding Shapes: mp4 (H.264 4:2:0) needs an even frame size, got {cfg.size}")
-    out = make_folder(out)
-    lines = []
-    indices = range(int(n))
-    if progress:
-        from tqdm import tqdm
+    out = Path(out)
+    made = missing_folders(out)  # what this run creates, deepest first
+    created: list[Path] = []
+    bar = None
+    try:
+        with disk_full_as_error(out):
+            make_folder(out)
+        lines = []
+        indices: Any = range(int(n))
+        if progress:
+            from tqdm import tqdm
 
-        indices = tqdm(indices, desc="Sounding Shapes", unit="clip")
-    for index in indices:
-        cls = CLASSES[index % len(CLASSES)]
-        clip = synth_clip(cfg, clip_seed(seed, index), class_id=cls.id)
-        rel = f"{cls.name}/{index:05d}.mp4"
-        (out / cls.name).mkdir(parents=True, exist_ok=True)
-        write_av(out / rel, clip.frames, clip.audio, cfg.fps, cfg.sample_rate, wav=False)
-        record = {"path": rel, "index": index, **clip.truth, "size": cfg.size, "fps": cfg.fps,
-                  "num_frames": cfg.num_frames, "sample_rate": cfg.sample_rate}
-        lines.append(json.dumps(record, sort_keys=False))
-    return atomic_write_text(out / MANIFEST_NAME, "\n".join(lines) + "\n")
+            indices = bar = tqdm(indices, desc="Sounding Shapes", unit="clip")
+        for index in indices:
+            cls = CLASSES[index % len(CLASSES)]
+            clip = synth_clip(cfg, clip_seed(seed, index), class_id=cls.id)
+            rel = f"{cls.name}/{index:05d}.mp4"
+            target = out / rel
+            made[:0] = missing_folders(target.parent)
+            new = not target.exists()
+            write_av(target, clip.frames, clip.audio, cfg.fps, cfg.sample_rate, wav=False)
+            if new:
+                created.append(target)
+            record = {"path": rel, "index": index, **clip.truth, "size": cfg.size, "fps": cfg.fps,
+                      "num_frames": cfg.num_frames, "sample_rate": cfg.sample_rate}
+            lines.append(json.dumps(record, sort_keys=False))
+        return atomic_write_text(out / MANIFEST_NAME, "\n".join(lines) + "\n")
+    except BaseException:
+        # clips without a manifest would still be found by a folder scan: take them away again
+        for path in created:
+            path.unlink(missing_ok=True)
+        for folder in made:
+            remove_empty_folders([folder])
+        raise
+    finally:  # a closed bar ends its line, so an error message starts on a line of its own
+        if bar is not None:
+            bar.close()
 
 
 _MANIFEST_KEYS = ("path", "class_id", "class_name", "r", "x", "y", "f0", "seed")

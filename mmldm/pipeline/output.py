@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +13,7 @@ import torch
 
 from ..config import atomic_write_text, dump_yaml, make_folder
 from ..errors import ConfigError, check_positive_int
+from ..files import check_writable_folder, disk_full_as_error, missing_folders, remove_empty_folders
 
 
 def check_prefix(prefix: str) -> str:
@@ -63,22 +65,29 @@ class SoundingVideoOutput:
         return videos
 
     def write_samples(self, out_dir: Path, prefix: str, preview: bool, start: int = 0,
-                      written: list[Path] | None = None) -> list[Path]:
+                      written: list[Path] | None = None, done: list[Path] | None = None) -> list[Path]:
         """The per-sample files of :meth:`save` only, sample ``i`` named ``{prefix}-{start + i:03d}``;
-        every path written is appended to ``written``. Returns the mp4 paths."""
+        every path written is appended to ``written``, and each sample's mp4 to ``done`` once all
+        its files are written. Returns the mp4 paths."""
         from ..data.inspect import write_contact_sheet
-        from ..data.media_io import probe, write_av
+        from ..data.media_io import probe, write_av, write_wav
 
         written = [] if written is None else written
         videos: list[Path] = []
         for i in range(len(self)):
             mp4 = out_dir / f"{prefix}-{start + i:03d}.mp4"
-            write_av(mp4, self.frames[i], self.waveforms[i], self.fps, self.sample_rate, wav=True)
-            written += [mp4, mp4.with_suffix(".wav")]
+            # each file is noted as soon as it is in place, so a failure (or Ctrl-C) in the next
+            # one removes it too
+            write_av(mp4, self.frames[i], self.waveforms[i], self.fps, self.sample_rate)
+            written.append(mp4)
+            write_wav(mp4.with_suffix(".wav"), self.waveforms[i], self.sample_rate)
+            written.append(mp4.with_suffix(".wav"))
             if preview:
                 write_contact_sheet(mp4, probe(mp4), mp4.with_suffix(".png"))
                 written.append(mp4.with_suffix(".png"))
             videos.append(mp4)
+            if done is not None:
+                done.append(mp4)
         return videos
 
 
@@ -103,35 +112,70 @@ def save_in_batches(make_batch: Callable[[int, int], SoundingVideoOutput], n: in
     ``make_batch(count, first_seed)`` generates ``count`` samples from seeds ``first_seed ...``
     (e.g. ``lambda k, s: pipe.generate(n=k, seed=s, ...)``); since sample ``i`` depends only on
     its seed ``seed + i``, the files are the same for any ``batch_size``. One
-    ``settings.json`` describes the whole run (``n``, ``seed``, every sample seed and file). If
-    a batch fails, every file this call wrote is removed. Returns the mp4 paths and the run's
-    settings (as written, without the file names).
+    ``settings.json`` describes the whole run (``n``, ``seed``, every sample seed and file).
+    ``out_dir`` is checked to be writable before anything is generated. If a batch fails,
+    every file this call wrote is removed (and the folders it made). An interrupt (Ctrl-C)
+    keeps the samples already complete: ``settings.json`` then lists them (``"interrupted":
+    true``, ``n`` the number kept, ``n_requested`` the number asked for), the unfinished
+    sample's files are removed, and a line on stderr says which samples were kept. Returns
+    the mp4 paths and the run's settings (as written, without the file names).
     """
     check_positive_int(n, "samples")
     check_positive_int(batch_size, "batch size")
     check_prefix(prefix)
+    check_writable_folder(out_dir)
     first = make_batch(min(batch_size, n), seed)  # before any file: a bad input leaves nothing behind
-    created = not Path(out_dir).exists()
-    out_dir = make_folder(out_dir)
+    made = missing_folders(out_dir)
     written: list[Path] = []
     videos: list[Path] = []
+    done: list[Path] = []  # mp4s of the samples whose files are all written
+    per_sample = {key: list(first.settings[key]) for key in PER_SAMPLE_SETTINGS
+                  if first.settings.get(key) is not None}
+
+    def run_settings(count: int) -> dict[str, Any]:
+        """The settings of the first ``count`` samples."""
+        return {**first.settings, **{key: values[:count] for key, values in per_sample.items()}, "n": count,
+                "seed": seed, "sample_seeds": list(range(seed, seed + count)), "batch_size": batch_size}
+
     try:
-        videos += first.write_samples(out_dir, prefix, preview, written=written)
-        per_sample = {key: list(first.settings[key]) for key in PER_SAMPLE_SETTINGS
-                      if first.settings.get(key) is not None}
+        with disk_full_as_error(out_dir):
+            out_dir = make_folder(out_dir)
+        videos += first.write_samples(out_dir, prefix, preview, written=written, done=done)
         for start in range(batch_size, n, batch_size):
             batch = make_batch(min(batch_size, n - start), seed + start)
-            videos += batch.write_samples(out_dir, prefix, preview, start=start, written=written)
             for key, values in per_sample.items():
                 values += batch.settings[key]
+            videos += batch.write_samples(out_dir, prefix, preview, start=start, written=written, done=done)
             del batch
-        settings = {**first.settings, **per_sample, "n": n, "seed": seed,
-                    "sample_seeds": list(range(seed, seed + n)), "batch_size": batch_size}
+        settings = run_settings(n)
         write_run_files(out_dir, settings, videos, first.model_config)
+    except KeyboardInterrupt:
+        _keep_finished(Path(out_dir), done, written, run_settings(len(done)), n, first.model_config, made)
+        raise
     except BaseException:
         for path in written:
             path.unlink(missing_ok=True)
-        if created and not any(out_dir.iterdir()):
-            out_dir.rmdir()
+        remove_empty_folders(made)
         raise
     return videos, settings
+
+
+def _keep_finished(out_dir: Path, done: list[Path], written: list[Path], settings: dict[str, Any], requested: int,
+                   model_config: dict[str, Any], made: list[Path]) -> None:
+    """After an interrupt: keep the complete samples ``done`` with a ``settings.json`` listing them,
+    remove the files of the unfinished one, and say on stderr what was kept."""
+    keep = {path for mp4 in done for path in (mp4, mp4.with_suffix(".wav"), mp4.with_suffix(".png"))}
+    for path in written:
+        if path not in keep:
+            path.unlink(missing_ok=True)
+    if not done:
+        remove_empty_folders(made)
+        print(f"mmldm: interrupted before the first sample was complete; nothing was kept in {out_dir}",
+              file=sys.stderr)
+        return
+    if len(done) < requested:
+        settings = {**settings, "interrupted": True, "n_requested": requested}
+    write_run_files(out_dir, settings, done, model_config)
+    names = ", ".join(path.name for path in done)
+    print(f"mmldm: interrupted: kept the {len(done)} finished sample(s) of {requested} in {out_dir} ({names}), "
+          "listed in its settings.json; the files of an unfinished sample were removed", file=sys.stderr)

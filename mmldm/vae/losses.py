@@ -195,9 +195,13 @@ def save_lpips(lpips: LPIPS, path: str | Path) -> Path:
     """Save all LPIPS tensors with the lpips package's names in one safetensors file."""
     from safetensors.torch import save_file
 
+    from ..config import make_folder
+    from ..files import atomic_target
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in lpips.state_dict().items()}, str(path))
+    make_folder(path.parent)
+    with atomic_target(path) as tmp:
+        save_file({k: v.contiguous() for k, v in lpips.state_dict().items()}, str(tmp))
     return path
 
 
