@@ -11,7 +11,7 @@ candidates (or, with ``--task long``, the candidates of a long generation's seco
 clip, which continue the kept first clip) exactly as generation does, decodes ALL of
 them, and measures each one's sync error with the Sounding Shapes law (a model trained
 on Sounding Shapes, like the built-in one). For each critic alone, for their sum of
-ranks (what generation keeps: ``mmldm.pipeline.pipeline.rank_sum``), for the first
+ranks (what generation keeps: ``mmldm.pipeline.reranking.rank_sum``), for the first
 candidate (no reranking) and for the best candidate by the law (the oracle: what a
 perfect critic would keep) it reports the Spearman correlation of the
 score with the measured error (mean over samples) and the kept candidates' median
@@ -64,7 +64,7 @@ def run(model: Path | None = None, samples: int = 24, candidates: int = 16, seed
     from mmldm.evaluation.shapes_measures import measure_clip
     from mmldm.pipeline import SoundingVideoPipeline
     from mmldm.pipeline.audio import vocode_clips
-    from mmldm.pipeline.pipeline import rank_sum
+    from mmldm.pipeline.reranking import rank_sum
 
     check_positive_int(samples, "--samples")
     check_positive_int(candidates, "--candidates")
@@ -75,33 +75,27 @@ def run(model: Path | None = None, samples: int = 24, candidates: int = 16, seed
     with torch_threads(threads):
         pipe = SoundingVideoPipeline.from_pretrained(model)
         critics = ("generator", "contrastive") if pipe.autoencoder.cfg.loss.contrastive > 0 else ("generator",)
-        pool: dict[str, Any] = {}
-        scores_of = pipe._critic_scores
-
-        def spy(latents, labels, generators, k, names):  # the pool and each critic's scores, as generation ranks
-            scores = scores_of(latents, labels, generators, k, names)
-            pool.update(latents=latents, labels=labels, scores=scores)
-            return scores
-
-        pipe._critic_scores = spy
+        ranked: list[dict[str, Any]] = []  # the candidate pools and each critic's scores, as generation ranks
         # the decode inside generate is discarded: one decoder step keeps it cheap. long: two clips,
         # and the pool kept is the last one ranked, the second clip's
         seconds = {"seconds": 2 * pipe.num_frames / pipe.fps} if task == "long" else {}
         pipe.generate(task, n=samples, seed=seed, candidates=candidates, critics=critics, decoder_steps=1,
-                      progress=False, **seconds)
+                      progress=False, callback=lambda event: ranked.append(event)
+                      if event["stage"] == "candidates" else None, **seconds)
+        pool = ranked[-1]
         errors = np.zeros((samples, candidates))
         for row in range(samples * candidates):
-            latents = {k: v[row:row + 1] for k, v in pool["latents"].items()}
+            latents = {k: v[row:row + 1] for k, v in pool["pool"].items()}
             labels = None if pool["labels"] is None else pool["labels"][row:row + 1]
             sample = row // candidates  # every candidate of a sample decodes with the same decoder noise
             frames, image = pipe.decode(latents, labels, torch.Generator().manual_seed(seed + sample),
                                         steps=decoder_steps)
             wave = vocode_clips([image], pipe.audio_cfg, pipe.vocoder)[0]
             errors.flat[row] = measure_clip(frames[0], wave, pipe.audio_cfg.sample_rate, pipe.fps)["sync_error"]
-    scores = [s.numpy() for s in pool["scores"]]
+    scores = [pool["scores"][name].numpy() for name in critics]
     rows = [kept_row(name, s.argmin(1), errors, s) for name, s in zip(critics, scores)]
     if len(critics) > 1:
-        combined = rank_sum(pool["scores"]).numpy()
+        combined = rank_sum([pool["scores"][name] for name in critics]).numpy()
         rows.append(kept_row(" + ".join(critics) + " (rank sum)", combined.argmin(1), errors, combined))
     rows.append(kept_row("first candidate (no reranking)", np.zeros(samples, dtype=int), errors, None))
     rows.append(kept_row("oracle (the law's best)", errors.argmin(1), errors, errors))

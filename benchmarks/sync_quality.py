@@ -67,8 +67,8 @@ def parse_variant(text: str) -> dict[str, Any]:
 def measure(task: str, out: Any, clip_frames: int) -> list[dict[str, Any]]:
     """The law's measures of each video of a :class:`~mmldm.pipeline.output.SoundingVideoOutput`:
     svg :func:`~mmldm.evaluation.shapes_measures.measure_clip`, long
-    :func:`~mmldm.cli.recipe.long_clip_measures` (every clip-length window)."""
-    from mmldm.cli.recipe import long_clip_measures
+    :func:`~mmldm.evaluation.long_video.long_clip_measures` (every clip-length window)."""
+    from mmldm.evaluation.long_video import long_clip_measures
     from mmldm.evaluation.shapes_measures import measure_clip
 
     if task == "svg":
@@ -78,10 +78,10 @@ def measure(task: str, out: Any, clip_frames: int) -> list[dict[str, Any]]:
 
 def summarise(task: str, videos: list[dict[str, Any]]) -> dict[str, Any]:
     """A table row from :func:`measure`'s items, summed up as the evaluation does (svg
-    :func:`~mmldm.evaluation.shapes_measures.aggregate`, long :func:`~mmldm.cli.recipe.long_summary`),
+    :func:`~mmldm.evaluation.shapes_measures.aggregate`, long :func:`~mmldm.evaluation.long_video.long_summary`),
     with the count within 1 semitone and the worst clip (long: every window of every video; an
     infinite error is a clip whose object vanished)."""
-    from mmldm.cli.recipe import long_summary
+    from mmldm.evaluation.long_video import long_summary
     from mmldm.evaluation.shapes_measures import aggregate
 
     if task == "svg":

@@ -18,8 +18,8 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
-from .autoencoder.config import SamplingConfig
 from .config import atomic_write_text, load_config, to_dict
 from .diffusion import DiffusionConfig
 from .errors import ConfigError, DataError
@@ -58,15 +58,15 @@ def export_generator(checkpoint: str | Path, out_dir: str | Path, use_ema: bool 
 def export_model(checkpoint: str | Path, out_dir: str | Path, *, vae: str | Path, autoencoder: str | Path,
                  vae_preset: str = "sd-v1", vocoder: str | Path = "griffin-lim", timing: AVTiming | None = None,
                  use_ema: bool = True, sampling: SamplingSettings | None = None,
-                 decoder_sampling: SamplingConfig | None = None) -> Path:
+                 decoder_sampling: dict[str, Any] | None = None) -> Path:
     """Write a complete model folder (KL-VAE + autoencoder + generator + vocoder) for ``mmldm generate``.
 
     ``vae``: diffusers folder, ``mmldm train vae`` checkpoint or single file; ``autoencoder``:
     ``mmldm train autoencoder`` checkpoint or ``save_pretrained`` folder; ``vocoder``:
     "griffin-lim" or a HiFi-GAN checkpoint; ``timing``: the clips' timing (default: from the
     config of the generator's training cache); ``sampling``: the model's sampling defaults
-    (``generation.json``); ``decoder_sampling``: the signal decoder's own sampling settings
-    (default: the autoencoder's).
+    (``generation.json``); ``decoder_sampling``: fields of the signal decoder's own sampling
+    settings to replace (:class:`~mmldm.autoencoder.config.SamplingConfig`: steps, guidance...).
     """
     from .autoencoder.stage import load_autoencoder
     from .data.audio_image import AudioConfig
@@ -85,8 +85,12 @@ def export_model(checkpoint: str | Path, out_dir: str | Path, *, vae: str | Path
     if timing.num_frames != model.cfg.num_frames:
         raise ConfigError(f"timing: {timing.num_frames} frames per clip, but the autoencoder ({autoencoder}) "
                           f"makes clips of {model.cfg.num_frames} frames")
-    if decoder_sampling is not None:
-        model.cfg = dataclasses.replace(model.cfg, sampling=decoder_sampling)
+    if decoder_sampling:
+        try:
+            decoder = dataclasses.replace(model.cfg.sampling, **decoder_sampling)
+        except TypeError as exc:
+            raise ConfigError(f"decoder sampling: {exc}") from None
+        model.cfg = dataclasses.replace(model.cfg, sampling=decoder)
     pipe = SoundingVideoPipeline.assemble(
         vae=load_vae(vae, preset=vae_preset), autoencoder=model,
         generator=generator, objective=diffusion, audio_cfg=audio_cfg, vocoder=vocoder, generation=generation)

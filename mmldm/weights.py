@@ -17,7 +17,6 @@ Only safe formats are read: safetensors, or a PyTorch pickle loaded with
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from torch import nn
 
 from .config import atomic_write_text, make_folder
 from .errors import WeightsError
+from .files import atomic_target
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -102,37 +102,33 @@ def save_pretrained_folder(directory: str | Path, config: dict[str, Any], module
                            weights_name: str = WEIGHTS_NAME, config_name: str = CONFIG_NAME) -> Path:
     """Write ``config`` as JSON and ``module``'s state dict as safetensors into ``directory``.
 
-    Each file is written under a temporary name and renamed, so an interrupted save never
-    leaves a truncated file under its final name.
+    Each file is written under a temporary name and renamed (:func:`mmldm.files.atomic_target`),
+    so an interrupted save never leaves a truncated file under its final name.
     """
     from safetensors.torch import save_file
 
     directory = make_folder(directory)
     state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
-    weights = directory / weights_name
-    tmp = weights.with_name(f".{weights.name}.tmp{os.getpid()}")
-    try:
-        save_file(state, str(tmp))
-        os.replace(tmp, weights)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_target(directory / weights_name) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt"})  # what diffusers and transformers write
     atomic_write_text(directory / config_name, json.dumps(config, indent=2) + "\n")
     return directory
 
 
-def read_pretrained_folder(directory: str | Path, what: str, weights_name: str = WEIGHTS_NAME,
-                           config_name: str = CONFIG_NAME, device: torch.device | str = "cpu"
-                           ) -> tuple[dict[str, Any], dict[str, torch.Tensor], Path]:
-    """``(config, tensors, weights path)`` of a folder written by :func:`save_pretrained_folder`.
-
-    The caller builds its network from ``config`` (on the meta device where it can) and hands
-    the tensors to :func:`load_state_checked` with ``assign=True``.
-    """
+def read_folder_config(directory: str | Path, what: str, config_name: str = CONFIG_NAME) -> dict[str, Any]:
+    """The JSON config of a folder written by :func:`save_pretrained_folder` (read before its
+    weights: a config the caller refuses costs no weight read)."""
     directory = Path(directory)
     if not directory.is_dir():
-        raise WeightsError(directory, what, f"folder not found; expected {config_name} and {weights_name} in it")
-    config = read_config_json(directory / config_name, what)
-    weights = directory / weights_name
+        raise WeightsError(directory, what, f"folder not found; expected {config_name} and its weights in it")
+    return read_config_json(directory / config_name, what)
+
+
+def read_folder_weights(directory: str | Path, what: str, weights_name: str = WEIGHTS_NAME,
+                        device: torch.device | str = "cpu") -> tuple[dict[str, torch.Tensor], Path]:
+    """``(tensors, path)`` of the safetensors file of a folder written by :func:`save_pretrained_folder`;
+    the caller hands them to :func:`load_state_checked`."""
+    weights = Path(directory) / weights_name
     if not weights.is_file():
         raise WeightsError(weights, what, f"{weights_name} is missing")
-    return config, load_state_dict_file(weights, what, device=device), weights
+    return load_state_dict_file(weights, what, device=device), weights

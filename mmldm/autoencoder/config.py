@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..diffusion.objectives import DiffusionConfig
+from ..diffusion.config import DiffusionConfig
 from ..errors import ConfigError
 
 

@@ -39,7 +39,7 @@ from .discriminator import AVDiscriminator, hinge_discriminator_loss, hinge_gene
 from .semantic import ClassificationHead, ContrastiveHead, Projector
 from .signal_decoder import DecoderCondition, SignalDecoder, unet_architecture
 from .video_encoder import VideoEncoder
-from ..weights import CONFIG_NAME, load_state_checked, read_pretrained_folder, save_pretrained_folder
+from ..weights import CONFIG_NAME, load_state_checked, read_folder_config, read_folder_weights, save_pretrained_folder
 
 AUTOENCODER_WHAT = "multi-modal autoencoder"
 
@@ -369,10 +369,11 @@ class HierarchicalAVAutoencoder(nn.Module):
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: torch.device | str = "cpu") -> HierarchicalAVAutoencoder:
         """Rebuild a model saved by :meth:`save_pretrained`."""
-        config, state, weights = read_pretrained_folder(directory, AUTOENCODER_WHAT, device=device)
+        config = read_folder_config(directory, AUTOENCODER_WHAT)
         try:
             model = cls(from_dict(AutoencoderConfig, config))
         except MMLDMError as exc:
             raise WeightsError(Path(directory) / CONFIG_NAME, AUTOENCODER_WHAT, str(exc)) from None
+        state, weights = read_folder_weights(directory, AUTOENCODER_WHAT, device=device)
         load_state_checked(model, state, weights, AUTOENCODER_WHAT)
         return model.to(device)

@@ -12,9 +12,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .commands import COMMANDS
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    cache = sub.add_parser("cache", help="encode a dataset into a latent cache (KL-VAE latents)",
+    cache = sub.add_parser("cache", help=COMMANDS["cache"],
                            description="Encode every clip of a dataset with the frozen KL-VAE, once.")
     cache.add_argument("--config", type=Path, required=True,
                        help="VAE stage config naming the data and the VAE, e.g. configs/vae/tiny.yaml")

@@ -6,9 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from .commands import COMMANDS
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    data = sub.add_parser("data", help="make and look at datasets")
+    data = sub.add_parser("data", help=COMMANDS["data"])
     dsub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
 
     synth = dsub.add_parser("synth", help="write a Sounding Shapes dataset (mp4 clips + manifest)")

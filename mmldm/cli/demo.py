@@ -13,9 +13,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .commands import COMMANDS
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    demo = sub.add_parser("demo", help="generate a few sounding videos with the built-in model and show where they are")
+    demo = sub.add_parser("demo", help=COMMANDS["demo"])
     demo.add_argument("--out", type=Path, default=Path("outputs/demo"), help="output folder (default outputs/demo)")
     demo.add_argument("--n", type=int, default=4, help="number of videos (default 4)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

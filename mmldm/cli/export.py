@@ -12,9 +12,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .commands import COMMANDS
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    export = sub.add_parser("export", help="write training checkpoints as loadable model folders")
+    export = sub.add_parser("export", help=COMMANDS["export"])
     esub = export.add_subparsers(dest="export_command", metavar="WHAT")
 
     vae = esub.add_parser("vae", help="a KL-VAE checkpoint -> diffusers folder")
@@ -68,7 +70,7 @@ def _autoencoder(args: argparse.Namespace) -> int:
 
 def _model(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
-    from ..generator.stage import export_model
+    from ..export import export_model
     from ..timing import AVTiming
 
     timing = None

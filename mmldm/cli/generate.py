@@ -14,14 +14,15 @@ import argparse
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..generator.tasks import TASKS
 from ..generator.generation import CRITICS
+from ..generator.tasks import TASKS
+from .commands import COMMANDS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     tasks = "; ".join(f"{name}: {spec.help}" for name, spec in TASKS.items())
     parser = sub.add_parser(
-        "generate", help="generate sounding videos (mp4 + wav + png preview) from a model folder",
+        "generate", help=COMMANDS["generate"],
         description=f"Tasks -- {tasks}.")
     parser.add_argument("--model", type=Path, default=None,
                         help="model folder (model_index.json, vae/, autoencoder/, generator/, audio.yaml); "
@@ -75,6 +76,7 @@ def _device(name: str) -> str:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from ..files import check_input_file, check_writable_folder
     from ..generator.tasks import resolve_task
     from ..pipeline import SoundingVideoPipeline
     from ..pipeline.output import check_prefix, save_in_batches
@@ -83,12 +85,11 @@ def run(args: argparse.Namespace) -> int:
     resolve_task(args.task, args.audio, args.video, args.seconds)
     if args.n < 1:
         raise ConfigError(f"--n must be >= 1, got {args.n}")
-    for given in (args.audio, args.video):
-        if given is not None and not given.is_file():
-            raise ConfigError(f"{given}: file not found")
+    for flag, given in (("--audio", args.audio), ("--video", args.video)):
+        if given is not None:
+            check_input_file(given, f"{flag} of task {args.task}")
     check_prefix(args.prefix)
-    if args.out.exists() and not args.out.is_dir():
-        raise ConfigError(f"--out {args.out}: is a file; give a folder for the samples")
+    check_writable_folder(args.out)
     device = _device(args.device)
     for flag, value in (("--batch-size", args.batch_size), ("--candidates", args.candidates)):
         if value is not None and value < 1:

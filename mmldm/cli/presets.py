@@ -6,10 +6,12 @@ import argparse
 import dataclasses
 import json
 
+from .commands import COMMANDS
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
-        "presets", help="list the DiT generator presets with parameters and FLOPs (vs. the paper's Table 4)",
+        "presets", help=COMMANDS["presets"],
         description="Counts are taken on the meta device (no memory) for one forward at batch 1 at the "
                     "paper's latent sizes (tiny: its own small sizes). 'linear GMACs' are the multiply-adds "
                     "of the linear layers, which is the convention of the paper's GFLOPs column; "

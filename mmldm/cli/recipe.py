@@ -38,6 +38,7 @@ from typing import Any
 
 from ..config import atomic_write_text, make_folder
 from ..errors import ConfigError
+from .commands import COMMANDS
 
 #: stage configs of the recipe (a source checkout: configs/ sits beside the package)
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "recipe"
@@ -94,7 +95,7 @@ SCALES: dict[str, RecipeScale] = {
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("recipe", help="reproduce a shipped model end to end (data, training, export, evaluation)",
+    parser = sub.add_parser("recipe", help=COMMANDS["recipe"],
                             description="Run a training recipe; each step is skipped when its output exists.")
     parser.add_argument("recipe", choices=RECIPES, help="which recipe")
     parser.add_argument("--out", type=Path, required=True, help="working folder (data, runs, model, evaluation)")
@@ -320,26 +321,20 @@ class SoundingShapesRecipe:
     # ------------------------------------------------------------------ export
 
     def step_export(self) -> bool:
-        from ..generator.stage import export_model
-        from ..pipeline import SoundingVideoPipeline
+        from ..export import export_model
+        from ..generator.generation import SamplingSettings
 
         checkpoint = self._checkpoint("generator")
         if self._up_to_date(self.model, checkpoint):
             return False
+        scale = self.scale
+        sampling = SamplingSettings(steps=scale.generator_sampling_steps, audio_guidance=scale.guidance,
+                                    video_guidance=scale.guidance, sync_guidance=scale.sync_guidance,
+                                    candidates=scale.candidates, critics=scale.critics)
         export_model(checkpoint, self.model, vae=self.parts / "vae", autoencoder=self.parts / "autoencoder",
-                     vae_preset="tiny")
-        pipe = SoundingVideoPipeline.from_pretrained(self.model)
-        decoder = pipe.autoencoder.cfg
-        pipe.autoencoder.cfg = dataclasses.replace(decoder, sampling=dataclasses.replace(
-            decoder.sampling, steps=self.scale.decoder_steps, video_guidance=self.scale.decoder_guidance,
-            audio_guidance=self.scale.decoder_guidance))
-        pipe.generation = dataclasses.replace(pipe.generation, steps=self.scale.generator_sampling_steps,
-                                              audio_guidance=self.scale.guidance,
-                                              video_guidance=self.scale.guidance,
-                                              sync_guidance=self.scale.sync_guidance,
-                                              candidates=self.scale.candidates,
-                                              critics=self.scale.critics)
-        pipe.save_pretrained(self.model)
+                     vae_preset="tiny", sampling=sampling,
+                     decoder_sampling={"steps": scale.decoder_steps, "video_guidance": scale.decoder_guidance,
+                                       "audio_guidance": scale.decoder_guidance})
         self._stamp(self.model, checkpoint)
         return True
 
@@ -347,6 +342,9 @@ class SoundingShapesRecipe:
 
     def step_evaluate(self) -> bool:
         from ..data.sounding_shapes import read_manifest
+        from ..evaluation.long_video import long_measures
+        from ..evaluation.reconstruction import reconstruction_measures
+        from ..evaluation.report import results_table
         from ..pipeline import SoundingVideoPipeline
 
         pipe = SoundingVideoPipeline.from_pretrained(self._need(self.model / "model_index.json", "model").parent)
@@ -388,126 +386,3 @@ class SoundingShapesRecipe:
         atomic_write_text(self.eval_dir / "results.md", table)
         print(table)
         return True
-
-
-def long_measures(files: list[Path], fps: float, sample_rate: int, clip_frames: int) -> dict[str, Any]:
-    """:func:`long_clip_measures` of each long video file, summed up by :func:`long_summary`."""
-    from ..data.media_io import read_av
-
-    per_file = []
-    for path in files:
-        clip = read_av(path, fps=fps, sample_rate=sample_rate)
-        per_file.append({"file": path.name, **long_clip_measures(clip.frames, clip.audio, fps, sample_rate,
-                                                                 clip_frames)})
-    return long_summary(per_file)
-
-
-def long_summary(per_file: list[dict[str, Any]]) -> dict[str, Any]:
-    """The long videos' numbers: the worst whole video, every clip-length window (median, worst,
-    share within 1 semitone), the median over the videos of their k-th window (does sync hold
-    as a video goes on?), and the seam test; ``per_file`` items as :func:`long_clip_measures`."""
-    import numpy as np
-
-    if not per_file:
-        raise ConfigError("long videos: none to measure")
-    all_errors = np.asarray([e for item in per_file for e in item["sync_error_per_window"]])
-    positions = min(len(item["sync_error_per_window"]) for item in per_file)
-    return {"clips": len(per_file), "per_clip": per_file,
-            "sync_error_max_clip": max(item["sync_error"] for item in per_file),
-            "sync_error_max_window": float(all_errors.max()), "sync_error_median": float(np.median(all_errors)),
-            "windows_within_1_semitone_pct": 100.0 * float(np.mean(all_errors <= 1.0)),
-            "sync_error_median_per_position": [
-                float(np.median([item["sync_error_per_window"][k] for item in per_file])) for k in range(positions)],
-            "seam_jump_max": max(item["max_seam_jump"] for item in per_file),
-            "inside_jump_max": max(item["max_inside_jump"] for item in per_file)}
-
-
-def long_clip_measures(frames: Any, audio: Any, fps: float, sample_rate: int, clip_frames: int) -> dict[str, Any]:
-    """Sync error of the whole long video (median over all its frames, as for one clip) and of
-    every clip-length window, and its audio seam test.
-
-    Shapes: ``frames`` uint8 [T, H, W, 3] or float [T, 3, H, W] in [-1, 1]; ``audio`` [N].
-    Seams: the largest sample-to-sample jump |w[s] - w[s-1]| at the clip boundaries
-    (s = k * samples per clip, k >= 1) against the largest jump anywhere else; a seam
-    heard as a click is a jump far above the signal's own.
-    """
-    import numpy as np
-
-    from ..evaluation.shapes_measures import sync_error
-
-    audio = np.asarray(audio, dtype=np.float64).reshape(-1)
-    samples_per_clip = round(clip_frames * sample_rate / fps)
-    windows = len(frames) // clip_frames
-    if windows < 1:
-        raise ConfigError(f"long clip: {len(frames)} frames hold no whole {clip_frames}-frame window")
-    errors = [sync_error(frames[k * clip_frames:(k + 1) * clip_frames],
-                         audio[k * samples_per_clip:(k + 1) * samples_per_clip], sample_rate, fps)
-              for k in range(windows)]
-    jumps = np.abs(np.diff(audio))  # jumps[s - 1] = |w[s] - w[s - 1]|
-    seams = [k * samples_per_clip - 1 for k in range(1, windows) if k * samples_per_clip - 1 < len(jumps)]
-    inside = np.delete(jumps, seams)
-    return {"windows": windows, "sync_error": sync_error(frames, audio, sample_rate, fps),
-            "sync_error_per_window": [float(e) for e in errors],
-            "max_seam_jump": float(jumps[seams].max()) if seams else 0.0,
-            "max_inside_jump": float(inside.max())}
-
-
-def reconstruction_measures(pipe: Any, files: list[Path]) -> dict[str, Any]:
-    """Shapes measures of real clips passed through the model's own encoders and decoders:
-    the ceiling each stage puts on what generation can reach.
-
-    * ``vae``: frames and audio image through the KL-VAE alone, audio by the model's vocoder;
-    * ``autoencoder``: through the KL-VAE and the multi-modal autoencoder (posterior mode,
-      the signal decoder's own DDIM settings), as generated latents are decoded.
-    """
-    import torch
-
-    from ..data.audio_image import waveform_to_audio_image
-    from ..data.media_io import read_av
-    from ..evaluation.shapes_measures import measure_pairs
-    from ..pipeline.audio import vocode_clips
-
-    pairs: dict[str, list[tuple[Any, Any]]] = {"vae": [], "autoencoder": []}
-    generator = torch.Generator().manual_seed(0)
-    for path in files:
-        clip = read_av(path, fps=pipe.fps, sample_rate=pipe.audio_cfg.sample_rate)
-        frames = torch.as_tensor(clip.frames).permute(0, 3, 1, 2).float()[None] / 127.5 - 1.0  # [1, T, 3, H, W]
-        wave = torch.as_tensor(clip.audio).float().reshape(1, -1)[:, : pipe.clip_samples]
-        image = waveform_to_audio_image(wave, pipe.audio_cfg, pipe.frame_size) * 2.0 - 1.0  # [1, 3, H, W]
-        with torch.no_grad():
-            vae_frames = pipe.vae.decode_frames(pipe.vae.encode_frames(frames)).float().clamp(-1, 1)
-            vae_image = pipe.vae.decode_audio_image(pipe.vae.encode_audio_image(image)).float().clamp(-1, 1)
-            latents = {"video": pipe.encode_video(frames), "audio": pipe.encode_audio(wave)}
-            ae_frames, ae_image = pipe.decode(latents, generator=generator)
-        pairs["vae"].append((vae_frames[0], vocode_clips([vae_image], pipe.audio_cfg, pipe.vocoder)[0]))
-        pairs["autoencoder"].append((ae_frames[0], vocode_clips([ae_image], pipe.audio_cfg, pipe.vocoder)[0]))
-    return {stage: measure_pairs(clips, pipe.audio_cfg.sample_rate, pipe.fps) for stage, clips in pairs.items()}
-
-
-def results_table(results: dict[str, Any]) -> str:
-    """The evaluation as markdown: each task beside the real-data and shuffled-pair baselines,
-    the long-video checks and the reconstruction ceiling."""
-    def row(name: str, m: dict[str, Any]) -> str:
-        return (f"| {name} | {m['clips']} | {m['sync_error_median']:.2f} | {m['sync_error_within_1_semitone_pct']:.1f} "
-                f"| {m['class_agreement_pct']:.1f} | {m['one_object_pct']:.1f} |")
-
-    lines = ["| clips | n | median sync error (semitones) | within 1 semitone % | class agreement % | "
-             "one-object frames % |", "|---|---|---|---|---|---|"]
-    first = next(task for task in ("svg", "a2v", "v2a") if task in results)
-    lines.append(row("real test clips", results[first]["reference"]))
-    lines.append(row("shuffled real pairs", results[first]["shuffled_pairs"]))
-    for task in ("svg", "a2v", "v2a"):
-        if task in results:
-            lines.append(row(f"generated {task}", results[task]["generated"]))
-    for stage, measures in results.get("reconstruction_ceiling", {}).items():
-        lines.append(row(f"real clips through the {stage}", measures))
-    long = results.get("long")
-    if long:
-        lines += ["", f"Long ({long['clips']} videos): sync error of the worst whole video "
-                      f"{long['sync_error_max_clip']:.2f}; per 1.6 s window: median "
-                      f"{long['sync_error_median']:.2f}, worst {long['sync_error_max_window']:.2f} semitones, "
-                      f"{long['windows_within_1_semitone_pct']:.1f} % within 1; median of the k-th window "
-                      f"over the videos {', '.join(f'{e:.2f}' for e in long['sync_error_median_per_position'])}; "
-                      f"largest audio jump at a seam {long['seam_jump_max']:.3f} vs inside clips "
-                      f"{long['inside_jump_max']:.3f}."]
-    return "\n".join(lines) + "\n"

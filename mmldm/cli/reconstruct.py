@@ -10,20 +10,23 @@ import argparse
 import json
 from pathlib import Path
 
+from .commands import COMMANDS
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "reconstruct",
-        help="encode a clip with the multi-modal autoencoder, decode it back, and measure the difference",
+        help=COMMANDS["reconstruct"],
         description="Reconstruct one sounding video through the KL-VAE and the multi-modal autoencoder "
         "(DDIM with per-modality guidance), write it as mp4 and print frame PSNR and log-mel L1.",
     )
     p.add_argument("input", type=Path, help="video file with audio")
     p.add_argument("--model", type=Path, required=True,
-                   help="autoencoder: a `mmldm train autoencoder` checkpoint folder or a saved model folder")
+                   help="a model folder (what `generate` takes: its autoencoder and KL-VAE are used), a "
+                   "`mmldm train autoencoder` checkpoint folder or a saved autoencoder folder")
     p.add_argument("--vae", default=None,
-                   help="KL-VAE (diffusers folder, single file or VAE checkpoint); default: the one the "
-                   "checkpoint was trained with")
+                   help="KL-VAE (diffusers folder, single file or VAE checkpoint); default: the model "
+                   "folder's, or the one the checkpoint was trained with")
     p.add_argument("--out", type=Path, required=True, help="output mp4")
     p.add_argument("--vocoder", default="griffin-lim", help="'griffin-lim' or a HiFi-GAN checkpoint")
     p.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the model's, 50)")
@@ -48,15 +51,21 @@ def _reconstruct(args: argparse.Namespace) -> int:
     from ..autoencoder.stage import KLVAESourceConfig, _checkpoint_config, build_frozen_vae, load_autoencoder
     from ..config import atomic_write_text
     from ..errors import ConfigError
+    from ..files import check_input_file
     from ..timing import AVTiming
 
-    if not args.input.is_file():
-        raise FileNotFoundError(2, "No such file", str(args.input))
-    model, vae_cfg = load_autoencoder(args.model, use_ema=not args.no_ema, device=args.device)
+    check_input_file(args.input)
     fps, sample_rate = 10.0, 16000
+    autoencoder_path, folder_vae = args.model, None
+    if (args.model / MODEL_INDEX).is_file():  # a model folder: its components and its clip settings
+        autoencoder_path, folder_vae, clip = _model_folder_parts(args.model)
+        fps, sample_rate = clip.get("fps", fps), clip.get("sample_rate", sample_rate)
+    model, vae_cfg = load_autoencoder(autoencoder_path, use_ema=not args.no_ema, device=args.device)
     if vae_cfg is not None:  # a training checkpoint: its data settings are the defaults
         data = _checkpoint_config(args.model).data
         fps, sample_rate = data.fps, data.sample_rate
+    if args.vae is None and folder_vae is not None:
+        args.vae = str(folder_vae)
     if args.vae is not None:
         preset = vae_cfg.preset if vae_cfg is not None else ("sd-v1" if model.cfg.vae_latent_size >= 32 else "tiny")
         vae_cfg = KLVAESourceConfig(path=args.vae, preset=preset)
@@ -75,3 +84,40 @@ def _reconstruct(args: argparse.Namespace) -> int:
     if args.json is not None:
         atomic_write_text(args.json, json.dumps(result.measures, indent=2))
     return 0
+
+
+#: the file that makes a folder a model folder (:mod:`mmldm.pipeline.folder`)
+MODEL_INDEX = "model_index.json"
+
+
+def _model_folder_parts(directory: Path) -> tuple[Path, Path, dict]:
+    """A model folder's autoencoder and KL-VAE folders (from ``model_index.json``) and the clip
+    settings of its ``config.yaml`` (fps, sample_rate; empty when it has none)."""
+    import yaml
+
+    from ..errors import WeightsError
+
+    index_path = directory / MODEL_INDEX
+    try:
+        index = json.loads(index_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise WeightsError(index_path, "model index", f"cannot be read ({exc})") from None
+    components = index.get("components") if isinstance(index, dict) else None
+    parts = []
+    for name in ("autoencoder", "vae"):
+        sub = components.get(name) if isinstance(components, dict) else None
+        if not isinstance(sub, str):
+            raise WeightsError(index_path, "model index", f"names no '{name}' component folder")
+        if not (directory / sub).is_dir():
+            raise WeightsError(directory / sub, f"{name} component", "folder missing from the model folder")
+        parts.append(directory / sub)
+    clip: dict = {}
+    config_path = directory / str(index.get("config", "config.yaml"))
+    if config_path.is_file():
+        try:
+            config = yaml.safe_load(config_path.read_text())
+        except yaml.YAMLError as exc:
+            raise WeightsError(config_path, "model config", f"not valid YAML ({str(exc).splitlines()[0]})") from None
+        if isinstance(config, dict) and isinstance(config.get("clip"), dict):
+            clip = config["clip"]
+    return parts[0], parts[1], clip

@@ -9,11 +9,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .commands import COMMANDS
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     from ..training.registry import stage_names
 
-    train = sub.add_parser("train", help="train a stage (vae, autoencoder, generator)",
+    train = sub.add_parser("train", help=COMMANDS["train"],
                            description="Train one MM-LDM stage with the shared training engine.")
     train.add_argument("stage", metavar="STAGE",
                        help=f"stage name ({', '.join(stage_names())}) or package.module:Class")

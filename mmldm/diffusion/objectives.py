@@ -33,32 +33,14 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import torch
 
 from ..errors import ConfigError
+from .config import DiffusionConfig, ObjectiveName
 from .schedules import alphas_cumprod, logit_normal_timesteps, scaled_linear_betas, uniform_timesteps
 from .tree import Latents, batch_size, broadcast_to, tree_map
-
-ObjectiveName = Literal["epsilon", "flow"]
-
-
-@dataclasses.dataclass
-class DiffusionConfig:
-    """Objective settings (the sampler is chosen at sampling time)."""
-
-    #: "epsilon" (the paper's DDPM) or "flow" (rectified flow)
-    objective: ObjectiveName = "epsilon"
-    #: DDPM steps T; for flow, the scale from t in [0,1] to the network's timestep input
-    num_train_timesteps: int = 1000
-    #: scaled-linear beta schedule (epsilon objective)
-    beta_start: float = 0.00085
-    beta_end: float = 0.012
-    #: logit-normal timestep density (flow objective)
-    logit_mean: float = 0.0
-    logit_std: float = 1.0
-
 
 #: per-sample loss weights: one [B] tensor for all entries, or per entry (float or [B])
 LossWeights = torch.Tensor | dict[str, float | torch.Tensor] | None
@@ -75,7 +57,7 @@ class Objective(ABC):
     def samplers(self) -> tuple[str, ...]:
         """The samplers that integrate this objective's model output (default first), from the registry
         :data:`mmldm.diffusion.samplers.SAMPLERS`."""
-        from .samplers import samplers_for
+        from .registry import samplers_for
 
         return samplers_for(self.prediction)
 

@@ -55,7 +55,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..config import from_dict, to_dict
 from ..errors import ConfigError, MMLDMError, WeightsError
-from ..weights import load_state_checked, read_pretrained_folder, save_pretrained_folder
+from ..weights import load_state_checked, read_folder_config, read_folder_weights, save_pretrained_folder
 from .embeddings import ClassEmbedder, FrameEmbed, PatchEmbed, TimestepEmbedder, sincos_2d_position_embedding
 
 MODALITIES = ("audio", "video")
@@ -408,40 +408,39 @@ class AVDiT(nn.Module):
                 "video": self.final["video"](video_out, c)}  # [B, Cv, Hv, Wv]
 
     def _check_inputs(self, x, t, audio_cond, video_cond, prev_audio, prev_video, class_labels, context) -> None:
+        """Shapes and types only (a wrong one is a bug of the caller: ValueError). Label values are
+        checked where they enter (the pipeline, the training data): here it would cost a host sync
+        every forward."""
         cfg = self.cfg
         if not isinstance(x, dict) or set(x) != set(MODALITIES):
             got = sorted(x) if isinstance(x, dict) else type(x).__name__
-            raise ConfigError(f"AVDiT input must be a dict with keys audio and video, got {got}")
+            raise ValueError(f"AVDiT input must be a dict with keys audio and video, got {got}")
         expected = {"audio": (cfg.audio_channels, *cfg.audio_size), "video": (cfg.video_channels, *cfg.video_size)}
         batch = x["audio"].shape[0]
         named = {"x['audio']": ("audio", x["audio"]), "x['video']": ("video", x["video"]),
                  "audio_cond": ("audio", audio_cond), "video_cond": ("video", video_cond),
                  "prev_audio": ("audio", prev_audio), "prev_video": ("video", prev_video)}
         for name, (m, value) in named.items():
-            if value is None:
-                continue
-            if value.ndim != 4 or tuple(value.shape[1:]) != expected[m] or value.shape[0] != batch:
-                raise ConfigError(f"AVDiT {name}: expected shape [{batch}, {', '.join(map(str, expected[m]))}], "
-                                  f"got {list(value.shape)}")
+            if value is not None and (value.ndim != 4 or tuple(value.shape[1:]) != expected[m]
+                                      or value.shape[0] != batch):
+                raise ValueError(f"AVDiT {name}: expected shape [{batch}, {', '.join(map(str, expected[m]))}], "
+                                 f"got {value.shape=}")
         if (prev_audio is not None or prev_video is not None) and self.prev_embed is None:
-            raise ConfigError("AVDiT was built with previous_clip=false but got previous-clip latents")
+            raise ValueError("AVDiT was built with previous_clip=false but got previous-clip latents")
         if t.ndim > 1 or (t.ndim == 1 and t.shape[0] != batch):
-            raise ConfigError(f"AVDiT timestep: expected shape [{batch}], got {list(t.shape)}")
+            raise ValueError(f"AVDiT timestep: expected shape [{batch}], got {t.shape=}")
         if class_labels is not None:
             if self.class_embed is None:
-                raise ConfigError("AVDiT was built with num_classes=0 but got class labels")
-            if class_labels.shape != (batch,):
-                raise ConfigError(f"AVDiT class_labels: expected shape [{batch}], got {list(class_labels.shape)}")
-            if class_labels.is_floating_point() or not bool(
-                    ((class_labels >= 0) & (class_labels <= cfg.num_classes)).all()):
-                raise ConfigError(f"AVDiT class_labels must be integers in [0, {cfg.num_classes}] "
-                                  f"({cfg.num_classes} = no class), got {class_labels.tolist()}")
+                raise ValueError("AVDiT was built with num_classes=0 but got class labels")
+            if class_labels.shape != (batch,) or class_labels.is_floating_point():
+                raise ValueError(f"AVDiT class_labels: expected integers of shape [{batch}], "
+                                 f"got {class_labels.dtype} {class_labels.shape=}")
         if context is not None:
             if self.context_proj is None:
-                raise ConfigError("AVDiT was built with context_dim=0 but got context tokens")
+                raise ValueError("AVDiT was built with context_dim=0 but got context tokens")
             if tuple(context.shape) != (batch, cfg.n_ctx, cfg.context_dim):
-                raise ConfigError(f"AVDiT context: expected shape [{batch}, {cfg.n_ctx}, {cfg.context_dim}], "
-                                  f"got {list(context.shape)}")
+                raise ValueError(f"AVDiT context: expected shape [{batch}, {cfg.n_ctx}, {cfg.context_dim}], "
+                                 f"got {context.shape=}")
 
     # ----------------------------------------------------------------------- save / load
 
@@ -459,11 +458,12 @@ class AVDiT(nn.Module):
         and no time goes into a random initialisation. ``dtype`` casts floating
         weights (e.g. ``torch.bfloat16`` for inference).
         """
-        config, state, weights_path = read_pretrained_folder(directory, DIT_WHAT, device=device)
+        config = read_folder_config(directory, DIT_WHAT)
         try:
             cfg = from_dict(DiTConfig, config, prefix="dit.")
         except MMLDMError as exc:
             raise WeightsError(Path(directory) / "config.json", DIT_WHAT, str(exc)) from None
+        state, weights_path = read_folder_weights(directory, DIT_WHAT, device=device)
         with torch.device("meta"):
             model = cls(cfg)
         if dtype is not None:

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..diffusion.objectives import DiffusionConfig
-from ..diffusion.samplers import SAMPLERS
+from ..diffusion.config import DiffusionConfig
+from ..diffusion.registry import SAMPLERS
 from ..errors import ConfigError, WeightsError, check_positive_int
 
 #: generation settings beside an exported AVDiT (in an exported generator folder and in a model folder's generator/)
@@ -80,7 +80,7 @@ class SamplingSettings:
             if not _is_number(value) or not math.isfinite(value):
                 raise ConfigError(f"guidance scales must be finite numbers, got {name.split('_')[0]} {value!r}")
         if not _is_number(self.sync_guidance) or not math.isfinite(self.sync_guidance) or self.sync_guidance < 0:
-            raise ConfigError(f"sync guidance must be a finite number >= 0, got {self.sync_guidance!r}")
+            raise ConfigError(f"sync_guidance must be a finite number >= 0, got {self.sync_guidance!r}")
         check_positive_int(self.candidates, "candidates")
         critics = self.critics
         if (isinstance(critics, str) or not critics or len(set(critics)) != len(critics)

@@ -41,12 +41,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
-
-import numpy as np
-import torch
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import ConfigError, DataError, MediaError
+from ..files import check_input_file
+
+if TYPE_CHECKING:  # torch and numpy load with the first clip read, not with the task table (CLI --help)
+    import torch
 
 Window = Literal["first", "last"]
 
@@ -135,13 +136,14 @@ def load_audio(source: Any, sample_rate: int, clip_samples: int, window: Window,
     A file is any audio or video file PyAV decodes (resampled to ``sample_rate``); a
     waveform is ``[N]`` (or ``[1, N]``) at ``sample_rate`` in [-1, 1].
     """
+    import numpy as np
+    import torch
+
     from ..data.media_io import read_wav
 
     clip_s = clip_samples / sample_rate
     if isinstance(source, (str, Path)):
-        path = Path(source)
-        if not path.is_file():
-            raise MediaError(path, f"file not found (task {task} needs an audio file)")
+        path = check_input_file(source, f"task {task} needs an audio file")
         try:
             wave, _ = read_wav(path, sample_rate=sample_rate)
         except MediaError as exc:
@@ -171,13 +173,14 @@ def load_video(source: Any, fps: float, size: int, num_frames: int, sample_rate:
     A file is read at ``fps``, letterboxed to ``size`` (as the training data); frames
     are float ``[T', 3, size, size]`` in [-1, 1] or uint8 ``[T', size, size, 3]``.
     """
+    import numpy as np
+    import torch
+
     from ..data.media_io import probe, read_av
 
     clip_s = num_frames / fps
     if isinstance(source, (str, Path)):
-        path = Path(source)
-        if not path.is_file():
-            raise MediaError(path, f"file not found (task {task} needs a video file)")
+        path = check_input_file(source, f"task {task} needs a video file")
         try:
             info = probe(path)
             if not info.has_video:
@@ -217,6 +220,8 @@ def branch_conditions(inputs: dict[str, torch.Tensor], class_labels: torch.Tenso
     :param null_class: the generator's null label (None: the generator has no classes).
     The unconditional branch drops everything: zeros for every input, the null class.
     """
+    import torch
+
     cond: dict[str, Any] = dict(inputs)
     uncond: dict[str, Any] = {key: torch.zeros_like(value) for key, value in inputs.items()}
     if class_labels is not None:

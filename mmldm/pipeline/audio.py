@@ -76,17 +76,4 @@ def module_device(module: object) -> torch.device:
     return torch.device("cpu")
 
 
-def largest_jumps(wave: torch.Tensor, seams: list[int], radius: int = 2) -> tuple[float, float]:
-    """``(largest |x[i] - x[i-1]| within radius of a seam, largest elsewhere)`` of ``wave`` [N].
-
-    A seam at sample ``s`` is the step from ``s - 1`` to ``s``. Used to check that
-    joined clips have no click: the first value must not exceed the second.
-    """
-    jumps = (wave[1:] - wave[:-1]).abs()  # jumps[i - 1] = |x[i] - x[i-1]|
-    near = torch.zeros_like(jumps, dtype=torch.bool)
-    for seam in seams:
-        near[max(0, seam - 1 - radius): seam + radius] = True
-    return float(jumps[near].max()), float(jumps[~near].max())
-
-
-__all__ = ["audio_image_to_log_mel", "join_clip_mels", "largest_jumps", "module_device", "vocode_clips"]
+__all__ = ["audio_image_to_log_mel", "join_clip_mels", "module_device", "vocode_clips"]

@@ -35,6 +35,7 @@ from ..config import atomic_write_text, dump_yaml, from_dict, make_folder, to_di
 from ..data.audio_image import AudioConfig
 from ..data.vocoders import GriffinLim, HiFiGAN, Vocoder, build_vocoder, save_hifigan
 from ..errors import ConfigError, MMLDMError, WeightsError
+from ..files import give_new_modes_under
 from ..generator.dit import AVDiT
 from ..generator.generation import GENERATION_NAME, GenerationConfig, read_generation_config
 from ..vae.kl_vae import KLVAE
@@ -178,6 +179,7 @@ def save_folder(pipe: SoundingVideoPipeline, directory: Path) -> Path:
         index = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "mmldm_version": __version__,
                  "components": COMPONENTS, "audio": AUDIO_NAME, "config": CONFIG_NAME}
         atomic_write_text(tmp / INDEX_NAME, json.dumps(index, indent=2) + "\n")
+        give_new_modes_under(tmp)  # mkdtemp made it 0700: the model folder reads like any other
         old = None
         if directory.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".old", dir=directory.parent))

@@ -64,8 +64,8 @@ BUILTIN_MODEL = Path(__file__).resolve().parent.parent / "default_model"
 #:   nothing is guided) and ``known`` (the given modality's latent, a2v / v2a)
 #: * "step": ``clip``, then the sampler's own callback: ``i``, ``t`` [n * K], ``x`` (x_t latents),
 #:   ``denoised`` (the x0 estimate)
-#: * "candidates": ``clip``, ``pool`` (every candidate's latents, [n * K] sample-major),
-#:   ``scores`` ({critic: [n, K]}, lower = more in sync), ``picks`` [n]  (only for K > 1)
+#: * "candidates": ``clip``, ``pool`` (every candidate's latents, [n * K] sample-major), ``labels``
+#:   ([n * K] or None), ``scores`` ({critic: [n, K]}, lower = more in sync), ``picks`` [n]  (K > 1 only)
 #: * "latents": ``clip``, ``latents`` [n] the kept latents (generator scale), before decoding
 Callback = Callable[[dict[str, Any]], None]
 
@@ -376,7 +376,8 @@ class SoundingVideoPipeline:
             return latents, torch.zeros(n, dtype=torch.long), bool(cond)
         scores = self.critic_scores(latents, labels, generators, settings)
         kept, picks = pick_candidates(latents, list(scores.values()))
-        notify({"stage": "candidates", "clip": index, "pool": latents, "scores": scores, "picks": picks})
+        notify({"stage": "candidates", "clip": index, "pool": latents, "labels": labels, "scores": scores,
+                "picks": picks})
         return kept, picks, bool(cond)
 
     def critic_scores(self, latents: dict[str, torch.Tensor], labels: torch.Tensor | None,

@@ -20,7 +20,9 @@ manifest ``COMPLETE`` is written last, then the folder is renamed into place
 (atomic on POSIX) and ``latest`` is replaced atomically. A process killed at any
 instant therefore leaves either the previous checkpoints or the new one, never a
 half-written folder under a ``step_*`` name. Resume still checks the manifest
-(sizes of all listed files), so a folder damaged later is skipped too.
+(sizes of all listed files), so a folder damaged later is skipped too. A write that fails
+(a full disk) abandons the checkpoint: its temporary folder is removed at once, so it holds no
+space, and a full disk is one error line naming the checkpoints folder.
 
 Why not ``Accelerator.save_state``: it writes in place (not atomic), pickles the
 RNG states (loading needs ``weights_only=False``) and knows nothing of our data
@@ -33,12 +35,14 @@ ones: they are deleted when the resumed run writes its first checkpoint, so that
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import re
 import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +52,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..config import atomic_write_text
-from ..errors import TrainingError
+from ..errors import DiskFullError, TrainingError
+from ..files import give_new_file_mode, is_disk_full, torch_save
 
 MANIFEST = "COMPLETE"
 LATEST = "latest"
@@ -75,29 +80,49 @@ def _fsync_file(path: Path) -> None:
 # ---------------------------------------------------------------- writing files
 
 
+@contextlib.contextmanager
+def _checkpoint_file(path: Path) -> Iterator[None]:
+    """Writing ``path`` into a checkpoint's temporary folder: if it fails, the whole checkpoint is
+    abandoned and its temporary folder removed (it would only hold space: resume ignores it); a
+    full disk is a one-line :class:`DiskFullError` naming the checkpoints folder."""
+    try:
+        yield
+    except BaseException as exc:
+        folder = path.parent
+        if not folder.name.startswith(".tmp_step_"):
+            raise
+        shutil.rmtree(folder, ignore_errors=True)
+        if isinstance(exc, Exception) and is_disk_full(exc):
+            raise DiskFullError(folder.parent, f"writing the checkpoint {folder.name.removeprefix('.tmp_')} "
+                                "failed; its partial files were removed and the earlier checkpoints are "
+                                "untouched") from exc
+        raise
+
+
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
-    """Safetensors file (contiguous CPU copies), fsync'ed."""
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path), metadata=metadata)
-    _fsync_file(path)
+    """Safetensors file (contiguous CPU copies), fsync'ed, with the mode a plain ``open`` gives
+    (safetensors creates files 0o600)."""
+    with _checkpoint_file(path):
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path), metadata=metadata)
+        give_new_file_mode(path)
+        _fsync_file(path)
 
 
 def save_torch_state(path: Path, state: dict[str, Any]) -> None:
     """A state dict of tensors, numbers and strings (loadable with ``weights_only=True``), fsync'ed."""
-    with open(path, "wb") as fh:
-        torch.save(state, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
+    with _checkpoint_file(path):
+        torch_save(state, path)
 
 
 def save_json(path: Path, data: Any) -> None:
-    with open(path, "w") as fh:
+    with _checkpoint_file(path), open(path, "w") as fh:
         json.dump(data, fh, indent=1)
         fh.flush()
         os.fsync(fh.fileno())
 
 
 def save_text(path: Path, text: str) -> None:
-    with open(path, "w") as fh:
+    with _checkpoint_file(path), open(path, "w") as fh:
         fh.write(text)
         fh.flush()
         os.fsync(fh.fileno())
@@ -273,3 +298,26 @@ def resolve_resume(out_dir: Path, resume: str | Path) -> Path | None:
     if not is_complete(path):
         raise TrainingError(f"{path}: checkpoint is incomplete (no valid {MANIFEST} manifest)")
     return path
+
+
+def module_weights_name(key: str, ema: bool = False) -> str:
+    """File name of trainable module ``key``'s weights (or its EMA's) in a checkpoint folder."""
+    return f"{'ema' if ema else 'model'}_{key}.safetensors"
+
+
+def is_training_checkpoint(path: Path) -> bool:
+    """Whether ``path`` is a checkpoint folder of ``mmldm train`` (it holds the model's weights)."""
+    return (Path(path) / module_weights_name("model")).is_file()
+
+
+def load_trained_weights(module: torch.nn.Module, checkpoint: Path, what: str, key: str = "model",
+                         use_ema: bool = True, device: torch.device | str = "cpu") -> Path:
+    """Load module ``key`` of a training checkpoint into ``module`` (its EMA when the checkpoint
+    has one and ``use_ema``), every name and shape checked; returns the file read."""
+    from ..weights import load_state_checked, load_state_dict_file
+
+    weights = Path(checkpoint) / module_weights_name(key, ema=True)
+    if not (use_ema and weights.is_file()):
+        weights = Path(checkpoint) / module_weights_name(key)
+    load_state_checked(module, load_state_dict_file(weights, what, device=device), weights, what)
+    return weights

@@ -153,6 +153,8 @@ class Trainer:
         self.generator = torch.Generator(device=acc.device).manual_seed(mixed_seed(tc.seed, self.rank, 2))
 
         self.ema: dict[str, EMA] = {}
+        #: per loss term: (first step it was non-finite, its value), device tensors (-1: never)
+        self._nonfinite: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         for key in self.trainable_keys:
             module = modules[key].to(acc.device)
             self._load_from_checkpoint(ckpt.module_weights_name(key), module.load_state_dict)
@@ -337,25 +339,49 @@ class Trainer:
 
     # ------------------------------------------------------------- one step
 
-    def _reduced_terms(self, terms: dict[str, torch.Tensor], step: int) -> dict[str, float]:
-        """Global means of the loss terms; stops on a non-finite one (on every process)."""
+    def _watch_terms(self, terms: dict[str, torch.Tensor], step: int) -> None:
+        """Note each loss term's first non-finite value and its step, on the device: no host sync
+        here; :meth:`_stop_if_not_finite` reads the notes at log and checkpoint steps."""
         for key, value in terms.items():
             if not torch.is_tensor(value) or value.ndim != 0:
                 raise TrainingError(f"stage {type(self.stage).__name__}: loss term '{key}' is not a scalar tensor")
-        keys = sorted(terms)
-        local = torch.stack([terms[k].detach().float() for k in keys])
-        glob = self.accelerator.reduce(local, reduction="mean").tolist()
-        for key, value in zip(keys, glob):
-            if not math.isfinite(value):
-                last = ckpt.complete_checkpoints(self.checkpoint_root)
-                raise TrainingError(f"step {step}: loss term '{key}' is {value}; training stopped "
-                                    f"(last good checkpoint: {last[-1] if last else 'none'})")
-        return dict(zip(keys, glob))
+            value = value.detach().float()
+            first_step, first_value = self._nonfinite.get(key, (None, None))
+            if first_step is None:
+                first_step = torch.full((), -1, dtype=torch.long, device=value.device)
+                first_value = torch.zeros((), device=value.device)
+            new = (first_step < 0) & ~torch.isfinite(value)
+            self._nonfinite[key] = (torch.where(new, step, first_step), torch.where(new, value, first_value))
 
-    def _train_step(self, step: int, batches: Iterator) -> tuple[dict[str, float], tuple[int, int]]:
+    def _stop_if_not_finite(self) -> None:
+        """Stop (on every process) if a loss term was ever non-finite: one line with its first step
+        and value, naming the last good checkpoint (weights updated since are never saved)."""
+        if not self._nonfinite:
+            return
+        keys = sorted(self._nonfinite)
+        steps = self.accelerator.gather(torch.stack([self._nonfinite[k][0] for k in keys])[None])  # [P, K]
+        values = self.accelerator.gather(torch.stack([self._nonfinite[k][1] for k in keys])[None])  # [P, K]
+        bad = [(int(s), key, float(v)) for row_s, row_v in zip(steps.tolist(), values.tolist())
+               for key, s, v in zip(keys, row_s, row_v) if s >= 0]
+        if bad:
+            step, key, value = min(bad)
+            last = ckpt.complete_checkpoints(self.checkpoint_root)
+            raise TrainingError(f"step {step}: loss term '{key}' is {value}; training stopped "
+                                f"(last good checkpoint: {last[-1] if last else 'none'})")
+
+    def _window_means(self, window: dict[str, torch.Tensor], steps: int) -> dict[str, float]:
+        """The logged values: each term's sum over the log window (a device tensor), averaged over
+        its steps and over the processes (one host sync per log step)."""
+        keys = sorted(window)
+        if not keys:
+            return {}
+        local = torch.stack([window[k].double() for k in keys]) / steps
+        return dict(zip(keys, self.accelerator.reduce(local, reduction="mean").tolist()))
+
+    def _train_step(self, step: int, batches: Iterator) -> tuple[dict[str, torch.Tensor], tuple[int, int]]:
         acc = self.accelerator
         tc = self.train_cfg
-        sums: dict[str, float] = {}
+        sums: dict[str, torch.Tensor] = {}
         position = (0, 0)
         for micro in range(tc.grad_accum):
             epoch, batch_index, indices, batch = next(batches)
@@ -375,15 +401,15 @@ class Trainer:
                     if f"loss/{group.name}" not in terms:
                         raise TrainingError(f"stage {type(self.stage).__name__}: losses() returned no "
                                             f"'loss/{group.name}' for optimiser group '{group.name}'")
-                reduced = self._reduced_terms(terms, step)
+                self._watch_terms(terms, step)
                 for i, group in enumerate(self.groups):
                     loss = terms[f"loss/{group.name}"] / tc.grad_accum
                     if not loss.requires_grad:  # an idle group this step (e.g. a GAN critic not started yet)
                         continue
                     acc.backward(loss, inputs=group.params if len(self.groups) > 1 else None,
                                  retain_graph=i < len(self.groups) - 1)
-            for key, value in reduced.items():
-                sums[key] = sums.get(key, 0.0) + value / tc.grad_accum
+            for key, value in terms.items():  # summed on the device; reduced at log steps
+                sums[key] = sums.get(key, 0.0) + value.detach().double() / tc.grad_accum
         scaler = acc.scaler  # fp16 only
         for group in self.groups:
             if any(p.grad is not None for p in group.params):  # else idle this step
@@ -405,13 +431,14 @@ class Trainer:
             ema.update(acc.unwrap_model(self.wrapped[key]))
         return sums, position
 
-    def _clip_gradients(self, group: _Group) -> float:
-        """Clip the group's global gradient norm to ``grad_clip``; returns the norm before clipping."""
+    def _clip_gradients(self, group: _Group) -> torch.Tensor:
+        """Clip the group's global gradient norm to ``grad_clip``; returns the norm before clipping
+        (a 0-dim device tensor: read at log steps)."""
         module = self.wrapped[group.keys[0]]
         if self.is_fsdp and hasattr(module, "clip_grad_norm_"):  # FSDP1: sharded flat gradients
-            return float(module.clip_grad_norm_(group.grad_clip))
+            return module.clip_grad_norm_(group.grad_clip).detach().double()
         norm = torch.nn.utils.clip_grad_norm_(group.params, group.grad_clip)
-        return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)  # FSDP2: a DTensor
+        return (norm.full_tensor() if hasattr(norm, "full_tensor") else norm).detach().double()  # FSDP2: a DTensor
 
     @property
     def modules(self) -> dict[str, nn.Module]:
@@ -481,7 +508,7 @@ class Trainer:
         progress = tqdm(total=tc.max_steps, initial=step, desc=f"train {getattr(self.stage, 'name', '')}",
                         disable=not (acc.is_main_process and tc.log.progress_bar), dynamic_ncols=True)
         history: list[tuple[int, dict[str, float]]] = []
-        window: dict[str, float] = {}
+        window: dict[str, torch.Tensor] = {}
         window_steps = 0
         window_start = time.perf_counter()
         last_logged: dict[str, float] = {}
@@ -496,8 +523,11 @@ class Trainer:
                 for key, value in values.items():
                     window[key] = window.get(key, 0.0) + value
                 progress.update(1)
+                checkpoint_now = step % tc.checkpoint.every == 0 or step == tc.max_steps
+                if step % tc.log.every == 0 or checkpoint_now:
+                    self._stop_if_not_finite()
                 if step % tc.log.every == 0 or step == tc.max_steps:
-                    last_logged = {key: value / window_steps for key, value in window.items()}
+                    last_logged = self._window_means(window, window_steps)
                     for group in self.groups:
                         last_logged[f"lr/{group.name}"] = group.scheduler.get_last_lr()[0]
                     now = time.perf_counter()
@@ -511,7 +541,7 @@ class Trainer:
                                           for k, v in last_logged.items() if k.startswith("loss/")})
                 if preview_batch is not None and writer is not None and step % tc.log.preview_every == 0:
                     self._preview(writer, preview_batch, step)
-                if step % tc.checkpoint.every == 0 or step == tc.max_steps:
+                if checkpoint_now:
                     newest = self.save_checkpoint(step, *self._normalised(position, len(dataset))) or newest
         finally:
             progress.close()

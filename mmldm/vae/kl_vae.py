@@ -33,7 +33,7 @@ from einops import rearrange
 from torch import nn
 
 from ..errors import ConfigError, WeightsError
-from ..weights import load_state_checked, load_state_dict_file, read_pretrained_folder, save_pretrained_folder
+from ..weights import load_state_checked, load_state_dict_file, read_folder_config, read_folder_weights, save_pretrained_folder
 
 #: Stable Diffusion v1 KL-f8 autoencoder (the ``first_stage_model`` of SD v1.x,
 #: also ``stabilityai/sd-vae-ft-mse``): 8x downsampling, 4 latent channels.
@@ -116,8 +116,7 @@ class KLVAE(nn.Module):
         hub lookup can ever happen.
         """
         what = "KL-VAE diffusers folder"
-        config, state, weights_path = read_pretrained_folder(directory, what, DIFFUSERS_WEIGHTS_NAME,
-                                                             DIFFUSERS_CONFIG_NAME)
+        config = read_folder_config(directory, what, DIFFUSERS_CONFIG_NAME)
         try:
             with init_empty_weights():  # no random init of weights that are overwritten next
                 autoencoder = AutoencoderKL.from_config(config)
@@ -125,6 +124,7 @@ class KLVAE(nn.Module):
             raise WeightsError(Path(directory) / DIFFUSERS_CONFIG_NAME, what,
                                f"config.json is not an AutoencoderKL config: {exc}") from None
         vae = cls(autoencoder, chunk_size=chunk_size)
+        state, weights_path = read_folder_weights(directory, what, DIFFUSERS_WEIGHTS_NAME)
         load_state_checked(vae.autoencoder, state, weights_path, what, assign=True)
         return vae
 

@@ -10,7 +10,7 @@ from diffusers import UNet2DConditionModel
 
 from mmldm.autoencoder.config import SamplingConfig
 from mmldm.autoencoder.model import HierarchicalAVAutoencoder
-from mmldm.diffusion import samplers
+from mmldm.diffusion import DiffusionConfig, samplers
 from mmldm.errors import ConfigError
 
 
@@ -20,7 +20,7 @@ def _with_input_features(make_config, **overrides):
 
 
 def test_flow_objective_trains_on_velocity_and_decodes_with_euler(make_config, make_batch, monkeypatch):
-    model = HierarchicalAVAutoencoder(make_config(objective="flow"))
+    model = HierarchicalAVAutoencoder(make_config(diffusion=DiffusionConfig(objective="flow")))
     assert model.objective.name == "flow" and model.objective.prediction == "velocity"
     batch = make_batch()
     losses = model.training_losses(batch["video_latents"], batch["audio_latent"], batch["labels"],
@@ -43,9 +43,9 @@ def test_flow_objective_trains_on_velocity_and_decodes_with_euler(make_config, m
 
 def test_objective_and_eta_are_checked(make_config):
     with pytest.raises(ConfigError, match="objective"):
-        make_config(objective="score")
+        make_config(diffusion=DiffusionConfig(objective="score"))
     with pytest.raises(ConfigError, match="eta"):
-        make_config(objective="flow", sampling=SamplingConfig(steps=3, eta=0.5))
+        make_config(diffusion=DiffusionConfig(objective="flow"), sampling=SamplingConfig(steps=3, eta=0.5))
 
 
 def test_input_features_reach_the_unet_from_the_first_step(make_config):
@@ -83,12 +83,12 @@ def test_input_features_keep_a_pretrained_unet_unchanged(make_config, tmp_path):
 
 
 def test_flow_with_input_features_saves_and_reloads(make_config, tmp_path):
-    model = HierarchicalAVAutoencoder(_with_input_features(make_config, objective="flow")).eval()
+    model = HierarchicalAVAutoencoder(_with_input_features(make_config, diffusion=DiffusionConfig(objective="flow"))).eval()
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(3)) * 0.05)
     loaded = HierarchicalAVAutoencoder.from_pretrained(model.save_pretrained(tmp_path / "ae")).eval()
-    assert loaded.cfg.objective == "flow" and loaded.cfg.decoder.input_features
+    assert loaded.cfg.diffusion.objective == "flow" and loaded.cfg.decoder.input_features
     z = (torch.randn(1, 4, 4, 4), torch.randn(1, 4, 2, 2))
     first = model.decode(*z, [1], generator=torch.Generator().manual_seed(0))
     second = loaded.decode(*z, [1], generator=torch.Generator().manual_seed(0))

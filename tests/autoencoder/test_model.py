@@ -11,6 +11,7 @@ import torch
 from mmldm.autoencoder.config import AblationConfig, paper_config, tiny_config
 from mmldm.autoencoder.model import HierarchicalAVAutoencoder
 from mmldm.autoencoder.signal_decoder import DecoderCondition
+from mmldm.diffusion import DiffusionConfig
 from mmldm.errors import ConfigError, DataError
 
 SD_V1_UNET_PARAMETERS = 859_520_964  # Stable Diffusion v1 UNet (diffusers), class_embed_type identity adds none
@@ -285,7 +286,7 @@ def test_ablation_switches(make_config, make_batch, switch):
 def test_short_training_lowers_the_loss(make_config, objective):
     """30 AdamW steps on a fixed batch lower the loss measured with fixed noise and timesteps."""
     torch.manual_seed(0)
-    model = HierarchicalAVAutoencoder(make_config(objective=objective))
+    model = HierarchicalAVAutoencoder(make_config(diffusion=DiffusionConfig(objective=objective)))
     g = torch.Generator().manual_seed(0)
     # structured latents: each clip is a smooth pattern drifting over time
     grid = torch.linspace(-1, 1, 8)

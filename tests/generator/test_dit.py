@@ -245,23 +245,29 @@ def test_xl_is_authors_default_and_presets_validate():
         DiTConfig.preset("tiny", patch_size=3)
 
 
-def test_bad_inputs_raise_config_errors():
+def test_bad_inputs_are_bugs_of_the_caller_not_user_errors():
+    """Inside the network a wrong input is a programming error: ValueError naming the shape (the
+    CLI shows it as an internal error with a traceback under --debug), never a ConfigError."""
     model = _tiny()
     x, t = _inputs(model.cfg)
-    with pytest.raises(ConfigError, match=r"x\['video'\]: expected shape \[2, 8, 8, 8\]"):
+    with pytest.raises(ValueError, match=r"x\['video'\]: expected shape \[2, 8, 8, 8\]"):
         model({"audio": x["audio"], "video": x["video"][:, :, :4]}, t)
-    with pytest.raises(ConfigError, match="keys audio and video"):
+    with pytest.raises(ValueError, match="keys audio and video"):
         model({"audio": x["audio"]}, t)
-    with pytest.raises(ConfigError, match="audio_cond"):
+    with pytest.raises(ValueError, match="audio_cond"):
         model(x, t, audio_cond=x["video"])
-    with pytest.raises(ConfigError, match="num_classes=0"):
+    with pytest.raises(ValueError, match="num_classes=0"):
         model(x, t, class_labels=torch.zeros(2, dtype=torch.long))
-    with pytest.raises(ConfigError, match=r"integers in \[0, 2\]"):
-        _tiny(num_classes=2)(x, t, class_labels=torch.tensor([0, 3]))
-    with pytest.raises(ConfigError, match="timestep"):
+    with pytest.raises(ValueError, match=r"class_labels: expected integers of shape \[2\]"):
+        _tiny(num_classes=2)(x, t, class_labels=torch.tensor([0.0, 1.0]))
+    with pytest.raises(ValueError, match="timestep"):
         model(x, torch.zeros(3))
-    with pytest.raises(ConfigError, match="previous_clip=false"):
+    with pytest.raises(ValueError, match="previous_clip=false"):
         _tiny(previous_clip=False)(x, t, prev_audio=x["audio"])
+    for call in (lambda: model({"audio": x["audio"]}, t), lambda: model(x, torch.zeros(3))):
+        with pytest.raises(ValueError) as info:
+            call()
+        assert not isinstance(info.value, ConfigError)
 
 
 def test_save_and_load_round_trip(tmp_path):

@@ -7,7 +7,8 @@ import torch
 
 from mmldm.data.audio_image import AudioConfig, fit_to_clip, log_mel, mel_to_image
 from mmldm.data.vocoders import GriffinLim
-from mmldm.pipeline.audio import audio_image_to_log_mel, join_clip_mels, largest_jumps, vocode_clips
+from mmldm.evaluation.long_video import seam_jumps
+from mmldm.pipeline.audio import audio_image_to_log_mel, join_clip_mels, vocode_clips
 
 RATE = 16000
 
@@ -21,7 +22,7 @@ def test_jump_measure_sees_a_click():
     cfg = AudioConfig(clip_seconds=0.8)
     n = cfg.clip_samples
     clicked = torch.cat([_sine(440, n), _sine(660, n, phase=np.pi / 2)])  # phase break at the seam
-    at_seam, inside = largest_jumps(clicked, [n])
+    at_seam, inside = seam_jumps(clicked, [n], radius=2)
     assert at_seam > 2 * inside
 
 
@@ -34,7 +35,7 @@ def test_joint_vocoding_of_discontinuous_clips_has_no_seam_click():
     images = [mel_to_image(log_mel(c, cfg), 64, cfg) * 2 - 1 for c in clips]  # as decoded audio images
     wave = vocode_clips(images, cfg, GriffinLim(cfg))[0]
     assert wave.shape == (2 * n,)
-    at_seam, inside = largest_jumps(wave, [n])
+    at_seam, inside = seam_jumps(wave, [n], radius=2)
     assert at_seam <= inside
     # and the sound is still there on both sides of the seam
     assert wave[: n // 2].abs().max() > 0.1 and wave[-n // 2:].abs().max() > 0.1
@@ -93,5 +94,5 @@ def test_per_clip_vocoding_clicks_and_joint_vocoding_does_not():
     joint = vocode_clips(images, cfg, vocoder)[0]
     seam, typical = _seam_and_typical_jump(joint, seams)
     assert seam <= typical
-    at_seams, inside = largest_jumps(joint, seams)
+    at_seams, inside = seam_jumps(joint, seams, radius=2)
     assert at_seams <= inside

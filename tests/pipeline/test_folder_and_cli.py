@@ -81,7 +81,12 @@ def test_bad_generation_settings_name_the_file(model_dir, tmp_path, key, value, 
     broken = tmp_path / "model"
     shutil.copytree(model_dir, broken)
     path = broken / "generator" / "generation.json"
-    path.write_text(json.dumps({**json.loads(path.read_text()), key: value}))
+    generation = json.loads(path.read_text())
+    if key in generation["sampling"]:  # the sampling defaults sit under "sampling"
+        generation["sampling"][key] = value
+    else:
+        generation[key] = value
+    path.write_text(json.dumps(generation))
     with pytest.raises(WeightsError) as info:
         SoundingVideoPipeline.from_pretrained(broken)
     assert "generation.json" in _one_line(info.value) and words in str(info.value)

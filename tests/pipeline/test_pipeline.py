@@ -14,6 +14,15 @@ from PIL import Image
 import mmldm.pipeline.pipeline as pipeline_module
 from mmldm.data.media_io import read_av, read_wav
 from mmldm.errors import ConfigError, DataError
+from mmldm.generator.generation import GenerationConfig, SamplingSettings
+from mmldm.pipeline import reranking
+
+
+def generate_observed(pipe, **kwargs):
+    """``(output, {stage: [events]})``: a generation observed through its callback."""
+    events: dict[str, list[dict]] = {}
+    out = pipe(progress=False, callback=lambda event: events.setdefault(event["stage"], []).append(event), **kwargs)
+    return out, events
 
 
 def test_svg_writes_playable_mp4_wav_png_and_settings(pipe, kit, tmp_path):
@@ -90,84 +99,57 @@ def test_v2a_keeps_the_given_video_and_the_video_steers_the_audio(pipe, kit, med
     assert torch.equal(from_file.frames[0], expected)
 
 
-@pytest.fixture
-def network_calls(pipe, monkeypatch) -> list[dict]:
-    """The keyword conditions of every generator call, in order."""
-    calls = []
-    network = pipe._denoiser_network
-
-    def spy(x, t, **conditions):
-        calls.append(conditions)
-        return network(x, t, **conditions)
-
-    monkeypatch.setattr(pipe, "_denoiser_network", spy)
-    return calls
-
-
 @pytest.mark.parametrize("task", ["a2v", "v2a"])
-def test_given_modality_follows_its_forward_process(pipe, kit, monkeypatch, task):
-    """Paper Sec. 3.3: in p(v | a) the noisy audio is the given audio noised to t (Eq. 6), with the
-    sample's own starting noise; only the other modality is integrated."""
-    seen = []
-    network = pipe._denoiser_network
-
-    def spy(x, t, **conditions):
-        seen.append(({k: v.clone() for k, v in x.items()}, t.clone()))
-        return network(x, t, **conditions)
-
-    monkeypatch.setattr(pipe, "_denoiser_network", spy)
+def test_given_modality_follows_its_forward_process(pipe, kit, task):
+    """Paper Sec. 3.3: in p(v | a) the noisy audio is the given audio noised to t (Eq. 6), with one
+    noise draw of the sample's for every step; only the other modality is integrated."""
     if task == "a2v":
         wave = torch.from_numpy(kit.tone(440))
         given, key, kwargs = pipe.encode_audio(wave[None]), "audio", {"audio": wave}
     else:
         frames = torch.from_numpy(kit.moving_square()).permute(0, 3, 1, 2).float() / 127.5 - 1
         given, key, kwargs = pipe.encode_video(frames[None]), "video", {"video": frames}
-    pipe(task=task, steps=3, guidance=1.0, seed=4, progress=False, **kwargs)
-    dit = pipe.generator.cfg
-    shapes = {"audio": (1, dit.audio_channels, *dit.audio_size), "video": (1, dit.video_channels, *dit.video_size)}
-    g = torch.Generator().manual_seed(4)
-    start = {k: torch.randn(shape, generator=g) for k, shape in shapes.items()}  # the sample's noise, drawn in order
-    assert len(seen) == 3
-    for x, t_model in seen:
-        t = pipe.objective.time_of_model_timestep(t_model)
-        want = pipe.objective.add_noise({key: given}, {key: start[key]}, t)[key]
-        torch.testing.assert_close(x[key], want)
+    _, events = generate_observed(pipe, task=task, steps=3, guidance=1.0, seed=4, **kwargs)
+    steps = events["step"]
+    assert len(steps) == 3 and torch.equal(events["clip"][0]["known"][key], given)
+    # the noise of the first step's forward process, x_t = a_t given + s_t eps, is the noise of every step's
+    first = steps[0]
+    signal = pipe.objective.add_noise(given, torch.zeros_like(given), first["t"])  # a_t * given
+    scale = pipe.objective.add_noise(torch.zeros_like(given), torch.ones_like(given), first["t"])  # s_t
+    eps = (first["x"][key] - signal) / scale
+    for step in steps:
+        want = pipe.objective.add_noise({key: given}, {key: eps}, step["t"])[key]
+        torch.testing.assert_close(step["x"][key], want)
     other = "video" if key == "audio" else "audio"
-    assert not torch.allclose(seen[1][0][other], seen[0][0][other])  # the other modality moves
+    assert not torch.allclose(steps[1]["x"][other], steps[0]["x"][other])  # the other modality moves
+    assert not torch.allclose(steps[1]["x"][key], steps[0]["x"][key])  # and the given one is re-noised
 
 
-def test_continuations_feed_the_given_clip_as_previous_latent(pipe, kit, network_calls):
-    calls = network_calls
+def test_continuations_feed_the_given_clip_as_previous_latent(pipe, kit):
     wave = torch.from_numpy(np.concatenate([kit.tone(300), kit.tone(900)]))  # two clips: the LAST is used
-    first = pipe(task="audio-continuation", audio=wave, steps=2, guidance=1.0, progress=False)
-    assert set(calls[0]) == {"prev_audio"}
+    first, events = generate_observed(pipe, task="audio-continuation", audio=wave, steps=2, guidance=1.0)
+    conditions = events["clip"][0]["conditions"]
+    assert set(conditions) == {"prev_audio"}
     expected = pipe.encode_audio(wave[None, kit.clip_samples:])
-    assert torch.allclose(calls[0]["prev_audio"], expected)
+    assert torch.allclose(conditions["prev_audio"], expected)
     second = pipe(task="audio-continuation", audio=torch.from_numpy(kit.tone(300)), steps=2, guidance=1.0,
                   progress=False)
     assert (first.waveforms - second.waveforms).abs().max() > 1e-3
-    calls.clear()
     frames = torch.from_numpy(kit.moving_square()).permute(0, 3, 1, 2).float() / 127.5 - 1
-    video = pipe(task="video-continuation", video=frames, steps=2, guidance=1.0, progress=False)
-    assert set(calls[0]) == {"prev_video"}
+    video, events = generate_observed(pipe, task="video-continuation", video=frames, steps=2, guidance=1.0)
+    assert set(events["clip"][0]["conditions"]) == {"prev_video"}
     assert video.frames.shape == (1, kit.frames, 3, kit.size, kit.size)
 
 
-def test_guidance_scales_are_passed_per_modality_and_uncond_drops_the_condition(pipe, kit, monkeypatch):
-    seen = {}
-    real = pipeline_module.guided_denoiser
-
-    def spy(model, cond, uncond, scale):
-        seen.update(cond=cond, uncond=uncond, scale=scale)
-        return real(model, cond, uncond, scale)
-
-    monkeypatch.setattr(pipeline_module, "guided_denoiser", spy)
-    out = pipe(task="a2v", audio=torch.from_numpy(kit.tone(440)), class_label=2, guidance=(2.0, 5.0), steps=2,
-               progress=False)
-    assert seen["scale"] == {"audio": 2.0, "video": 5.0}
-    assert seen["cond"]["audio_cond"].abs().max() > 0 and seen["uncond"]["audio_cond"].abs().max() == 0
-    assert seen["cond"]["class_labels"].tolist() == [2]
-    assert seen["uncond"]["class_labels"].tolist() == [pipe.generator.null_class]
+def test_guidance_scales_are_passed_per_modality_and_uncond_drops_the_condition(pipe, kit):
+    out, events = generate_observed(pipe, task="a2v", audio=torch.from_numpy(kit.tone(440)), class_label=2,
+                                    guidance=(2.0, 5.0), steps=2)
+    assert events["settings"][0]["settings"].guidance == {"audio": 2.0, "video": 5.0}
+    clip = events["clip"][0]
+    cond, uncond = clip["conditions"], clip["unconditional"]
+    assert cond["audio_cond"].abs().max() > 0 and uncond["audio_cond"].abs().max() == 0
+    assert cond["class_labels"].tolist() == [2]
+    assert uncond["class_labels"].tolist() == [pipe.generator.null_class]
     assert out.settings["guidance_applied"] and "audio condition" in out.settings["unconditional_branch_drops"]
     # the video scale changes the video (the arithmetic itself is mmldm.diffusion's, tested there)
     weaker = pipe(task="a2v", audio=torch.from_numpy(kit.tone(440)), class_label=2, guidance=(2.0, 1.0), steps=2,
@@ -175,45 +157,32 @@ def test_guidance_scales_are_passed_per_modality_and_uncond_drops_the_condition(
     assert (out.frames - weaker.frames).abs().max() > 1e-3
 
 
-def test_svg_without_class_has_nothing_to_guide(pipe, monkeypatch):
-    monkeypatch.setattr(pipeline_module, "guided_denoiser", lambda *a, **k: pytest.fail("no guidance expected"))
-    out = pipe(task="svg", steps=1, guidance=(3.0, 3.0), progress=False)
+def test_svg_without_class_has_nothing_to_guide(pipe):
+    out, events = generate_observed(pipe, task="svg", steps=1, guidance=(3.0, 3.0))
+    assert events["clip"][0]["conditions"] == {} and events["clip"][0]["unconditional"] is None
     assert out.settings["guidance_applied"] is False
 
 
-def test_long_first_clip_is_svg_then_each_clip_follows_the_previous(pipe, kit, monkeypatch):
-    calls, results = [], []
-    network = pipe._denoiser_network
-    real_sample = pipeline_module.sample
-
-    def spy_network(x, t, **conditions):
-        calls.append((len(results), conditions))
-        return network(x, t, **conditions)
-
-    def spy_sample(*args, **kwargs):
-        results.append(real_sample(*args, **kwargs))
-        return results[-1]
-
-    monkeypatch.setattr(pipe, "_denoiser_network", spy_network)
-    monkeypatch.setattr(pipeline_module, "sample", spy_sample)
-    out = pipe(task="long", seconds=2.0, n=2, steps=2, guidance=1.0, progress=False)
+def test_long_first_clip_is_svg_then_each_clip_follows_the_previous(pipe, kit):
+    out, events = generate_observed(pipe, task="long", seconds=2.0, n=2, steps=2, guidance=1.0)
     frames = round(2.0 * kit.fps)  # 20 frames = 3 clips of 8, trimmed
-    assert len(results) == 3 and out.settings["clips"] == 3
+    clips, kept = events["clip"], [event["latents"] for event in events["latents"]]
+    assert len(clips) == len(kept) == 3 and out.settings["clips"] == 3
     assert out.frames.shape == (2, frames, 3, kit.size, kit.size)
     assert out.waveforms.shape == (2, frames * kit.clip_samples // kit.frames)
-    first_clip = [c for clip, c in calls if clip == 0]
-    assert first_clip and all(c == {} for c in first_clip)  # plain svg: no previous-clip latents
-    for clip in (1, 2):
-        conditions = [c for index, c in calls if index == clip]
-        assert conditions and all(torch.equal(c["prev_audio"], results[clip - 1]["audio"]) and
-                                  torch.equal(c["prev_video"], results[clip - 1]["video"]) for c in conditions)
+    assert clips[0]["conditions"] == {}  # plain svg: no previous-clip latents
+    for index in (1, 2):
+        conditions = clips[index]["conditions"]
+        assert torch.equal(conditions["prev_audio"], kept[index - 1]["audio"])
+        assert torch.equal(conditions["prev_video"], kept[index - 1]["video"])
+    assert [step["clip"] for step in events["step"]] == [0, 0, 1, 1, 2, 2]
 
 
 def test_long_audio_has_no_click_at_clip_seams(pipe, kit, monkeypatch):
     """Clips whose decoded sound differs (tones of different pitch and phase, as a trained
     model's consecutive clips would): the long wave has no step at a seam larger than inside."""
     from mmldm.data.audio_image import log_mel, mel_to_image
-    from mmldm.pipeline.audio import largest_jumps
+    from mmldm.evaluation.long_video import seam_jumps
 
     tones = iter([(440, 0.0), (660, 1.0), (550, 2.0), (880, 0.5)])
 
@@ -228,7 +197,7 @@ def test_long_audio_has_no_click_at_clip_seams(pipe, kit, monkeypatch):
     out = pipe(task="long", seconds=3.2, steps=1, progress=False)
     wave = out.waveforms[0]
     seams = [k * kit.clip_samples for k in range(1, 4)]
-    at_seams, inside = largest_jumps(wave, seams)
+    at_seams, inside = seam_jumps(wave, seams, radius=2)
     assert at_seams <= inside
     assert at_seams <= float((wave[1:] - wave[:-1]).abs().quantile(0.99))  # not even a rare step
     for k in range(4):  # every clip still sounds
@@ -296,71 +265,60 @@ def test_cuda_matches_cpu_for_the_same_seed(pipe, model_dir):
     assert (gpu.frames - cpu.frames).abs().max() < 0.05
 
 
-def test_video_continuation_from_a_file_uses_its_last_clip(pipe, kit, media, network_calls):
-    pipe(task="video-continuation", video=media["sounding"], steps=1, guidance=1.0, progress=False)
+def test_video_continuation_from_a_file_uses_its_last_clip(pipe, kit, media):
+    _, events = generate_observed(pipe, task="video-continuation", video=media["sounding"], steps=1, guidance=1.0)
     clip = read_av(media["sounding"], fps=kit.fps, sample_rate=kit.rate, size=kit.size)  # 12 frames
     last = torch.from_numpy(clip.frames[-kit.frames:]).permute(0, 3, 1, 2).float()[None] / 127.5 - 1
-    assert torch.allclose(network_calls[0]["prev_video"], pipe.encode_video(last), atol=1e-5)
+    assert torch.allclose(events["clip"][0]["conditions"]["prev_video"], pipe.encode_video(last), atol=1e-5)
 
 
-def _a2v_latents(pipe, monkeypatch, **kwargs) -> torch.Tensor:
-    """The generated video latents [n, Cv, Hv, Wv] of an a2v call."""
-    captured = []
-    decode = pipe.decode
-
-    def spy(latents, *args, **kw):
-        captured.append(latents["video"].clone())
-        return decode(latents, *args, **kw)
-
-    monkeypatch.setattr(pipe, "decode", spy)
-    pipe(task="a2v", progress=False, **kwargs)
-    monkeypatch.setattr(pipe, "decode", decode)
-    return torch.cat(captured)
+def _kept_latents(pipe, **kwargs) -> torch.Tensor:
+    """The generated video latents [n, Cv, Hv, Wv] of a call (its first clip)."""
+    _, events = generate_observed(pipe, **kwargs)
+    return events["latents"][0]["latents"]["video"]
 
 
-def test_sync_guidance_lowers_the_generators_own_video_to_audio_error(pipe, kit, monkeypatch):
+def test_sync_guidance_lowers_the_generators_own_video_to_audio_error(pipe, kit):
     wave = torch.from_numpy(kit.tone(660))
     given = pipe.encode_audio(wave[None]).expand(4, -1, -1, -1)
-    common = dict(audio=wave, n=4, steps=4, seed=1)
-    plain = _a2v_latents(pipe, monkeypatch, sync_guidance=0.0, **common)
-    guided = _a2v_latents(pipe, monkeypatch, sync_guidance=0.5, **common)
+    common = dict(task="a2v", audio=wave, n=4, steps=4, seed=1)
+    plain = _kept_latents(pipe, sync_guidance=0.0, **common)
+    guided = _kept_latents(pipe, sync_guidance=0.5, **common)
     assert (plain - guided).abs().max() > 1e-3
-    critic = pipe._sync_critic(given, None, [torch.Generator().manual_seed(100 + i) for i in range(4)])
+    noise = pipe.latent_noise([torch.Generator().manual_seed(100 + i) for i in range(4)])
+    critic = reranking.generator_critic(pipe.denoise, pipe.objective, given, noise, 1.0)
     with torch.no_grad():
         assert critic(guided).mean() < critic(plain).mean()
 
 
-def test_sync_critic_at_time_one_hides_the_scored_audio_from_the_network(pipe, monkeypatch):
+def test_sync_critic_at_time_one_hides_the_scored_audio_from_the_network(pipe):
     """The fixture's epsilon schedule keeps sqrt(alpha_bar_T) ~ 0.07 of the signal at its last
     step; at time 1 the critic must feed pure noise, so two audio targets give the same input."""
     assert pipe.objective.prediction == "epsilon"
     shape = (2, pipe.generator.cfg.audio_channels, *pipe.generator.cfg.audio_size)
     video = torch.randn(2, pipe.generator.cfg.video_channels, *pipe.generator.cfg.video_size)
     inputs = []
-    network = pipe._denoiser_network
 
-    def spy(x, t, **conditions):
+    def network(x, t, **conditions):
         inputs.append({k: v.clone() for k, v in x.items()})
-        return network(x, t, **conditions)
+        return pipe.denoise(x, t, **conditions)
 
-    monkeypatch.setattr(pipe, "_denoiser_network", spy)
+    noise = pipe.latent_noise([torch.Generator().manual_seed(7 + i) for i in range(2)])
     with torch.no_grad():
         for target in (torch.zeros(shape), 3.0 * torch.ones(shape)):
             for time in (1.0, 0.5):
-                pipe._sync_critic(target, None, [torch.Generator().manual_seed(7 + i) for i in range(2)],
-                                  time)(video)
+                reranking.generator_critic(network, pipe.objective, target, noise, time)(video)
     at_one_zero, at_half_zero, at_one_three, at_half_three = inputs
     assert torch.equal(at_one_zero["audio"], at_one_three["audio"])  # nothing of the target at time 1
     assert not torch.allclose(at_half_zero["audio"], at_half_three["audio"])  # but part of it at 0.5
 
 
 def test_sync_guidance_default_applies_to_a2v_only_and_is_recorded(pipe, kit, monkeypatch):
-    import dataclasses
-
     wave = torch.from_numpy(kit.tone(440))
     plain = pipe(task="a2v", audio=wave, steps=2, progress=False)
     assert plain.settings["sync_guidance"] == 0.0
-    monkeypatch.setattr(pipe, "generation", dataclasses.replace(pipe.generation, sync_guidance=0.5))
+    sampling = pipe.generation.sampling.replace(sync_guidance=0.5)
+    monkeypatch.setattr(pipe, "generation", dataclasses.replace(pipe.generation, sampling=sampling))
     by_default = pipe(task="a2v", audio=wave, steps=2, progress=False)
     assert by_default.settings["sync_guidance"] == 0.5
     explicit = pipe(task="a2v", audio=wave, steps=2, sync_guidance=0.5, progress=False)
@@ -375,63 +333,42 @@ def test_sync_guidance_default_applies_to_a2v_only_and_is_recorded(pipe, kit, mo
         assert "\n" not in str(info.value)
 
 
-def _decoded_latents(pipe, monkeypatch, **kwargs) -> tuple[dict[str, torch.Tensor], dict]:
-    """The latents a call decodes ``{"audio": [n * clips, ...], "video": [n * clips, ...]}`` (per
-    sample, its clips in order) and the call's settings."""
-    captured = []
-    decode = pipe.decode
-
-    def spy(latents, *args, **kw):
-        captured.append({k: v.clone() for k, v in latents.items()})
-        return decode(latents, *args, **kw)
-
-    monkeypatch.setattr(pipe, "decode", spy)
-    out = pipe(progress=False, **kwargs)
-    monkeypatch.setattr(pipe, "decode", decode)
-    return {k: torch.cat([c[k] for c in captured]) for k in ("audio", "video")}, out.settings
+def _ranked(pipe, **kwargs) -> tuple[dict, dict, dict]:
+    """``(candidates event of the first clip, kept latents of that clip, settings)`` of a reranked call."""
+    out, events = generate_observed(pipe, **kwargs)
+    return events["candidates"][0], events["latents"][0]["latents"], out.settings
 
 
-def _sampled_and_decoded(pipe, monkeypatch, **kwargs) -> tuple[list[dict], dict, dict]:
-    """:func:`_decoded_latents` plus every latent batch the sampler returned (the candidate pools)."""
-    pool = []
-    sample = pipeline_module.sample
-    monkeypatch.setattr(pipeline_module, "sample", lambda *a, **kw: pool.append(sample(*a, **kw)) or pool[-1])
-    kept, settings = _decoded_latents(pipe, monkeypatch, **kwargs)
-    return pool, kept, settings
-
-
-def _generator_critic_errors(pipe, pool: dict, seeds: tuple[int, ...], candidates: int) -> torch.Tensor:
-    """``[samples, candidates]``: the generator's critic recomputed from the generator states the
-    pipeline had: each row draws from its sample's generator after its class draw (svg without
-    a class) and its start noise (candidate j after j - 1), then one noise draw per critic time
-    and sample, shared by the sample's candidates."""
-    seeded = [torch.Generator().manual_seed(seed) for seed in seeds]
-    classes = [int(torch.randint(3, (1,), generator=g)) for g in seeded]
-    generators = [g for g in seeded for _ in range(candidates)]
-    labels = torch.tensor(classes).repeat_interleave(candidates)
-    pipe._latent_noise(generators)  # the start noise
-    with torch.no_grad():
-        return sum(pipe._sync_critic(pool["audio"], labels, generators, time, shared=candidates)(pool["video"])
-                   for time in pipe.generation.critic_times).view(len(seeds), candidates)
-
-
-def test_candidates_decode_the_one_the_critic_ranks_best(pipe, monkeypatch):
-    pool, kept, settings = _sampled_and_decoded(pipe, monkeypatch, task="svg", n=2, steps=2, seed=3, candidates=4)
-    assert settings["candidates"] == 4 and settings["critic_times"] == list(pipe.generation.critic_times)
-    assert pool[0]["video"].shape[0] == 8  # 2 samples x 4 candidates, sampled in one batch
+def test_candidates_decode_the_one_the_critic_ranks_best(pipe):
+    ranked, kept, settings = _ranked(pipe, task="svg", n=2, steps=2, seed=3, candidates=4)
+    assert settings["candidates"] == 4 and settings["critic_times"] == list(pipe.generation.sampling.critic_times)
+    pool = ranked["pool"]
+    assert pool["video"].shape[0] == 8  # 2 samples x 4 candidates, sampled in one batch
     picks = [clips[0] for clips in settings["chosen_candidates"]]
-    assert len(picks) == 2 and all(0 <= p < 4 for p in picks)
+    assert picks == ranked["picks"].tolist() and all(0 <= p < 4 for p in picks)
     for i, pick in enumerate(picks):  # the decoded latents are the chosen rows of the pool
         for key in ("audio", "video"):
-            assert torch.equal(kept[key][i], pool[0][key][i * 4 + pick])
-    # each sample's class is its generator's first draw
-    assert settings["sample_classes"] == [int(torch.randint(3, (1,), generator=torch.Generator().manual_seed(seed)))
-                                          for seed in (3, 4)]
-    # ranked by the generator's own error in predicting the audio from the video, summed over
-    # critic_times
-    error = _generator_critic_errors(pipe, pool[0], (3, 4), 4)
-    assert picks == error.argmin(1).tolist()
-    assert error.argmin(1).tolist() != error.argmax(1).tolist()
+            assert torch.equal(kept[key][i], pool[key][i * 4 + pick])
+    # ranked by the generator's own error in predicting the audio from the video, lowest kept
+    error = ranked["scores"]["generator"]
+    assert list(ranked["scores"]) == ["generator"] and error.shape == (2, 4)
+    assert picks == error.argmin(1).tolist() and error.argmin(1).tolist() != error.argmax(1).tolist()
+    # every candidate of a sample is sampled in the sample's drawn class
+    assert ranked["labels"].tolist() == [c for c in settings["sample_classes"] for _ in range(4)]
+
+
+def test_generator_scores_sum_the_critic_over_the_critic_times(pipe):
+    torch.manual_seed(1)
+    latents = {"audio": torch.randn(3, 4, 2, 2), "video": torch.randn(3, 4, 4, 4)}
+    noises = [pipe.latent_noise([torch.Generator().manual_seed(s) for s in range(3)]) for _ in range(2)]
+    with torch.no_grad():
+        total = reranking.generator_scores(pipe.denoise, pipe.objective, latents, noises, (0.7, 0.3))
+        parts = [reranking.generator_critic(pipe.denoise, pipe.objective, latents["audio"], noise, time)(latents["video"])
+                 for noise, time in zip(noises, (0.7, 0.3))]
+    torch.testing.assert_close(total, parts[0] + parts[1], atol=0, rtol=0)
+    # the audio that goes with a video scores better than another video's audio
+    own = reranking.generator_critic(pipe.denoise, pipe.objective, latents["audio"], noises[0], 0.5)
+    assert own(latents["video"]).shape == (3,)
 
 
 def test_generator_critic_compares_a_samples_candidates_under_one_noise(pipe):
@@ -441,56 +378,71 @@ def test_generator_critic_compares_a_samples_candidates_under_one_noise(pipe):
     pool = {"audio": torch.randn(4, 4, 2, 2)[rows], "video": torch.randn(4, 4, 4, 4)[rows]}
     seeded = [torch.Generator().manual_seed(seed) for seed in (7, 8)]
     generators = [g for g in seeded for _ in range(3)]  # as the pipeline passes them: a sample's rows share it
-    common = pipe._critic_scores(pool, None, generators, 3, ("generator",))[0]
+    settings = SamplingSettings(candidates=3)
+    common = pipe.critic_scores(pool, None, generators, settings)["generator"]
     assert common.shape == (2, 3)
     torch.testing.assert_close(common[:, 0], common[:, 2], atol=0, rtol=0)  # same latents, same noise
     assert (common[:, 0] - common[:, 1]).abs().min() > 0
     # drawn row by row from the same generators, the copies would be scored apart
     seeded = [torch.Generator().manual_seed(seed) for seed in (7, 8)]
+    noises = [pipe.latent_noise([g for g in seeded for _ in range(3)]) for _ in settings.critic_times]
     with torch.no_grad():
-        separate = pipe._sync_critic(pool["audio"], None, [g for g in seeded for _ in range(3)],
-                                     pipe.generation.critic_times[0])(pool["video"]).view(2, 3)
+        separate = reranking.generator_scores(pipe.denoise, pipe.objective, pool, noises,
+                                              settings.critic_times).view(2, 3)
     assert (separate[:, 0] - separate[:, 2]).abs().min() > 1e-6
 
 
 def test_rank_sum_adds_each_critics_ranks():
     scores = [torch.tensor([[0.1, 0.3, 0.2]]), torch.tensor([[3.0, 1.0, 2.0]])]  # ranks 0 2 1 and 2 0 1
-    assert pipeline_module.rank_sum(scores).tolist() == [[2, 2, 2]]
-    assert pipeline_module.rank_sum([torch.tensor([[1.0, 1.0, 0.0]])]).tolist() == [[1, 2, 0]]  # ties in order
+    assert reranking.rank_sum(scores).tolist() == [[2, 2, 2]]
+    assert reranking.rank_sum([torch.tensor([[1.0, 1.0, 0.0]])]).tolist() == [[1, 2, 0]]  # ties in order
+
+
+def test_pick_candidates_keeps_each_samples_best_row():
+    latents = {"audio": torch.arange(6.0)[:, None], "video": 10 * torch.arange(6.0)[:, None]}  # 2 samples x 3
+    kept, picks = reranking.pick_candidates(latents, [torch.tensor([[0.5, 0.1, 0.9], [0.2, 0.3, 0.1]])])
+    assert picks.tolist() == [1, 2] and kept["audio"].flatten().tolist() == [1.0, 5.0]
+    assert kept["video"].flatten().tolist() == [10.0, 50.0]
+    # several critics: the lowest sum of ranks (first candidate on a tie)
+    _, picks = reranking.pick_candidates(latents, [torch.tensor([[0.5, 0.1, 0.9], [0.1, 0.2, 0.3]]),
+                                                   torch.tensor([[0.6, 0.2, 0.7], [0.3, 0.2, 0.1]])])
+    assert picks.tolist() == [1, 0]  # ranks 1+1, 0+0, 2+2; then 0+2, 1+1, 2+0: a tie, the first
 
 
 def test_two_critics_pick_the_lowest_sum_of_ranks(pipe, monkeypatch):
-    monkeypatch.setattr(pipe, "generation", dataclasses.replace(pipe.generation, critics=("generator", "contrastive")))
-    pool, kept, settings = _sampled_and_decoded(pipe, monkeypatch, task="svg", n=2, steps=2, seed=5, candidates=4)
+    sampling = pipe.generation.sampling.replace(critics=("generator", "contrastive"))
+    monkeypatch.setattr(pipe, "generation", dataclasses.replace(pipe.generation, sampling=sampling))
+    ranked, kept, settings = _ranked(pipe, task="svg", n=2, steps=2, seed=5, candidates=4)
     assert settings["critics"] == ["generator", "contrastive"]
+    pool, scores = ranked["pool"], ranked["scores"]
     picks = [clips[0] for clips in settings["chosen_candidates"]]
-    error = _generator_critic_errors(pipe, pool[0], (5, 6), 4)
-    # the contrastive critic: the autoencoder's Eq. 1 embeddings of the unscaled latents
+    # the contrastive critic: minus the cosine similarity of the autoencoder's Eq. 1 embeddings of the
+    # unscaled latents
     gen = pipe.generation
-    semantic = pipe.autoencoder.semantic(pool[0]["video"] / gen.video_latent_scale,
-                                         pool[0]["audio"] / gen.audio_latent_scale)
+    semantic = pipe.autoencoder.semantic(pool["video"] / gen.video_latent_scale, pool["audio"] / gen.audio_latent_scale)
     video, audio = pipe.autoencoder.contrastive.embed(semantic.video, semantic.audio)
     similarity = torch.nn.functional.cosine_similarity(video, audio, dim=-1).view(2, 4)
-    torch.testing.assert_close(pipe._contrastive_similarity(pool[0]).view(2, 4), similarity, atol=1e-5, rtol=0)
+    torch.testing.assert_close(-scores["contrastive"], similarity, atol=1e-5, rtol=0)
+    error = scores["generator"]
     ranks = error.argsort(1).argsort(1) + (-similarity).argsort(1).argsort(1)  # no ties here
     assert picks == ranks.argmin(1).tolist()
     # this seed tells the sum of ranks from either critic alone
     assert picks != error.argmin(1).tolist() and picks != similarity.argmax(1).tolist()
     for i, pick in enumerate(picks):
-        assert torch.equal(kept["video"][i], pool[0]["video"][i * 4 + pick])
+        assert torch.equal(kept["video"][i], pool["video"][i * 4 + pick])
 
 
 @pytest.mark.parametrize("given", ["model", "argument"])
 def test_contrastive_critic_alone_keeps_the_most_similar_pair(pipe, monkeypatch, given):
     kwargs = {}
     if given == "model":
-        monkeypatch.setattr(pipe, "generation", dataclasses.replace(pipe.generation, critics=("contrastive",)))
+        sampling = pipe.generation.sampling.replace(critics=("contrastive",))
+        monkeypatch.setattr(pipe, "generation", dataclasses.replace(pipe.generation, sampling=sampling))
     else:  # generate(critics=...) overrides the model's ("generator" alone in the test model)
         kwargs = {"critics": ["contrastive"]}
-    pool, _, settings = _sampled_and_decoded(pipe, monkeypatch, task="svg", n=2, steps=2, seed=5, candidates=3,
-                                             **kwargs)
+    ranked, _, settings = _ranked(pipe, task="svg", n=2, steps=2, seed=5, candidates=3, **kwargs)
     assert settings["critics"] == ["contrastive"] and settings["critic_times"] == []
-    similarity = pipe._contrastive_similarity(pool[0]).view(2, 3)
+    similarity = reranking.contrastive_similarity(pipe.autoencoder, ranked["pool"], pipe.generation.scales).view(2, 3)
     assert [clips[0] for clips in settings["chosen_candidates"]] == similarity.argmax(1).tolist()
 
 
@@ -503,15 +455,13 @@ def test_bad_critics_are_one_line_errors(pipe, critics, words):
 
 
 def test_contrastive_critic_needs_a_contrastively_trained_autoencoder(pipe):
-    from mmldm.pipeline.folder import GenerationConfig
-
     autoencoder = copy.deepcopy(pipe.autoencoder)
     autoencoder.cfg = dataclasses.replace(autoencoder.cfg, loss=dataclasses.replace(autoencoder.cfg.loss,
                                                                                     contrastive=0.0))
     with pytest.raises(ConfigError) as info:
         pipeline_module.SoundingVideoPipeline.assemble(
             vae=pipe.vae, autoencoder=autoencoder, generator=pipe.generator, audio_cfg=pipe.audio_cfg,
-            generation=GenerationConfig(critics=("generator", "contrastive")))
+            generation=GenerationConfig(sampling=SamplingSettings(critics=("generator", "contrastive"))))
     assert "contrastive critic" in str(info.value) and "\n" not in str(info.value)
     without = pipeline_module.SoundingVideoPipeline.assemble(  # loads with the generator's critic alone
         vae=pipe.vae, autoencoder=autoencoder, generator=pipe.generator, audio_cfg=pipe.audio_cfg)
@@ -520,8 +470,6 @@ def test_contrastive_critic_needs_a_contrastively_trained_autoencoder(pipe):
 
 
 def test_drawn_classes_follow_the_class_prior(pipe, monkeypatch):
-    from mmldm.pipeline.folder import GenerationConfig
-
     with pytest.raises(ConfigError, match="class_prior has 2 weights, the generator 3 classes"):
         pipeline_module.SoundingVideoPipeline.assemble(
             vae=pipe.vae, autoencoder=pipe.autoencoder, generator=pipe.generator, audio_cfg=pipe.audio_cfg,
@@ -536,44 +484,35 @@ def test_drawn_classes_follow_the_class_prior(pipe, monkeypatch):
     assert drawn((2.0, 2.0, 2.0)) == uniform  # equal weights: the uniform draw itself
     assert drawn((0.0, 1.0, 0.0)) == [1, 1, 1, 1]
     assert set(drawn((1.0, 0.0, 3.0))) <= {0, 2}
+    # the draw is a pure function of the samples' generators and the prior
+    generators = [torch.Generator().manual_seed(11 + i) for i in range(4)]
+    assert reranking.draw_classes(generators, 3).tolist() == uniform
 
 
-def test_candidate_zero_is_what_one_candidate_samples(pipe, kit, monkeypatch):
+def test_candidate_zero_is_what_one_candidate_samples(pipe, kit):
     wave = torch.from_numpy(kit.tone(550))
     common = dict(task="a2v", audio=wave, n=2, steps=2, seed=9)
-    single, settings = _decoded_latents(pipe, monkeypatch, candidates=1, **common)
-    assert settings["candidates"] == 1 and settings["chosen_candidates"] == [[0], [0]]
-    # a critic that ranks candidate 0 first keeps it: the same latents as one candidate
-    monkeypatch.setattr(pipe, "_sync_critic", lambda audio, labels, generators, time, shared=1: (
-        lambda video: torch.arange(len(generators), dtype=torch.float32) % 3))
-    first, settings = _decoded_latents(pipe, monkeypatch, candidates=3, **common)
-    assert settings["chosen_candidates"] == [[0], [0]]
-    torch.testing.assert_close(first["video"], single["video"], atol=1e-5, rtol=0)
-    # and ranking candidate 2 first keeps another one
-    monkeypatch.setattr(pipe, "_sync_critic", lambda audio, labels, generators, time, shared=1: (
-        lambda video: -(torch.arange(len(generators), dtype=torch.float32) % 3)))
-    last, settings = _decoded_latents(pipe, monkeypatch, candidates=3, **common)
-    assert settings["chosen_candidates"] == [[2], [2]]
-    assert (last["video"] - single["video"]).abs().max() > 1e-3
-    assert torch.equal(last["audio"], single["audio"])  # a2v: every candidate keeps the given audio
+    out, events = generate_observed(pipe, candidates=1, **common)
+    single = events["latents"][0]["latents"]
+    assert out.settings["candidates"] == 1 and out.settings["chosen_candidates"] == [[0], [0]]
+    assert "candidates" not in events
+    ranked, _, settings = _ranked(pipe, candidates=3, **common)
+    pool = ranked["pool"]
+    torch.testing.assert_close(pool["video"][0::3], single["video"], atol=1e-5, rtol=0)
+    assert (pool["video"][1::3] - single["video"]).abs().max() > 1e-3  # the other candidates differ
+    assert torch.equal(pool["audio"], single["audio"].repeat_interleave(3, 0))  # a2v: every candidate keeps the audio
 
 
-def test_long_picks_a_candidate_per_clip_and_continues_from_it(pipe, monkeypatch):
-    calls = []
-    network = pipe._denoiser_network
-
-    def spy(x, t, **conditions):
-        calls.append({k: v.clone() for k, v in conditions.items()})
-        return network(x, t, **conditions)
-
-    monkeypatch.setattr(pipe, "_denoiser_network", spy)
-    kept, settings = _decoded_latents(pipe, monkeypatch, task="long", seconds=1.6, n=1, steps=1, seed=2,
-                                      candidates=3)
+def test_long_picks_a_candidate_per_clip_and_continues_from_it(pipe):
+    out, events = generate_observed(pipe, task="long", seconds=1.6, n=1, steps=1, seed=2, candidates=3)
+    settings = out.settings
     assert settings["clips"] == 2 and len(settings["chosen_candidates"][0]) == 2
-    # the second clip's sampler calls see the kept first clip as previous clip, for all 3 candidates
-    second = [c for c in calls if "prev_video" in c]
-    assert second and all(c["prev_video"].shape[0] == 3 for c in second)
-    assert torch.allclose(second[0]["prev_video"], kept["video"][0:1].expand(3, -1, -1, -1))
+    assert [event["picks"].tolist() for event in events["candidates"]] == [[p] for p in settings["chosen_candidates"][0]]
+    # the second clip's sampler sees the kept first clip as previous clip, for all 3 candidates
+    first_kept = events["latents"][0]["latents"]
+    second = events["clip"][1]["conditions"]
+    assert second["prev_video"].shape[0] == 3
+    assert torch.equal(second["prev_video"], first_kept["video"][0:1].expand(3, -1, -1, -1))
 
 
 @pytest.mark.parametrize("value", [0, -2, 1.5, True])
@@ -583,15 +522,13 @@ def test_bad_candidates_are_one_line_errors(pipe, value):
     assert "\n" not in str(info.value)
 
 
-def test_reranked_svg_draws_each_samples_class_first(pipe, kit, network_calls):
-    out = pipe(task="svg", n=3, steps=1, seed=11, candidates=2, progress=False)
+def test_reranked_svg_draws_each_samples_class_first(pipe, kit):
+    out, events = generate_observed(pipe, task="svg", n=3, steps=1, seed=11, candidates=2)
     classes = out.settings["sample_classes"]
-    assert classes == [int(torch.randint(3, (1,), generator=torch.Generator().manual_seed(11 + i)))
-                       for i in range(3)]
-    # every candidate of a sample is sampled in that sample's class (the guided call's
-    # conditional half carries the labels)
-    assert any(torch.equal(c.get("class_labels", torch.empty(0)), torch.tensor(classes).repeat_interleave(2))
-               for c in network_calls)
+    assert classes == events["classes"][0]["classes"].tolist()
+    assert classes == reranking.draw_classes([torch.Generator().manual_seed(11 + i) for i in range(3)], 3).tolist()
+    # every candidate of a sample is sampled in that sample's class
+    assert torch.equal(events["clip"][0]["conditions"]["class_labels"], torch.tensor(classes).repeat_interleave(2))
     # a given class, one candidate, or a given modality: nothing is drawn
     assert pipe(task="svg", n=1, steps=1, candidates=2, class_label=1, progress=False).settings["sample_classes"] is None
     assert pipe(task="svg", n=1, steps=1, candidates=1, progress=False).settings["sample_classes"] is None

@@ -169,5 +169,5 @@ def test_missing_and_wrong_weight_files_raise_one_line_errors(tmp_path):
 
     garbage = tmp_path / "broken.ckpt"
     garbage.write_bytes(b"not a checkpoint")
-    with pytest.raises(WeightsError, match="cannot be read"):
+    with pytest.raises(WeightsError, match="cannot read weight file"):
         KLVAE.load(garbage)
