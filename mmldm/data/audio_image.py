@@ -42,6 +42,25 @@ Presets (:meth:`AudioConfig.preset`):
   audio image (so the 128-band BigVGAN checkpoints do not fit this preset). A
   vocoder for it has to be trained with exactly these settings;
   :func:`mmldm.data.vocoders.build_vocoder` checks that it was.
+* ``"hifigan-22k"``: the analysis the released HiFi-GAN universal V1 generator
+  (``generator_universal.pth.tar`` with its ``config.json``) was trained on, so
+  that checkpoint vocodes this preset's mels as they are: 22,050 Hz, n_fft 1024,
+  hop 256, win 1024, 80 mels, 0-8000 Hz, with the conventions above (they are
+  those of ``meldataset.mel_spectrogram`` of github.com/jik876/hifi-gan). A 1.6 s
+  clip is 35,280 samples and 137 mel frames (35,072 samples): 137.8 hops, like
+  ``paper-44k``, so one clip vocoded alone ends in 208 samples (9.4 ms) of
+  padding silence and consecutive clips are joined on the global hop grid
+  (:mod:`mmldm.pipeline.audio`). Whole hops are out of reach: the samples per
+  video frame divide 22,050 = 2 x 3^2 x 5^2 x 7^2, which has a single factor 2, so
+  a clip is a multiple of 256 samples only with a multiple of 128 frames. The
+  frame rate must divide 22,050 (10, 15, 25, 30, 50 fps; not 24 or 29.97, see
+  :class:`mmldm.timing.AVTiming`).
+
+The audio image keeps [-80, +20] dB (``image_ref_db`` 20, ``image_range_db`` 100)
+for every preset. HiFi-GAN's log floor is ``ln(1e-5)`` = -100 dB, so the image
+raises mel bins between -100 and -80 dB to -80 dB; at the image's native size
+(``n_mels`` x ``mel_frames``, no resize) that clamp is the only change between
+:func:`log_mel` and what :func:`image_to_mel` hands the vocoder.
 """
 
 from __future__ import annotations
@@ -131,15 +150,20 @@ class AudioConfig:
     # ---------------------------------------------------------------- presets
     @classmethod
     def preset(cls, name: str) -> AudioConfig:
-        """``"16k"`` or ``"paper-44k"`` (see the module docstring for the choices)."""
+        """``"16k"``, ``"paper-44k"`` or ``"hifigan-22k"`` (see the module docstring for the choices)."""
         presets = _PRESETS
         if name not in presets:
             raise ConfigError(f"unknown audio preset '{name}' (known: {', '.join(presets)})")
         return cls(**presets[name])
 
+    @staticmethod
+    def preset_names() -> tuple[str, ...]:
+        """The names :meth:`preset` knows."""
+        return tuple(_PRESETS)
+
     @classmethod
     def for_sample_rate(cls, sample_rate: int) -> AudioConfig:
-        """The preset for ``sample_rate`` (16000 -> "16k", 44100 -> "paper-44k")."""
+        """The preset for ``sample_rate`` (16000 -> "16k", 44100 -> "paper-44k", 22050 -> "hifigan-22k")."""
         for name, values in _PRESETS.items():
             if values["sample_rate"] == sample_rate:
                 return cls.preset(name)
@@ -171,13 +195,15 @@ class AudioConfig:
 
     @property
     def mel_frames(self) -> int:
-        """Mel frames of one clip (16k: 100; paper-44k: 137)."""
+        """Mel frames of one clip (16k: 100; paper-44k and hifigan-22k: 137)."""
         return self.frames_for(self.clip_samples)
 
 
 _PRESETS: dict[str, dict] = {
     "16k": dict(sample_rate=16000, n_fft=1024, hop=256, win=1024, n_mels=80, fmin=0.0, fmax=8000.0),
     "paper-44k": dict(sample_rate=44100, n_fft=2048, hop=512, win=2048, n_mels=80, fmin=0.0, fmax=22050.0),
+    # the config.json of the released HiFi-GAN universal V1 generator
+    "hifigan-22k": dict(sample_rate=22050, n_fft=1024, hop=256, win=1024, n_mels=80, fmin=0.0, fmax=8000.0),
 }
 
 

@@ -10,11 +10,17 @@ Every vocoder takes the natural-log mel magnitudes of :func:`mmldm.data.audio_im
   tests, previews and the synthetic dataset.
 * :class:`HiFiGAN`: the HiFi-GAN generator (Kong et al. 2020) with the layer
   names of the public release (github.com/jik876/hifi-gan, ``models.Generator``),
-  so its released ``g_XXXXXXXX`` checkpoints load with :func:`load_hifigan`.
-  That is the vocoder the paper uses (Sec. 3.1).
+  so its released checkpoints load with :func:`load_hifigan`: the training
+  ``g_XXXXXXXX`` files and the universal V1 generator ``generator_universal.pth.tar``
+  (``{"generator": state_dict}`` with weight-norm ``weight_g`` / ``weight_v``
+  tensors, folded into plain weights on loading), each with its ``config.json``.
+  That is the vocoder the paper uses (Sec. 3.1). The universal V1 generator fits
+  the ``"hifigan-22k"`` audio preset exactly.
 
 :func:`build_vocoder` picks one from a string ("griffin-lim" or a checkpoint
 path) and checks it fits the :class:`~mmldm.data.audio_image.AudioConfig`.
+:func:`log_mel_distance` and :func:`multi_resolution_stft_distance` measure how
+close a vocoded wave is to the original (``benchmarks/vocoders.py``).
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from torch.nn.utils.parametrizations import weight_norm
 
 from ..config import atomic_write_text
 from ..errors import ConfigError, DataError, WeightsError
-from .audio_image import AudioConfig, mel_filterbank
+from .audio_image import AudioConfig, log_mel, mel_filterbank
 
 __all__ = [
     "Vocoder",
@@ -44,6 +50,10 @@ __all__ = [
     "load_hifigan",
     "save_hifigan",
     "build_vocoder",
+    "log_mel_distance",
+    "multi_resolution_stft_distance",
+    "STFTDistance",
+    "STFT_RESOLUTIONS",
 ]
 
 
@@ -165,7 +175,7 @@ class GriffinLim(nn.Module):
 
 
 # ================================================================ HiFi-GAN
-_HIFIGAN_WHAT = "HiFi-GAN generator checkpoint (g_XXXXXXXX) with config.json beside it"
+_HIFIGAN_WHAT = "HiFi-GAN generator checkpoint (g_XXXXXXXX or generator_*.pth.tar) with config.json beside it"
 _LRELU_SLOPE = 0.1  # between layers; the last activation uses torch's default 0.01, as the public code
 
 
@@ -243,7 +253,11 @@ class HiFiGANConfig:
             raise WeightsError(path, "HiFi-GAN config.json", f"not readable JSON ({exc})") from None
         if not isinstance(data, dict):
             raise WeightsError(path, "HiFi-GAN config.json", "must hold a JSON object")
-        return cls.from_mapping(data, source=str(path))
+        try:
+            return cls.from_mapping(data, source=str(path))
+        except ConfigError as exc:
+            message = str(exc)
+            raise ConfigError(message if str(path) in message else f"{message} ({path})") from None
 
     def to_json_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in asdict(self).items() if v is not None}
@@ -305,10 +319,20 @@ class HiFiGAN(nn.Module):
     Built with weight normalisation (``torch.nn.utils.parametrizations``) so it can
     be trained; :func:`load_hifigan` removes it for inference. Input is the
     natural-log mel of :func:`~mmldm.data.audio_image.log_mel`.
+
+    A log-mel longer than ``chunk_frames`` frames is synthesised in chunks of that
+    many frames, each with :meth:`receptive_frames` frames of real context on both
+    sides, then cropped and joined: the same wave as in one piece (every output
+    sample sees all the input it depends on), in bounded memory. A 10-minute wave at
+    22,050 Hz in one piece would hold several tensors of 32 channels x 13 M samples.
     """
 
-    def __init__(self, config: HiFiGANConfig, use_weight_norm: bool = True):
+    def __init__(self, config: HiFiGANConfig, use_weight_norm: bool = True, chunk_frames: int | None = 512):
         super().__init__()
+        if chunk_frames is not None and (isinstance(chunk_frames, bool) or not isinstance(chunk_frames, int)
+                                         or chunk_frames < 1):
+            raise ValueError(f"HiFi-GAN chunk_frames must be a positive integer or None, got {chunk_frames!r}")
+        self.chunk_frames = chunk_frames
         self.config = config
         self.sample_rate = config.sampling_rate
         self.hop = config.hop_size
@@ -350,9 +374,47 @@ class HiFiGAN(nn.Module):
                 parametrize.remove_parametrizations(conv, "weight", leave_parametrized=True)
         return self
 
+    def receptive_frames(self) -> int:
+        """Mel frames on either side of a frame that can reach its output samples (an upper bound).
+
+        The reach of each layer in its own samples, divided by its samples per mel frame:
+        conv_pre (kernel 7), per stage the transposed convolution (``max(k - 1 - p, p) / u``
+        input samples) and the widest ResBlock (the sum of its convolutions' half spans),
+        and conv_post. Universal V1: 14 frames, half of them the first stage's ResBlocks.
+        """
+        cfg = self.config
+        reach = 3.0  # conv_pre: kernel 7, one frame per sample
+        rate = 1  # samples per mel frame at the current layer
+        for u, k in zip(cfg.upsample_rates, cfg.upsample_kernel_sizes):
+            padding = (k - u) // 2
+            reach += max(k - 1 - padding, padding) / u / rate
+            rate *= u
+            spans = []
+            for size, dilations in zip(cfg.resblock_kernel_sizes, cfg.resblock_dilation_sizes):
+                half = (size - 1) // 2
+                per_dilation = [half * d + (half if cfg.resblock == "1" else 0) for d in dilations]  # convs1 (+ convs2)
+                spans.append(sum(per_dilation))
+            reach += max(spans) / rate
+        reach += 3 / rate  # conv_post: kernel 7
+        return math.ceil(reach)
+
     def forward(self, log_mel: torch.Tensor) -> torch.Tensor:
         """Shapes: log_mel [B, M, L] (or [M, L]) -> wave [B, L * hop] in [-1, 1]."""
         log_mel = _check_log_mel(log_mel, self.num_mels, "HiFi-GAN")
+        frames = log_mel.shape[-1]
+        if self.chunk_frames is None or frames <= self.chunk_frames:
+            return self._synthesise(log_mel)
+        context = self.receptive_frames()
+        pieces = []
+        for start in range(0, frames, self.chunk_frames):
+            end = min(start + self.chunk_frames, frames)
+            first, last = max(0, start - context), min(frames, end + context)
+            wave = self._synthesise(log_mel[..., first:last])  # [B, (last - first) * hop]
+            pieces.append(wave[..., (start - first) * self.hop : (end - first) * self.hop])
+        return torch.cat(pieces, dim=-1)
+
+    def _synthesise(self, log_mel: torch.Tensor) -> torch.Tensor:
+        """The generator on one piece: [B, M, L] -> [B, L * hop]."""
         kernels = len(self.config.resblock_kernel_sizes)
         x = self.conv_pre(log_mel.to(self.conv_pre.bias.dtype))  # [B, C, L]
         for i, up in enumerate(self.ups):
@@ -377,16 +439,27 @@ def _to_parametrized_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Te
     return out
 
 
+_RELEASE_NAME = re.compile(r"generator_\w+\.(pth\.tar|pth|pt)")  # e.g. generator_universal.pth.tar
+
+
 def _resolve_checkpoint(path: Path) -> Path:
-    """A ``g_XXXXXXXX`` file, or a folder holding them (the highest step is taken)."""
+    """A checkpoint file, or a folder holding ``g_XXXXXXXX`` files (the highest step is
+    taken) or else exactly one released ``generator_<name>.pth.tar`` (or .pth / .pt)."""
     if path.is_dir():
+        files = [p for p in path.iterdir() if p.is_file()]
         candidates = sorted(
-            (p for p in path.iterdir() if p.is_file() and re.fullmatch(r"g_\d+(\.pt|\.pth)?", p.name)),
+            (p for p in files if re.fullmatch(r"g_\d+(\.pt|\.pth)?", p.name)),
             key=lambda p: int(re.sub(r"\D", "", p.name)),
         )
-        if not candidates:
-            raise WeightsError(path, _HIFIGAN_WHAT, "folder holds no g_XXXXXXXX file")
-        return candidates[-1]
+        if candidates:
+            return candidates[-1]
+        released = sorted(p for p in files if _RELEASE_NAME.fullmatch(p.name))
+        if len(released) > 1:
+            names = ", ".join(p.name for p in released)
+            raise WeightsError(path, _HIFIGAN_WHAT, f"folder holds several generator files ({names}): name one")
+        if not released:
+            raise WeightsError(path, _HIFIGAN_WHAT, "folder holds no g_XXXXXXXX file nor a generator_*.pth.tar")
+        return released[0]
     if not path.is_file():
         raise WeightsError(path, _HIFIGAN_WHAT, "checkpoint file not found")
     return path
@@ -412,6 +485,12 @@ def load_hifigan(checkpoint_path: str | Path, config_path: str | Path | None = N
         raise WeightsError(checkpoint, _HIFIGAN_WHAT, "holds no generator state dict ({'generator': ...})")
     parametrized = any(key.endswith(("weight_g", "original0")) for key in state)
     model = HiFiGAN(config, use_weight_norm=parametrized)
+    ours = set(model.state_dict())
+    if state and not ours & set(_to_parametrized_names(state) if parametrized else state):
+        first = next(iter(state))
+        raise WeightsError(checkpoint, _HIFIGAN_WHAT,
+                           f"not a HiFi-GAN generator: none of its {len(state)} tensors has a generator layer name "
+                           f"(first: '{first}')")
     try:
         result = model.load_state_dict(_to_parametrized_names(state) if parametrized else state, strict=False)
     except RuntimeError as exc:  # shape mismatch
@@ -443,10 +522,13 @@ def save_hifigan(model: HiFiGAN, checkpoint_path: str | Path) -> Path:
             state[f"{prefix}.weight_v"] = value
         else:
             state[key] = value
-    checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = checkpoint_path.with_name(f".{checkpoint_path.name}.tmp")
-    torch.save({"generator": {k: v.detach().cpu().contiguous() for k, v in state.items()}}, tmp)
-    tmp.replace(checkpoint_path)
+    from ..config import make_folder
+    from ..files import atomic_target, disk_full_as_error, torch_save
+
+    with disk_full_as_error(checkpoint_path):
+        make_folder(checkpoint_path.parent)
+    with atomic_target(checkpoint_path) as tmp:
+        torch_save({"generator": {k: v.detach().cpu().contiguous() for k, v in state.items()}}, tmp)
     atomic_write_text(checkpoint_path.parent / "config.json", json.dumps(model.config.to_json_dict(), indent=2) + "\n")
     return checkpoint_path
 
@@ -462,15 +544,114 @@ def build_vocoder(spec: str | Path, cfg: AudioConfig) -> Vocoder:
     if str(spec) == "griffin-lim":
         return GriffinLim(cfg)
     model = load_hifigan(spec)
-    expected = {
+    for key, want in _mel_settings(cfg).items():
+        have = getattr(model.config, key)
+        if have is not None and not math.isclose(float(have), float(want)):
+            fitting = _fitting_presets(model.config)
+            hint = (f"the audio preset {' or '.join(repr(n) for n in fitting)}" if fitting
+                    else "the matching audio settings")
+            raise ConfigError(
+                f"HiFi-GAN vocoder {spec}: its config.json has {key}={have:g} but the audio config needs {want:g}; "
+                f"use a vocoder trained on these mel settings or {hint}"
+            )
+    return model
+
+
+def _mel_settings(cfg: AudioConfig) -> dict[str, float]:
+    """The audio config's values under the names of a HiFi-GAN config.json."""
+    return {
         "num_mels": cfg.n_mels, "sampling_rate": cfg.sample_rate, "hop_size": cfg.hop,
         "n_fft": cfg.n_fft, "win_size": cfg.win, "fmin": cfg.fmin, "fmax": cfg.fmax,
     }
-    for key, want in expected.items():
-        have = getattr(model.config, key)
-        if have is not None and not math.isclose(float(have), float(want)):
-            raise ConfigError(
-                f"HiFi-GAN vocoder {spec}: its config.json has {key}={have:g} but the audio config needs {want:g}; "
-                "use a vocoder trained on these mel settings or the matching audio preset"
-            )
-    return model
+
+
+def _fitting_presets(config: HiFiGANConfig) -> list[str]:
+    """Names of the audio presets whose mels a HiFi-GAN with ``config`` was trained on."""
+    names = []
+    for name in AudioConfig.preset_names():
+        settings = _mel_settings(AudioConfig.preset(name))
+        if all(getattr(config, key) is None or math.isclose(float(getattr(config, key)), float(value))
+               for key, value in settings.items()):
+            names.append(name)
+    return names
+
+
+# ================================================================ distances to the original
+#: (n_fft, hop) of :func:`multi_resolution_stft_distance`; each window is n_fft samples long
+STFT_RESOLUTIONS: tuple[tuple[int, int], ...] = ((512, 128), (1024, 256), (2048, 512))
+_STFT_POWER_FLOOR = 1e-7  # Parallel WaveGAN's clamp of |X|^2 before the square root and the log
+
+
+def _aligned(reference: torch.Tensor, estimate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both waves as [B, N] float32, trimmed to the shorter (a vocoder returns L * hop samples)."""
+    pair = []
+    for name, wave in (("reference", reference), ("estimate", estimate)):
+        if not isinstance(wave, torch.Tensor) or wave.ndim not in (1, 2):
+            shape = tuple(wave.shape) if isinstance(wave, torch.Tensor) else type(wave).__name__
+            raise DataError(f"{name} wave: expected a tensor [N] or [B, N], got {shape}")
+        pair.append(wave.reshape(-1, wave.shape[-1]).float())
+    reference, estimate = pair
+    if reference.shape[0] != estimate.shape[0]:
+        raise DataError(f"reference and estimate waves: batch sizes differ "
+                        f"({reference.shape[0]} vs {estimate.shape[0]})")
+    length = min(reference.shape[-1], estimate.shape[-1])
+    return reference[:, :length], estimate[:, :length].to(reference.device)
+
+
+def log_mel_distance(reference: torch.Tensor, estimate: torch.Tensor, cfg: AudioConfig) -> torch.Tensor:
+    """Mean absolute difference of the :func:`~mmldm.data.audio_image.log_mel` of two waves.
+
+    HiFi-GAN's "mel error" (Kong et al. 2020), in natural-log units (1 = 8.69 dB), over all
+    mel bins and frames of ``cfg``'s analysis. Pass a copy of ``cfg`` with ``fmax`` at Nyquist
+    to judge the whole band (the HiFi-GAN validation's ``fmax_for_loss: null``).
+
+    Shapes: reference, estimate [N] or [B, N] (trimmed to the shorter) -> [B].
+    """
+    reference, estimate = _aligned(reference, estimate)
+    return (log_mel(estimate, cfg) - log_mel(reference, cfg)).abs().mean(dim=(1, 2))
+
+
+@dataclass(frozen=True)
+class STFTDistance:
+    """Multi-resolution STFT distance of Yamamoto et al. 2020 (Parallel WaveGAN), per item [B].
+
+    ``spectral_convergence``: ``||X| - |Y||_F / ||X||_F``; ``log_magnitude``: mean
+    ``|log|X| - log|Y||``; each averaged over the resolutions. ``total`` is their sum, the
+    Parallel WaveGAN auxiliary loss.
+    """
+
+    spectral_convergence: torch.Tensor
+    log_magnitude: torch.Tensor
+
+    @property
+    def total(self) -> torch.Tensor:
+        return self.spectral_convergence + self.log_magnitude
+
+
+def multi_resolution_stft_distance(
+    reference: torch.Tensor, estimate: torch.Tensor, resolutions: tuple[tuple[int, int], ...] = STFT_RESOLUTIONS,
+) -> STFTDistance:
+    """:class:`STFTDistance` of ``estimate`` to ``reference`` over ``(n_fft, hop)`` resolutions.
+
+    Magnitudes as Parallel WaveGAN's: centred Hann-window STFT (window = n_fft),
+    ``sqrt(clamp(|X|^2, 1e-7))``, so bins below -70 dB of a full-scale bin of 1 count as equal.
+
+    Shapes: reference, estimate [N] or [B, N] (trimmed to the shorter) -> fields [B].
+    """
+    reference, estimate = _aligned(reference, estimate)
+    convergence = torch.zeros(reference.shape[0], device=reference.device)
+    log_magnitude = torch.zeros_like(convergence)
+    for n_fft, hop in resolutions:
+        if reference.shape[-1] <= n_fft // 2:
+            raise DataError(f"waves of {reference.shape[-1]} samples are too short for an STFT of {n_fft} points")
+        window = torch.hann_window(n_fft, device=reference.device)
+
+        def magnitude(wave: torch.Tensor) -> torch.Tensor:
+            spec = torch.stft(wave, n_fft, hop_length=hop, win_length=n_fft, window=window, center=True,
+                              pad_mode="reflect", return_complex=True)  # [B, K, frames]
+            return (spec.real.square() + spec.imag.square()).clamp_min(_STFT_POWER_FLOOR).sqrt()
+
+        target, rebuilt = magnitude(reference), magnitude(estimate)
+        convergence += torch.linalg.norm(target - rebuilt, dim=(1, 2)) / torch.linalg.norm(target, dim=(1, 2))
+        log_magnitude += (target.log() - rebuilt.log()).abs().mean(dim=(1, 2))
+    return STFTDistance(convergence / len(resolutions), log_magnitude / len(resolutions))

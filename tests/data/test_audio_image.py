@@ -22,9 +22,11 @@ from mmldm.data.audio_image import (
 )
 from mmldm.data.vocoders import GriffinLim
 from mmldm.errors import ConfigError, DataError
+from mmldm.timing import AVTiming
 
 CFG16 = AudioConfig.preset("16k")
 CFG44 = AudioConfig.preset("paper-44k")
+CFG22 = AudioConfig.preset("hifigan-22k")
 LN_DB = math.log(10.0) / 20.0  # natural-log units per dB
 
 
@@ -52,11 +54,27 @@ def test_paper_44k_preset_is_consistent_with_its_rate():
     assert cfg.fmax <= cfg.sample_rate / 2 and cfg.fmax > 8000  # keeps the band above 8 kHz
 
 
+def test_hifigan_22k_preset_is_the_released_universal_v1_analysis():
+    # config.json of HiFi-GAN universal V1: sampling_rate 22050, n_fft 1024, hop_size 256,
+    # win_size 1024, num_mels 80, fmin 0, fmax 8000
+    cfg = CFG22
+    settings = (cfg.sample_rate, cfg.n_fft, cfg.hop, cfg.win, cfg.n_mels, cfg.fmin, cfg.fmax)
+    assert settings == (22050, 1024, 256, 1024, 80, 0.0, 8000.0)
+    assert cfg.mel_floor == 1e-5  # HiFi-GAN's clamp before the natural log
+    assert cfg.clip_samples == 35280  # 16 frames at 10 fps = 1.6 s
+    assert cfg.mel_frames == 137 and cfg.mel_frames * cfg.hop == 35072  # 137.8 hops: 208 samples left over
+    assert AVTiming(fps=10, num_frames=16, sample_rate=22050).samples_per_clip == cfg.clip_samples
+    with pytest.raises(ConfigError, match="whole number of samples per frame"):
+        AVTiming(fps=24, num_frames=16, sample_rate=22050)  # 918.75 samples per frame
+
+
 def test_for_sample_rate_and_unknown_preset():
     assert AudioConfig.for_sample_rate(16000) == CFG16
     assert AudioConfig.for_sample_rate(44100) == CFG44
-    with pytest.raises(ConfigError, match="22050"):
-        AudioConfig.for_sample_rate(22050)
+    assert AudioConfig.for_sample_rate(22050) == CFG22
+    assert set(AudioConfig.preset_names()) == {"16k", "paper-44k", "hifigan-22k"}
+    with pytest.raises(ConfigError, match="48000"):
+        AudioConfig.for_sample_rate(48000)
     with pytest.raises(ConfigError, match="unknown audio preset 'cd'"):
         AudioConfig.preset("cd")
 
@@ -122,6 +140,7 @@ LIBROSA_FILTERBANK = {
     # preset: (row 0 sum, row 10 peak value, row 10 peak bin, row 79 sum, row 79 peak bin, non-zero bins of row 40)
     "16k": (0.062344543635845184, 0.02441513165831566, 26, 0.06397459656000137, 493, 8),
     "paper-44k": (0.045681461691856384, 0.01827896200120449, 25, 0.046438585966825485, 973, 14),
+    "hifigan-22k": (0.04530277941375971, 0.026492536067962646, 19, 0.04641479390556924, 358, 7),
 }
 NUMPY_LOG_MEL_FRAME_20 = {  # mel bin: value at frame 20 of reference_wave(), 16k preset
     9: -4.16516, 10: 0.07884, 11: 1.05474, 12: -1.28501, 13: -5.01295,
@@ -138,7 +157,7 @@ def reference_wave() -> torch.Tensor:
     )
 
 
-@pytest.mark.parametrize("preset", ["16k", "paper-44k"])
+@pytest.mark.parametrize("preset", ["16k", "paper-44k", "hifigan-22k"])
 def test_filterbank_matches_librosa_reference(preset):
     cfg = AudioConfig.preset(preset)
     basis = mel_filterbank(cfg.sample_rate, cfg.n_fft, cfg.n_mels, cfg.fmin, cfg.fmax).double()
@@ -158,6 +177,40 @@ def test_log_mel_matches_numpy_hifigan_reference():
         assert mel[0, m, 20].item() == pytest.approx(value, abs=1e-4)
     # float32 input: the same up to float32 rounding (largest in quiet bins, ~0.03 dB)
     torch.testing.assert_close(log_mel(reference_wave().float(), CFG16).double(), mel, atol=1e-2, rtol=0)
+
+
+# Computed once with the public HiFi-GAN front end itself (jik876/hifi-gan meldataset.mel_spectrogram
+# with librosa 0.11's filterbank, torch.stft) on reference_wave() played at 22,050 Hz: frame 20.
+HIFIGAN_LOG_MEL_FRAME_20 = {0: -8.23628, 10: 0.2108, 11: 0.93197, 12: -0.74348, 54: -1.95338,
+                            59: -1.86386, 60: -1.66357, 79: -11.51293}
+
+
+def test_hifigan_22k_log_mel_matches_the_public_hifigan_front_end():
+    n = torch.arange(12000, dtype=torch.float64)
+    wave = (
+        0.3 * torch.sin(2 * math.pi * 440 * n / 22050)
+        + 0.2 * torch.sin(2 * math.pi * 3000 * n / 22050 + 0.5) * torch.cos(2 * math.pi * 3 * n / 22050)
+        + 0.05 * torch.sin(1e-4 * n**2)
+    ).float()
+    mel = log_mel(wave, CFG22)
+    assert mel.shape == (1, 80, 12000 // 256) and mel.dtype == torch.float32
+    for m, value in HIFIGAN_LOG_MEL_FRAME_20.items():
+        assert mel[0, m, 20].item() == pytest.approx(value, abs=1e-4)
+
+
+def test_native_size_audio_image_hands_the_vocoder_the_clamped_log_mel():
+    # hifigan-22k round trip without resizing: the vocoder gets log_mel exactly, except that
+    # the image's [-80, +20] dB range raises bins below -80 dB (HiFi-GAN's floor is -100 dB).
+    n = torch.arange(CFG22.clip_samples, dtype=torch.float64)
+    envelope = torch.exp(-((n - 17000) / 6000) ** 2)  # loud in the middle, silent at the ends
+    tones = 0.8 * torch.sin(2 * math.pi * 330 * n / 22050) + 0.1 * torch.sin(2 * math.pi * 4100 * n / 22050)
+    wave = (envelope * tones).float()
+    mel = log_mel(wave, CFG22)
+    assert (mel < -80 * LN_DB).any() and (mel > -20 * LN_DB).any()  # both ends of the range occur
+    image = waveform_to_audio_image(wave, CFG22, (CFG22.n_mels, CFG22.mel_frames))
+    back = image_to_mel(image, CFG22)
+    assert back.shape == (1, 80, 137)
+    torch.testing.assert_close(back, mel.clamp(-80 * LN_DB, 20 * LN_DB), atol=2e-5, rtol=0)
 
 
 # ------------------------------------------------------------------ log-mel

@@ -1,4 +1,5 @@
-"""Vocoders: Griffin-Lim quality and determinism, HiFi-GAN public checkpoint format, the factory."""
+"""Vocoders: Griffin-Lim quality and determinism, HiFi-GAN public checkpoint format, the factory,
+the distances to the original."""
 
 import json
 import math
@@ -17,6 +18,8 @@ from mmldm.data.vocoders import (
     Vocoder,
     build_vocoder,
     load_hifigan,
+    log_mel_distance,
+    multi_resolution_stft_distance,
     save_hifigan,
 )
 from mmldm.errors import ConfigError, DataError, WeightsError
@@ -303,3 +306,127 @@ def test_griffin_lim_runs_on_cuda():
     out = gl(mel.cuda(), generator=torch.Generator("cuda").manual_seed(0))
     assert out.device.type == "cuda" and out.shape == (1, mel.shape[-1] * CFG16.hop)
     torch.testing.assert_close(gl(mel.cuda(), generator=torch.Generator("cuda").manual_seed(0)), out)
+
+
+# ------------------------------------------------------------------ release files and foreign checkpoints
+def test_folder_with_a_released_generator_file_loads_it(tmp_path):
+    folder = tmp_path / "release"
+    reference, checkpoint = write_public_checkpoint(folder, TINY_V1)
+    checkpoint.rename(folder / "generator_universal.pth.tar")
+    mel = torch.randn(1, 80, 6, generator=torch.Generator().manual_seed(2)) - 4
+    with torch.no_grad():
+        expected = reference(mel)
+        torch.testing.assert_close(load_hifigan(folder)(mel), expected, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(build_vocoder(folder / "generator_universal.pth.tar", CFG16)(mel), expected,
+                                   atol=1e-6, rtol=1e-5)
+    (folder / "generator_other.pth").write_bytes((folder / "generator_universal.pth.tar").read_bytes())
+    with pytest.raises(WeightsError, match=r"several generator files \(generator_other.pth, generator_universal"):
+        load_hifigan(folder)
+
+
+def test_foreign_checkpoint_is_named_as_not_a_hifigan(tmp_path):
+    folder = tmp_path / "h"
+    write_public_checkpoint(folder, TINY_V1)
+    foreign = folder / "g_00000001"
+    torch.save({"encoder.weight": torch.zeros(4, 4), "encoder.bias": torch.zeros(4)}, foreign)
+    with pytest.raises(WeightsError, match=r"not a HiFi-GAN generator: none of its 2 tensors .*'encoder.weight'") as err:
+        load_hifigan(foreign)
+    assert str(foreign) in str(err.value) and "\n" not in str(err.value)
+    # a training-state file of the release (discriminators and optimisers) holds no generator
+    torch.save({"mpd": {"w": torch.zeros(1)}, "optim_g": {"state": {}}, "steps": 10}, foreign)
+    with pytest.raises(WeightsError, match="holds no generator state dict"):
+        load_hifigan(foreign)
+
+
+def test_config_json_that_cannot_build_a_generator_names_the_file(tmp_path):
+    _, checkpoint = write_public_checkpoint(tmp_path / "h", TINY_V1)
+    config = checkpoint.parent / "config.json"
+    config.write_text(json.dumps(dict(TINY_V1, hop_size=200)))
+    with pytest.raises(ConfigError, match="multiply to 256, not hop_size 200") as info:
+        load_hifigan(checkpoint)
+    assert str(config) in str(info.value) and "\n" not in str(info.value)
+    config.write_text(json.dumps(dict(TINY_V1, upsample_rates="eight")))
+    with pytest.raises(ConfigError, match="bad value") as info:
+        load_hifigan(checkpoint)
+    assert str(config) in str(info.value)
+
+
+def test_wrong_rate_vocoder_names_the_preset_it_fits(tmp_path):
+    hifigan_22k = dict(TINY_V1, sampling_rate=22050)  # exactly the released universal V1 mel settings
+    _, checkpoint = write_public_checkpoint(tmp_path / "h", hifigan_22k)
+    with pytest.raises(ConfigError, match=r"sampling_rate=22050 .* needs 16000.*audio preset 'hifigan-22k'") as info:
+        build_vocoder(checkpoint, CFG16)
+    assert str(checkpoint) in str(info.value)
+    assert isinstance(build_vocoder(checkpoint, AudioConfig.preset("hifigan-22k")), HiFiGAN)
+
+
+# ------------------------------------------------------------------ distances to the original
+def test_distances_are_zero_for_the_original_and_exact_for_a_gain():
+    wave = torch.randn(2, 22050, generator=torch.Generator().manual_seed(0)) * 0.1
+    assert log_mel_distance(wave, wave, CFG16).tolist() == [0.0, 0.0]
+    same = multi_resolution_stft_distance(wave, wave)
+    assert same.total.tolist() == [0.0, 0.0]
+    # twice as loud: every mel bin and STFT bin doubles (noise: nothing near the floors)
+    louder = multi_resolution_stft_distance(wave, 2 * wave)
+    doubled = log_mel_distance(wave, 2 * wave, CFG16)
+    torch.testing.assert_close(doubled, torch.full((2,), math.log(2)), atol=1e-5, rtol=0)
+    torch.testing.assert_close(louder.spectral_convergence, torch.ones(2), atol=1e-5, rtol=0)
+    torch.testing.assert_close(louder.log_magnitude, torch.full((2,), math.log(2)), atol=1e-5, rtol=0)
+    # a vocoder's output is L * hop samples long: the longer wave is trimmed to the shorter
+    assert log_mel_distance(wave[0], wave[0, :20000], CFG16).item() == 0.0
+
+
+def test_distances_rank_a_coarser_copy_as_farther():
+    wave = torch.randn(1, 16000, generator=torch.Generator().manual_seed(1)) * 0.1
+    slightly = wave + 0.01 * torch.randn(1, 16000, generator=torch.Generator().manual_seed(2))
+    badly = wave + 0.1 * torch.randn(1, 16000, generator=torch.Generator().manual_seed(3))
+    assert log_mel_distance(wave, slightly, CFG16) < log_mel_distance(wave, badly, CFG16)
+    assert multi_resolution_stft_distance(wave, slightly).total < multi_resolution_stft_distance(wave, badly).total
+
+
+def test_distances_reject_bad_waves():
+    with pytest.raises(DataError, match="batch sizes differ"):
+        log_mel_distance(torch.zeros(2, 4000), torch.zeros(3, 4000), CFG16)
+    with pytest.raises(DataError, match=r"reference wave: expected a tensor \[N\] or \[B, N\]"):
+        multi_resolution_stft_distance(torch.zeros(1, 1, 4000), torch.zeros(1, 4000))
+    with pytest.raises(DataError, match="too short for an STFT of 2048 points"):
+        multi_resolution_stft_distance(torch.zeros(1, 900), torch.zeros(1, 900))
+
+
+# ------------------------------------------------------------------ long inputs in chunks
+@pytest.mark.parametrize("config", [TINY_V1, TINY_V3], ids=["v1-resblock1", "v3-resblock2"])
+def test_receptive_frames_bound_the_reach_of_one_frame(config):
+    model = HiFiGAN(HiFiGANConfig.from_mapping(config), use_weight_norm=False, chunk_frames=None).double().eval()
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # weights large enough that no influence underflows
+        for param in model.parameters():
+            param.copy_(torch.randn(param.shape, generator=generator, dtype=torch.float64) * 0.2)
+    before_tanh = []  # tanh saturates to exactly +-1 in places: compare what goes into it
+    model.conv_post.register_forward_hook(lambda module, args, out: before_tanh.append(out))
+    mel = torch.randn(1, 80, 80, generator=generator, dtype=torch.float64)
+    frame = 40
+    poked = mel.clone()
+    poked[0, :, frame] += 1.0
+    with torch.no_grad():
+        model(mel), model(poked)
+    changed = (before_tanh[1] - before_tanh[0])[0, 0].abs() > 0
+    samples = changed.nonzero().squeeze(1)
+    earliest, latest = samples.min().item() / 256, (samples.max().item() + 1) / 256
+    reach = model.receptive_frames()
+    assert frame - reach <= earliest and latest <= frame + 1 + reach
+    assert frame - earliest > reach - 2 and latest - frame - 1 > reach - 2  # a tight bound, not a huge one
+
+
+def test_long_log_mel_in_chunks_is_the_one_piece_wave():
+    model = public_style_generator(TINY_V1, seed=3)
+    mel = torch.randn(2, 80, 75, generator=torch.Generator().manual_seed(4)) - 4  # 4 full chunks and a short one
+    with torch.no_grad():
+        model.chunk_frames = None
+        expected = model(mel)
+        model.chunk_frames = 16
+        out = model(mel)
+    assert out.shape == expected.shape == (2, 75 * 256)
+    torch.testing.assert_close(out, expected, atol=1e-6, rtol=1e-5)
+    assert expected.std() > 1e-3
+    with pytest.raises(ValueError, match="chunk_frames"):
+        HiFiGAN(HiFiGANConfig.from_mapping(TINY_V1), chunk_frames=0)
