@@ -126,7 +126,7 @@ def guidance_pair(guidance: Guidance) -> tuple[float, float]:
         values = (guidance, guidance)
     else:
         try:
-            values = tuple(guidance)
+            values = tuple(guidance) if not isinstance(guidance, (str, bytes)) else (guidance,)
         except TypeError:
             raise ConfigError(f"guidance scales must be numbers, got {guidance!r}") from None
         if len(values) == 1:

@@ -6,7 +6,7 @@ devices, mixed precision, accumulation, clipping, EMA, checkpoints, resume,
 logging. A stage only says how to build its networks, what its data is, what its
 loss on a batch is, and what a preview looks like.
 
-Contract (refined from the first draft; the five methods are unchanged):
+Contract:
 
 * **Config.** ``config_cls`` is a dataclass holding the engine's config as a
   field named ``train`` (a :class:`mmldm.training.config.TrainConfig`) next to

@@ -266,3 +266,30 @@ def test_cli_critics_choose_the_ranking_and_are_recorded(model_dir, tmp_path):
                  "--critics", "contrastive", "--quiet", "--no-preview", "--out", str(out)]) == 0
     settings = json.loads((out / "settings.json").read_text())
     assert settings["critics"] == ["contrastive"] and settings["critic_times"] == []
+
+
+def test_a_version_1_folder_still_loads(pipe, model_dir, tmp_path):
+    """Format 1: sampling defaults at the top level of generation.json, the decoder's objective
+    fields at the top level of the autoencoder config."""
+    old = tmp_path / "old"
+    shutil.copytree(model_dir, old)
+    index = json.loads((old / "model_index.json").read_text())
+    (old / "model_index.json").write_text(json.dumps({**index, "format_version": 1}))
+    generation = json.loads((old / "generator" / "generation.json").read_text())
+    sampling = generation.pop("sampling")
+    sampling.pop("decoder_steps")
+    (old / "generator" / "generation.json").write_text(json.dumps({**generation, **sampling, "steps": 7}))
+    config = json.loads((old / "autoencoder" / "config.json").read_text())
+    del config["diffusion"]
+    config.update(objective="flow", num_train_timesteps=500)
+    (old / "autoencoder" / "config.json").write_text(json.dumps(config))
+    loaded = SoundingVideoPipeline.from_pretrained(old)
+    assert loaded.generation.sampling.steps == 7
+    assert loaded.generation.sampling.critics == pipe.generation.sampling.critics
+    assert loaded.autoencoder.cfg.diffusion.objective == "flow"
+    assert loaded.autoencoder.cfg.diffusion.num_train_timesteps == 500
+    newer = tmp_path / "newer"
+    shutil.copytree(model_dir, newer)
+    (newer / "model_index.json").write_text(json.dumps({**index, "format_version": 3}))
+    with pytest.raises(WeightsError, match="newer than this mmldm reads"):
+        SoundingVideoPipeline.from_pretrained(newer)

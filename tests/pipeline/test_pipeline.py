@@ -534,3 +534,20 @@ def test_reranked_svg_draws_each_samples_class_first(pipe, kit):
     assert pipe(task="svg", n=1, steps=1, candidates=1, progress=False).settings["sample_classes"] is None
     wave = torch.from_numpy(kit.tone(440))
     assert pipe(task="a2v", audio=wave, steps=1, candidates=2, progress=False).settings["sample_classes"] is None
+
+
+def test_settings_object_and_overrides_resolve_to_the_same_generation(pipe):
+    settings = SamplingSettings(steps=2, audio_guidance=1.5, video_guidance=1.5, decoder_steps=1)
+    by_object, events = generate_observed(pipe, task="svg", n=1, seed=4, class_label=1, settings=settings)
+    by_overrides = pipe(task="svg", n=1, seed=4, class_label=1, steps=2, guidance=1.5, decoder_steps=1,
+                        progress=False)
+    assert torch.equal(by_object.frames, by_overrides.frames)
+    resolved = events["settings"][0]["settings"]
+    assert resolved.sampler == "ddim" and resolved.decoder_steps == 1  # completed with the model's defaults
+    assert pipe.resolve_settings("svg", settings, steps=3).steps == 3  # overrides apply on top of settings
+    # the model's sync guidance default is switched off for tasks other than a2v; asked for, it is an error
+    with_sync = settings.replace(sync_guidance=0.3)
+    assert pipe.resolve_settings("svg", with_sync).sync_guidance == 0.0
+    assert pipe.resolve_settings("a2v", with_sync).sync_guidance == 0.3
+    with pytest.raises(ConfigError, match="a2v only"):
+        pipe.resolve_settings("svg", settings, sync_guidance=0.3)
