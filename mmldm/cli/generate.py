@@ -31,6 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--n", type=int, default=1, help="number of samples (default 1)")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--prefix", default="sample", help="output file name prefix (default 'sample')")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="--out holds another run's outputs: replace them (default: refuse, so runs never mix)")
     parser.add_argument("--audio", type=Path, default=None, help="audio (or video) file for a2v and audio-continuation")
     parser.add_argument("--video", type=Path, default=None, help="video file for v2a and video-continuation")
     parser.add_argument("--seconds", type=float, default=None, help="task long: length to generate in seconds")
@@ -54,6 +56,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="samples generated and written at a time (memory holds one batch; the files are the "
                              "same for any batch size; default 16)")
     parser.add_argument("--class", dest="class_label", type=int, default=None, help="class id (class-conditional models)")
+    parser.add_argument("--vocoder", default=None, metavar="PATH",
+                        help="another vocoder than the model folder's: griffin-lim, or a HiFi-GAN checkpoint (a "
+                             "generator file with config.json beside it, or their folder) fitting the model's audio")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--bf16", action="store_true",
                         help="run the networks under bfloat16 autocast (faster only where the device multiplies "
@@ -79,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     from ..files import check_input_file, check_writable_folder
     from ..generator.tasks import resolve_task
     from ..pipeline import SoundingVideoPipeline
-    from ..pipeline.output import check_prefix, save_in_batches
+    from ..pipeline.output import check_output_folder, check_prefix, save_in_batches
 
     # cheap checks first: a wrong task or input fails before any model is loaded
     resolve_task(args.task, args.audio, args.video, args.seconds)
@@ -90,12 +95,13 @@ def run(args: argparse.Namespace) -> int:
             check_input_file(given, f"{flag} of task {args.task}")
     check_prefix(args.prefix)
     check_writable_folder(args.out)
+    check_output_folder(args.out, args.n, args.prefix, args.overwrite)  # before the model loads
     device = _device(args.device)
     for flag, value in (("--batch-size", args.batch_size), ("--candidates", args.candidates)):
         if value is not None and value < 1:
             raise ConfigError(f"{flag} must be >= 1, got {value}")
     pipe = SoundingVideoPipeline.from_pretrained(args.model, device=device,
-                                                 dtype=torch.bfloat16 if args.bf16 else None)
+                                                 dtype=torch.bfloat16 if args.bf16 else None, vocoder=args.vocoder)
 
     def make_batch(count: int, first_seed: int):
         return pipe.generate(task=args.task, n=count, steps=args.steps, sampler=args.sampler,
@@ -105,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
                              progress=not args.quiet)
 
     videos, settings = save_in_batches(make_batch, args.n, args.seed, args.batch_size, args.out,
-                                       prefix=args.prefix, preview=not args.no_preview)
+                                       prefix=args.prefix, preview=not args.no_preview, overwrite=args.overwrite)
     print(f"wrote {len(videos)} sounding video(s) ({settings['frames']} frames at {settings['fps']:g} fps, "
           f"{settings['sample_rate']} Hz) to {args.out}:")
     for path in videos:

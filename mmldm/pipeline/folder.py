@@ -57,7 +57,9 @@ HIFIGAN_CHECKPOINT = "vocoder/g_00000000"
 
 def resolve_vocoder(vocoder: Vocoder | str | Path, audio_cfg: AudioConfig,
                     base: Path | None) -> tuple[Vocoder, str]:
-    """``(vocoder module, spec)``; a string spec is "griffin-lim" or a HiFi-GAN path (relative to ``base``)."""
+    """``(vocoder module, spec)``; a string spec is "griffin-lim" or a HiFi-GAN checkpoint (a file with its
+    ``config.json`` beside it, or a folder holding one), relative to ``base`` (a model folder) when given;
+    the spec of a path from outside a model folder is the path itself."""
     if isinstance(vocoder, GriffinLim):
         return vocoder, "griffin-lim"
     if isinstance(vocoder, HiFiGAN):
@@ -67,9 +69,9 @@ def resolve_vocoder(vocoder: Vocoder | str | Path, audio_cfg: AudioConfig,
         if spec == "griffin-lim":
             return build_vocoder(spec, audio_cfg), spec
         path = Path(spec)
-        if base is not None and not path.is_absolute():
-            path = base / path
-        return build_vocoder(path, audio_cfg), HIFIGAN_CHECKPOINT
+        if base is None:
+            return build_vocoder(path, audio_cfg), str(path)
+        return build_vocoder(path if path.is_absolute() else base / path, audio_cfg), spec
     raise ConfigError(f"vocoder must be 'griffin-lim', a HiFi-GAN path or a GriffinLim/HiFiGAN module, "
                       f"got {type(vocoder).__name__}")
 

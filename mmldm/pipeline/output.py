@@ -103,8 +103,39 @@ def write_run_files(out_dir: Path, settings: dict[str, Any], videos: list[Path],
 PER_SAMPLE_SETTINGS = ("chosen_candidates", "sample_classes")
 
 
+def check_output_folder(out_dir: str | Path, n: int, prefix: str = "sample", overwrite: bool = False) -> list[Path]:
+    """Refuse an output folder that holds another run's outputs (a ``settings.json``, or files
+    this run would write under the same names), so two runs never mix in one folder. With
+    ``overwrite`` it returns that run's files (the samples its ``settings.json`` lists, with their
+    wav and png) for the caller to remove once the new run is complete: a run that fails leaves
+    the old one as it was."""
+    out_dir = Path(out_dir)
+    settings_path = out_dir / "settings.json"
+    if not out_dir.is_dir():
+        return []
+    listed: list[str] = []
+    if settings_path.is_file():
+        try:
+            listed = [str(name) for name in json.loads(settings_path.read_text()).get("files", [])]
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            listed = []
+    ours = {f"{prefix}-{i:03d}{suffix}" for i in range(n) for suffix in (".mp4", ".wav", ".png")}
+    clashes = sorted(name for name in ours if (out_dir / name).exists())
+    if not (settings_path.is_file() or clashes):
+        return []
+    if not overwrite:
+        what = (f"the outputs of another run ({len(listed)} sample(s) listed in its settings.json)"
+                if settings_path.is_file() else f"files this run would replace ({', '.join(clashes[:3])}"
+                                                  f"{', ...' if len(clashes) > 3 else ''})")
+        raise ConfigError(f"{out_dir}: holds {what}; give another folder, or --overwrite to replace that run's "
+                          "files")
+    previous = [out_dir / Path(name).name for name in listed]  # Path.name: never outside the folder
+    return [path for mp4 in previous for path in (mp4, mp4.with_suffix(".wav"), mp4.with_suffix(".png"))
+            if path.exists()]
+
+
 def save_in_batches(make_batch: Callable[[int, int], SoundingVideoOutput], n: int, seed: int, batch_size: int,
-                    out_dir: str | Path, prefix: str = "sample", preview: bool = True
+                    out_dir: str | Path, prefix: str = "sample", preview: bool = True, overwrite: bool = False
                     ) -> tuple[list[Path], dict[str, Any]]:
     """Generate ``n`` samples ``batch_size`` at a time and write each batch as it comes, so memory
     holds one batch, not ``n`` decoded videos.
@@ -113,7 +144,8 @@ def save_in_batches(make_batch: Callable[[int, int], SoundingVideoOutput], n: in
     (e.g. ``lambda k, s: pipe.generate(n=k, seed=s, ...)``); since sample ``i`` depends only on
     its seed ``seed + i``, the files are the same for any ``batch_size``. One
     ``settings.json`` describes the whole run (``n``, ``seed``, every sample seed and file).
-    ``out_dir`` is checked to be writable before anything is generated. If a batch fails,
+    ``out_dir`` is checked to be writable and to hold no other run's outputs
+    (:func:`check_output_folder`; ``overwrite`` removes them) before anything is generated. If a batch fails,
     every file this call wrote is removed (and the folders it made). An interrupt (Ctrl-C)
     keeps the samples already complete: ``settings.json`` then lists them (``"interrupted":
     true``, ``n`` the number kept, ``n_requested`` the number asked for), the unfinished
@@ -124,6 +156,7 @@ def save_in_batches(make_batch: Callable[[int, int], SoundingVideoOutput], n: in
     check_positive_int(batch_size, "batch size")
     check_prefix(prefix)
     check_writable_folder(out_dir)
+    replaced = check_output_folder(out_dir, n, prefix, overwrite)
     first = make_batch(min(batch_size, n), seed)  # before any file: a bad input leaves nothing behind
     made = missing_folders(out_dir)
     written: list[Path] = []
@@ -149,6 +182,8 @@ def save_in_batches(make_batch: Callable[[int, int], SoundingVideoOutput], n: in
             del batch
         settings = run_settings(n)
         write_run_files(out_dir, settings, videos, first.model_config)
+        for path in set(replaced) - set(written):  # the replaced run's files this run did not overwrite
+            path.unlink(missing_ok=True)
     except KeyboardInterrupt:
         _keep_finished(Path(out_dir), done, written, run_settings(len(done)), n, first.model_config, made)
         raise

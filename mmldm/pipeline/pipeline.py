@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from .. import __version__
 from ..autoencoder.model import HierarchicalAVAutoencoder
@@ -129,17 +130,23 @@ class SoundingVideoPipeline:
 
     @classmethod
     def from_pretrained(cls, directory: str | Path | None = None, device: torch.device | str = "cpu",
-                        dtype: torch.dtype | None = None) -> SoundingVideoPipeline:
+                        dtype: torch.dtype | None = None, vocoder: Vocoder | str | Path | None = None
+                        ) -> SoundingVideoPipeline:
         """Load a model folder written by :meth:`save_pretrained` (see ``docs/generation.md``);
         ``directory`` None: the built-in Sounding Shapes model (``docs/default-model.md``).
 
         :param dtype: compute dtype (e.g. ``torch.bfloat16``): the networks run under autocast
             in it; weights stay float32. None: float32.
+        :param vocoder: another vocoder than the folder's: "griffin-lim", a HiFi-GAN checkpoint
+            (e.g. the released universal V1 for a model with the ``hifigan-22k`` audio preset) or a
+            module; it must fit the model's audio settings.
         """
         directory = builtin_model_folder() if directory is None else Path(directory)
         parts = folder.load_folder(directory)
+        vocoder_module, spec = ((parts.vocoder, parts.vocoder_spec) if vocoder is None
+                                else folder.resolve_vocoder(vocoder, parts.audio_cfg, base=None))
         return cls(parts.vae, parts.autoencoder, parts.generator, parts.generation, parts.audio_cfg,
-                   parts.vocoder, parts.vocoder_spec, model_dir=directory, device=device, dtype=dtype)
+                   vocoder_module, spec, model_dir=directory, device=device, dtype=dtype)
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write the model folder atomically (a temporary folder beside it, then renamed)."""
@@ -284,9 +291,13 @@ class SoundingVideoPipeline:
             labels = labels.to(self.device)
             notify({"stage": "classes", "classes": labels})
 
-        given_audio, given_video, inputs = self._given_inputs(spec, audio, video, n)
         clips, total_frames = (long_clip_count(seconds, self.fps, self.num_frames) if task == "long"
                                else (1, self.num_frames))
+        self._check_memory(n, clips, total_frames)
+        given_audio, given_video, inputs = self._given_inputs(spec, audio, video, n)
+        # one bar for the whole call: each clip sampled (all samples at once), then decoded per sample
+        bar = tqdm(total=clips * (n + 1), desc=f"generate {task}", unit="clip", disable=not progress,
+                   dynamic_ncols=True)
         kept: list[dict[str, torch.Tensor]] = []
         picks: list[torch.Tensor] = []  # [n] per clip: the candidate decoded
         guided = False
@@ -296,14 +307,16 @@ class SoundingVideoPipeline:
             # a2v / v2a: the given modality's x_t is its forward-noised latent (paper Sec. 3.3)
             known = {spec.given: inputs[spec.model_input]} if spec.keeps_given else {}
             latents, clip_picks, clip_guided = self._sample_clip(index, inputs, known, labels, generators,
-                                                                 settings, progress, notify)
+                                                                 settings, notify)
+            bar.update(1)
             notify({"stage": "latents", "clip": index, "latents": latents})
             kept.append(latents)
             picks.append(clip_picks)
             guided = guided or clip_guided
 
-        frames_out, waves_out = self._decode_clips(kept, labels, generators, settings, progress, spec,
-                                                   given_audio, given_video, total_frames)
+        with bar:
+            frames_out, waves_out = self._decode_clips(kept, labels, generators, settings, bar, spec,
+                                                       given_audio, given_video, total_frames)
         record = {
             "task": task, "n": n, "seed": int(seed), "sample_seeds": [int(seed) + i for i in range(n)],
             "steps": settings.steps, "sampler": settings.sampler, "decoder_steps": settings.decoder_steps,
@@ -325,7 +338,7 @@ class SoundingVideoPipeline:
             "device": str(self.device), "dtype": str(self.dtype or torch.float32).replace("torch.", ""),
             "mmldm_version": __version__,
         }
-        return SoundingVideoOutput(frames_out.float().clamp(-1, 1), waves_out.float().clamp(-1, 1), self.fps,
+        return SoundingVideoOutput(frames_out.clamp_(-1, 1), waves_out.clamp_(-1, 1), self.fps,
                                    self.audio_cfg.sample_rate, record, self.resolved_config())
 
     def _given_inputs(self, spec: TaskSpec, audio: Any, video: Any, n: int
@@ -343,7 +356,7 @@ class SoundingVideoPipeline:
 
     def _sample_clip(self, index: int, inputs: dict[str, torch.Tensor], known: dict[str, torch.Tensor],
                      labels: torch.Tensor | None, generators: list[torch.Generator], settings: SamplingSettings,
-                     progress: bool, notify: Callback) -> tuple[dict[str, torch.Tensor], torch.Tensor, bool]:
+                     notify: Callback) -> tuple[dict[str, torch.Tensor], torch.Tensor, bool]:
         """One clip's perceptual latents ``{"audio": [n, Ca, Ha, Wa], "video": [n, Cv, Hv, Wv]}`` in the
         generator's (scaled) space, the candidate kept per sample ``[n]`` and whether guidance applied.
 
@@ -369,8 +382,7 @@ class SoundingVideoPipeline:
             critic = generator_critic(self.denoise, self.objective, known["audio"], self.latent_noise(generators),
                                       1.0, labels)
             denoise = critic_guided_denoiser(denoise, self.objective, "video", critic, settings.sync_guidance)
-        latents = sample(denoise, noise, self.objective, sampler=settings.sampler, steps=settings.steps,
-                         progress=progress, known=known,
+        latents = sample(denoise, noise, self.objective, sampler=settings.sampler, steps=settings.steps, known=known,
                          callback=lambda step: notify({"stage": "step", "clip": index, **step}))
         if candidates == 1:
             return latents, torch.zeros(n, dtype=torch.long), bool(cond)
@@ -420,33 +432,54 @@ class SoundingVideoPipeline:
         return {k: v.repeat_interleave(repeat, 0) for k, v in noise.items()} if repeat > 1 else noise
 
     def _decode_clips(self, kept: list[dict[str, torch.Tensor]], labels: torch.Tensor | None,
-                      generators: list[torch.Generator], settings: SamplingSettings, progress: bool, spec: TaskSpec,
+                      generators: list[torch.Generator], settings: SamplingSettings, bar: tqdm, spec: TaskSpec,
                       given_audio: torch.Tensor | None, given_video: torch.Tensor | None,
                       total_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Every sample's clips decoded and joined: frames [n, T', 3, H, W] and waves [n, N'] (the
-        given modality of a2v / v2a instead of its decoding)."""
+        given modality of a2v / v2a instead of its decoding), float32 on the CPU.
+
+        The outputs are allocated once and filled clip by clip, so a long generation holds one
+        copy of its frames (not the clips, their join and a trimmed copy)."""
         keep_audio = given_audio is not None and spec.keeps_given  # a2v: the output audio IS the given audio
         keep_video = given_video is not None and spec.keeps_given  # v2a: the output video IS the given video
-        n = len(generators)
-        frames, waves = [], []
-        for i, sample_generator in enumerate(generators):  # per sample: its noise is its own
-            decoded = [self.decode({k: v[i:i + 1] for k, v in latents.items()},
-                                   None if labels is None else labels[i:i + 1], sample_generator, progress,
-                                   # v2a discards the generated video: decode one frame of it, not T
-                                   frames=[0] if keep_video else None, steps=settings.decoder_steps)
-                       for latents in kept]
-            frames.append(torch.cat([clip_frames for clip_frames, _ in decoded], dim=1))  # [1, clips * T, 3, H, W]
-            if not keep_audio:
-                waves.append(vocode_clips([image for _, image in decoded], self.audio_cfg, self.vocoder))
+        n, clip_frames = len(generators), self.num_frames
+        total_samples = total_frames * self.clip_samples // clip_frames
         if keep_video:
             frames_out = given_video[None].expand(n, -1, -1, -1, -1).clone()
         else:
-            frames_out = torch.cat(frames)[:, :total_frames]  # [n, T', 3, H, W]
-        if keep_audio:
-            waves_out = given_audio[None].expand(n, -1).clone()
-        else:
-            waves_out = torch.cat(waves)[:, : total_frames * self.clip_samples // self.num_frames]  # [n, N']
+            frames_out = torch.empty(n, total_frames, 3, self.frame_size, self.frame_size)
+        waves_out = given_audio[None].expand(n, -1).clone() if keep_audio else torch.empty(n, total_samples)
+        for i, sample_generator in enumerate(generators):  # per sample: its noise is its own
+            images = []
+            for index, latents in enumerate(kept):
+                frames, image = self.decode({k: v[i:i + 1] for k, v in latents.items()},
+                                            None if labels is None else labels[i:i + 1], sample_generator,
+                                            # v2a discards the generated video: decode one frame of it, not T
+                                            frames=[0] if keep_video else None, steps=settings.decoder_steps)
+                if not keep_video:
+                    first = index * clip_frames
+                    frames_out[i, first:first + clip_frames] = frames[0, :total_frames - first]
+                images.append(image)
+                bar.update(1)
+            if not keep_audio:
+                waves_out[i] = vocode_clips(images, self.audio_cfg, self.vocoder)[0, :total_samples]
         return frames_out, waves_out
+
+    def _check_memory(self, n: int, clips: int, total_frames: int) -> None:
+        """Refuse, before any work, a generation whose outputs cannot fit in the memory available:
+        ``n`` videos of ``total_frames`` float32 frames and their waves held at once, plus one
+        sample's decoded audio images and the vocoder's working copy of its wave."""
+        import psutil
+
+        frame_bytes = 3 * self.frame_size * self.frame_size * 4
+        samples = total_frames * self.clip_samples // self.num_frames
+        need = n * (total_frames * frame_bytes + samples * 4) + clips * frame_bytes + 8 * samples * 4
+        available = psutil.virtual_memory().available
+        if need > 0.8 * available:
+            seconds = total_frames / self.fps
+            raise ConfigError(f"{n} sounding video(s) of {seconds:g} s need about {need / 2**30:.1f} GiB of memory, "
+                              f"more than the {available / 2**30:.1f} GiB available here; generate fewer seconds "
+                              "or fewer samples at a time (--batch-size)")
 
     def _check_critics(self, settings: SamplingSettings) -> None:
         if "contrastive" in settings.critics and self.autoencoder.cfg.loss.contrastive <= 0:

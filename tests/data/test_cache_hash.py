@@ -1,8 +1,8 @@
 """The latent cache's config hash is the same in every process, whatever its ``PYTHONHASHSEED``.
 
 diffusers records which values of a model's config were defaults as a list made from a set
-(``_use_default_values``), so its order changed from process to process and ``mmldm cache``
-refused to resume, or to run as a second rank, a cache whose ``--vae`` is a training checkpoint.
+(``_use_default_values``), whose order depends on the hash seed: the hash must not, or ``mmldm
+cache`` could not resume, or run as a second rank, a cache whose ``--vae`` is a training checkpoint.
 """
 
 from __future__ import annotations

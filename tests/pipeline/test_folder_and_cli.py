@@ -293,3 +293,48 @@ def test_a_version_1_folder_still_loads(pipe, model_dir, tmp_path):
     (newer / "model_index.json").write_text(json.dumps({**index, "format_version": 3}))
     with pytest.raises(WeightsError, match="newer than this mmldm reads"):
         SoundingVideoPipeline.from_pretrained(newer)
+
+
+def test_cli_generate_refuses_another_runs_folder_unless_overwrite(model_dir, tmp_path, capsys):
+    from mmldm.cli.main import main
+
+    out = tmp_path / "out"
+    common = ["generate", "--model", str(model_dir), "--steps", "1", "--decoder-steps", "1", "--quiet",
+              "--no-preview", "--out", str(out)]
+    assert main([*common, "--n", "3"]) == 0
+    capsys.readouterr()
+    assert main([*common, "--n", "1", "--task", "svg"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "another run" in err and "--overwrite" in err
+    assert main([*common, "--n", "1", "--overwrite"]) == 0
+    assert json.loads((out / "settings.json").read_text())["files"] == ["sample-000.mp4"]
+    assert sorted(p.name for p in out.glob("*.mp4")) == ["sample-000.mp4"]
+
+
+def test_generate_with_another_vocoder(pipe, model_dir, tmp_path, capsys):
+    """``--vocoder PATH`` / ``from_pretrained(vocoder=)``: a HiFi-GAN checkpoint that fits the model's
+    audio replaces the folder's vocoder and is recorded; one that does not is a one-line error."""
+    from mmldm.cli.main import main
+    from mmldm.data.vocoders import HiFiGAN, HiFiGANConfig, save_hifigan
+
+    def hifigan(rate: int) -> Path:
+        config = HiFiGANConfig(resblock="2", upsample_rates=(16, 16), upsample_kernel_sizes=(32, 32),
+                               upsample_initial_channel=8, resblock_kernel_sizes=(3,),
+                               resblock_dilation_sizes=((1, 3),), num_mels=80, sampling_rate=rate, hop_size=256,
+                               n_fft=1024, win_size=1024, fmin=0.0, fmax=8000.0)
+        torch.manual_seed(0)
+        return save_hifigan(HiFiGAN(config).eval(), tmp_path / f"hifigan{rate}" / "g_00000000")
+
+    fitting = hifigan(16000)
+    loaded = SoundingVideoPipeline.from_pretrained(model_dir, vocoder=fitting)
+    assert isinstance(loaded.vocoder, HiFiGAN) and loaded.vocoder_spec == str(fitting)
+    out = tmp_path / "out"
+    assert main(["generate", "--model", str(model_dir), "--steps", "1", "--decoder-steps", "1", "--quiet",
+                 "--no-preview", "--vocoder", str(fitting), "--out", str(out)]) == 0
+    assert json.loads((out / "settings.json").read_text())["vocoder"] == str(fitting)
+    capsys.readouterr()
+    code = main(["generate", "--model", str(model_dir), "--steps", "1", "--quiet", "--vocoder",
+                 str(hifigan(22050)), "--out", str(tmp_path / "other")])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "22050" in err
+    assert not (tmp_path / "other").exists()

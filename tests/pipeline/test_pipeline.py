@@ -551,3 +551,19 @@ def test_settings_object_and_overrides_resolve_to_the_same_generation(pipe):
     assert pipe.resolve_settings("a2v", with_sync).sync_guidance == 0.3
     with pytest.raises(ConfigError, match="a2v only"):
         pipe.resolve_settings("svg", settings, sync_guidance=0.3)
+
+
+def test_a_long_generation_that_cannot_fit_in_memory_is_refused_before_any_work(pipe):
+    events = []
+    with pytest.raises(ConfigError) as info:
+        pipe(task="long", seconds=1e7, n=2, progress=False, callback=events.append)
+    message = str(info.value)
+    assert "GiB of memory" in message and "--batch-size" in message and "\n" not in message
+    assert [event["stage"] for event in events] == ["settings"]  # nothing was sampled
+
+
+def test_one_progress_bar_counts_every_clip_of_the_call(pipe, capsys):
+    pipe(task="long", seconds=2.0, n=2, steps=2, guidance=1.0, progress=True)
+    err = capsys.readouterr().err
+    assert "generate long" in err and "ddim" not in err  # no bar of the sampler's own
+    assert "9/9" in err  # 3 clips sampled, then 2 x 3 decoded
