@@ -35,7 +35,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="--out holds another run's outputs: replace them (default: refuse, so runs never mix)")
     parser.add_argument("--audio", type=Path, default=None, help="audio (or video) file for a2v and audio-continuation")
     parser.add_argument("--video", type=Path, default=None, help="video file for v2a and video-continuation")
-    parser.add_argument("--seconds", type=float, default=None, help="task long: length to generate in seconds")
+    parser.add_argument("--seconds", type=float, default=None,
+                        help="task long: length to generate in seconds; with --audio / --video: the length of the "
+                             "span of the file to use (default: to its end)")
+    parser.add_argument("--start", type=float, default=None,
+                        help="with --audio / --video: where the span of the file starts, in seconds (default 0)")
     parser.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's)")
     parser.add_argument("--decoder-steps", type=int, default=None,
                         help="sampler steps of the autoencoder's signal decoder (DDIM; Euler for flow decoders; default: the model's)")
@@ -87,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     from ..pipeline.output import check_output_folder, check_prefix, save_in_batches
 
     # cheap checks first: a wrong task or input fails before any model is loaded
-    resolve_task(args.task, args.audio, args.video, args.seconds)
+    resolve_task(args.task, args.audio, args.video, args.seconds, args.start)
     if args.n < 1:
         raise ConfigError(f"--n must be >= 1, got {args.n}")
     for flag, given in (("--audio", args.audio), ("--video", args.video)):
@@ -106,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     def make_batch(count: int, first_seed: int):
         return pipe.generate(task=args.task, n=count, steps=args.steps, sampler=args.sampler,
                              guidance=args.guidance, seed=first_seed, audio=args.audio, video=args.video,
-                             seconds=args.seconds, class_label=args.class_label, decoder_steps=args.decoder_steps,
+                             seconds=args.seconds, start=args.start, class_label=args.class_label, decoder_steps=args.decoder_steps,
                              sync_guidance=args.sync_guidance, candidates=args.candidates, critics=args.critics,
                              progress=not args.quiet)
 

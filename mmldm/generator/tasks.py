@@ -31,9 +31,15 @@ is the given latent noised to the step's time (paper Sec. 3.3, "a_t can be
 obtained directly given a and t", Eq. 6), as the network saw it in training
 (``known`` of :func:`mmldm.diffusion.sample`).
 
-Which part of a longer input is used: a2v and v2a take the FIRST clip-length
-window of the given file (the output keeps the given clip); continuations take
-the LAST window (the most recent content, which the new clip follows).
+Which part of the input is used: a2v and v2a take ALL of the given span (the whole
+file, or ``start``/``seconds`` of it) and generate clip after clip: clip ``k`` is
+conditioned on the span's ``k``-th clip-length window AND, with a generator trained
+with previous-clip inputs, on the clip generated before it (``prev_audio`` /
+``prev_video``), so motion and sound continue across clips. The output keeps the
+given modality as given, trimmed to whole frames; a last window shorter than a clip
+is padded (audio with silence, video by repeating its last frame) and the output
+trimmed back. Continuations take the LAST window of the span (the most recent
+content, which the new clip follows).
 """
 
 from __future__ import annotations
@@ -49,7 +55,9 @@ from ..files import check_input_file
 if TYPE_CHECKING:  # torch and numpy load with the first clip read, not with the task table (CLI --help)
     import torch
 
-Window = Literal["first", "last"]
+#: which part of the given span a task uses: all of it (a2v, v2a: one generated clip per clip of
+#: it) or its last clip (continuations: the new clip follows the most recent content)
+Window = Literal["all", "last"]
 
 
 @dataclass(frozen=True)
@@ -63,7 +71,7 @@ class TaskSpec:
     model_input: str | None
     #: the output modality that IS the given input (not regenerated), or None
     keeps_given: bool
-    #: which clip-length window of a longer input is used
+    #: which part of the given span is used
     window: Window
     #: what the unconditional (guidance) branch drops, for docs and settings.json
     dropped: str
@@ -71,27 +79,36 @@ class TaskSpec:
 
 
 TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (
-    TaskSpec("svg", None, None, False, "first", "the class (null class)",
+    TaskSpec("svg", None, None, False, "all", "the class (null class)",
              "joint sounding video generation"),
-    TaskSpec("a2v", "audio", "audio_cond", True, "first", "the audio condition (zeros) and the class",
-             "audio to video: the given audio is kept, a video is generated for it"),
-    TaskSpec("v2a", "video", "video_cond", True, "first", "the video condition (zeros) and the class",
-             "video to audio: the given video is kept, a sound track is generated for it"),
+    TaskSpec("a2v", "audio", "audio_cond", True, "all",
+             "the audio condition (zeros), the previous clip (zeros) and the class",
+             "audio to video: the given audio (all of it, or --start/--seconds) is kept, a video is generated "
+             "for it clip after clip"),
+    TaskSpec("v2a", "video", "video_cond", True, "all",
+             "the video condition (zeros), the previous clip (zeros) and the class",
+             "video to audio: the given video (all of it, or --start/--seconds) is kept, a sound track is "
+             "generated for it clip after clip"),
     TaskSpec("audio-continuation", "audio", "prev_audio", False, "last",
              "the previous-clip audio (zeros) and the class",
              "the sounding clip that follows the given audio"),
     TaskSpec("video-continuation", "video", "prev_video", False, "last",
              "the previous-clip video (zeros) and the class",
              "the sounding clip that follows the given video"),
-    TaskSpec("long", None, None, False, "first",
+    TaskSpec("long", None, None, False, "all",
              "the previous-clip audio and video (zeros) and the class; the first clip drops only the class",
              "autoregressive long generation: clip 1 is plain svg, each later clip is conditioned on "
              "the audio and video latents of the clip before"),
 )}
 
 
-def resolve_task(task: str, audio: Any = None, video: Any = None, seconds: float | None = None) -> TaskSpec:
-    """The :class:`TaskSpec` of ``task``, after checking the inputs fit it (one-line errors)."""
+def resolve_task(task: str, audio: Any = None, video: Any = None, seconds: float | None = None,
+                 start: float | None = None) -> TaskSpec:
+    """The :class:`TaskSpec` of ``task``, after checking the inputs fit it (one-line errors).
+
+    ``seconds``: task long, the length to generate; a task with a given clip, the length of the
+    span of it to use (from ``start`` seconds; default: to its end).
+    """
     if task not in TASKS:
         raise ConfigError(f"unknown task '{task}' (choose one of {', '.join(TASKS)})")
     spec = TASKS[task]
@@ -102,13 +119,18 @@ def resolve_task(task: str, audio: Any = None, video: Any = None, seconds: float
             raise ConfigError(f"task {task} {wants}, not --{modality}")
     if spec.given and not given[spec.given]:
         raise ConfigError(f"task {task} needs --{spec.given} (a file or a {spec.given} tensor)")
-    if seconds is not None:
-        if task != "long":
-            raise ConfigError(f"--seconds only applies to task long, not {task}")
-        if not (isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds > 0):
-            raise ConfigError(f"--seconds must be a positive number of seconds, got {seconds}")
-    elif task == "long":
+    for name, value, positive in (("--seconds", seconds, True), ("--start", start, False)):
+        number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if value is not None and not (number and (value > 0 or (not positive and value == 0))):
+            raise ConfigError(f"{name} must be a {'positive' if positive else 'non-negative'} number of seconds, "
+                              f"got {value}")
+    if seconds is not None and not (task == "long" or spec.given):
+        raise ConfigError(f"--seconds applies to task long (the length to generate) and to tasks with a given "
+                          f"clip (the span of it), not to {task}")
+    if seconds is None and task == "long":
         raise ConfigError("task long needs --seconds (the length to generate)")
+    if start is not None and not spec.given:
+        raise ConfigError(f"--start applies to tasks with a given clip (where its span starts), not to {task}")
     return spec
 
 
@@ -126,52 +148,79 @@ def long_clip_count(seconds: float, fps: float, num_frames: int) -> tuple[int, i
 
 # --------------------------------------------------------------------------- inputs
 
-def _window(length: int, want: int, window: Window) -> slice:
-    return slice(0, want) if window == "first" else slice(length - want, length)
+def _span(length: int, rate: float, start: float | None, seconds: float | None, what: str) -> slice:
+    """The items ``[first, last)`` of a span of ``length`` items at ``rate`` per second; a span
+    starting or ending beyond the end is refused (one line naming ``what``)."""
+    first = round((start or 0.0) * rate)
+    last = length if seconds is None else first + round(seconds * rate)
+    if first >= length or last > length:
+        end = (start or 0.0) + (seconds or 0.0)
+        beyond = f"--start {start:g} s" if first >= length else f"the span ending at {end:g} s"
+        raise DataError(f"{what}: {beyond} is beyond its end ({length / rate:.2f} s)")
+    return slice(first, last)
 
 
-def load_audio(source: Any, sample_rate: int, clip_samples: int, window: Window, task: str) -> torch.Tensor:
-    """One clip of mono audio ``[clip_samples]`` float32 from a file path or a waveform.
+def load_audio(source: Any, sample_rate: int, clip_samples: int, window: Window, task: str,
+               start: float | None = None, seconds: float | None = None,
+               max_samples: int | None = None) -> torch.Tensor:
+    """Mono audio float32 from a file path or a waveform: the span ``[start, start + seconds)``
+    (default: all of it) for ``window`` "all", its last ``clip_samples`` for "last".
 
     A file is any audio or video file PyAV decodes (resampled to ``sample_rate``); a
-    waveform is ``[N]`` (or ``[1, N]``) at ``sample_rate`` in [-1, 1].
+    waveform is ``[N]`` (or ``[1, N]``) at ``sample_rate`` in [-1, 1]. A span shorter than one
+    clip, beyond the end, silent, or longer than ``max_samples`` (what memory allows) is refused.
     """
     import numpy as np
     import torch
 
-    from ..data.media_io import read_wav
+    from ..data.media_io import probe, read_wav
 
     clip_s = clip_samples / sample_rate
     if isinstance(source, (str, Path)):
         path = check_input_file(source, f"task {task} needs an audio file")
+        what = str(path)
         try:
+            info = probe(path)
+            if max_samples is not None and seconds is None and info.duration * sample_rate > max_samples:
+                raise MediaError(path, _too_long(info.duration - (start or 0.0), max_samples / sample_rate, task))
             wave, _ = read_wav(path, sample_rate=sample_rate)
         except MediaError as exc:
             raise MediaError(path, f"{exc.reason} (task {task} needs its audio)") from None
-        if len(wave) < clip_samples:
-            raise MediaError(path, f"its audio lasts {len(wave) / sample_rate:.2f} s, shorter than one clip "
-                                   f"({clip_s:g} s) which task {task} needs")
-        return torch.from_numpy(np.ascontiguousarray(wave[_window(len(wave), clip_samples, window)]))
-    wave = torch.as_tensor(np.asarray(source) if not isinstance(source, torch.Tensor) else source)
-    if wave.ndim == 2 and wave.shape[0] == 1:
-        wave = wave[0]
-    if wave.ndim != 1 or not wave.dtype.is_floating_point:
-        raise DataError(f"task {task}: an audio waveform must be float [N] at {sample_rate} Hz, "
-                        f"got {wave.dtype} {tuple(wave.shape)}")
+        wave = torch.from_numpy(np.ascontiguousarray(wave))
+    else:
+        what = f"task {task}: the waveform"
+        wave = torch.as_tensor(np.asarray(source) if not isinstance(source, torch.Tensor) else source)
+        if wave.ndim == 2 and wave.shape[0] == 1:
+            wave = wave[0]
+        if wave.ndim != 1 or not wave.dtype.is_floating_point:
+            raise DataError(f"task {task}: an audio waveform must be float [N] at {sample_rate} Hz, "
+                            f"got {wave.dtype} {tuple(wave.shape)}")
+        if not torch.isfinite(wave).all():
+            raise DataError(f"task {task}: the waveform contains NaN or infinite values")
+        wave = wave.float().clamp(-1, 1).cpu()
+    wave = wave[_span(wave.shape[0], sample_rate, start, seconds, what)]
     if wave.shape[0] < clip_samples:
-        raise DataError(f"task {task}: the waveform has {wave.shape[0]} samples, shorter than one clip "
-                        f"({clip_samples} samples = {clip_s:g} s)")
-    if not torch.isfinite(wave).all():
-        raise DataError(f"task {task}: the waveform contains NaN or infinite values")
-    return wave[_window(wave.shape[0], clip_samples, window)].float().clamp(-1, 1).cpu()
+        raise DataError(f"{what}: its audio lasts {wave.shape[0] / sample_rate:.2f} s, shorter than one clip "
+                        f"({clip_s:g} s) which task {task} needs")
+    if window == "last":
+        wave = wave[-clip_samples:]
+    if not bool(wave.abs().max() > 0):
+        raise DataError(f"{what}: the audio is silent (every sample is zero); task {task} needs a sound")
+    if max_samples is not None and wave.shape[0] > max_samples:
+        raise DataError(f"{what}: {_too_long(wave.shape[0] / sample_rate, max_samples / sample_rate, task)}")
+    return wave.contiguous()
 
 
 def load_video(source: Any, fps: float, size: int, num_frames: int, sample_rate: int, window: Window,
-               task: str) -> torch.Tensor:
-    """One clip of frames ``[T, 3, size, size]`` float32 in [-1, 1] from a file path or frames.
+               task: str, start: float | None = None, seconds: float | None = None,
+               max_frames: int | None = None) -> torch.Tensor:
+    """Frames ``[F, 3, size, size]`` float32 in [-1, 1] from a file path or frames: the span
+    ``[start, start + seconds)`` (default: all of it) for ``window`` "all", its last
+    ``num_frames`` for "last".
 
-    A file is read at ``fps``, letterboxed to ``size`` (as the training data); frames
-    are float ``[T', 3, size, size]`` in [-1, 1] or uint8 ``[T', size, size, 3]``.
+    A file is read at ``fps``, letterboxed to ``size`` (as the training data), only the span
+    decoded; frames are float ``[F, 3, size, size]`` in [-1, 1] or uint8 ``[F, size, size, 3]``.
+    A span shorter than one clip, beyond the end, or longer than ``max_frames`` is refused.
     """
     import numpy as np
     import torch
@@ -181,31 +230,44 @@ def load_video(source: Any, fps: float, size: int, num_frames: int, sample_rate:
     clip_s = num_frames / fps
     if isinstance(source, (str, Path)):
         path = check_input_file(source, f"task {task} needs a video file")
+        what = str(path)
         try:
             info = probe(path)
             if not info.has_video:
                 raise MediaError(path, "no video stream (audio-only file)")
-            start = 0.0
+            span = _span(max(1, round(info.duration * fps)), fps, start, seconds, what)
+            first, last = span.start / fps, span.stop / fps
             if window == "last":  # read only the end: one clip plus a frame of margin
-                start = max(0.0, info.duration - clip_s - 1.0 / fps)
+                first = max(first, last - clip_s - 1.0 / fps)
+            if max_frames is not None and (last - first) * fps > max_frames + 1:
+                raise MediaError(path, _too_long(last - first, max_frames / fps, task))
             clip = read_av(path, fps=fps, sample_rate=sample_rate, size=size, geometry="letterbox",
-                           start=start, duration=clip_s if window == "first" else None, require_audio=False)
+                           start=first, duration=last - first, require_audio=False)
         except MediaError as exc:
             raise MediaError(path, f"{exc.reason} (task {task} needs a video)") from None
-        if clip.num_frames < num_frames:
-            raise MediaError(path, f"holds {clip.num_frames} frames at {fps:g} fps, shorter than one clip "
-                                   f"({num_frames} frames = {clip_s:g} s) which task {task} needs")
-        frames = torch.from_numpy(clip.frames[_window(clip.num_frames, num_frames, window)])
-        return frames.permute(0, 3, 1, 2).float().div(127.5).sub(1.0).contiguous()
-    frames = torch.as_tensor(np.asarray(source) if not isinstance(source, torch.Tensor) else source)
-    if frames.dtype == torch.uint8 and frames.ndim == 4 and frames.shape[-1] == 3:
-        frames = frames.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
-    if frames.ndim != 4 or not frames.dtype.is_floating_point or tuple(frames.shape[1:]) != (3, size, size):
-        raise DataError(f"task {task}: frames must be float [T, 3, {size}, {size}] in [-1, 1] or uint8 "
-                        f"[T, {size}, {size}, 3], got {frames.dtype} {tuple(frames.shape)}")
+        frames = torch.from_numpy(clip.frames).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+    else:
+        what = f"task {task}: the frames"
+        frames = torch.as_tensor(np.asarray(source) if not isinstance(source, torch.Tensor) else source)
+        if frames.dtype == torch.uint8 and frames.ndim == 4 and frames.shape[-1] == 3:
+            frames = frames.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+        if frames.ndim != 4 or not frames.dtype.is_floating_point or tuple(frames.shape[1:]) != (3, size, size):
+            raise DataError(f"task {task}: frames must be float [T, 3, {size}, {size}] in [-1, 1] or uint8 "
+                            f"[T, {size}, {size}, 3], got {frames.dtype} {tuple(frames.shape)}")
+        frames = frames[_span(frames.shape[0], fps, start, seconds, what)].float().clamp(-1, 1).cpu()
     if frames.shape[0] < num_frames:
-        raise DataError(f"task {task}: {frames.shape[0]} frames are shorter than one clip ({num_frames} frames)")
-    return frames[_window(frames.shape[0], num_frames, window)].float().clamp(-1, 1).cpu()
+        raise DataError(f"{what}: holds {frames.shape[0]} frames at {fps:g} fps, shorter than one clip "
+                        f"({num_frames} frames = {clip_s:g} s) which task {task} needs")
+    if window == "last":
+        frames = frames[-num_frames:]
+    if max_frames is not None and frames.shape[0] > max_frames:
+        raise DataError(f"{what}: {_too_long(frames.shape[0] / fps, max_frames / fps, task)}")
+    return frames.contiguous()
+
+
+def _too_long(seconds: float, most: float, task: str) -> str:
+    return (f"{seconds:.1f} s is more than task {task} can hold in the memory available here ({most:.1f} s at "
+            "most); give a span with --start and --seconds, or generate fewer samples at a time")
 
 
 # --------------------------------------------------------------------------- conditions

@@ -52,6 +52,9 @@ from .audio import vocode_clips
 from .output import SoundingVideoOutput
 from .reranking import contrastive_similarity, draw_classes, generator_critic, generator_scores, pick_candidates
 
+#: clip-length windows of a given span encoded at a time
+WINDOW_BATCH = 16
+
 #: the built-in model (trained by ``mmldm recipe sounding-shapes``, shipped with the package)
 BUILTIN_MODEL = Path(__file__).resolve().parent.parent / "default_model"
 
@@ -216,6 +219,11 @@ class SoundingVideoPipeline:
     def clip_samples(self) -> int:
         return self.audio_cfg.clip_samples
 
+    @property
+    def samples_per_frame(self) -> int:
+        """Audio samples per video frame (whole: the pipeline's timing checks it)."""
+        return self.clip_samples // self.num_frames
+
     # ------------------------------------------------------------------ generation
 
     def __call__(self, *args: Any, **kwargs: Any) -> SoundingVideoOutput:
@@ -243,7 +251,7 @@ class SoundingVideoPipeline:
 
     @torch.no_grad()
     def generate(self, task: str = "svg", n: int = 1, seed: int = 0, *, audio: Any = None, video: Any = None,
-                 seconds: float | None = None, class_label: int | None = None,
+                 seconds: float | None = None, start: float | None = None, class_label: int | None = None,
                  settings: SamplingSettings | None = None, callback: Callback | None = None,
                  progress: bool = True, **overrides: Any) -> SoundingVideoOutput:
         """Generate ``n`` sounding videos for ``task`` (see :mod:`mmldm.generator.tasks`).
@@ -252,7 +260,10 @@ class SoundingVideoPipeline:
             the model's sample rate.
         :param video: v2a / video-continuation: a video file, or frames [T, 3, H, W] in [-1, 1].
         :param seconds: task long: how much to generate (a whole number of clips is sampled and
-            the result trimmed to ``round(seconds * fps)`` frames).
+            the result trimmed to ``round(seconds * fps)`` frames); a task with a given clip: the
+            length of the span of it to use, from ``start`` seconds (default: all of it). a2v and v2a
+            generate one clip per clip of the span, each conditioned on its window of the given
+            modality and on the clip generated before it (:mod:`mmldm.generator.tasks`).
         :param seed: sample ``i`` draws all its noise from a CPU ``torch.Generator`` seeded with
             ``seed + i``: the same on any device and whatever ``n`` (sample 2 of ``n=4, seed=0`` is
             sample 0 of ``n=1, seed=2``).
@@ -271,9 +282,10 @@ class SoundingVideoPipeline:
         video's clean estimate at every sampler step down the generator's own video-to-audio
         error of the given audio (:func:`~mmldm.pipeline.reranking.generator_critic`).
 
-        :return: frames [n, T', 3, H, W] and waveforms [n, N'] (T' = T except for long).
+        :return: frames [n, T', 3, H, W] and waveforms [n, N'] (T' frames: one clip, the span of a2v /
+            v2a, or the length of long; N' = T' * sample_rate / fps).
         """
-        spec = resolve_task(task, audio, video, seconds)
+        spec = resolve_task(task, audio, video, seconds, start)
         check_positive_int(n, "n (samples)")
         settings = self.resolve_settings(task, settings, **overrides)
         labels = self._class_labels(class_label, n)
@@ -291,10 +303,17 @@ class SoundingVideoPipeline:
             labels = labels.to(self.device)
             notify({"stage": "classes", "classes": labels})
 
-        clips, total_frames = (long_clip_count(seconds, self.fps, self.num_frames) if task == "long"
-                               else (1, self.num_frames))
-        self._check_memory(n, clips, total_frames)
-        given_audio, given_video, inputs = self._given_inputs(spec, audio, video, n)
+        max_frames = self._max_frames(n)
+        if task == "long":
+            clips, total_frames = long_clip_count(seconds, self.fps, self.num_frames)
+            self._check_length(total_frames, max_frames, n)
+        given_audio, given_video, windows = self._given_inputs(spec, audio, video, start, seconds, max_frames)
+        if spec.given:
+            clips, total_frames = len(windows), (self.num_frames if spec.window == "last" else
+                                                 (len(given_video) if given_video is not None
+                                                  else len(given_audio) // self.samples_per_frame))
+        elif task != "long":
+            clips, total_frames = 1, self.num_frames
         # one bar for the whole call: each clip sampled (all samples at once), then decoded per sample
         bar = tqdm(total=clips * (n + 1), desc=f"generate {task}", unit="clip", disable=not progress,
                    dynamic_ncols=True)
@@ -302,8 +321,11 @@ class SoundingVideoPipeline:
         picks: list[torch.Tensor] = []  # [n] per clip: the candidate decoded
         guided = False
         for index in range(clips):
-            if index > 0:  # long: condition on the clip before (the first clip is plain svg)
-                inputs = {"prev_audio": kept[-1]["audio"], "prev_video": kept[-1]["video"]}
+            inputs = {}
+            if spec.given:  # the clip's window of the given modality
+                inputs[spec.model_input] = windows[index:index + 1].to(self.device).expand(n, -1, -1, -1)
+            if index > 0 and self.generator.cfg.previous_clip:  # and the clip generated before it
+                inputs.update(prev_audio=kept[-1]["audio"], prev_video=kept[-1]["video"])
             # a2v / v2a: the given modality's x_t is its forward-noised latent (paper Sec. 3.3)
             known = {spec.given: inputs[spec.model_input]} if spec.keeps_given else {}
             latents, clip_picks, clip_guided = self._sample_clip(index, inputs, known, labels, generators,
@@ -328,7 +350,7 @@ class SoundingVideoPipeline:
             # per sample, per clip: the candidate decoded (0..candidates-1)
             "chosen_candidates": torch.stack(picks, dim=1).tolist(),
             "unconditional_branch_drops": spec.dropped if guided else "nothing (no guidance)",
-            "class_label": class_label, "seconds": seconds, "clips": clips,
+            "class_label": class_label, "seconds": seconds, "start": start, "clips": clips,
             # per sample: the class drawn for it (svg / long with reranking and no class given)
             "sample_classes": labels.tolist() if drawn_classes else None,
             "frames": int(frames_out.shape[1]), "fps": self.fps, "sample_rate": self.audio_cfg.sample_rate,
@@ -341,18 +363,28 @@ class SoundingVideoPipeline:
         return SoundingVideoOutput(frames_out.clamp_(-1, 1), waves_out.clamp_(-1, 1), self.fps,
                                    self.audio_cfg.sample_rate, record, self.resolved_config())
 
-    def _given_inputs(self, spec: TaskSpec, audio: Any, video: Any, n: int
-                      ) -> tuple[torch.Tensor | None, torch.Tensor | None, dict[str, torch.Tensor]]:
-        """``(given waveform [N] or None, given frames [T, 3, H, W] or None, generator inputs)``:
-        the task's given clip, read, and its latent ``[n, ...]`` under the task's generator input."""
+    def _given_inputs(self, spec: TaskSpec, audio: Any, video: Any, start: float | None, seconds: float | None,
+                      max_frames: int) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """``(given waveform [N] or None, given frames [F, 3, H, W] or None, window latents [K, ...] or
+        None)``: the task's given span, read (a2v / v2a: trimmed to whole frames), and the latent of
+        each of its clip-length windows in the generator's scale (the last window padded to a clip:
+        audio with silence, video by repeating its last frame)."""
+        rate, clip_frames = self.audio_cfg.sample_rate, self.num_frames
         if spec.given == "audio":
-            wave = load_audio(audio, self.audio_cfg.sample_rate, self.clip_samples, spec.window, spec.name)
-            return wave, None, {spec.model_input: self.encode_audio(wave[None]).expand(n, -1, -1, -1)}
+            wave = load_audio(audio, rate, self.clip_samples, spec.window, spec.name, start, seconds,
+                              max_frames * self.samples_per_frame)
+            wave = wave[: len(wave) // self.samples_per_frame * self.samples_per_frame]
+            padded = torch.nn.functional.pad(wave, (0, -len(wave) % self.clip_samples))
+            windows = padded.view(-1, self.clip_samples)  # [K, N]
+            return wave, None, torch.cat([self.encode_audio(chunk) for chunk in windows.split(WINDOW_BATCH)])
         if spec.given == "video":
-            frames = load_video(video, self.fps, self.frame_size, self.num_frames, self.audio_cfg.sample_rate,
-                                spec.window, spec.name)
-            return None, frames, {spec.model_input: self.encode_video(frames[None]).expand(n, -1, -1, -1)}
-        return None, None, {}
+            frames = load_video(video, self.fps, self.frame_size, clip_frames, rate, spec.window, spec.name,
+                                start, seconds, max_frames)
+            missing = -len(frames) % clip_frames
+            padded = torch.cat([frames, frames[-1:].expand(missing, -1, -1, -1)]) if missing else frames
+            windows = padded.view(-1, clip_frames, *frames.shape[1:])  # [K, T, 3, H, W]
+            return None, frames, torch.cat([self.encode_video(chunk) for chunk in windows.split(WINDOW_BATCH)])
+        return None, None, None
 
     def _sample_clip(self, index: int, inputs: dict[str, torch.Tensor], known: dict[str, torch.Tensor],
                      labels: torch.Tensor | None, generators: list[torch.Generator], settings: SamplingSettings,
@@ -465,20 +497,22 @@ class SoundingVideoPipeline:
                 waves_out[i] = vocode_clips(images, self.audio_cfg, self.vocoder)[0, :total_samples]
         return frames_out, waves_out
 
-    def _check_memory(self, n: int, clips: int, total_frames: int) -> None:
-        """Refuse, before any work, a generation whose outputs cannot fit in the memory available:
-        ``n`` videos of ``total_frames`` float32 frames and their waves held at once, plus one
-        sample's decoded audio images and the vocoder's working copy of its wave."""
+    def _max_frames(self, n: int) -> int:
+        """The longest output (in frames) that fits in the memory available with ``n`` samples at once:
+        their float32 frames and waves, the given span (a2v / v2a) and the vocoder's working copy
+        of one sample's wave, within 80 % of the available memory."""
         import psutil
 
         frame_bytes = 3 * self.frame_size * self.frame_size * 4
-        samples = total_frames * self.clip_samples // self.num_frames
-        need = n * (total_frames * frame_bytes + samples * 4) + clips * frame_bytes + 8 * samples * 4
-        available = psutil.virtual_memory().available
-        if need > 0.8 * available:
-            seconds = total_frames / self.fps
-            raise ConfigError(f"{n} sounding video(s) of {seconds:g} s need about {need / 2**30:.1f} GiB of memory, "
-                              f"more than the {available / 2**30:.1f} GiB available here; generate fewer seconds "
+        wave_bytes = self.samples_per_frame * 4
+        per_frame = n * (frame_bytes + wave_bytes) + frame_bytes + 9 * wave_bytes
+        return int(0.8 * psutil.virtual_memory().available // per_frame)
+
+    def _check_length(self, total_frames: int, max_frames: int, n: int) -> None:
+        """Refuse, before any work, an output longer than :meth:`_max_frames` allows."""
+        if total_frames > max_frames:
+            raise ConfigError(f"{n} sounding video(s) of {total_frames / self.fps:g} s do not fit in the memory "
+                              f"available here ({max_frames / self.fps:.1f} s at most); generate fewer seconds "
                               "or fewer samples at a time (--batch-size)")
 
     def _check_critics(self, settings: SamplingSettings) -> None:

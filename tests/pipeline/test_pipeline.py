@@ -79,11 +79,34 @@ def test_a2v_keeps_the_given_audio_and_the_audio_steers_the_video(pipe, kit):
     assert (out_low.frames - out_high.frames).abs().max() > 1e-3  # same seed: only the condition differs
 
 
-def test_a2v_reads_the_first_clip_of_a_file(pipe, kit, media):
-    out = pipe(task="a2v", audio=media["sounding"], steps=2, progress=False)
+def test_a2v_keeps_all_of_a_file_bit_exact_and_generates_a_clip_per_clip(pipe, kit, media):
+    out, events = generate_observed(pipe, task="a2v", audio=media["sounding"], steps=2)
     audio, _ = read_wav(media["sounding"], sample_rate=kit.rate)
-    assert torch.equal(out.waveforms[0], torch.from_numpy(audio[: kit.clip_samples]))
+    frames = len(audio) * kit.frames // kit.clip_samples  # whole frames of the file: 12 (1.5 clips)
+    assert out.frames.shape[1] == frames == 12 and out.settings["clips"] == 2
+    assert torch.equal(out.waveforms[0], torch.from_numpy(audio[: frames * kit.clip_samples // kit.frames]))
     assert out.settings["input"] == str(media["sounding"])
+    # clip 2 is conditioned on its window of the audio (the padded rest of the file) and on clip 1
+    second = events["clip"][1]["conditions"]
+    assert torch.equal(second["prev_video"], events["latents"][0]["latents"]["video"])
+    assert torch.equal(second["prev_audio"], events["clip"][0]["conditions"]["audio_cond"])
+    rest = torch.nn.functional.pad(torch.from_numpy(audio[kit.clip_samples:frames * 1600]), (0, 6400))
+    torch.testing.assert_close(second["audio_cond"], pipe.encode_audio(rest[None]))
+
+
+def test_a2v_and_v2a_take_a_span_of_the_input(pipe, kit):
+    wave = torch.from_numpy(np.concatenate([kit.tone(300), kit.tone(600), kit.tone(900)]))  # 3 clips
+    out = pipe(task="a2v", audio=wave, start=0.8, seconds=1.2, steps=1, progress=False)
+    assert torch.equal(out.waveforms[0], wave[12800:12800 + 19200]) and out.frames.shape[1] == 12
+    frames = torch.rand(30, 3, kit.size, kit.size) * 2 - 1
+    v2a = pipe(task="v2a", video=frames, start=0.5, steps=1, progress=False)
+    assert torch.equal(v2a.frames[0], frames[5:]) and v2a.waveforms.shape == (1, 25 * kit.clip_samples // 8)
+    for kwargs, words in [(dict(start=4.0), "beyond its end"), (dict(start=2.0, seconds=1.0), "beyond its end"),
+                          (dict(seconds=0.5), "shorter than one clip")]:
+        with pytest.raises(DataError, match=words):
+            pipe(task="a2v", audio=wave, steps=1, progress=False, **kwargs)
+    with pytest.raises(DataError, match="silent"):
+        pipe(task="a2v", audio=torch.zeros(kit.clip_samples), steps=1, progress=False)
 
 
 def test_v2a_keeps_the_given_video_and_the_video_steers_the_audio(pipe, kit, media):
@@ -95,7 +118,7 @@ def test_v2a_keeps_the_given_video_and_the_video_steers_the_audio(pipe, kit, med
     assert (out.waveforms - out_other.waveforms).abs().max() > 1e-3
     from_file = pipe(task="v2a", video=media["silent_video"], steps=2, progress=False)
     clip = read_av(media["silent_video"], fps=kit.fps, sample_rate=kit.rate, size=kit.size, require_audio=False)
-    expected = torch.from_numpy(clip.frames[: kit.frames]).permute(0, 3, 1, 2).float() / 127.5 - 1
+    expected = torch.from_numpy(clip.frames).permute(0, 3, 1, 2).float() / 127.5 - 1  # all of the file
     assert torch.equal(from_file.frames[0], expected)
 
 
@@ -107,7 +130,7 @@ def test_given_modality_follows_its_forward_process(pipe, kit, task):
         wave = torch.from_numpy(kit.tone(440))
         given, key, kwargs = pipe.encode_audio(wave[None]), "audio", {"audio": wave}
     else:
-        frames = torch.from_numpy(kit.moving_square()).permute(0, 3, 1, 2).float() / 127.5 - 1
+        frames = (torch.from_numpy(kit.moving_square()).permute(0, 3, 1, 2).float() / 127.5 - 1).contiguous()
         given, key, kwargs = pipe.encode_video(frames[None]), "video", {"video": frames}
     _, events = generate_observed(pipe, task=task, steps=3, guidance=1.0, seed=4, **kwargs)
     steps = events["step"]
@@ -212,7 +235,8 @@ def test_long_audio_has_no_click_at_clip_seams(pipe, kit, monkeypatch):
     (dict(task="long"), ConfigError, "needs --seconds"),
     (dict(task="long", seconds=-1.0), ConfigError, "positive"),
     (dict(task="long", seconds=0.3), ConfigError, "shorter than one clip"),
-    (dict(task="svg", seconds=3.0), ConfigError, "only applies to task long"),
+    (dict(task="svg", seconds=3.0), ConfigError, "applies to task long"),
+    (dict(task="svg", start=1.0), ConfigError, "--start applies to tasks with a given clip"),
     (dict(task="svg", class_label=9), ConfigError, "classes 0..2"),
     (dict(task="svg", sampler="euler"), ConfigError, "does not fit"),
     (dict(task="a2v", audio=torch.zeros(100)), DataError, "shorter than one clip"),
@@ -558,7 +582,7 @@ def test_a_long_generation_that_cannot_fit_in_memory_is_refused_before_any_work(
     with pytest.raises(ConfigError) as info:
         pipe(task="long", seconds=1e7, n=2, progress=False, callback=events.append)
     message = str(info.value)
-    assert "GiB of memory" in message and "--batch-size" in message and "\n" not in message
+    assert "memory available" in message and "--batch-size" in message and "\n" not in message
     assert [event["stage"] for event in events] == ["settings"]  # nothing was sampled
 
 
