@@ -1,0 +1,131 @@
+"""Any-length a2v and v2a on Sounding Shapes: is every generated clip in sync with the given modality?
+
+    python benchmarks/any_length.py                                   # 16 inputs of 6.4 s and 5.6 s, both tasks
+    python benchmarks/any_length.py --inputs 4 --seconds 6.4 --tasks a2v --out a2v.json
+
+Inputs are held-out Sounding Shapes clips (dataset seed ``--data-seed``, never a training
+seed of the recipe: it trains on dataset seed 0) of each length in ``--seconds``; a length
+that is not a whole number of 1.6 s clips (5.6 s = 3.5 clips) checks the padded last clip.
+Each input is given whole to ``generate(task="a2v", audio=...)`` (its waveform) or
+``generate(task="v2a", video=...)`` (its frames) with the model's default settings, which
+generates one clip per clip of it, each conditioned on its window and on the clip before.
+The output keeps the given modality; the Sounding Shapes law measures the sync error
+(semitones) of every clip position ``k`` (frames ``[kT, min((k+1)T, F))`` with their audio),
+so a clip that drifts from the given modality shows at its position. A quality measure,
+not a speed one (the wall time is printed for planning).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from common import Column, finish, record, render, run_script, torch_threads
+
+from mmldm.errors import ConfigError, check_positive_int
+
+TASKS = ("a2v", "v2a")
+COLUMNS: list[Column] = [
+    ("task", "task", ""), ("input s", "seconds", ".1f"), ("inputs", "inputs", ""), ("clip position", "position", ""),
+    ("frames in clip", "frames", ""), ("median sync error (st)", "median", ".2f"), ("worst (st)", "worst", ".2f"),
+    ("within 1 st", "within_1", ""), ("given kept exactly", "exact", ""),
+]
+
+
+def held_out_inputs(count: int, seconds: float, data_seed: int) -> list[Any]:
+    """``count`` Sounding Shapes clips of ``seconds`` (:class:`~mmldm.data.sounding_shapes.SynthClip`)."""
+    from mmldm.data.sounding_shapes import ShapesConfig, clip_seed, synth_clip
+
+    cfg = ShapesConfig(num_frames=round(seconds * ShapesConfig().fps))
+    return [synth_clip(cfg, clip_seed(data_seed, index), class_id=index % 3) for index in range(count)]
+
+
+def position_errors(frames: Any, audio: Any, fps: float, sample_rate: int, clip_frames: int) -> list[float]:
+    """The sync error of each clip position of one video (the last may be shorter than a clip)."""
+    from mmldm.evaluation.shapes_measures import sync_error
+
+    audio = np.asarray(audio, dtype=np.float64).reshape(-1)
+    per_frame = round(sample_rate / fps)
+    positions = math.ceil(len(frames) / clip_frames)
+    return [sync_error(frames[k * clip_frames:(k + 1) * clip_frames],
+                       audio[k * clip_frames * per_frame:(k + 1) * clip_frames * per_frame], sample_rate, fps)
+            for k in range(positions)]
+
+
+def run(model: Path | None = None, inputs: int = 16, seconds: tuple[float, ...] = (6.4, 5.6),
+        tasks: tuple[str, ...] = TASKS, data_seed: int = 777, threads: int | None = None) -> dict[str, Any]:
+    from mmldm.pipeline import SoundingVideoPipeline
+
+    check_positive_int(inputs, "--inputs")
+    for task in tasks:
+        if task not in TASKS:
+            raise ConfigError(f"--tasks: {task!r} is not one of {', '.join(TASKS)}")
+    rows, wall = [], {}
+    with torch_threads(threads):
+        pipe = SoundingVideoPipeline.from_pretrained(model)
+        for length in seconds:
+            clips = held_out_inputs(inputs, length, data_seed)
+            for task in tasks:
+                start, errors, exact = time.perf_counter(), [], True
+                for index, clip in enumerate(clips):
+                    given = ({"audio": torch.from_numpy(clip.audio.astype(np.float32))} if task == "a2v"
+                             else {"video": torch.from_numpy(clip.frames)})
+                    out = pipe.generate(task, n=1, seed=index, progress=False, **given)
+                    frames, wave = out.frames[0], out.waveforms[0]
+                    if task == "a2v":
+                        exact &= torch.equal(wave, given["audio"][: len(wave)]) and len(frames) == len(clip.frames)
+                    else:
+                        expected = given["video"].permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+                        exact &= torch.equal(frames, expected) and len(wave) == len(clip.audio)
+                    errors.append(position_errors(frames, wave, pipe.fps, out.sample_rate, pipe.num_frames))
+                wall[f"{task} {length:g} s"] = time.perf_counter() - start
+                table = np.asarray(errors)  # [inputs, positions]
+                total = len(clips[0].frames)
+                for position in range(table.shape[1]):
+                    column = table[:, position]
+                    rows.append({"task": task, "seconds": length, "inputs": len(clips), "position": position + 1,
+                                 "frames": min(pipe.num_frames, total - position * pipe.num_frames),
+                                 "median": float(np.median(column)), "worst": float(column.max()),
+                                 "within_1": f"{int(np.sum(column <= 1.0))} of {len(column)}",
+                                 "exact": "yes" if exact else "no", "errors": column.tolist()})
+                print(f"{task} {length:g} s: per position median "
+                      f"{', '.join(f'{np.median(c):.2f}' for c in table.T)}; {int(np.sum(table <= 1.0))} of "
+                      f"{table.size} clips within 1 ({wall[f'{task} {length:g} s']:.0f} s)", flush=True)
+    settings = {"model": str(model) if model else "built-in", "inputs": inputs, "seconds": list(seconds),
+                "tasks": list(tasks), "data_seed": data_seed, "sampling": "the model's defaults",
+                "threads": threads or torch.get_num_threads(), "wall_seconds": {k: round(v) for k, v in wall.items()}}
+    return record("any_length", torch.device("cpu"), settings, {"positions": rows})
+
+
+def markdown(result: dict[str, Any]) -> str:
+    s = result["settings"]
+    title = (f"Any-length a2v / v2a of the {s['model']} model on held-out Sounding Shapes inputs "
+             f"(dataset seed {s['data_seed']}), sync error of every generated clip position")
+    rows = result["tables"]["positions"]
+    everything = [e for row in rows for e in row["errors"]]
+    return (render(result, [(title, "positions", COLUMNS)])
+            + f"\n\nEvery clip: {sum(e <= 1.0 for e in everything)} of {len(everything)} within 1 semitone, "
+              f"worst {max(everything):.2f}.")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=None, help="model folder (default: the built-in model)")
+    parser.add_argument("--inputs", type=int, default=16, help="inputs per length and task (default 16)")
+    parser.add_argument("--seconds", type=float, nargs="+", default=[6.4, 5.6], help="input lengths (default 6.4 5.6)")
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), help="a2v and/or v2a")
+    parser.add_argument("--data-seed", type=int, default=777, help="Sounding Shapes dataset seed of the inputs")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    parser.add_argument("--out", type=Path, default=None, help="write the record as JSON here")
+    args = parser.parse_args()
+    result = run(args.model, args.inputs, tuple(args.seconds), tuple(args.tasks), args.data_seed, args.threads)
+    finish(result, markdown(result), args.out)
+
+
+if __name__ == "__main__":
+    run_script(main)
