@@ -18,13 +18,20 @@ an edit list. On reading, libavformat turns the edit list into "skip samples"
 side data that the decoder applies, and :func:`read_av` places decoded audio by
 its timestamps. A click written at sample ``k`` is read back at sample ``k``.
 Written naively (frames without pts) the audio would play 64 ms late at 16 kHz.
+
+Long files: :func:`read_av` returns the part of a file it is asked for (``start``,
+``duration``) in memory; :func:`iter_windows` reads many windows of a file in one pass and
+holds only the window being filled, whatever the file's length.
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import errno
+import itertools
 import math
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -277,6 +284,34 @@ class _AudioTrack:
         self.pieces.append((offset, mono))
         self.next_offset = offset + len(mono)
 
+    def end_time(self) -> Fraction | None:
+        """Clip time just after the last sample placed so far (None before the first)."""
+        return None if self.next_offset is None else Fraction(self.next_offset, self.rate)
+
+    def drop_before(self, time: Fraction) -> None:
+        """Forget the pieces that end more than a second (plus the resampling context) before clip
+        time ``time``: a stream reader keeps only the audio that the windows still to come can use.
+        (:meth:`render` reads at most ``_RESAMPLE_CONTEXT_S`` plus one period of the rate ratio,
+        which is at most a second, before a window.)"""
+        if self.rate is None:
+            return
+        keep_from = int(math.floor((time - 1 - 2 * Fraction(_RESAMPLE_CONTEXT_S)) * self.rate))
+        self.pieces = [(offset, samples) for offset, samples in self.pieces if offset + len(samples) > keep_from]
+
+    def coverage(self, start: Fraction, end: Fraction) -> float:
+        """Share (0..1) of the clip time span ``[start, end)`` that decoded samples cover."""
+        if self.rate is None or end <= start:
+            return 0.0
+        lo_span, hi_span = int(math.floor(start * self.rate)), int(math.ceil(end * self.rate))
+        covered = 0
+        last = lo_span  # pieces do not overlap in practice; counting from `last` makes sure
+        for offset, samples in sorted(self.pieces, key=lambda piece: piece[0]):
+            lo, hi = max(offset, last), min(offset + len(samples), hi_span)
+            if lo < hi:
+                covered += hi - lo
+                last = hi
+        return covered / (hi_span - lo_span)
+
     def render(self, start: Fraction, num_samples: int, sample_rate: int) -> np.ndarray:
         """Audio of ``[start, start + num_samples / sample_rate)`` (clip time) at ``sample_rate``.
 
@@ -437,6 +472,191 @@ def _decode(
         return frames, track
 
 
+# ---------------------------------------------------------------------------------------------
+# Streaming: many windows of a long file in one pass, in bounded memory
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class StreamedWindow(AVWindow):
+    """A window read by :func:`iter_windows`; ``audio_coverage`` is the share (0..1) of its time
+    span for which the file's audio track has samples (1 inside the track, less where the track
+    ends early, starts late or has a gap; 0 for a file without audio)."""
+
+    audio_coverage: float = 1.0
+
+
+def iter_windows(
+    path: str | Path,
+    starts: Sequence[int],
+    num_frames: int,
+    fps: float = 10.0,
+    sample_rate: int = 16000,
+    size: int | None = None,
+    geometry: Geometry = "letterbox",
+    decode_from: int | None = None,
+    require_audio: bool = True,
+) -> Iterator[StreamedWindow]:
+    """The windows of ``num_frames`` frames at ``fps`` that start at the output frames ``starts``,
+    read in one pass through the file.
+
+    Window ``s`` holds the frames and audio that ``read_av(path, fps, sample_rate, size, geometry,
+    start=s / fps, duration=num_frames / fps)`` returns, but the file is decoded once, from
+    output frame ``decode_from`` (default: the first start; a seek lands a second before it) to the
+    end of the last window, and only the frames of the windows being filled plus about a second
+    of audio are held: memory does not grow with the length of the file. Frames are resized as
+    they leave the decoder (one swscale call from its YUV to the output size in RGB) and frames
+    that no window uses are never converted.
+
+    The file is opened twice, once per stream, so that audio is read at its own pace whatever the
+    muxer's interleaving (a file with all its audio after the video reads in bounded memory too).
+    A window that the video does not reach to its end is not yielded and iteration stops there.
+
+    Args:
+        starts: first output frame of each window (``i`` is the source frame on screen at
+            ``i / fps``), sorted, distinct, >= 0; windows may overlap.
+        decode_from: output frame to start decoding at (<= the first start): a reader that
+            resumes a piece of work decodes from where the piece began, so that its windows are
+            decoded exactly as in an uninterrupted pass.
+        require_audio: a file without an audio stream is an error; when False its windows get
+            silence and ``audio_coverage`` 0.
+
+    Shapes: each window's frames uint8 [num_frames, H, W, 3]; audio float32
+    [round(num_frames * sample_rate / fps)].
+    """
+    path = Path(path)
+    starts = [int(s) for s in starts]
+    if fps <= 0 or sample_rate <= 0 or num_frames <= 0:
+        raise ValueError(f"fps, sample_rate and num_frames must be positive (got {fps}, {sample_rate}, {num_frames})")
+    if any(b <= a for a, b in itertools.pairwise(starts)) or (starts and starts[0] < 0):
+        raise ValueError("window starts must be sorted, distinct and >= 0")
+    if size is not None and not 0 < size <= MAX_SIDE:
+        raise MediaError(path, f"output size {size} is outside 1..{MAX_SIDE} px")
+    info = probe(path)
+    if not info.has_video:
+        raise MediaError(path, "no video stream (audio-only file)")
+    if require_audio and not info.has_audio:
+        raise MediaError(path, "no audio track")
+    if not starts:
+        return
+    fit = _Fit.plan(info.width, info.height, size, geometry)
+    step = 1 / _exact(fps)
+    first = starts[0] if decode_from is None else min(int(decode_from), starts[0])
+    last = starts[-1] + num_frames - 1
+    num_samples = int(round(num_frames * sample_rate / fps))  # as read_av counts them
+
+    def wanted(index: int) -> bool:
+        """Whether output frame ``index`` lies in a window."""
+        window = bisect.bisect_right(starts, index) - 1
+        return window >= 0 and index < starts[window] + num_frames
+
+    with contextlib.ExitStack() as stack:
+        vcontainer = stack.enter_context(_open(path))
+        vstream = vcontainer.streams.video[0]
+        origin = _seconds(vstream.start_time, vstream.time_base) or Fraction(0)
+        audio = None
+        if info.has_audio:
+            audio = _AudioReader(stack.enter_context(_open(path)), origin, first * step, path)
+        frames = _frames_on_grid(vcontainer, fit, origin, step, first, last, wanted, path)
+        stack.callback(frames.close)
+        held: dict[int, np.ndarray] = {}
+        window = 0
+        for index, rgb in frames:
+            held[index] = rgb
+            while window < len(starts) and starts[window] + num_frames - 1 <= index:
+                start = starts[window]
+                clip_frames = np.stack([held[i] for i in range(start, start + num_frames)])
+                begin, end = start * step, (start + num_frames) * step
+                if audio is None:
+                    wave, coverage = np.zeros(num_samples, np.float32), 0.0
+                else:
+                    audio.fill(end + 2 * Fraction(_RESAMPLE_CONTEXT_S))
+                    wave = audio.track.render(begin, num_samples, sample_rate)
+                    coverage = audio.track.coverage(begin, end)
+                window += 1
+                keep = starts[window] if window < len(starts) else last + 1
+                for old in [i for i in held if i < keep]:
+                    del held[old]
+                if audio is not None:
+                    audio.track.drop_before(keep * step)
+                yield StreamedWindow(clip_frames, wave, start, float(begin), coverage)
+            if window == len(starts):
+                return
+
+
+class _AudioReader:
+    """The audio stream of an open file, decoded on demand into an :class:`_AudioTrack`."""
+
+    def __init__(self, container: Any, origin: Fraction, start: Fraction, path: Path):
+        stream = container.streams.audio[0]
+        self.track = _AudioTrack(origin)
+        self.path = path
+        if start > 1:  # a second early: the decoder settles (AAC overlap, MP3 bit reservoir, Opus pre-roll)
+            # a seek the demuxer refuses (a damaged index) leaves it at the start: decode from there
+            with contextlib.suppress(av.error.FFmpegError):
+                container.seek(int((origin + start - 1) / stream.time_base), stream=stream, backward=True)
+        self.frames = container.decode(stream)
+        self.ended = False
+
+    def fill(self, until: Fraction) -> None:
+        """Decode until the track reaches clip time ``until`` or the stream ends."""
+        while not self.ended and (self.track.end_time() is None or self.track.end_time() < until):
+            try:
+                frame = next(self.frames)
+            except StopIteration:
+                self.ended = True
+            except av.error.FFmpegError as exc:
+                raise MediaError(self.path, f"cannot decode the audio near {float(until):.2f} s "
+                                            f"({exc.strerror or exc})") from None
+            else:
+                self.track.add(frame)
+
+
+def _frames_on_grid(
+    container: Any, fit: _Fit, origin: Fraction, step: Fraction, first: int, last: int,
+    wanted: Callable[[int], bool], path: Path,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """``(i, frame)`` for the output frames ``first <= i <= last`` that ``wanted(i)``: the source
+    frame on screen at ``origin + i * step``, fitted to the output size (uint8 [H, W, 3])."""
+    vstream = container.streams.video[0]
+    vstream.thread_type = "AUTO"
+    if first * step > 1:  # as read_av: key frames and the frames before `first` precede it by a second
+        target = int((origin + first * step - 1) / vstream.time_base)
+        # a seek the demuxer refuses (a damaged index) leaves it at the start: decode from there,
+        # slower but the same frames
+        with contextlib.suppress(av.error.FFmpegError):
+            container.seek(target, stream=vstream, backward=True, any_frame=False)
+    reformatter = VideoReformatter()
+    default_duration = (1 / vstream.average_rate) if vstream.average_rate else step
+    eps = Fraction(1, 1_000_000)  # float-to-timestamp rounding, not a real frame offset
+    index = first
+    shown: av.VideoFrame | None = None  # the source frame on screen at the next target time
+    shown_rgb: np.ndarray | None = None
+    shown_end: Fraction | None = None
+    decoded = iter(container.decode(vstream))
+    while index <= last:
+        try:
+            frame = next(decoded, None)
+        except av.error.FFmpegError as exc:
+            raise MediaError(path, f"cannot decode the video near {float(index * step):.2f} s "
+                                   f"({exc.strerror or exc})") from None
+        # the end of the stream: the last frame stays on screen until its own end
+        time = shown_end if frame is None else _seconds(frame.pts, frame.time_base)
+        if time is None:  # no timestamp: assume constant rate after the last frame
+            time = origin if shown_end is None else shown_end
+        if shown is not None:
+            while index <= last and origin + index * step < time - eps:
+                if wanted(index):
+                    if shown_rgb is None:
+                        shown_rgb = fit.apply(shown, reformatter)
+                    yield index, shown_rgb
+                index += 1
+        if frame is None:
+            return
+        shown, shown_rgb = frame, None
+        shown_end = time + (_seconds(frame.duration, frame.time_base) or default_duration)
+
+
 def cut_windows(clip: AVClip, num_frames: int = 16, stride: int | None = None) -> list[AVWindow]:
     """Cut ``clip`` into windows of ``num_frames`` frames, ``stride`` frames apart (default: no overlap).
 
@@ -558,7 +778,7 @@ def write_av(
 
     The file appears atomically: it is written under a temporary name in the same
     folder and renamed when complete. The same frames and audio give the same bytes,
-    on any machine (one encoder thread).
+    on any machine and however busy it is (one encoder thread, x264's cpu-independent mode).
     """
     path = Path(path)
     container_format = check_writable_suffix(path)
@@ -585,7 +805,10 @@ def write_av(
         vstream.codec_context.thread_count = 1
         vstream.codec_context.thread_type = "NONE"
         if encoder == "libx264":
-            vstream.options = {"crf": str(crf), "threads": "1"}
+            # cpu-independent: with x264's CPU-tuned macroblock-tree code the same frames gave one
+            # of several encodings from run to run when the CPUs were busy (a few in ten with two
+            # processes encoding on two cores); this option makes x264 pick the same code each time.
+            vstream.options = {"crf": str(crf), "threads": "1", "x264-params": "cpu-independent=1"}
         else:  # no constant-quality mode: a generous bit rate instead
             vstream.bit_rate = 8 * width * height * int(math.ceil(rate))
         astream = None
