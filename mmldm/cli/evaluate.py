@@ -1,4 +1,4 @@
-"""``mmldm evaluate``: FVD / KVD / FAD (and Sounding Shapes measures) of generated clips."""
+"""``mmldm evaluate``: FVD / KVD / FAD, AV-Align (and Sounding Shapes measures) of generated clips."""
 
 from __future__ import annotations
 
@@ -6,13 +6,15 @@ import argparse
 import json
 from pathlib import Path
 
+from .commands import COMMANDS
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     from ..evaluation.protocol import PROTOCOLS
 
     p = sub.add_parser(
         "evaluate",
-        help="score generated clips against reference videos (FVD, KVD, FAD, Sounding Shapes measures)",
+        help=COMMANDS["evaluate"],
         description="Score a folder of generated mp4 clips against a folder of reference videos. "
         "Feature-net weights are never downloaded: pass local files. Every protocol choice is "
         "printed and written to --out.",
@@ -23,9 +25,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="mm-diffusion: the paper-era protocol (64 px letterbox, AudioCLIP FAD x1e4); "
                    "standard: native resolution, FAD unscaled (default: %(default)s)")
     p.add_argument("--metrics", default=None,
-                   help="comma list of fvd,kvd,fad,shapes (default: fvd,kvd,fad; shapes is added for "
-                   "Sounding Shapes references)")
-    p.add_argument("--i3d", type=Path, default=None, help="I3D weights (i3d_pretrained_400.pt) for FVD/KVD")
+                   help="comma list of fvd,kvd,fad,shapes,av-align (default: fvd,kvd,fad; shapes is added for "
+                   "Sounding Shapes references; shapes and av-align need no weights)")
+    p.add_argument("--i3d", type=Path, default=None,
+                   help="I3D weights for FVD/KVD: i3d_pretrained_400.pt, or DeepMind's converted by "
+                   "`mmldm convert i3d` (.safetensors)")
     p.add_argument("--audio-net", choices=["audioclip", "vggish"], default=None,
                    help="audio feature net for FAD (protocol default: audioclip for mm-diffusion, vggish for standard)")
     p.add_argument("--audio-weights", type=Path, default=None,
@@ -37,13 +41,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shapes", action="store_true", default=None,
                    help="also report Sounding Shapes measures (automatic when the reference has manifest.jsonl)")
     p.add_argument("--num-samples", type=int, default=None, help="clips per side (protocol default 2048)")
+    p.add_argument("--num-frames", type=int, default=None,
+                   help="frames per scored clip (protocol default 16, i.e. 1.6 s at 10 fps; AV-Align's offset "
+                   "estimate is steadier on longer clips, e.g. 64)")
     p.add_argument("--covariance", choices=["unbiased", "biased"], default=None,
                    help="Frechet covariance estimator (protocol default: unbiased)")
     p.add_argument("--kvd-subsets", type=int, default=None,
                    help="KID-style subsets for KVD (protocol default 0: one estimate on all samples)")
     p.add_argument("--seed", type=int, default=0, help="seed of file subsets, reference windows, random nets")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--device", default="cpu", help="torch device for the feature nets")
+    p.add_argument("--device", default="cpu", help="torch device for the feature nets (cpu, cuda, cuda:N)")
     p.add_argument("--out", type=Path, default=None, help="write the result record as JSON here")
     p.set_defaults(func=_evaluate)
 
@@ -51,13 +58,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _evaluate(args: argparse.Namespace) -> int:
     from ..config import atomic_write_text
     from ..errors import ConfigError
-    from ..evaluation.evaluate import ALL_METRICS, evaluate_folders, format_result
+    from ..evaluation.evaluate import ALL_METRICS, check_device, evaluate_folders, format_result
     from ..evaluation.protocol import get_protocol
 
     if args.out is not None and args.out.is_dir():  # before the (long) scoring, not after it
         raise ConfigError(f"--out {args.out}: is a folder; give a JSON file name")
+    check_device(args.device)
     protocol = get_protocol(args.protocol).with_overrides(
-        num_samples=args.num_samples, covariance=args.covariance, kvd_subsets=args.kvd_subsets,
+        num_samples=args.num_samples, num_frames=args.num_frames, covariance=args.covariance,
+        kvd_subsets=args.kvd_subsets,
         audio_net=args.audio_net, audioclip_input=args.audioclip_input,
     )
     if args.metrics is None:

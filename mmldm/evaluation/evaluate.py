@@ -1,16 +1,22 @@
-"""``evaluate_folders``: FVD, KVD, FAD (and Sounding Shapes measures) of a folder of generated
-clips against a folder of reference videos, recording every protocol choice.
+"""``evaluate_folders``: FVD, KVD, FAD, AV-Align (and Sounding Shapes measures) of a folder of
+generated clips against a folder of reference videos, recording every protocol choice.
 
-What is scored (docs/evaluation.md has the full protocol):
+What is scored (docs/evaluation.md has the full protocol); every metric scores the same clips:
 
 - generated: the first ``num_frames`` frames (and their audio) of each file;
   when the folder holds more than ``num_samples`` files, a seeded random subset.
 - reference: random ``num_frames``-frame windows (stride 1, at ``fps``) drawn
   without replacement from every window of every reference file, with
   ``numpy.random.default_rng(seed)``. Window counts come from the file headers
-  (``probe``); a window the decoder cannot fill is dropped and counted.
+  (``probe``), so an unusable reference folder fails before anything is scored;
+  a window the decoder cannot fill is dropped and counted.
 - files that cannot be read (or are too short) are skipped, listed in the
   result and warned about; an evaluation with no usable file on a side is an error.
+
+Memory: files are never decoded whole. A generated clip is read up to its
+``num_frames`` frames; a reference file is read in pieces covering nearby
+windows, at most ``READ_BYTES`` of decoded frames each, and every metric keeps
+only its features of a clip (I3D input tensors, embeddings, event lists).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..errors import DataError, MMLDMError, WeightsError, check_positive_int
+from ..errors import ConfigError, DataError, MMLDMError, WeightsError, check_positive_int
 from .audio_features import (
     VGGISH_EMBEDDING_DIM,
     VGGISH_SAMPLE_RATE,
@@ -44,7 +50,7 @@ from .audioclip import (
     load_audioclip,
     random_audioclip,
 )
-from .features import i3d_features
+from .features import i3d_batch_features, preprocess_video
 from .frechet import frechet_distance
 from .i3d import I3D_FEATURE_DIM, I3D_WHAT, load_i3d, random_i3d
 from .mmd import kernel_distance
@@ -54,7 +60,14 @@ from .weights import sha256_file
 RANDOM_FEATURES_BANNER = "RANDOM FEATURES: NOT COMPARABLE TO ANY PUBLISHED NUMBER"
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".webm", ".mkv")
 FEATURE_METRICS = ("fvd", "kvd", "fad")
-ALL_METRICS = (*FEATURE_METRICS, "shapes")
+ALL_METRICS = (*FEATURE_METRICS, "shapes", "av-align")
+#: metrics that listen: with any of them, files without an audio stream are skipped for all metrics.
+AUDIO_METRICS = ("fad", "shapes", "av-align")
+#: decoded frames (uint8, source resolution) of one read of a reference file: a few seconds of 720p.
+READ_BYTES = 128 * 1024**2
+#: the Sounding Shapes measures see frames at most this large (their law is in units of the frame
+#: height, so scale does not change it; Sounding Shapes clips are smaller and measured as they are).
+SHAPES_MAX_SIDE = 256
 AUDIO_NETS = ("audioclip", "vggish")
 
 Log = Callable[[str], None]
@@ -108,7 +121,10 @@ class FeatureNets:
                                        "(or --metrics without fvd,kvd, or --features random for a smoke test)")
                 i3d = load_i3d(i3d_path)
                 record["video"] = {"net": I3D_WHAT, "weights": str(i3d_path), "sha256": sha256_file(i3d_path)}
-            record["video"].update(feature="400-d pre-softmax logits, averaged over time", dim=I3D_FEATURE_DIM)
+            # eps and max-pool padding follow the weight file (1e-3 / -inf converted from DeepMind's
+            # checkpoint, 1e-5 / zero for the PyTorch port): they change the features
+            record["video"].update(feature="400-d pre-softmax logits, averaged over time", dim=I3D_FEATURE_DIM,
+                                   batchnorm_eps=i3d.bn_eps, max_pool_padding=i3d.max_pool_padding)
         if "fad" in metrics:
             audio, record["audio"] = _build_audio_net(protocol, audio_weights, random_features, seed, device)
         return cls(i3d=i3d, audio=audio, record=record)
@@ -170,23 +186,22 @@ def _subset(files: list[Path], count: int, rng: np.random.Generator) -> list[Pat
 
 
 class _Collector:
-    """Feature vectors of clips fed one at a time (video in batches, audio per clip)."""
+    """Feature vectors of clips fed one at a time (video in batches, audio per clip).
+
+    Each clip's frames are brought to the I3D input ([3, T, 224, 224] float) as it arrives, so
+    a pending batch never holds frames at their source resolution.
+    """
 
     def __init__(self, nets: FeatureNets, protocol: EvalProtocol, batch_size: int, device: str):
         self.nets, self.protocol, self.batch_size, self.device = nets, protocol, batch_size, device
-        self._pending: list[np.ndarray] = []
+        self._pending: list[torch.Tensor] = []
         self.video: list[np.ndarray] = []
         self.audio: list[np.ndarray] = []
-        self.clips = 0
-
-    @property
-    def needs_audio(self) -> bool:
-        return self.nets.audio is not None
 
     def add(self, frames: np.ndarray, audio: np.ndarray) -> None:
-        self.clips += 1
         if self.nets.i3d is not None:
-            self._pending.append(frames)
+            self._pending.append(preprocess_video(frames, self.protocol.downsample_to,
+                                                  antialias=self.protocol.letterbox_antialias))
             if len(self._pending) == self.batch_size:
                 self._flush()
         if self.nets.audio is not None:
@@ -194,9 +209,7 @@ class _Collector:
 
     def _flush(self) -> None:
         if self._pending:
-            self.video.append(i3d_features(self.nets.i3d, self._pending, self.protocol.downsample_to,
-                                           batch_size=self.batch_size, device=self.device,
-                                           antialias=self.protocol.letterbox_antialias))
+            self.video.append(i3d_batch_features(self.nets.i3d, torch.stack(self._pending), self.device))
             self._pending = []
 
     def result(self) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -206,43 +219,142 @@ class _Collector:
         return video, audio
 
 
-def _read(path: Path, protocol: EvalProtocol, sample_rate: int, need_audio: bool, duration: float | None = None):
-    from ..data.media_io import read_av
+class _Side:
+    """What every requested metric keeps of one side's clips (features, never the clips themselves)."""
 
-    return read_av(path, fps=protocol.fps, sample_rate=sample_rate, size=None, duration=duration,
-                   require_audio=need_audio)
+    def __init__(self, metrics: tuple[str, ...], nets: FeatureNets | None, protocol: EvalProtocol,
+                 sample_rate: int, batch_size: int, device: str):
+        self.protocol, self.sample_rate = protocol, sample_rate
+        self.features = _Collector(nets, protocol, batch_size, device) if nets is not None else None
+        self.shapes: list[tuple[dict[str, Any], dict[str, Any]]] | None = [] if "shapes" in metrics else None
+        self.av: list[tuple[Any, Any]] | None = [] if "av-align" in metrics else None
+        self.clips = 0
+
+    def add(self, frames: np.ndarray, audio: np.ndarray) -> None:
+        """Shapes: frames uint8 [num_frames, H, W, 3]; audio float32 [num_frames * sample_rate / fps]."""
+        self.clips += 1
+        fps = self.protocol.fps
+        if self.features is not None:
+            self.features.add(frames, audio)
+        if self.shapes is not None:
+            from .shapes_measures import audio_features, video_features
+
+            video = video_features(_shrink(frames, SHAPES_MAX_SIDE))
+            self.shapes.append((video, audio_features(audio, self.sample_rate, fps, len(video["y"]))))
+        if self.av is not None:
+            from .av_align import audio_events, video_events
+
+            self.av.append((video_events(frames, fps), audio_events(audio, self.sample_rate, fps, len(frames))))
 
 
-def _collect_generated(files: list[Path], protocol: EvalProtocol, collector: _Collector, sample_rate: int,
-                       log: Log) -> list[dict[str, str]]:
+def _shrink(frames: np.ndarray, max_side: int) -> np.ndarray:
+    """Frames whose longer side exceeds ``max_side`` brought down to it (aspect kept, OpenCV area
+    interpolation); smaller frames are returned as they are.
+
+    Shapes: uint8 [T, H, W, 3] -> uint8 [T, H', W', 3].
+    """
+    height, width = frames.shape[1:3]
+    scale = max_side / max(height, width)
+    if scale >= 1.0:
+        return frames
+    import cv2
+
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return np.stack([cv2.resize(frame, size, interpolation=cv2.INTER_AREA) for frame in frames])
+
+
+def check_device(device: str) -> torch.device:
+    """``device`` as a torch device; a name torch does not know, or CUDA where there is none, is a ConfigError."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(f"--device {device}: not a torch device name (e.g. cpu, cuda, cuda:1)") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {device}: CUDA is not available (this torch build sees no CUDA device; "
+                              f"torch {torch.__version__}); use --device cpu")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise ConfigError(f"--device {device}: there are only {torch.cuda.device_count()} CUDA device(s)")
+    elif parsed.type not in ("cpu", "mps", "xpu"):
+        raise ConfigError(f"--device {device}: unsupported device type {parsed.type!r} (use cpu or cuda)")
+    return parsed
+
+
+class _ShortAudio:
+    """Warns once per file whose audio ends before the part of its video being scored."""
+
+    def __init__(self, log: Log):
+        self.log, self.warned = log, set()
+
+    def check(self, info: Any, end: float, fps: float) -> None:
+        if not info.has_audio or info.audio_duration is None or info.path in self.warned:
+            return
+        if end > info.audio_duration + 0.5 / fps:  # half a frame: container rounding is not a gap
+            self.warned.add(info.path)
+            self.log(f"warning: {info.path}: its audio ({info.audio_duration:.2f} s) is shorter than its video "
+                     f"({info.duration:.2f} s); scored audio past {info.audio_duration:.2f} s is zero-padded "
+                     f"(silence)")
+
+
+def _collect_generated(files: list[Path], protocol: EvalProtocol, side: _Side, need_audio: bool,
+                       short_audio: _ShortAudio, log: Log) -> list[dict[str, str]]:
+    """Feed the first ``num_frames`` frames (and their audio) of each file; returns the skipped files."""
+    from ..data import media_io
+
     skipped = []
-    samples = int(round(protocol.num_frames * sample_rate / protocol.fps))
+    samples = int(round(protocol.num_frames * side.sample_rate / protocol.fps))
+    duration = protocol.num_frames / protocol.fps
     for path in files:
         try:
-            clip = _read(path, protocol, sample_rate, collector.needs_audio,
-                         duration=protocol.num_frames / protocol.fps)
+            info = media_io.probe(path)
+            clip = media_io.read_av(path, fps=protocol.fps, sample_rate=side.sample_rate, size=None,
+                                    duration=duration, require_audio=need_audio)
             if clip.num_frames < protocol.num_frames:
                 raise DataError(f"{path}: {clip.num_frames} frames at {protocol.fps} fps, "
                                 f"fewer than the {protocol.num_frames} scored")
         except MMLDMError as exc:
             skipped.append({"path": str(path), "reason": str(exc)})
             continue
-        collector.add(clip.frames[:protocol.num_frames], clip.audio[:samples])
-    if collector.clips < 2:  # one line saying why, rather than a warning per file and then the error
+        short_audio.check(info, duration, protocol.fps)
+        side.add(clip.frames[:protocol.num_frames], clip.audio[:samples])
+        del clip
+    if side.clips < 2:  # one line saying why, rather than a warning per file and then the error
         why = f" (skipped {len(skipped)}, e.g. {skipped[0]['reason']})" if skipped else ""
-        raise DataError(f"generated folder: {collector.clips} usable clip(s); at least 2 are needed{why}")
+        raise DataError(f"generated folder: {side.clips} usable clip(s); at least 2 are needed{why}")
     for item in skipped:
         log(f"warning: skipping generated clip: {item['reason']}")
     return skipped
 
 
-def _reference_windows(files: list[Path], protocol: EvalProtocol, count: int, rng: np.random.Generator,
-                       need_audio: bool, log: Log) -> tuple[dict[Path, list[int]], int, list[dict[str, str]]]:
-    """Draw ``count`` windows (file, start frame) uniformly from all windows; returns (starts by file,
-    number of windows available, skipped files)."""
+@dataclass
+class _ReferencePlan:
+    """The reference windows to score, chosen from the file headers alone (nothing decoded)."""
+
+    starts: dict[Path, list[int]]  # start frames by file, both sorted
+    infos: dict[Path, Any]  # media_io.MediaInfo of each file holding a window
+    available: int
+    skipped: list[dict[str, str]]
+
+    @property
+    def windows(self) -> list[list[Any]]:
+        return [[str(path), start] for path, file_starts in self.starts.items() for start in file_starts]
+
+    @property
+    def sample_rate(self) -> int | None:
+        """The first usable file's audio rate (None without audio)."""
+        return next((info.sample_rate for info in self.infos.values() if info.sample_rate), None)
+
+
+def _plan_reference(files: list[Path], protocol: EvalProtocol, count: int, rng: np.random.Generator,
+                    need_audio: bool, log: Log) -> _ReferencePlan:
+    """Draw ``count`` windows (file, start frame) uniformly from all windows of all files.
+
+    Window counts come from the headers (``probe``), so an unusable reference folder is an error
+    before anything is decoded or scored.
+    """
     from ..data.media_io import probe
 
-    skipped, per_file = [], []
+    skipped, per_file, infos = [], [], {}
     for path in files:
         try:
             info = probe(path)
@@ -260,10 +372,12 @@ def _reference_windows(files: list[Path], protocol: EvalProtocol, count: int, rn
             skipped.append({"path": str(path), "reason": reason})
             continue
         per_file.append((path, windows))
+        infos[path] = info
     available = sum(w for _, w in per_file)
-    if available == 0:  # one line saying why, rather than a warning per file and then the error
+    if available < 2:  # one line saying why, rather than a warning per file and then the error
         why = f" (skipped {len(skipped)}, e.g. {skipped[0]['reason']})" if skipped else ""
-        raise DataError(f"reference folder: no readable file holds a full window{why}")
+        raise DataError(f"reference folder: {available} usable {protocol.num_frames}-frame window(s) at "
+                        f"{protocol.fps:g} fps; at least 2 are needed{why}")
     for item in skipped:
         log(f"warning: skipping reference file: {item['reason']}")
     offsets = np.cumsum([0] + [w for _, w in per_file])
@@ -272,28 +386,56 @@ def _reference_windows(files: list[Path], protocol: EvalProtocol, count: int, rn
     for index in chosen:
         k = int(np.searchsorted(offsets, index, side="right") - 1)
         starts.setdefault(per_file[k][0], []).append(int(index - offsets[k]))
-    return starts, available, skipped
+    return _ReferencePlan(starts, {path: infos[path] for path in starts}, available, skipped)
 
 
-def _collect_reference(starts: dict[Path, list[int]], protocol: EvalProtocol, collector: _Collector,
-                       sample_rate: int, log: Log) -> tuple[int, list[dict[str, str]]]:
+def _spans(starts: list[int], num_frames: int, max_frames: int) -> list[tuple[int, int, list[int]]]:
+    """Group sorted window starts into reads of at most ``max_frames`` frames: (first, end, starts)."""
+    spans: list[tuple[int, int, list[int]]] = []
+    for start in starts:
+        if spans and start + num_frames - spans[-1][0] <= max_frames:
+            first, _, members = spans[-1]
+            members.append(start)
+            spans[-1] = (first, start + num_frames, members)
+        else:
+            spans.append((start, start + num_frames, [start]))
+    return spans
+
+
+def _collect_reference(plan: _ReferencePlan, protocol: EvalProtocol, side: _Side, need_audio: bool,
+                       short_audio: _ShortAudio, log: Log) -> tuple[int, list[dict[str, str]]]:
+    """Feed every planned window, reading each file in pieces of at most READ_BYTES of decoded frames.
+
+    Returns (windows dropped, files that failed to decode).
+    """
+    from ..data.media_io import read_av
+
     dropped, skipped = 0, []
-    per_frame = sample_rate / protocol.fps
+    per_frame = side.sample_rate / protocol.fps
     samples = int(round(protocol.num_frames * per_frame))
-    for path, file_starts in starts.items():
-        try:
-            clip = _read(path, protocol, sample_rate, collector.needs_audio)
-        except MMLDMError as exc:
-            skipped.append({"path": str(path), "reason": str(exc)})
-            dropped += len(file_starts)
-            log(f"warning: skipping reference file: {exc}")
-            continue
-        for start in file_starts:
-            if start + protocol.num_frames > clip.num_frames:
-                dropped += 1
+    for path, file_starts in plan.starts.items():
+        info = plan.infos[path]
+        max_frames = max(protocol.num_frames, READ_BYTES // (info.width * info.height * 3))
+        for first, end, members in _spans(file_starts, protocol.num_frames, max_frames):
+            try:
+                clip = read_av(path, fps=protocol.fps, sample_rate=side.sample_rate, size=None,
+                               start=first / protocol.fps, duration=(end - first) / protocol.fps,
+                               require_audio=need_audio)
+            except MMLDMError as exc:
+                if not any(s["path"] == str(path) for s in skipped):
+                    skipped.append({"path": str(path), "reason": str(exc)})
+                    log(f"warning: reference file {path}: windows dropped: {exc}")
+                dropped += len(members)
                 continue
-            first = int(round(start * per_frame))
-            collector.add(clip.frames[start:start + protocol.num_frames], clip.audio[first:first + samples])
+            for start in members:
+                offset = start - first
+                if offset + protocol.num_frames > clip.num_frames:
+                    dropped += 1
+                    continue
+                short_audio.check(info, (start + protocol.num_frames) / protocol.fps, protocol.fps)
+                a = int(round(offset * per_frame))
+                side.add(clip.frames[offset:offset + protocol.num_frames], clip.audio[a:a + samples])
+            del clip
     if dropped:
         log(f"warning: {dropped} reference windows could not be decoded in full and were dropped")
     return dropped, skipped
@@ -305,42 +447,17 @@ def _is_shapes(reference: Path, shapes: bool | None) -> bool:
     return (reference / MANIFEST_NAME).is_file() if shapes is None else shapes
 
 
-def _readable(files: list[Path], what: str, log: Log) -> tuple[list[Path], list[dict[str, str]], int | None]:
-    """Files whose headers show video and audio (others skipped with a warning), and the first one's sample rate."""
-    from ..data.media_io import probe
+def _read_sample_rate(metrics: tuple[str, ...], nets: FeatureNets | None, plan: _ReferencePlan) -> int:
+    """One audio rate serves every metric: the audio net's, else the reference's own, else the onset rate."""
+    if nets is not None and nets.audio is not None:
+        return nets.audio.sample_rate
+    if "shapes" in metrics and plan.sample_rate:
+        return int(plan.sample_rate)
+    if "av-align" in metrics:
+        from .av_align import ONSET_SAMPLE_RATE
 
-    kept, skipped, sample_rate = [], [], None
-    for path in files:
-        try:
-            info = probe(path)
-            if not (info.has_video and info.has_audio):
-                raise DataError(f"{path}: needs a video and an audio stream")
-        except MMLDMError as exc:
-            skipped.append({"path": str(path), "reason": str(exc)})
-            log(f"warning: skipping {what} clip for the Sounding Shapes measures: {exc}")
-            continue
-        kept.append(path)
-        sample_rate = sample_rate or info.sample_rate
-    if not kept:
-        raise DataError(f"{what} folder: no readable clip for the Sounding Shapes measures")
-    return kept, skipped, sample_rate
-
-
-def _shapes_measures(generated: list[Path], reference: list[Path], protocol: EvalProtocol, log: Log) -> dict[str, Any]:
-    from .shapes_measures import measure_folder
-
-    generated, gen_skipped, _ = _readable(generated, "generated", log)
-    reference, ref_skipped, sample_rate = _readable(reference, "reference", log)
-    real = measure_folder(reference, fps=protocol.fps, sample_rate=sample_rate, shuffled_baseline=True)
-    return {
-        "sample_rate": sample_rate,
-        "skipped": gen_skipped + ref_skipped,
-        "generated": measure_folder(generated, fps=protocol.fps, sample_rate=sample_rate),
-        "reference": {k: v for k, v in real.items() if k != "shuffled_pairs"},
-        "shuffled_pairs": real["shuffled_pairs"],
-        "shuffled_pairs_definition": "reference audio of clip i against reference video of clip pi(i), pi one cycle through a "
-                                     "random order of the clips (numpy default_rng(0))",
-    }
+        return ONSET_SAMPLE_RATE
+    return VGGISH_SAMPLE_RATE  # no metric listens: any rate
 
 
 def evaluate_folders(
@@ -360,22 +477,30 @@ def evaluate_folders(
 ) -> dict[str, Any]:
     """Score ``generated`` against ``reference``; returns the JSON-able result record.
 
-    ``metrics``: any of fvd, kvd, fad, shapes. ``shapes=None`` adds the Sounding
+    ``metrics``: any of fvd, kvd, fad, shapes, av-align. ``shapes=None`` adds the Sounding
     Shapes measures when the reference folder has a manifest.jsonl; True/False forces.
     ``nets``: prebuilt feature nets (otherwise built from the paths / ``random_features``).
+
+    Order: the reference folder is checked first (headers only: streams, window counts), then the
+    feature nets are built, then generated clips and reference windows are read, one clip (or one
+    bounded piece of a long file) at a time, and every metric keeps only its features of it.
     """
     unknown = sorted(set(metrics) - set(ALL_METRICS))
     if unknown:
         raise DataError(f"unknown metric(s) {', '.join(unknown)} (known: {', '.join(ALL_METRICS)})")
     check_positive_int(batch_size, "batch size")
+    check_device(device)
     generated, reference = Path(generated), Path(reference)
     gen_files_all = list_videos(generated, "generated")
     ref_files = list_videos(reference, "reference")
     if _is_shapes(reference, shapes) and "shapes" not in metrics:
         metrics = (*metrics, "shapes")
     feature_metrics = tuple(m for m in metrics if m in FEATURE_METRICS)
+    random_features = random_features and bool(feature_metrics)  # the weight-free metrics have no nets to randomise
+    need_audio = any(m in AUDIO_METRICS for m in metrics)
     rng = np.random.default_rng(seed)
     gen_files = _subset(gen_files_all, protocol.num_samples, rng)
+    plan = _plan_reference(ref_files, protocol, protocol.num_samples, rng, need_audio, log)
 
     result: dict[str, Any] = {
         "mmldm_version": __version__,
@@ -404,36 +529,83 @@ def evaluate_folders(
         nets = nets or FeatureNets.build(feature_metrics, protocol, i3d_path, audio_weights, random_features, seed,
                                          device)
         result["feature_nets"] = nets.record
-        result["metrics"] = _feature_metrics(gen_files, ref_files, protocol, feature_metrics, nets, rng,
-                                             batch_size, device, result, log)
-    if "shapes" in metrics:
-        result["shapes"] = _shapes_measures(gen_files, _subset(ref_files, protocol.num_samples, rng), protocol, log)
-    return result
-
-
-def _feature_metrics(gen_files: list[Path], ref_files: list[Path], protocol: EvalProtocol,
-                     metrics: tuple[str, ...], nets: FeatureNets, rng: np.random.Generator, batch_size: int,
-                     device: str, result: dict[str, Any], log: Log) -> dict[str, Any]:
-    sample_rate = nets.audio.sample_rate if nets.audio is not None else VGGISH_SAMPLE_RATE
-    gen = _Collector(nets, protocol, batch_size, device)
-    result["generated"]["skipped"] = _collect_generated(gen_files, protocol, gen, sample_rate, log)
-    ref = _Collector(nets, protocol, batch_size, device)
-    starts, available, skipped = _reference_windows(ref_files, protocol, protocol.num_samples, rng,
-                                                    ref.needs_audio, log)
-    dropped, unreadable = _collect_reference(starts, protocol, ref, sample_rate, log)
+    else:
+        nets = None
+    sample_rate = _read_sample_rate(metrics, nets, plan)
+    short_audio = _ShortAudio(log)
+    gen = _Side(metrics, nets, protocol, sample_rate, batch_size, device)
+    result["generated"]["skipped"] = _collect_generated(gen_files, protocol, gen, need_audio, short_audio, log)
+    ref = _Side(metrics, nets, protocol, sample_rate, batch_size, device)
+    dropped, unreadable = _collect_reference(plan, protocol, ref, need_audio, short_audio, log)
     result["reference"].update(
-        windows_available=available, windows_drawn=sum(map(len, starts.values())), windows_dropped=dropped,
-        skipped=skipped + unreadable,
-        windows=[[str(path), start] for path, file_starts in starts.items() for start in file_starts],
+        windows_available=plan.available, windows_drawn=sum(map(len, plan.starts.values())),
+        windows_dropped=dropped, skipped=plan.skipped + unreadable, windows=plan.windows,
     )
     result["generated"]["files"] = [str(p) for p in gen_files]
     if ref.clips < 2:
-        raise DataError(f"reference folder: {ref.clips} usable window(s); at least 2 are needed")
+        raise DataError(f"reference folder: {ref.clips} usable window(s) after decoding; at least 2 are needed")
     result["generated"]["clips_scored"], result["reference"]["clips_scored"] = gen.clips, ref.clips
-    if gen.clips < protocol.num_samples or ref.clips < protocol.num_samples:
-        log(f"warning: scored {gen.clips} generated clips and {ref.clips} reference windows, "
-            f"fewer than the protocol's {protocol.num_samples}: numbers are not comparable to "
-            f"{protocol.num_samples}-sample ones")
+    short = [f"{n} {what}" for n, what in ((gen.clips, "generated clips"), (ref.clips, "reference windows"))
+             if n < protocol.num_samples]
+    if short:
+        log(f"warning: scored {' and '.join(short)}, fewer than the protocol's {protocol.num_samples}: "
+            f"numbers are not comparable to {protocol.num_samples}-sample ones")
+    if feature_metrics:
+        result["metrics"] = _feature_metrics(gen.features, ref.features, protocol, feature_metrics, result)
+    if "shapes" in metrics:
+        result["shapes"] = _shapes_result(gen, ref, sample_rate, result)
+    if "av-align" in metrics:
+        result["av_align"] = _av_align_result(gen, ref, protocol)
+    return result
+
+
+def _shapes_result(gen: _Side, ref: _Side, sample_rate: int, result: dict[str, Any]) -> dict[str, Any]:
+    from .shapes_measures import aggregate, combine_features, shuffled_pairs
+
+    def measures(pairs):
+        return aggregate([combine_features(video, audio) for video, audio in pairs])
+
+    return {
+        "sample_rate": sample_rate,
+        "skipped": result["generated"]["skipped"] + result["reference"]["skipped"],
+        "generated": measures(gen.shapes),
+        "reference": measures(ref.shapes),
+        "shuffled_pairs": measures(shuffled_pairs(ref.shapes)),
+        "shuffled_pairs_definition": "reference audio of clip i against reference video of clip pi(i), pi one cycle "
+                                     "through a random order of the clips (numpy default_rng(0))",
+    }
+
+
+def _av_align_result(gen: _Side, ref: _Side, protocol: EvalProtocol) -> dict[str, Any]:
+    from . import av_align
+    from .shapes_measures import shuffled_pairs
+
+    def measures(pairs):
+        return av_align.aggregate([av_align.combine(video, audio) for video, audio in pairs])
+
+    return {
+        "generated": measures(gen.av),
+        "reference": measures(ref.av),
+        "shuffled_pairs": measures(shuffled_pairs(ref.av)),
+        "settings": {
+            "fps": protocol.fps, "clip_frames": protocol.num_frames, "max_side": av_align.DEFAULT_MAX_SIDE,
+            "onset_sample_rate": av_align.ONSET_SAMPLE_RATE, "onset_hop": av_align.ONSET_HOP,
+            "farneback": dict(zip(("pyr_scale", "levels", "winsize", "iterations", "poly_n", "poly_sigma", "flags"),
+                                  av_align.FARNEBACK)),
+            "matching": "one-to-one", "max_lag_frames": av_align.DEFAULT_MAX_LAG,
+        },
+        "definition": "AV-Align (Yariv et al. 2024): librosa onsets of the audio at 22.05 kHz vs strict local maxima "
+                      "of the mean Farneback flow magnitude into each frame; an onset and a peak match within one "
+                      "frame (one-to-one); score I / (|A| + |V| - I), mean over clips with any event. Offset: lag "
+                      "(frames, + = audio late) maximising the Pearson correlation of the frame-pooled onset "
+                      "envelope with the motion curve; pooled = argmax of the clips' mean correlation curve",
+        "shuffled_pairs_definition": "reference audio of clip i against reference video of clip pi(i), pi one cycle "
+                                     "through a random order of the clips (numpy default_rng(0))",
+    }
+
+
+def _feature_metrics(gen: _Collector, ref: _Collector, protocol: EvalProtocol, metrics: tuple[str, ...],
+                     result: dict[str, Any]) -> dict[str, Any]:
     gen_video, gen_audio = gen.result()
     ref_video, ref_audio = ref.result()
     out: dict[str, Any] = {}
@@ -486,8 +658,10 @@ def format_result(result: dict[str, Any]) -> str:
         lines += ["", "| metric | value | notes |", "|---|---|---|"]
         nets = result["feature_nets"]
         if "fvd" in metrics:
+            eps = nets["video"].get("batchnorm_eps")
             lines.append(f"| FVD | {metrics['fvd']['value']:.3f} | {nets['video']['net']}, "
-                         f"{metrics['fvd']['covariance']} covariance, "
+                         + (f"BatchNorm eps {eps:g}, " if eps is not None else "")
+                         + f"{metrics['fvd']['covariance']} covariance, "
                          f"letterbox {p['downsample_to']} -> {p['i3d_resolution']} |")
         if "kvd" in metrics:
             k = metrics["kvd"]
@@ -508,6 +682,20 @@ def format_result(result: dict[str, Any]) -> str:
         for label, key, fmt in rows:
             cells = [fmt.format(shapes[side][key]) for side in ("generated", "reference", "shuffled_pairs")]
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    av = result.get("av_align")
+    if av:
+        lines += ["", f"AV-Align and A/V offset (no learned weights; {av['settings']['clip_frames']} frames at "
+                  f"{av['settings']['fps']:g} fps, offset in frames, + = audio late)", "",
+                  "| | generated | reference | shuffled pairs |", "|---|---|---|---|"]
+        rows = [("clips (with events)", lambda a: f"{a['clips']} ({a['clips_with_events']})"),
+                ("AV-Align mean", lambda a: f"{a['av_align_mean']:.3f}"),
+                ("offset median (per clip)", lambda a: f"{a['offset_frames_median']:+.1f}"),
+                ("offset within 1 frame %", lambda a: f"{a['offset_within_1_frame_pct']:.1f}"),
+                ("pooled offset (correlation)",
+                 lambda a: f"{a['pooled_offset_frames']:+d} ({a['pooled_offset_correlation']:.3f})")]
+        for label, cell in rows:
+            lines.append(f"| {label} | " + " | ".join(cell(av[side]) for side in
+                                                       ("generated", "reference", "shuffled_pairs")) + " |")
     if result.get("random_features"):
         lines += ["", f"**{RANDOM_FEATURES_BANNER}**"]
     return "\n".join(lines)

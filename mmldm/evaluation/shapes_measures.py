@@ -137,7 +137,11 @@ def _centroids(largest: list[np.ndarray | None]) -> np.ndarray:
 
 
 def _colour_class(rgb: np.ndarray, largest: list[np.ndarray | None]) -> int:
-    pixels = [rgb[t][px] for t, px in enumerate(largest) if px is not None]
+    return _nearest_class([rgb[t][px] for t, px in enumerate(largest) if px is not None])
+
+
+def _nearest_class(pixels: list[np.ndarray]) -> int:
+    """Class of the palette colour nearest the median of the object pixels (each [P, 3]); -1 without any."""
     if not pixels:
         return -1
     colour = np.median(np.concatenate(pixels), axis=0)
@@ -297,11 +301,25 @@ def audio_class(audio: Any, sample_rate: int, fps: float = 10.0, num_frames: int
 
 
 def video_features(frames: Any, threshold: float = OBJECT_THRESHOLD, min_area: int | None = None) -> dict[str, Any]:
-    """What the measures need from a video: centre rows y [T], height, object counts [T], colour class."""
-    rgb = frames_to_rgb(frames)
-    counts, largest = _objects(rgb, threshold, min_area)
-    return {"y": _centroids(largest)[:, 1], "height": rgb.shape[1], "counts": counts,
-            "colour_class": _colour_class(rgb, largest)}
+    """What the measures need from a video: centre rows y [T], height, object counts [T], colour class.
+
+    Frames are converted to float one at a time: a clip of large frames costs one float frame
+    (and its object pixels), not a float copy of the whole clip.
+    """
+    array = _as_numpy(frames)
+    height, width = frames_to_rgb(array[:1]).shape[1:3]  # also checks the layout
+    area = _min_area(height, width, min_area)
+    counts = np.zeros(len(array), dtype=np.int64)
+    y = np.full(len(array), np.nan)
+    pixels = []
+    for t in range(len(array)):
+        rgb = frames_to_rgb(array[t:t + 1])
+        count, largest = _components(_mask(rgb, threshold), area)
+        counts[t] = count[0]
+        if largest[0] is not None:
+            y[t] = _centroids(largest)[0, 1]
+            pixels.append(rgb[0][largest[0]])
+    return {"y": y, "height": height, "counts": counts, "colour_class": _nearest_class(pixels)}
 
 
 def audio_features(audio: Any, sample_rate: int, fps: float, num_frames: int) -> dict[str, Any]:

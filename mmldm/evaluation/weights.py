@@ -44,6 +44,18 @@ def load_state_dict_file(path: str | Path, what: str, key: str | None = None) ->
     return state
 
 
+def read_safetensors_metadata(path: str | Path, what: str) -> dict[str, str]:
+    """The string metadata of a safetensors file's header ({} when it has none)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as fh:
+            return dict(fh.metadata() or {})
+    except Exception as exc:  # noqa: BLE001 - an unreadable header becomes one line naming the file
+        detail = " ".join(str(exc).split())[:160] or type(exc).__name__
+        raise WeightsError(path, what, f"cannot read the safetensors header ({detail})") from None
+
+
 def sha256_file(path: str | Path) -> str:
     """Hex SHA-256 of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
