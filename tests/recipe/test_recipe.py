@@ -9,9 +9,10 @@ import pytest
 
 from mmldm.autoencoder.stage import AutoencoderStageConfig
 from mmldm.cli.main import main
-from mmldm.cli.recipe import CONFIG_DIR, SCALES
 from mmldm.config import load_config
 from mmldm.generator.stage import GeneratorStageConfig
+from mmldm.recipes.base import CONFIGS as CONFIG_DIR
+from mmldm.recipes.sounding_shapes import SCALES, SoundingShapesRecipe
 from mmldm.vae.stage import VAEStageConfig
 
 FPS, RATE = 10.0, 16000
@@ -83,7 +84,7 @@ def test_smoke_scale_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
     decoder = json.loads((out / "model" / "autoencoder" / "config.json").read_text())["sampling"]
     assert decoder["steps"] == SCALES["smoke"].decoder_steps
-    generation = json.loads((out / "model" / "generator" / "generation.json").read_text())
+    generation = json.loads((out / "model" / "generator" / "generation.json").read_text())["sampling"]
     assert generation["steps"] == SCALES["smoke"].generator_sampling_steps
     assert generation["sync_guidance"] == SCALES["smoke"].sync_guidance
     assert generation["candidates"] == SCALES["smoke"].candidates
@@ -116,7 +117,6 @@ def test_recipe_out_that_is_a_file_is_a_one_line_error(tmp_path, capsys):
 def test_latents_are_remade_when_made_from_other_data_or_an_older_autoencoder(tmp_path, monkeypatch):
     import dataclasses
 
-    from mmldm.cli.recipe import SoundingShapesRecipe
     from mmldm.training.checkpoint import MANIFEST
 
     recipe = SoundingShapesRecipe(tmp_path, dataclasses.replace(SCALES["smoke"]), progress=False)
@@ -145,9 +145,7 @@ def test_latents_are_remade_when_made_from_other_data_or_an_older_autoencoder(tm
 
 
 def test_recipe_without_its_configs_is_a_one_line_error(tmp_path, capsys, monkeypatch):
-    import mmldm.cli.recipe as recipe
-
-    monkeypatch.setattr(recipe, "CONFIG_DIR", tmp_path / "nowhere")
+    monkeypatch.setattr(SoundingShapesRecipe, "config_dir", tmp_path / "nowhere")
     code = main(["recipe", "sounding-shapes", "--out", str(tmp_path / "out"), "--scale", "smoke", "--only", "vae"])
     err = capsys.readouterr().err
     assert code != 0 and err.count("\n") == 1 and "vae.yaml" in err and "source checkout" in err
