@@ -197,7 +197,7 @@ def run(video: Path = DEFAULT_VIDEO, i3d: Path | None = None, checkpoint: Path =
     from mmldm.evaluation.i3d import load_i3d
     from mmldm.evaluation.i3d_convert import convert_jax_i3d
     from mmldm.evaluation.protocol import get_protocol
-    from mmldm.evaluation.weights import sha256_file
+    from mmldm.weights import sha256_file
 
     check_positive_int(n, "--n")
     for size in sizes:

@@ -16,6 +16,7 @@ Only safe formats are read: safetensors, or a PyTorch pickle loaded with
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -132,3 +133,24 @@ def read_folder_weights(directory: str | Path, what: str, weights_name: str = WE
     if not weights.is_file():
         raise WeightsError(weights, what, f"{weights_name} is missing")
     return load_state_dict_file(weights, what, device=device), weights
+
+
+def read_safetensors_metadata(path: str | Path, what: str) -> dict[str, str]:
+    """The string metadata of a safetensors file's header ({} when it has none)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as fh:
+            return dict(fh.metadata() or {})
+    except Exception as exc:  # noqa: BLE001 - an unreadable header becomes one line naming the file
+        detail = " ".join(str(exc).split())[:160] or type(exc).__name__
+        raise WeightsError(path, what, f"cannot read the safetensors header ({detail})") from None
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

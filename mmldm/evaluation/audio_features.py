@@ -31,7 +31,8 @@ from einops import rearrange
 from torch import nn
 
 from ..errors import DataError, WeightsError
-from .weights import load_state_dict_file, randomize_weights_
+from ..weights import load_state_dict_file
+from .weights import randomize_weights_
 
 VGGISH_WHAT = "VGGish audio feature net (torchvggish vggish-10086976.pth)"
 VGGISH_SAMPLE_RATE = 16000

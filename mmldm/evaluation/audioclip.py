@@ -31,7 +31,8 @@ from scipy.signal import get_window
 from torch import nn
 
 from ..errors import DataError, WeightsError
-from .weights import load_state_dict_file, randomize_weights_
+from ..weights import load_state_dict_file
+from .weights import randomize_weights_
 
 AUDIOCLIP_WHAT = "AudioCLIP audio feature net (ESResNeXt-FBSP, AudioCLIP-Full-Training.pt)"
 AUDIOCLIP_SAMPLE_RATE = 44100

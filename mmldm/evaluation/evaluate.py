@@ -34,6 +34,7 @@ import torch
 
 from .. import __version__
 from ..errors import ConfigError, DataError, MMLDMError, WeightsError, check_positive_int
+from ..weights import sha256_file
 from .audio_features import (
     VGGISH_EMBEDDING_DIM,
     VGGISH_SAMPLE_RATE,
@@ -55,7 +56,6 @@ from .frechet import frechet_distance
 from .i3d import I3D_FEATURE_DIM, I3D_WHAT, load_i3d, random_i3d
 from .mmd import kernel_distance
 from .protocol import EvalProtocol
-from .weights import sha256_file
 
 RANDOM_FEATURES_BANNER = "RANDOM FEATURES: NOT COMPARABLE TO ANY PUBLISHED NUMBER"
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".webm", ".mkv")

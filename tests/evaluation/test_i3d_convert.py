@@ -32,8 +32,8 @@ from mmldm.evaluation.i3d_convert import (
     jax_i3d_to_state_dict,
     load_array_pickle,
 )
-from mmldm.evaluation.weights import sha256_file
 from mmldm.files import new_file_mode
+from mmldm.weights import sha256_file
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 CHECKPOINT = ASSETS / "i3d" / "i3d-kinetics-400.ckpt"
