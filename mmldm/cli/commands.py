@@ -15,7 +15,7 @@ COMMANDS: dict[str, str] = {
     "export": "write training checkpoints as loadable model folders",
     "generate": "generate sounding videos (mp4 + wav + png preview) from a model folder",
     "reconstruct": "encode a clip with the multi-modal autoencoder, decode it back, and measure the difference",
-    "evaluate": "score generated clips against reference videos (FVD, KVD, FAD, Sounding Shapes measures)",
+    "evaluate": "score generated clips against reference videos (FVD, KVD, FAD, AV-Align, Sounding Shapes measures)",
     "convert": "convert a public checkpoint to the layout mmldm loads",
     "presets": "list the DiT generator presets with parameters and FLOPs (vs. the paper's Table 4)",
     "recipe": "reproduce a shipped model end to end (data, training, export, evaluation)",

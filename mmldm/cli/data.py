@@ -21,6 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     synth.add_argument("--sample-rate", type=int, default=16000)
     synth.add_argument("--num-frames", type=int, default=16,
                        help="frames per clip at 10 fps (the spec's clip is 16; longer clips train continuation)")
+    synth.add_argument("--overwrite", action="store_true",
+                       help="--out holds another dataset: replace it (default: refuse, so datasets never mix)")
     synth.set_defaults(func=_synth)
 
     prepare = dsub.add_parser(
@@ -81,10 +83,31 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from ..data.sounding_shapes import ShapesConfig, write_dataset
+    import json
 
+    from ..data.sounding_shapes import MANIFEST_NAME, ShapesConfig, write_dataset
+    from ..errors import ConfigError
+    from ..files import remove_empty_folders
+
+    old_manifest = args.out / MANIFEST_NAME
+    previous: list[Path] = []
+    if old_manifest.is_file():
+        try:  # the clips of the dataset already there: replaced, or left alone
+            previous = [args.out / Path(json.loads(line)["path"]) for line in old_manifest.read_text().splitlines()
+                        if line.strip()]
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            previous = []
+        if not args.overwrite:
+            raise ConfigError(f"{args.out}: holds another dataset ({len(previous)} clips in its {MANIFEST_NAME}); "
+                              "give another folder, or --overwrite to replace it")
     cfg = ShapesConfig(size=args.size, sample_rate=args.sample_rate, num_frames=args.num_frames)
     manifest = write_dataset(args.out, n=args.n, seed=args.seed, cfg=cfg, progress=True)
+    kept = {args.out / Path(json.loads(line)["path"]) for line in manifest.read_text().splitlines() if line.strip()}
+    stale = [path for path in previous if path not in kept and args.out in path.parents]
+    for path in stale:  # the replaced dataset's clips this one did not overwrite
+        path.unlink(missing_ok=True)
+    for folder in {path.parent for path in stale}:
+        remove_empty_folders([folder])
     print(f"wrote {args.n} clips to {args.out} (manifest: {manifest})")
     return 0
 
