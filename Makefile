@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install assets demo test test-slow bench clean
+.PHONY: install assets demo test test-slow bench gpu-check clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -31,6 +31,11 @@ bench: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
+
+# on one CUDA GPU (<= 8 min on an H100/H200): GPU-marked tests, paper-scale cost benchmark, a training step of
+# each stage and a sample at the paper and fast settings -> benchmarks/results/DATE-gpu-check.json (docs/speed.md)
+gpu-check: $(STAMP)
+	$(BIN)/python scripts/gpu_check.py
 
 clean:
 	rm -rf $(VENV) outputs
