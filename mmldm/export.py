@@ -117,4 +117,72 @@ def _data_config_of(checkpoint: Path) -> GeneratorDataConfig:
     return GeneratorDataConfig()
 
 
-__all__ = ["clip_timing_of", "export_generator", "export_model", "exported_generation"]
+
+
+
+def export_student(checkpoint: str | Path, model_dir: str | Path, default: bool = False,
+                   use_ema: bool = True) -> Path:
+    """Add a ``mmldm train decoder-distill`` checkpoint's few-step signal decoder to a model folder
+    (``decoder_student/``, listed in ``model_index.json``); ``--decoder-steps`` equal to its steps
+    selects it, and ``default`` makes those steps the model's default (``generation.json``).
+
+    The student must have been distilled from the folder's own autoencoder: where its teacher is
+    still on disk, their decoders are compared tensor for tensor.
+    """
+    import shutil
+    import tempfile
+
+    import torch
+
+    from .autoencoder.distill import STUDENT_NAME, DecoderDistillConfig, StudentInfo, save_student
+    from .autoencoder.model import HierarchicalAVAutoencoder
+    from .autoencoder.signal_decoder import SignalDecoder
+    from .autoencoder.stage import load_autoencoder
+    from .errors import WeightsError, warn
+    from .files import give_new_modes_under
+    from .generator.generation import read_generation_config
+    from .pipeline.folder import INDEX_NAME
+    from .training.checkpoint import load_trained_weights
+    from .weights import read_config_json
+
+    checkpoint, model_dir = Path(checkpoint), Path(model_dir)
+    index = read_config_json(model_dir / INDEX_NAME, "model index")
+    if not (checkpoint / "config.yaml").is_file():
+        raise WeightsError(checkpoint, "decoder-distill checkpoint", "config.yaml is missing (give a checkpoint "
+                           "folder of `mmldm train decoder-distill`)")
+    cfg = load_config(DecoderDistillConfig, checkpoint / "config.yaml")
+    autoencoder = HierarchicalAVAutoencoder.from_pretrained(model_dir / index["components"]["autoencoder"])
+    teacher_path = Path(cfg.teacher)
+    if teacher_path.exists():
+        teacher = load_autoencoder(teacher_path)[0].decoder.state_dict()
+        ours = autoencoder.decoder.state_dict()
+        if set(teacher) != set(ours) or any(not torch.equal(teacher[k], ours[k]) for k in ours):
+            raise ConfigError(f"{checkpoint}: the student was distilled from {teacher_path}, not from the "
+                              f"autoencoder of {model_dir}")
+    else:
+        warn(f"the student's teacher {teacher_path} is gone: cannot check that it is {model_dir}'s autoencoder")
+    student = SignalDecoder(autoencoder.resolved_config())
+    load_trained_weights(student, checkpoint, "few-step signal decoder", use_ema=use_ema)
+    sampling = autoencoder.cfg.sampling
+    info = StudentInfo(steps=cfg.student.steps, teacher_steps_per_step=cfg.student.teacher_steps_per_step,
+                       video_guidance=sampling.video_guidance, audio_guidance=sampling.audio_guidance)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{STUDENT_NAME}.", suffix=".partial", dir=model_dir))
+    try:
+        save_student(student, info, tmp)
+        give_new_modes_under(tmp)
+        target = model_dir / STUDENT_NAME
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    index["components"][STUDENT_NAME] = STUDENT_NAME
+    atomic_write_text(model_dir / INDEX_NAME, json.dumps(index, indent=2) + "\n")
+    if default:
+        generation_path = model_dir / index["components"]["generator"] / GENERATION_NAME
+        generation = read_generation_config(generation_path)
+        generation = dataclasses.replace(generation, sampling=generation.sampling.replace(decoder_steps=info.steps))
+        atomic_write_text(generation_path, json.dumps(to_dict(generation), indent=2) + "\n")
+    return model_dir / STUDENT_NAME
+__all__ = ["clip_timing_of", "export_generator", "export_model", "export_student", "exported_generation"]

@@ -268,13 +268,16 @@ class HierarchicalAVAutoencoder(nn.Module):
                steps: int | None = None, video_guidance: float | None = None,
                audio_guidance: float | None = None, eta: float | None = None,
                class_ids: torch.Tensor | None = None, generator: torch.Generator | None = None,
-               chunk_size: int | None = None, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+               chunk_size: int | None = None, progress: bool = False,
+               decoder: SignalDecoder | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Perceptual latents -> KL-VAE latents of the frames and of the audio image.
 
         DDIM (epsilon objective; eta ``sampling.eta``) or Euler (flow objective), ``sampling.steps``
         steps by default, with per-modality classifier-free guidance,
         ``chunk_size`` items (frames or audio images) per denoising run to bound memory.
-        The class token is the predicted class unless ``class_ids`` [B] is given.
+        The class token is the predicted class unless ``class_ids`` [B] is given. ``decoder``: another
+        signal decoder of this autoencoder's latents (a distilled few-step student,
+        :mod:`mmldm.autoencoder.distill`; its guidance is folded in, so give it guidance 1).
 
         Shapes: ``video_z`` [B, Z_v, p_v, p_v], ``audio_z`` [B, Z_a, p_a, p_a] ->
         (``[B, len(frames), C, s, s]``, ``[B, C, s, s]``); ``frames`` defaults to all T frames.
@@ -292,14 +295,15 @@ class HierarchicalAVAutoencoder(nn.Module):
         chunk = chunk_size or s.chunk_size
         frames = list(range(cfg.num_frames)) if frames is None else list(frames)
         b, device = video_z.shape[0], video_z.device
+        decoder = self.decoder if decoder is None else decoder
         semantic = self.semantic(video_z, audio_z)
         class_ids = self._class_ids(semantic, class_ids)
         frame_index = torch.tensor(frames, device=device).repeat(b, 1)  # [B, F]
         keep = torch.zeros(b, dtype=torch.bool, device=device)
         items = self._decoder_items(video_z, audio_z, semantic, class_ids, frame_index, keep, keep)
         drop = torch.ones(1, dtype=torch.bool, device=device)
-        null_context = {"video": self.decoder.context("video", semantic.audio[:1], class_ids[:1], drop),
-                        "audio": self.decoder.context("audio", semantic.video[:1], class_ids[:1], drop)}
+        null_context = {"video": decoder.context("video", semantic.audio[:1], class_ids[:1], drop),
+                        "audio": decoder.context("audio", semantic.video[:1], class_ids[:1], drop)}
         c, side = cfg.vae_latent_channels, cfg.vae_latent_size
         # all starting noise drawn up front, so the result does not depend on the chunk size
         noise_video = rng.randn((b * len(frames), c, side, side), generator, device)
@@ -309,15 +313,15 @@ class HierarchicalAVAutoencoder(nn.Module):
             parts = []
             for start in range(0, noise.shape[0], chunk):  # conditions too are built per chunk: bounded memory
                 part = slice(start, start + chunk)
-                cond = self.decoder.condition(
+                cond = decoder.condition(
                     modality, **{k: None if v is None else v[part] for k, v in items[modality].items()})
-                parts.append(self._denoise_chunk(cond, null_context[modality], noise[part], scales[modality],
-                                                 steps, eta, generator, progress))
+                parts.append(self._denoise_chunk(decoder, cond, null_context[modality], noise[part],
+                                                 scales[modality], steps, eta, generator, progress))
             out[modality] = torch.cat(parts)
         return rearrange(out["video"], "(b f) c h w -> b f c h w", b=b), out["audio"]
 
-    def _denoise_chunk(self, cond: DecoderCondition, null_context: torch.Tensor, noise: torch.Tensor,
-                       scale: float, steps: int, eta: float, generator: torch.Generator | None,
+    def _denoise_chunk(self, decoder: SignalDecoder, cond: DecoderCondition, null_context: torch.Tensor,
+                       noise: torch.Tensor, scale: float, steps: int, eta: float, generator: torch.Generator | None,
                        progress: bool) -> torch.Tensor:
         """The sampler on one chunk of items with classifier-free guidance, paper Eq. (9) applied per modality.
 
@@ -332,8 +336,8 @@ class HierarchicalAVAutoencoder(nn.Module):
 
         def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             if scale == 1.0:
-                return self.decoder(x, t, cond)
-            out_cond, out_null = self.decoder(torch.cat([x, x]), torch.cat([t, t]), both).chunk(2)
+                return decoder(x, t, cond)
+            out_cond, out_null = decoder(torch.cat([x, x]), torch.cat([t, t]), both).chunk(2)
             return out_null + scale * (out_cond - out_null)
 
         return sample(denoise, noise, self.objective, sampler=default_sampler(self.objective), steps=steps, eta=eta,

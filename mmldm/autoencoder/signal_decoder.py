@@ -178,6 +178,14 @@ class DecoderCondition:
     def with_context(self, context: torch.Tensor) -> DecoderCondition:
         return DecoderCondition(self.content, self.down_residuals, self.mid_residual, context, self.input_features)
 
+    def index(self, rows: torch.Tensor) -> DecoderCondition:
+        """The conditions of the items ``rows`` ([R] indices)."""
+        return DecoderCondition(
+            content=None if self.content is None else self.content[rows],
+            down_residuals=[r[rows] for r in self.down_residuals], mid_residual=self.mid_residual[rows],
+            context=self.context[rows],
+            input_features=None if self.input_features is None else self.input_features[rows])
+
 
 class FeatureBranch(nn.Module):
     """Multi-scale features of one modality's perceptual latent for every UNet skip.

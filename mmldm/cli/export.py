@@ -3,6 +3,7 @@
     mmldm export vae CKPT --out DIR [--calibration-clips N]
     mmldm export autoencoder CKPT --out DIR
     mmldm export model --generator CKPT --vae PATH --autoencoder PATH --out DIR [--vocoder V]
+    mmldm export decoder-student CKPT --model DIR [--default]
 
 ``model`` writes the complete folder ``mmldm generate --model`` loads.
 """
@@ -48,6 +49,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="clip timing, when the generator's latent cache does not record it")
     model.set_defaults(func=_model)
 
+    student = esub.add_parser("decoder-student",
+                              help="add a `mmldm train decoder-distill` student (few-step signal decoder) to a model folder")
+    student.add_argument("checkpoint", type=Path)
+    student.add_argument("--model", type=Path, required=True, help="the model folder of the student's teacher")
+    student.add_argument("--default", action="store_true",
+                         help="make the student's steps the model's default decoder steps (generation.json)")
+    student.add_argument("--no-ema", action="store_true")
+    student.set_defaults(func=_student)
+
     export.set_defaults(func=lambda args: export.print_help())
 
 
@@ -84,4 +94,13 @@ def _model(args: argparse.Namespace) -> int:
                        vae_preset=args.vae_preset, vocoder=args.vocoder, timing=timing,
                        use_ema=not args.no_ema)
     print(f"model folder written to {out} (use: mmldm generate --model {out})")
+    return 0
+
+
+def _student(args: argparse.Namespace) -> int:
+    from ..export import export_student
+
+    out = export_student(args.checkpoint, args.model, default=args.default, use_ema=not args.no_ema)
+    print(f"few-step signal decoder written to {out}"
+          + (" (the model's default decoder steps now select it)" if args.default else ""))
     return 0

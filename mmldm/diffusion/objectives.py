@@ -81,7 +81,7 @@ class Objective(ABC):
         """Training timesteps ``[B]`` (int64 for epsilon, float32 in (0, 1) for flow)."""
 
     @abstractmethod
-    def _coefficients(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def coefficients(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(a_t, s_t)`` of shape ``[B]`` with ``x_t = a_t x0 + s_t eps``, float32."""
 
     @abstractmethod
@@ -108,7 +108,7 @@ class Objective(ABC):
     def add_noise(self, x0: Latents, noise: Latents, t: torch.Tensor) -> Latents:
         """``x_t = a_t x0 + s_t noise`` per sample; ``t`` is ``[B]``, shared by all entries."""
         self._check_t(t, batch_size(x0))
-        a, s = self._coefficients(t)
+        a, s = self.coefficients(t)
         return tree_map(lambda x, n: broadcast_to(a, x) * x + broadcast_to(s, x) * n, x0, noise)
 
     def loss_terms(self, model_output: Latents, x0: Latents, noise: Latents,
@@ -167,7 +167,7 @@ class EpsilonObjective(Objective):
                          device: torch.device | str = "cpu") -> torch.Tensor:
         return uniform_timesteps(batch, self.num_train_timesteps, generator, device)
 
-    def _coefficients(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def coefficients(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if t.dtype.is_floating_point:
             raise ValueError(f"the epsilon objective takes integer timesteps, got {t.dtype=}")
         index = t.long()
@@ -180,11 +180,11 @@ class EpsilonObjective(Objective):
         return noise
 
     def predict_x0(self, model_output: Latents, x_t: Latents, t: torch.Tensor) -> Latents:
-        a, s = self._coefficients(t)
+        a, s = self.coefficients(t)
         return tree_map(lambda eps, x: (x - broadcast_to(s, x) * eps) / broadcast_to(a, x), model_output, x_t)
 
     def output_from_x0(self, x0: Latents, x_t: Latents, t: torch.Tensor) -> Latents:
-        a, s = self._coefficients(t)
+        a, s = self.coefficients(t)
         return tree_map(lambda z, x: (x - broadcast_to(a, x) * z) / broadcast_to(s, x), x0, x_t)
 
     def time_of_model_timestep(self, t_model: torch.Tensor) -> torch.Tensor:
@@ -215,7 +215,7 @@ class RectifiedFlowObjective(Objective):
                          device: torch.device | str = "cpu") -> torch.Tensor:
         return logit_normal_timesteps(batch, self.logit_mean, self.logit_std, generator, device)
 
-    def _coefficients(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def coefficients(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if not t.dtype.is_floating_point:
             raise ValueError(f"the flow objective takes float timesteps in [0, 1], got {t.dtype=}")
         t = t.float()

@@ -14,6 +14,7 @@ _STAGES: dict[str, str | type] = {
     "vae": "mmldm.vae.stage:VAEStage",
     "autoencoder": "mmldm.autoencoder.stage:AutoencoderStage",
     "generator": "mmldm.generator.stage:GeneratorStage",
+    "decoder-distill": "mmldm.autoencoder.distill:DecoderDistillStage",
 }
 
 
