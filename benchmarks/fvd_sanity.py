@@ -13,9 +13,10 @@ asset checkpoint is converted into a temporary folder) through the protocol's in
 pipeline (``mmldm.evaluation.features.i3d_features``). Distances: the project's
 ``frechet_distance`` (FVD) and ``kernel_distance`` (KVD, unbiased MMD^2, no subsets).
 
-Table 1: A against B and against corrupted copies of B, N windows each. Corruptions act
-on the decoded uint8 frames at the film's resolution, before the protocol resizes
-them (as a generator's output would be), with strengths set at the I3D input's scale:
+Table 1: A against B and against corrupted copies of B, N windows each. Corruptions
+(``mmldm.evaluation.corruptions``) act on the decoded uint8 frames at the film's
+resolution, before the protocol resizes them (as a generator's output would be), with
+strengths set at the I3D input's scale:
 
 - blur: Gaussian (Pillow's ``GaussianBlur``, whose radius is the standard deviation)
   of sigma 1 and 4 px of the 224-px short side (x short side / 224 at the source);
@@ -48,21 +49,11 @@ import torch
 from common import Column, finish, note, record, render, run_script, torch_threads
 
 from mmldm.errors import ConfigError, DataError, check_positive_int
+from mmldm.evaluation.corruptions import CORRUPTIONS, corrupt
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_VIDEO = REPO / "assets" / "bbb" / "bbb.mp4"
 DEFAULT_CHECKPOINT = REPO / "assets" / "i3d" / "i3d-kinetics-400.ckpt"
-I3D_SHORT_SIDE = 224
-
-#: (name, kind, strength): blur sigma in px of the 224-px short side, noise std in grey levels
-CORRUPTIONS: tuple[tuple[str, str, float], ...] = (
-    ("blur sigma 1", "blur", 1.0),
-    ("blur sigma 4", "blur", 4.0),
-    ("noise std 8", "noise", 8.0),
-    ("noise std 32", "noise", 32.0),
-    ("shuffled frames", "shuffle", 0.0),
-    ("frozen (first frame)", "freeze", 0.0),
-)
 #: pairs (weaker, stronger) whose FVD must rise, besides "every corruption above real"
 MONOTONE_PAIRS = (("blur sigma 1", "blur sigma 4"), ("noise std 8", "noise std 32"))
 REAL = "real (second half)"
@@ -100,26 +91,6 @@ def read_window(video: Path, start: float, num_frames: int, fps: float) -> np.nd
     if clip.num_frames < num_frames:
         raise DataError(f"{video}: {clip.num_frames} frames from {start:.1f} s, fewer than {num_frames}")
     return clip.frames[:num_frames]
-
-
-def corrupt(frames: np.ndarray, kind: str, strength: float, rng: np.random.Generator) -> np.ndarray:
-    """A corrupted copy of a window (module docstring). Shapes: uint8 [T, H, W, 3] -> same."""
-    if kind == "blur":
-        from PIL import Image, ImageFilter
-
-        sigma = strength * min(frames.shape[1:3]) / I3D_SHORT_SIDE
-        return np.stack([np.asarray(Image.fromarray(f).filter(ImageFilter.GaussianBlur(sigma))) for f in frames])
-    if kind == "noise":
-        noisy = frames.astype(np.float32) + rng.normal(0.0, strength, frames.shape).astype(np.float32)
-        return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
-    if kind == "shuffle":
-        order = rng.permutation(len(frames))
-        while len(frames) > 1 and np.array_equal(order, np.arange(len(frames))):
-            order = rng.permutation(len(frames))
-        return frames[order]
-    if kind == "freeze":
-        return np.repeat(frames[:1], len(frames), axis=0)
-    raise ValueError(f"unknown corruption {kind!r}")
 
 
 # ----------------------------------------------------------------------------- features and distances

@@ -1,4 +1,5 @@
-"""``mmldm evaluate``: FVD / KVD / FAD, AV-Align (and Sounding Shapes measures) of generated clips."""
+"""``mmldm evaluate``: FVD / KVD / FAD, AV-Align, the memorisation check (and Sounding Shapes
+measures) of generated clips."""
 
 from __future__ import annotations
 
@@ -21,12 +22,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--generated", type=Path, required=True, help="folder of generated clips")
     p.add_argument("--reference", type=Path, required=True, help="folder of reference (training) videos")
+    p.add_argument("--training", type=Path, default=None,
+                   help="the training clips (a folder of videos, a manifest .jsonl, or a prepared folder: its "
+                   "manifest.jsonl) for the memorisation check, which this adds: each generated clip's and each "
+                   "reference clip's I3D distance to its nearest training window (--reference: held-out clips)")
+    p.add_argument("--training-stride", type=int, default=None,
+                   help="training windows start every this many frames of each clip (default: --num-frames)")
+    p.add_argument("--training-windows", type=int, default=None,
+                   help="score at most this many training windows, a seeded random subset (default: all)")
     p.add_argument("--protocol", choices=sorted(PROTOCOLS), default="mm-diffusion",
                    help="mm-diffusion: the paper-era protocol (64 px letterbox, AudioCLIP FAD x1e4); "
                    "standard: native resolution, FAD unscaled (default: %(default)s)")
     p.add_argument("--metrics", default=None,
-                   help="comma list of fvd,kvd,fad,shapes,av-align (default: fvd,kvd,fad; shapes is added for "
-                   "Sounding Shapes references; shapes and av-align need no weights)")
+                   help="comma list of fvd,kvd,fad,memorisation,shapes,av-align (default: fvd,kvd,fad; shapes is "
+                   "added for Sounding Shapes references, memorisation with --training; shapes and av-align need "
+                   "no weights)")
     p.add_argument("--i3d", type=Path, default=None,
                    help="I3D weights for FVD/KVD: i3d_pretrained_400.pt, or DeepMind's converted by "
                    "`mmldm convert i3d` (.safetensors)")
@@ -58,7 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _evaluate(args: argparse.Namespace) -> int:
     from ..config import atomic_write_text
     from ..errors import ConfigError
-    from ..evaluation.evaluate import ALL_METRICS, check_device, evaluate_folders, format_result
+    from ..evaluation.evaluate import ALL_METRICS, DEFAULT_METRICS, check_device, evaluate_folders, format_result
     from ..evaluation.protocol import get_protocol
 
     if args.out is not None and args.out.is_dir():  # before the (long) scoring, not after it
@@ -70,7 +80,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         audio_net=args.audio_net, audioclip_input=args.audioclip_input,
     )
     if args.metrics is None:
-        metrics = ("fvd", "kvd", "fad")
+        metrics = DEFAULT_METRICS
     else:
         metrics = tuple(m.strip().lower() for m in args.metrics.split(",") if m.strip())
         unknown = [m for m in metrics if m not in ALL_METRICS]
@@ -81,7 +91,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         args.generated, args.reference, protocol, metrics=metrics, i3d_path=args.i3d,
         audio_weights=args.audio_weights,
         random_features=args.features == "random", seed=args.seed, shapes=args.shapes,
-        batch_size=args.batch_size, device=args.device,
+        batch_size=args.batch_size, device=args.device, training=args.training,
+        training_stride=args.training_stride, training_windows=args.training_windows,
     )
     print(format_result(result))
     if args.out is not None:

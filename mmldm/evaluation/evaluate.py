@@ -21,7 +21,9 @@ only its features of a clip (I3D input tensors, embeddings, event lists).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
+import functools
 import math
 import sys
 from collections.abc import Callable
@@ -59,8 +61,12 @@ from .protocol import EvalProtocol
 
 RANDOM_FEATURES_BANNER = "RANDOM FEATURES: NOT COMPARABLE TO ANY PUBLISHED NUMBER"
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".webm", ".mkv")
-FEATURE_METRICS = ("fvd", "kvd", "fad")
+#: metrics computed from feature nets; those on the I3D features are VIDEO_FEATURE_METRICS
+FEATURE_METRICS = ("fvd", "kvd", "fad", "memorisation")
+VIDEO_FEATURE_METRICS = ("fvd", "kvd", "memorisation")
 ALL_METRICS = (*FEATURE_METRICS, "shapes", "av-align")
+#: what ``evaluate`` scores when no metric is named
+DEFAULT_METRICS = ("fvd", "kvd", "fad")
 #: metrics that listen: with any of them, files without an audio stream are skipped for all metrics.
 AUDIO_METRICS = ("fad", "shapes", "av-align")
 #: decoded frames (uint8, source resolution) of one read of a reference file: a few seconds of 720p.
@@ -87,11 +93,18 @@ class AudioNet:
 
 @dataclass(frozen=True)
 class FeatureNets:
-    """The feature networks of one evaluation and what to record about them."""
+    """The feature networks of one evaluation and what to record about them.
+
+    ``video_cache``: when a dict, the I3D features of every clip scored are kept in it, keyed
+    by the clip (its file's SHA-256 and its first frame) and the protocol's input settings,
+    and a clip met again is not passed through I3D again: several evaluations
+    with the same nets (a recipe scoring many folders against one reference) share it.
+    """
 
     i3d: torch.nn.Module | None
     audio: AudioNet | None
     record: dict[str, Any]
+    video_cache: dict[tuple[Any, ...], np.ndarray] | None = None
 
     @classmethod
     def build(
@@ -111,14 +124,15 @@ class FeatureNets:
         """
         record: dict[str, Any] = {"random_features": random_features}
         i3d = audio = None
-        if {"fvd", "kvd"} & set(metrics):
+        if set(VIDEO_FEATURE_METRICS) & set(metrics):
             if random_features:
                 i3d = random_i3d(seed)
                 record["video"] = {"net": "I3D (random weights)", "weights": None, "sha256": None, "seed": seed}
             else:
                 if i3d_path is None:
-                    raise WeightsError(None, I3D_WHAT, "no weight file given for FVD/KVD; pass --i3d PATH "
-                                       "(or --metrics without fvd,kvd, or --features random for a smoke test)")
+                    raise WeightsError(None, I3D_WHAT, "no weight file given for FVD/KVD/memorisation; pass "
+                                       "--i3d PATH (or --metrics without fvd,kvd,memorisation, or --features "
+                                       "random for a smoke test)")
                 i3d = load_i3d(i3d_path)
                 record["video"] = {"net": I3D_WHAT, "weights": str(i3d_path), "sha256": sha256_file(i3d_path)}
             # eps and max-pool padding follow the weight file (1e-3 / -inf converted from DeepMind's
@@ -186,37 +200,70 @@ def _subset(files: list[Path], count: int, rng: np.random.Generator) -> list[Pat
 
 
 class _Collector:
-    """Feature vectors of clips fed one at a time (video in batches, audio per clip).
+    """Feature vectors of clips fed one at a time (video in batches, audio per clip), in the order fed.
 
     Each clip's frames are brought to the I3D input ([3, T, 224, 224] float) as it arrives, so
-    a pending batch never holds frames at their source resolution.
+    a pending batch never holds frames at their source resolution. A clip whose features are in
+    the nets' ``video_cache`` is not passed through I3D again.
     """
 
     def __init__(self, nets: FeatureNets, protocol: EvalProtocol, batch_size: int, device: str):
         self.nets, self.protocol, self.batch_size, self.device = nets, protocol, batch_size, device
-        self._pending: list[torch.Tensor] = []
-        self.video: list[np.ndarray] = []
+        self._pending: list[tuple[int, torch.Tensor, tuple[Any, ...] | None]] = []  # (slot, input, cache key)
+        self.video: list[np.ndarray | None] = []  # one [400] row per clip; None until its batch has run
         self.audio: list[np.ndarray] = []
+        self.cached = 0
 
-    def add(self, frames: np.ndarray, audio: np.ndarray) -> None:
+    def add(self, frames: np.ndarray, audio: np.ndarray, path: Path, start: int) -> None:
         if self.nets.i3d is not None:
-            self._pending.append(preprocess_video(frames, self.protocol.downsample_to,
-                                                  antialias=self.protocol.letterbox_antialias))
-            if len(self._pending) == self.batch_size:
-                self._flush()
+            cache = self.nets.video_cache
+            key = None if cache is None else (*_clip_key(path, start), *_video_input_settings(self.protocol))
+            if key is not None and key in cache:
+                self.video.append(cache[key])
+                self.cached += 1
+            else:
+                self.video.append(None)
+                self._pending.append((len(self.video) - 1, preprocess_video(
+                    frames, self.protocol.downsample_to, antialias=self.protocol.letterbox_antialias), key))
+                if len(self._pending) == self.batch_size:
+                    self.flush()
         if self.nets.audio is not None:
             self.audio.append(self.nets.audio.embed(audio))
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """Run the pending batch (its features enter the cache, for the clips fed after it)."""
         if self._pending:
-            self.video.append(i3d_batch_features(self.nets.i3d, torch.stack(self._pending), self.device))
+            slots, inputs, keys = zip(*self._pending)
+            features = i3d_batch_features(self.nets.i3d, torch.stack(inputs), self.device)
+            for slot, key, row in zip(slots, keys, features):
+                self.video[slot] = row
+                if key is not None:
+                    self.nets.video_cache[key] = row
             self._pending = []
 
     def result(self) -> tuple[np.ndarray | None, np.ndarray | None]:
-        self._flush()
-        video = np.concatenate(self.video) if self.video else None
+        self.flush()
+        video = np.stack(self.video) if self.video else None
         audio = np.concatenate(self.audio) if self.audio else None
         return video, audio
+
+
+def _video_input_settings(protocol: EvalProtocol) -> tuple[Any, ...]:
+    """The protocol fields that change a clip's I3D input (part of a feature cache key)."""
+    return (protocol.num_frames, protocol.fps, protocol.downsample_to, protocol.letterbox_antialias,
+            protocol.i3d_resolution)
+
+
+def _clip_key(path: Path, start: int) -> tuple[Any, ...]:
+    """A clip by its file's content (SHA-256: a copied file is the same clip) and first frame."""
+    stat = path.stat()
+    return (_file_digest(str(path.resolve()), stat.st_size, stat.st_mtime_ns), start)
+
+
+@functools.lru_cache(maxsize=4096)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    """SHA-256 of a file, read once per (path, size, modification time)."""
+    return sha256_file(path)
 
 
 class _Side:
@@ -229,13 +276,23 @@ class _Side:
         self.shapes: list[tuple[dict[str, Any], dict[str, Any]]] | None = [] if "shapes" in metrics else None
         self.av: list[tuple[Any, Any]] | None = [] if "av-align" in metrics else None
         self.clips = 0
+        self.labels: list[list[Any]] = []  # [path, first frame] of each clip, in the order fed
 
-    def add(self, frames: np.ndarray, audio: np.ndarray) -> None:
-        """Shapes: frames uint8 [num_frames, H, W, 3]; audio float32 [num_frames * sample_rate / fps]."""
+    def flush(self) -> None:
+        """Compute the features still pending (a side is complete: later sides may reuse them)."""
+        if self.features is not None:
+            self.features.flush()
+
+    def add(self, frames: np.ndarray, audio: np.ndarray, path: Path, start: int) -> None:
+        """Shapes: frames uint8 [num_frames, H, W, 3]; audio float32 [num_frames * sample_rate / fps].
+
+        ``path``, ``start``: the file and first frame the clip was cut from.
+        """
         self.clips += 1
+        self.labels.append([str(path), start])
         fps = self.protocol.fps
         if self.features is not None:
-            self.features.add(frames, audio)
+            self.features.add(frames, audio, path, start)
         if self.shapes is not None:
             from .shapes_measures import audio_features, video_features
 
@@ -316,7 +373,7 @@ def _collect_generated(files: list[Path], protocol: EvalProtocol, side: _Side, n
             skipped.append({"path": str(path), "reason": str(exc)})
             continue
         short_audio.check(info, duration, protocol.fps)
-        side.add(clip.frames[:protocol.num_frames], clip.audio[:samples])
+        side.add(clip.frames[:protocol.num_frames], clip.audio[:samples], path, 0)
         del clip
     if side.clips < 2:  # one line saying why, rather than a warning per file and then the error
         why = f" (skipped {len(skipped)}, e.g. {skipped[0]['reason']})" if skipped else ""
@@ -434,11 +491,111 @@ def _collect_reference(plan: _ReferencePlan, protocol: EvalProtocol, side: _Side
                     continue
                 short_audio.check(info, (start + protocol.num_frames) / protocol.fps, protocol.fps)
                 a = int(round(offset * per_frame))
-                side.add(clip.frames[offset:offset + protocol.num_frames], clip.audio[a:a + samples])
+                side.add(clip.frames[offset:offset + protocol.num_frames], clip.audio[a:a + samples], path, start)
             del clip
     if dropped:
         log(f"warning: {dropped} reference windows could not be decoded in full and were dropped")
     return dropped, skipped
+
+
+#: the manifest a prepared (or Sounding Shapes) folder lists its training clips in
+TRAINING_MANIFEST = "manifest.jsonl"
+
+
+def training_clips(source: str | Path) -> tuple[list[tuple[Path, dict[str, Any]]], str]:
+    """The training clips ``source`` names, with their manifest records, and how they were found.
+
+    ``source``: a manifest file (JSON lines with ``path``, relative to the manifest's folder or
+    absolute); a folder holding ``manifest.jsonl`` (the clips it lists: what ``--set
+    data.root=DIR`` trains on, so a prepared folder's held-out ``test/`` clips are left out); or
+    a folder of videos (every video file under it, records empty).
+    """
+    source = Path(source)
+    manifest = source / TRAINING_MANIFEST if source.is_dir() else source
+    if source.is_dir() and not manifest.is_file():
+        return [(path, {}) for path in list_videos(source, "training")], "folder"
+    if not manifest.is_file():
+        raise DataError(f"training clips {source}: neither a folder nor a manifest file")
+    import json
+
+    clips = []
+    for number, line in enumerate(manifest.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            path = Path(record["path"])
+        except (ValueError, KeyError, TypeError):
+            raise DataError(f"training manifest {manifest} line {number}: not a JSON object with a 'path'") from None
+        clips.append((path if path.is_absolute() else manifest.parent / path, record))
+    if not clips:
+        raise DataError(f"training manifest {manifest}: lists no clips")
+    return clips, f"manifest {manifest}"
+
+
+def _plan_training(source: Path, protocol: EvalProtocol, stride: int, max_windows: int | None,
+                   rng: np.random.Generator, log: Log) -> tuple[_ReferencePlan, dict[str, Any]]:
+    """The training windows to compare with: every ``num_frames`` window starting at a multiple of
+    ``stride`` frames of each training clip (from the headers alone), at most ``max_windows`` of
+    them (a seeded random subset).
+
+    Clips of a manifest that records ``source``, ``start_frame`` and ``fps`` (what ``data
+    prepare`` writes) are placed on their source's frame grid, and windows showing the same
+    source frames (overlapping clips) are scored once: the one nearest its clip's start is kept.
+    """
+    from ..data.media_io import probe
+
+    clips, found = training_clips(source)
+    skipped, infos = [], {}
+    candidates: list[tuple[int, int, Path, tuple[Any, ...]]] = []  # (start, clip order, path, what it shows)
+    for order, (path, record) in enumerate(clips):
+        try:
+            info = probe(path)
+            if not info.has_video:
+                raise DataError(f"{path}: has no video stream")
+        except MMLDMError as exc:
+            skipped.append({"path": str(path), "reason": str(exc)})
+            continue
+        frames = math.ceil(round(info.duration * protocol.fps, 6))
+        if frames < protocol.num_frames:
+            skipped.append({"path": str(path), "reason": f"{path}: {frames} frames at {protocol.fps:g} fps, shorter "
+                                                          f"than one {protocol.num_frames}-frame window"})
+            continue
+        infos[path] = info
+        on_grid = (record.get("fps") == protocol.fps and isinstance(record.get("start_frame"), int)
+                   and record.get("source") is not None)
+        for start in range(0, frames - protocol.num_frames + 1, stride):
+            shows = (record["source"], record["start_frame"] + start) if on_grid else (str(path.resolve()), start)
+            candidates.append((start, order, path, shows))
+    for item in skipped:
+        log(f"warning: skipping training clip: {item['reason']}")
+    seen: set[tuple[Any, ...]] = set()
+    kept = []
+    for start, order, path, shows in sorted(candidates, key=lambda c: (c[0], c[1])):
+        if shows not in seen:
+            seen.add(shows)
+            kept.append((order, start, path))
+    kept.sort(key=lambda k: (k[0], k[1]))
+    if not kept:
+        why = f" (skipped {len(skipped)}, e.g. {skipped[0]['reason']})" if skipped else ""
+        raise DataError(f"training clips {source}: no usable {protocol.num_frames}-frame window{why}")
+    available = len(kept)
+    if max_windows is not None and available > max_windows:
+        kept = [kept[i] for i in sorted(rng.choice(available, max_windows, replace=False))]
+    starts: dict[Path, list[int]] = {}
+    for _, start, path in kept:
+        starts.setdefault(path, []).append(start)
+    record = {
+        "source": str(source), "found": found, "files_found": len(clips), "stride_frames": stride,
+        "selection": f"every {protocol.num_frames}-frame window starting at a multiple of {stride} frames of each "
+                     "training clip; windows showing the same source frames (manifest source, start_frame, fps) "
+                     "scored once; " + ("all of them" if max_windows is None else
+                                        f"at most {max_windows}, a random subset drawn with numpy "
+                                        "default_rng([seed, 1])"),
+        "windows_available": available, "duplicate_windows_dropped": len(candidates) - available,
+        "windows_drawn": len(kept),
+    }
+    return _ReferencePlan(starts, {path: infos[path] for path in starts}, available, skipped), record
 
 
 def _is_shapes(reference: Path, shapes: bool | None) -> bool:
@@ -464,7 +621,7 @@ def evaluate_folders(
     generated: str | Path,
     reference: str | Path,
     protocol: EvalProtocol,
-    metrics: tuple[str, ...] = FEATURE_METRICS,
+    metrics: tuple[str, ...] = DEFAULT_METRICS,
     i3d_path: str | Path | None = None,
     audio_weights: str | Path | None = None,
     random_features: bool = False,
@@ -474,12 +631,20 @@ def evaluate_folders(
     device: str = "cpu",
     nets: FeatureNets | None = None,
     log: Log = _stderr,
+    training: str | Path | None = None,
+    training_stride: int | None = None,
+    training_windows: int | None = None,
 ) -> dict[str, Any]:
     """Score ``generated`` against ``reference``; returns the JSON-able result record.
 
-    ``metrics``: any of fvd, kvd, fad, shapes, av-align. ``shapes=None`` adds the Sounding
-    Shapes measures when the reference folder has a manifest.jsonl; True/False forces.
+    ``metrics``: any of fvd, kvd, fad, memorisation, shapes, av-align. ``shapes=None`` adds the
+    Sounding Shapes measures when the reference folder has a manifest.jsonl; True/False forces.
     ``nets``: prebuilt feature nets (otherwise built from the paths / ``random_features``).
+    ``training``: the training clips (:func:`training_clips`) for the memorisation check, which
+    it adds to ``metrics``: the generated clips' and the reference (held-out) windows' distances
+    to their nearest training window in I3D feature space (:mod:`mmldm.evaluation.memorisation`).
+    The training windows start at multiples of ``training_stride`` frames (default
+    ``num_frames``) of each clip; ``training_windows`` caps their number (default: all).
 
     Order: the reference folder is checked first (headers only: streams, window counts), then the
     feature nets are built, then generated clips and reference windows are read, one clip (or one
@@ -491,6 +656,15 @@ def evaluate_folders(
     check_positive_int(batch_size, "batch size")
     check_device(device)
     generated, reference = Path(generated), Path(reference)
+    if training is not None and "memorisation" not in metrics:
+        metrics = (*metrics, "memorisation")
+    if "memorisation" in metrics and training is None:
+        raise ConfigError("the memorisation metric needs the training clips: pass --training DIR (a folder or "
+                          "manifest of them)")
+    stride = protocol.num_frames if training_stride is None else check_positive_int(training_stride,
+                                                                                     "training stride")
+    if training_windows is not None:
+        check_positive_int(training_windows, "training windows")
     gen_files_all = list_videos(generated, "generated")
     ref_files = list_videos(reference, "reference")
     if _is_shapes(reference, shapes) and "shapes" not in metrics:
@@ -501,6 +675,13 @@ def evaluate_folders(
     rng = np.random.default_rng(seed)
     gen_files = _subset(gen_files_all, protocol.num_samples, rng)
     plan = _plan_reference(ref_files, protocol, protocol.num_samples, rng, need_audio, log)
+    if training is not None:  # its own generator: asking for the check changes no other draw
+        train_plan, train_record = _plan_training(Path(training), protocol, stride, training_windows,
+                                                  np.random.default_rng([seed, 1]), log)
+        shared = {p.resolve() for p in plan.starts} & {p.resolve() for p in train_plan.starts}
+        if shared:
+            log(f"warning: {len(shared)} reference file(s) are also training clips (e.g. {min(shared)}): the "
+                "memorisation check needs held-out reference clips")
 
     result: dict[str, Any] = {
         "mmldm_version": __version__,
@@ -535,8 +716,10 @@ def evaluate_folders(
     short_audio = _ShortAudio(log)
     gen = _Side(metrics, nets, protocol, sample_rate, batch_size, device)
     result["generated"]["skipped"] = _collect_generated(gen_files, protocol, gen, need_audio, short_audio, log)
+    gen.flush()
     ref = _Side(metrics, nets, protocol, sample_rate, batch_size, device)
     dropped, unreadable = _collect_reference(plan, protocol, ref, need_audio, short_audio, log)
+    ref.flush()
     result["reference"].update(
         windows_available=plan.available, windows_drawn=sum(map(len, plan.starts.values())),
         windows_dropped=dropped, skipped=plan.skipped + unreadable, windows=plan.windows,
@@ -544,6 +727,14 @@ def evaluate_folders(
     result["generated"]["files"] = [str(p) for p in gen_files]
     if ref.clips < 2:
         raise DataError(f"reference folder: {ref.clips} usable window(s) after decoding; at least 2 are needed")
+    if training is not None:
+        train = _Side((), dataclasses.replace(nets, audio=None), protocol, sample_rate, batch_size, device)
+        train_dropped, train_unreadable = _collect_reference(train_plan, protocol, train, False, short_audio, log)
+        if train.clips < 1:
+            raise DataError(f"training clips {training}: no window could be decoded")
+        train_record.update(windows_dropped=train_dropped, skipped=train_plan.skipped + train_unreadable,
+                            clips_scored=train.clips, windows=train.labels)
+        result["training"] = train_record
     result["generated"]["clips_scored"], result["reference"]["clips_scored"] = gen.clips, ref.clips
     short = [f"{n} {what}" for n, what in ((gen.clips, "generated clips"), (ref.clips, "reference windows"))
              if n < protocol.num_samples]
@@ -556,7 +747,27 @@ def evaluate_folders(
         result["shapes"] = _shapes_result(gen, ref, sample_rate, result)
     if "av-align" in metrics:
         result["av_align"] = _av_align_result(gen, ref, protocol)
+    if "memorisation" in metrics:
+        result["memorisation"] = _memorisation_result(gen, ref, train)
     return result
+
+
+def _memorisation_result(gen: _Side, ref: _Side, train: _Side) -> dict[str, Any]:
+    from .memorisation import DEFINITION, memorisation
+
+    check = memorisation(gen.features.result()[0], ref.features.result()[0], train.features.result()[0])
+    out = check.summary()
+    out["generated"].update(windows=gen.labels,
+                            nearest_training_windows=[train.labels[i] for i in check.generated_nearest],
+                            flagged=[bool(f) for f in check.flagged])
+    out["reference"].update(windows=ref.labels,
+                            nearest_training_windows=[train.labels[i] for i in check.reference_nearest])
+    out.update(training_windows=train.clips, features="I3D logits, the FVD features (feature_nets.video)",
+               distance="L2 (Euclidean), float64, exact (scipy cdist)",
+               target=f"at most {check.max_share_pct:g} % of generated clips nearer to a training window than the "
+                      f"{check.percentile:g}th percentile of the reference clips' nearest-training distances",
+               definition=DEFINITION)
+    return out
 
 
 def _shapes_result(gen: _Side, ref: _Side, sample_rate: int, result: dict[str, Any]) -> dict[str, Any]:
@@ -696,6 +907,20 @@ def format_result(result: dict[str, Any]) -> str:
         for label, cell in rows:
             lines.append(f"| {label} | " + " | ".join(cell(av[side]) for side in
                                                        ("generated", "reference", "shuffled_pairs")) + " |")
+    mem = result.get("memorisation")
+    if mem:
+        lines += ["", f"Memorisation (I3D features, L2 to the nearest of {mem['training_windows']} training windows)",
+                  "", "| | generated | reference |", "|---|---|---|",
+                  f"| clips | {mem['generated']['clips']} | {mem['reference']['clips']} |",
+                  f"| median nearest-training distance | {mem['generated']['median_distance']:.3f} | "
+                  f"{mem['reference']['median_distance']:.3f} |",
+                  f"| smallest nearest-training distance | {mem['generated']['min_distance']:.3f} | "
+                  f"{mem['reference']['min_distance']:.3f} |",
+                  "", f"{mem['flagged']} of {mem['generated']['clips']} generated clips "
+                  f"({mem['flagged_pct']:.1f} %) are nearer to a training window than the {mem['percentile']:g}th "
+                  f"percentile of the reference clips' distances ({mem['threshold']:.3f}); target at most "
+                  f"{mem['max_share_pct']:g} %: {'met' if mem['met'] else 'NOT met'}. A generated clip is nearer "
+                  f"than a reference clip in {mem['nearer_than_reference_pct']:.1f} % of pairs."]
     if result.get("random_features"):
         lines += ["", f"**{RANDOM_FEATURES_BANNER}**"]
     return "\n".join(lines)

