@@ -33,7 +33,7 @@ import torch
 
 from mmldm.config import atomic_write_text
 from mmldm.errors import ConfigError, MMLDMError
-from mmldm.training.precision import cpu_has_native_bf16
+from mmldm.devices import cpu_has_native_bf16
 
 #: one column of a markdown table: (header, row key, format spec such as ".2f" or "")
 Column = tuple[str, str, str]

@@ -74,7 +74,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from mmldm.config import load_config
 from mmldm.errors import ConfigError
-from mmldm.training.precision import cpu_has_native_bf16
+from mmldm.devices import cpu_has_native_bf16
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

@@ -160,7 +160,7 @@ def build_on(device: torch.device, build: Callable[[], Any]) -> Any:
 
 def precision_for(device: torch.device) -> str:
     """bf16 where the device multiplies it natively, else fp32."""
-    from mmldm.training.precision import cpu_has_native_bf16
+    from mmldm.devices import cpu_has_native_bf16
 
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"

@@ -14,6 +14,7 @@ COMMANDS: dict[str, str] = {
     "cache": "encode a dataset into a latent cache (KL-VAE latents)",
     "export": "write training checkpoints as loadable model folders",
     "generate": "generate sounding videos (mp4 + wav + png preview) from a model folder",
+    "serve": "a web app (Gradio) generating sounding videos in the browser, one model loaded for all requests",
     "reconstruct": "encode a clip with the multi-modal autoencoder, decode it back, and measure the difference",
     "evaluate": "score generated clips against reference videos (FVD, KVD, FAD, AV-Align, Sounding Shapes measures)",
     "convert": "convert a public checkpoint to the layout mmldm loads",

@@ -3,6 +3,7 @@
     mmldm generate --model models/shapes --task svg --n 4 --out samples/
     mmldm generate --model models/shapes --task a2v --audio rain.wav --guidance 1 9 --out a2v/
     mmldm generate --task long --seconds 6.4 --out long/        # the built-in model
+    mmldm generate --model big/ --low-memory --out samples/       # one network in memory at a time
 
 Every bad input (unknown task, missing file, a file without the needed stream, a
 clip shorter than one clip, a non-positive length) is one ``mmldm: error:`` line.
@@ -67,6 +68,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--bf16", action="store_true",
                         help="run the networks under bfloat16 autocast (faster only where the device multiplies "
                              "bf16 natively: GPUs, CPUs with avx512_bf16 / amx; elsewhere many times slower)")
+    parser.add_argument("--low-memory", action="store_true",
+                        help="sample with little memory: the generator, signal decoder, frame decoder and vocoder "
+                             "take the device one at a time, each read from the model folder when it runs, with "
+                             "bfloat16 weights where the device multiplies bf16 natively (else float32, said in "
+                             "one line); reading a stage's weights costs seconds each time it runs")
     parser.add_argument("--no-preview", action="store_true", help="do not write the PNG previews")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
@@ -105,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
         if value is not None and value < 1:
             raise ConfigError(f"{flag} must be >= 1, got {value}")
     pipe = SoundingVideoPipeline.from_pretrained(args.model, device=device,
-                                                 dtype=torch.bfloat16 if args.bf16 else None, vocoder=args.vocoder)
+                                                 dtype=torch.bfloat16 if args.bf16 else None, vocoder=args.vocoder,
+                                                 low_memory=args.low_memory)
 
     def make_batch(count: int, first_seed: int):
         return pipe.generate(task=args.task, n=count, steps=args.steps, sampler=args.sampler,

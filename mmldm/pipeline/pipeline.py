@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,9 +40,16 @@ from ..autoencoder.model import HierarchicalAVAutoencoder
 from ..config import to_dict
 from ..data.audio_image import AudioConfig, waveform_to_audio_image
 from ..data.vocoders import Vocoder
-from ..diffusion import (DiffusionConfig, Objective, critic_guided_denoiser, default_sampler, guided_denoiser,
-                         make_objective, sample)
-from ..errors import ConfigError, check_positive_int
+from ..diffusion import (
+    DiffusionConfig,
+    Objective,
+    critic_guided_denoiser,
+    default_sampler,
+    guided_denoiser,
+    make_objective,
+    sample,
+)
+from ..errors import ConfigError, check_positive_int, warn
 from ..generator.dit import AVDiT
 from ..generator.generation import GenerationConfig, SamplingSettings
 from ..generator.tasks import TaskSpec, branch_conditions, load_audio, load_video, long_clip_count, resolve_task
@@ -49,14 +57,27 @@ from ..timing import AVTiming
 from ..vae.kl_vae import KLVAE
 from . import folder
 from .audio import vocode_clips
+from .low_memory import (
+    LOW_MEMORY_DECODER_CHUNK,
+    LOW_MEMORY_IMAGE_CHUNK,
+    StagePlacement,
+    low_memory_weight_dtype,
+    read_parked_folder,
+    stage_placement,
+)
 from .output import SoundingVideoOutput
 from .reranking import contrastive_similarity, draw_classes, generator_critic, generator_scores, pick_candidates
 
 #: clip-length windows of a given span encoded at a time
 WINDOW_BATCH = 16
 
-#: the built-in model (trained by ``mmldm recipe sounding-shapes``, shipped with the package)
-BUILTIN_MODEL = Path(__file__).resolve().parent.parent / "default_model"
+#: the models shipped with the package, by the name ``--model NAME`` / ``from_pretrained(NAME)`` takes:
+#: ``shapes``, the built-in Sounding Shapes model (``mmldm recipe sounding-shapes``), and ``bbb``, the
+#: model of Big Buck Bunny (``mmldm recipe bbb``)
+MODELS = Path(__file__).resolve().parent.parent / "models"
+SHIPPED_MODELS = ("shapes", "bbb")
+#: the default model
+BUILTIN_MODEL = MODELS / "shapes"
 
 #: ``callback(event)`` of :meth:`SoundingVideoPipeline.generate`: each event is a dict whose
 #: "stage" says what happened (shapes: n samples, K candidates, ``latents`` = {"audio", "video"})
@@ -82,6 +103,37 @@ def builtin_model_folder() -> Path:
     return BUILTIN_MODEL
 
 
+def model_folder(model: str | Path | None) -> Path:
+    """The folder of ``model``: a model folder, the name of a shipped model (:data:`SHIPPED_MODELS`), or
+    None for the built-in model. A folder of that name in the working directory wins over a shipped model."""
+    if model is None:
+        return builtin_model_folder()
+    path = Path(model)
+    if str(model) in SHIPPED_MODELS and not path.exists():
+        if str(model) == "shapes":
+            return builtin_model_folder()
+        shipped = MODELS / str(model)
+        if not (shipped / folder.INDEX_NAME).is_file():
+            raise ConfigError(f"the shipped model '{model}' is not in this installation ({shipped}); reinstall "
+                              "mmldm from a checkout that has it, or pass a model folder")
+        return shipped
+    return path
+
+
+def _stages_parked_after(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method`` of the pipeline, after which (also after an error) no stage holds the device in
+    low-memory mode."""
+    @functools.wraps(method)
+    def wrapper(self: SoundingVideoPipeline, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            if self._placement is not None:
+                self._placement.park_all()
+
+    return wrapper
+
+
 class SoundingVideoPipeline:
     """KL-VAE + multi-modal autoencoder + AVDiT generator + vocoder, ready to generate.
 
@@ -92,7 +144,11 @@ class SoundingVideoPipeline:
     def __init__(self, vae: KLVAE, autoencoder: HierarchicalAVAutoencoder, generator: AVDiT,
                  generation: GenerationConfig, audio_cfg: AudioConfig, vocoder: Vocoder,
                  vocoder_spec: str = "griffin-lim", model_dir: Path | None = None,
-                 device: torch.device | str = "cpu", dtype: torch.dtype | None = None):
+                 device: torch.device | str = "cpu", dtype: torch.dtype | None = None, low_memory: bool = False,
+                 weight_files: dict[str, Path] | None = None):
+        """``low_memory``: the stages take the device one at a time, with bf16 weights where it is
+        native (:mod:`mmldm.pipeline.low_memory`); ``weight_files``: the stages (by attribute name)
+        whose weights are read from these safetensors files when they run (:meth:`from_pretrained`)."""
         self.vae = vae
         self.autoencoder = autoencoder
         self.generator = generator
@@ -105,6 +161,23 @@ class SoundingVideoPipeline:
         self.device = torch.device(device)
         self.dtype = dtype
         self._check_components()
+        #: low-memory mode: the stages' placement and what the weights are (None: every stage resident)
+        self._placement: StagePlacement | None = None
+        self.low_memory_weights: str | None = None
+        if low_memory:
+            weight_dtype, self.low_memory_weights = low_memory_weight_dtype(self.device)
+            if weight_dtype != torch.float32:
+                self.dtype = weight_dtype  # bf16 weights run under bf16 autocast
+            else:
+                warn(f"low-memory sampling: weights stay {self.low_memory_weights}; the stages still take "
+                     "the device one at a time")
+            for module in (vae, autoencoder, generator, vocoder):
+                if isinstance(module, nn.Module):
+                    module.eval().requires_grad_(False)
+            vae.chunk_size = min(vae.chunk_size, LOW_MEMORY_IMAGE_CHUNK)
+            self._placement = stage_placement({"generator": generator, "autoencoder": autoencoder, "vae": vae,
+                                               "vocoder": vocoder}, self.device, weight_dtype, weight_files or {})
+            return
         for module in (vae, autoencoder, generator, vocoder):
             if isinstance(module, nn.Module):
                 module.to(self.device).eval().requires_grad_(False)
@@ -115,7 +188,8 @@ class SoundingVideoPipeline:
     def assemble(cls, *, vae: KLVAE, autoencoder: HierarchicalAVAutoencoder, generator: AVDiT,
                  objective: Objective | str | Any = "epsilon", audio_cfg: AudioConfig,
                  vocoder: Vocoder | str | Path = "griffin-lim", generation: GenerationConfig | None = None,
-                 device: torch.device | str = "cpu", dtype: torch.dtype | None = None) -> SoundingVideoPipeline:
+                 device: torch.device | str = "cpu", dtype: torch.dtype | None = None,
+                 low_memory: bool = False) -> SoundingVideoPipeline:
         """A pipeline from trained modules (what training code calls to export a model folder).
 
         :param objective: the generator's training objective (an :class:`Objective`, its name
@@ -124,36 +198,62 @@ class SoundingVideoPipeline:
         :param generation: latent scales and sampling defaults (default: :class:`GenerationConfig`).
 
         The modules are used, not copied: they are moved to ``device``, put in eval mode and
-        frozen (``requires_grad_(False)``).
+        frozen (``requires_grad_(False)``). ``low_memory`` (see :meth:`from_pretrained`): they wait
+        in CPU memory, their linear and convolution weights in bf16 where it is native, and move to
+        ``device`` one at a time (on a CPU they all stay resident: only the bf16 weights and the smaller
+        chunks save memory); the KL-VAE's ``chunk_size`` is lowered.
         """
         generation = dataclasses.replace(generation or GenerationConfig(), diffusion=_diffusion_config(objective))
         vocoder_module, spec = folder.resolve_vocoder(vocoder, audio_cfg, base=None)
         return cls(vae, autoencoder, generator, generation, audio_cfg, vocoder_module, spec,
-                   device=device, dtype=dtype)
+                   device=device, dtype=dtype, low_memory=low_memory)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path | None = None, device: torch.device | str = "cpu",
-                        dtype: torch.dtype | None = None, vocoder: Vocoder | str | Path | None = None
-                        ) -> SoundingVideoPipeline:
-        """Load a model folder written by :meth:`save_pretrained` (see ``docs/generation.md``);
-        ``directory`` None: the built-in Sounding Shapes model (``docs/default-model.md``).
+                        dtype: torch.dtype | None = None, vocoder: Vocoder | str | Path | None = None,
+                        low_memory: bool = False) -> SoundingVideoPipeline:
+        """Load a model folder written by :meth:`save_pretrained` (see ``docs/generation.md``), or a
+        shipped model by name (``"shapes"``, ``"bbb"``); ``directory`` None: the built-in Sounding Shapes
+        model (``docs/default-model.md``).
 
         :param dtype: compute dtype (e.g. ``torch.bfloat16``): the networks run under autocast
             in it; weights stay float32. None: float32.
         :param vocoder: another vocoder than the folder's: "griffin-lim", a HiFi-GAN checkpoint
             (e.g. the released universal V1 for a model with the ``hifigan-22k`` audio preset) or a
             module; it must fit the model's audio settings.
+        :param low_memory: sample with little memory (``docs/generation.md``, "Low-memory sampling"):
+            the generator, the autoencoder (signal decoder), the KL-VAE (frame decoder) and the
+            vocoder take the device one at a time, each stage's weights read from the folder when
+            it runs and dropped after; bf16 weights (and compute) where the device multiplies bf16
+            natively, else float32 (a warning says so). The KL-VAE takes
+            :data:`~mmldm.pipeline.low_memory.LOW_MEMORY_IMAGE_CHUNK` images at a time, the signal
+            decoder :data:`~mmldm.pipeline.low_memory.LOW_MEMORY_DECODER_CHUNK` frames.
         """
-        directory = builtin_model_folder() if directory is None else Path(directory)
-        parts = folder.load_folder(directory)
+        directory = model_folder(directory)
+        weight_files = None
+        if low_memory:
+            parked = read_parked_folder(directory)
+            parts, weight_files = parked.parts, parked.weight_files
+        else:
+            parts = folder.load_folder(directory)
         vocoder_module, spec = ((parts.vocoder, parts.vocoder_spec) if vocoder is None
                                 else folder.resolve_vocoder(vocoder, parts.audio_cfg, base=None))
         return cls(parts.vae, parts.autoencoder, parts.generator, parts.generation, parts.audio_cfg,
-                   vocoder_module, spec, model_dir=directory, device=device, dtype=dtype)
+                   vocoder_module, spec, model_dir=directory, device=device, dtype=dtype, low_memory=low_memory,
+                   weight_files=weight_files)
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write the model folder atomically (a temporary folder beside it, then renamed)."""
+        if self._placement is not None:
+            raise ConfigError("save_pretrained: a low-memory pipeline holds bf16 or no weights between stages; "
+                              "load it without low_memory to save it")
         return folder.save_folder(self, Path(directory))
+
+    def _use(self, stage: str) -> None:
+        """Low-memory mode: give the device to ``stage`` ("generator", "autoencoder", "vae" or "vocoder")
+        before it runs (the others leave it); otherwise nothing (every stage is resident)."""
+        if self._placement is not None:
+            self._placement.use(stage)
 
     def resolved_config(self) -> dict[str, Any]:
         """The resolved configs of all stages (what ``config.yaml`` of a model folder holds)."""
@@ -250,6 +350,7 @@ class SoundingVideoPipeline:
                                    decoder_steps=resolved.decoder_steps or self.autoencoder.cfg.sampling.steps)
 
     @torch.no_grad()
+    @_stages_parked_after
     def generate(self, task: str = "svg", n: int = 1, seed: int = 0, *, audio: Any = None, video: Any = None,
                  seconds: float | None = None, start: float | None = None, class_label: int | None = None,
                  settings: SamplingSettings | None = None, callback: Callback | None = None,
@@ -284,6 +385,8 @@ class SoundingVideoPipeline:
 
         :return: frames [n, T', 3, H, W] and waveforms [n, N'] (T' frames: one clip, the span of a2v /
             v2a, or the length of long; N' = T' * sample_rate / fps).
+
+        Low-memory mode (``low_memory=True``): every stage has left the device when this returns.
         """
         spec = resolve_task(task, audio, video, seconds, start)
         check_positive_int(n, "n (samples)")
@@ -358,6 +461,8 @@ class SoundingVideoPipeline:
             "model_dir": str(self.model_dir) if self.model_dir else None,
             "objective": self.objective.name, "vocoder": self.vocoder_spec,
             "device": str(self.device), "dtype": str(self.dtype or torch.float32).replace("torch.", ""),
+            # the stages one at a time (pipeline low_memory / --low-memory) and what their weights were
+            "low_memory": self._placement is not None, "low_memory_weights": self.low_memory_weights,
             "mmldm_version": __version__,
         }
         return SoundingVideoOutput(frames_out.clamp_(-1, 1), waves_out.clamp_(-1, 1), self.fps,
@@ -441,6 +546,7 @@ class SoundingVideoPipeline:
                           for _ in settings.critic_times]
                 score = generator_scores(self.denoise, self.objective, latents, noises, settings.critic_times, labels)
             else:
+                self._use("autoencoder")
                 with self._autocast():
                     score = -contrastive_similarity(self.autoencoder, latents, self.generation.scales)
             scores[name] = score.float().view(-1, candidates).cpu()
@@ -449,6 +555,7 @@ class SoundingVideoPipeline:
     def denoise(self, x: dict[str, torch.Tensor], t: torch.Tensor, **conditions: Any) -> dict[str, torch.Tensor]:
         """The generator ``(x_t, t_model, **conditions) -> outputs`` under the pipeline's autocast,
         outputs in float32 (what samplers, guidance and the critics call)."""
+        self._use("generator")
         with self._autocast():
             out = self.generator(x, t, **conditions)
         return {k: v.float() for k, v in out.items()}
@@ -481,20 +588,29 @@ class SoundingVideoPipeline:
         else:
             frames_out = torch.empty(n, total_frames, 3, self.frame_size, self.frame_size)
         waves_out = given_audio[None].expand(n, -1).clone() if keep_audio else torch.empty(n, total_samples)
-        for i, sample_generator in enumerate(generators):  # per sample: its noise is its own
-            images = []
-            for index, latents in enumerate(kept):
-                frames, image = self.decode({k: v[i:i + 1] for k, v in latents.items()},
-                                            None if labels is None else labels[i:i + 1], sample_generator,
-                                            # v2a discards the generated video: decode one frame of it, not T
-                                            frames=[0] if keep_video else None, steps=settings.decoder_steps)
+        # stage after stage, each over every sample's clips (low-memory mode: each stage takes the device
+        # once). The signal decoder draws a sample's noise from the sample's own generator, clip after clip,
+        # so the order of the stages changes no number.
+        signal_latents = [[self._signal_decode({k: v[i:i + 1] for k, v in latents.items()},
+                                               None if labels is None else labels[i:i + 1], sample_generator,
+                                               # v2a discards the generated video: decode one frame of it, not T
+                                               frames=[0] if keep_video else None, steps=settings.decoder_steps)
+                           for latents in kept]
+                          for i, sample_generator in enumerate(generators)]  # [n][clips]
+        images = []  # [n][clips] audio images [1, 3, H, W]
+        for i, sample_latents in enumerate(signal_latents):
+            images.append([])
+            for index, (video_latents, audio_latent) in enumerate(sample_latents):
+                frames, image = self._pixels(video_latents, audio_latent)
                 if not keep_video:
                     first = index * clip_frames
                     frames_out[i, first:first + clip_frames] = frames[0, :total_frames - first]
-                images.append(image)
+                images[i].append(image)
                 bar.update(1)
-            if not keep_audio:
-                waves_out[i] = vocode_clips(images, self.audio_cfg, self.vocoder)[0, :total_samples]
+        if not keep_audio:
+            self._use("vocoder")
+            for i, sample_images in enumerate(images):
+                waves_out[i] = vocode_clips(sample_images, self.audio_cfg, self.vocoder)[0, :total_samples]
         return frames_out, waves_out
 
     def _max_frames(self, n: int) -> int:
@@ -544,7 +660,9 @@ class SoundingVideoPipeline:
         """Waves [B, N] (one clip each) -> audio perceptual latents [B, Ca, Ha, Wa] (generator scale)."""
         image = waveform_to_audio_image(waveforms.float(), self.audio_cfg, self.frame_size) * 2.0 - 1.0
         with self._autocast():
+            self._use("vae")
             latent = self.vae.encode_audio_image(image.to(self.device))
+            self._use("autoencoder")
             z = self.autoencoder.encode_audio(latent).mode()
         return z.float() * self.generation.audio_latent_scale
 
@@ -556,9 +674,11 @@ class SoundingVideoPipeline:
         """
         key_frames = self.autoencoder.cfg.video_encoder.key_frames
         with self._autocast():
+            self._use("vae")
             key_latents = self.vae.encode_frames(frames[:, key_frames].to(self.device))  # [B, K, C, s, s]
             latents = key_latents.new_zeros((frames.shape[0], frames.shape[1], *key_latents.shape[2:]))
             latents[:, key_frames] = key_latents  # [B, T, C, s, s], zeros where the encoder does not look
+            self._use("autoencoder")
             z = self.autoencoder.encode_video(latents).mode()
         return z.float() * self.generation.video_latent_scale
 
@@ -575,15 +695,35 @@ class SoundingVideoPipeline:
         config: DDIM steps and guidance); its class token is ``labels`` when the autoencoder
         has the same classes as the generator, else its own prediction.
         """
+        video_latents, audio_latent = self._signal_decode(latents, labels, generator, progress, frames, steps)
+        return self._pixels(video_latents, audio_latent)
+
+    def _signal_decode(self, latents: dict[str, torch.Tensor], labels: torch.Tensor | None = None,
+                       generator: torch.Generator | None = None, progress: bool = False,
+                       frames: list[int] | None = None, steps: int | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The autoencoder's signal decoder (:meth:`decode`'s first half): generator latents -> KL-VAE
+        latents of the frames [B, F, C, s, s] and of the audio images [B, C, s, s], on the device."""
         video_z = latents["video"].float() / self.generation.video_latent_scale
         audio_z = latents["audio"].float() / self.generation.audio_latent_scale
         same_classes = (labels is not None and
                         self.autoencoder.cfg.semantic.num_classes == self.generator.cfg.num_classes)
+        chunk = None if self._placement is None else min(self.autoencoder.cfg.sampling.chunk_size,
+                                                         LOW_MEMORY_DECODER_CHUNK)
+        self._use("autoencoder")
         with self._autocast():
-            frames, audio_image = self.autoencoder.reconstruct(
-                self.vae, video_z, audio_z, frames, steps=steps, class_ids=labels if same_classes else None,
-                generator=generator, progress=progress)
-        return frames.float().cpu(), audio_image.float().cpu()
+            return self.autoencoder.decode(video_z.to(self.device), audio_z.to(self.device), frames, steps=steps,
+                                           class_ids=labels if same_classes else None, generator=generator,
+                                           chunk_size=chunk, progress=progress)
+
+    def _pixels(self, video_latents: torch.Tensor, audio_latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The KL-VAE decoder (:meth:`decode`'s second half, in the VAE's chunks): latents [B, F, C, s, s]
+        and [B, C, s, s] -> frames [B, F, 3, H, W] and audio images [B, 3, H, W] in [-1, 1], float32 on the CPU."""
+        self._use("vae")
+        with self._autocast():
+            frames = self.vae.decode_images(video_latents.flatten(0, 1)).unflatten(0, video_latents.shape[:2])
+            audio_image = self.vae.decode_images(audio_latent)
+        return frames.clamp(-1, 1).float().cpu(), audio_image.clamp(-1, 1).float().cpu()
 
 
 def _describe_input(source: Any) -> str | None:

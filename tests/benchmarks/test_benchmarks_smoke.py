@@ -60,7 +60,7 @@ def test_quick_run_records_machine_date_settings(quick_run):
     for key in ("cpu_model", "cpu_cores", "torch", "device_name", "torch_threads"):
         assert machine[key], key
     assert machine["torch"] == torch.__version__ and machine["torch_threads"] == 1
-    from mmldm.training.precision import cpu_has_native_bf16
+    from mmldm.devices import cpu_has_native_bf16
 
     assert machine["cpu_native_bf16"] is cpu_has_native_bf16()  # bf16 timings mean little without it
     assert sorted(run["benchmarks"]) == sorted(ALL)

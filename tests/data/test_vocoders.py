@@ -300,6 +300,7 @@ def test_griffin_lim_rejects_bad_settings_and_input():
 
 
 @pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_griffin_lim_runs_on_cuda():
     gl = GriffinLim(CFG16, n_iter=4).to("cuda")
     mel = log_mel(torch.randn(1, 6000) * 0.2, CFG16)

@@ -278,6 +278,7 @@ def test_decoder_steps_reach_the_signal_decoder(pipe, monkeypatch):
 
 
 @pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu_for_the_same_seed(pipe, model_dir):
     """All noise comes from a CPU generator, so a seed means the same samples on any device."""
     from mmldm.pipeline import SoundingVideoPipeline
