@@ -134,7 +134,8 @@ def export_student(checkpoint: str | Path, model_dir: str | Path, default: bool 
 
     import torch
 
-    from .autoencoder.distill import STUDENT_NAME, DecoderDistillConfig, StudentInfo, save_student
+    from .autoencoder.distill import DecoderDistillConfig
+    from .autoencoder.student import STUDENT_NAME, StudentInfo, save_student
     from .autoencoder.model import HierarchicalAVAutoencoder
     from .autoencoder.signal_decoder import SignalDecoder
     from .autoencoder.stage import load_autoencoder

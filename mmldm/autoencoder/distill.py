@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -48,10 +47,6 @@ from ..training.config import TrainConfig
 from .model import HierarchicalAVAutoencoder
 from .signal_decoder import DecoderCondition, SignalDecoder
 from .stage import AutoencoderDataConfig
-
-#: a model folder's component holding the student (config.json + model.safetensors)
-STUDENT_NAME = "decoder_student"
-
 
 @dataclass
 class StudentConfig:
@@ -239,44 +234,3 @@ class DecoderDistillStage:
         """Nothing to show beyond the losses: the student is judged by decoding (export, then the
         model's evaluation)."""
         return {}
-
-
-# --------------------------------------------------------------------------- the student on disk
-
-@dataclass
-class StudentInfo:
-    """``decoder_student/config.json``: how the student samples and what it was distilled from."""
-
-    #: sampler steps (the ``--decoder-steps`` that selects it)
-    steps: int
-    teacher_steps_per_step: int
-    #: the teacher's guidance scales, folded into the student
-    video_guidance: float
-    audio_guidance: float
-
-
-def save_student(student: SignalDecoder, info: StudentInfo, directory: Path) -> Path:
-    """Write the student as a folder: ``config.json`` (:class:`StudentInfo`) + ``model.safetensors``."""
-    from ..config import to_dict
-    from ..weights import save_pretrained_folder
-
-    return save_pretrained_folder(directory, to_dict(info), student)
-
-
-def load_student(directory: Path, autoencoder: HierarchicalAVAutoencoder,
-                 device: torch.device | str = "cpu") -> tuple[SignalDecoder, StudentInfo]:
-    """The student of ``autoencoder`` (its decoder's architecture) from a :func:`save_student` folder."""
-    from ..config import from_dict
-    from ..errors import MMLDMError, WeightsError
-    from ..weights import load_state_checked, read_folder_config, read_folder_weights
-
-    what = "few-step signal decoder"
-    config = read_folder_config(directory, what)
-    try:
-        info = from_dict(StudentInfo, config)
-    except MMLDMError as exc:
-        raise WeightsError(Path(directory) / "config.json", what, str(exc)) from None
-    student = SignalDecoder(autoencoder.resolved_config())
-    state, path = read_folder_weights(directory, what, device=device)
-    load_state_checked(student, state, path, what)
-    return student.to(device).eval().requires_grad_(False), info

@@ -10,6 +10,8 @@ Layout (``docs/generation.md`` explains every file)::
     DIR/audio.yaml           AudioConfig (``audio:``) and the vocoder spec (``vocoder:``):
                              "griffin-lim" or a path relative to DIR of HiFi-GAN files
     DIR/vocoder/             HiFi-GAN checkpoint + config.json (only for a HiFi-GAN vocoder)
+    DIR/decoder_student/     optional few-step signal decoder distilled from the autoencoder's
+                             (config.json + model.safetensors; ``mmldm export decoder-student``)
     DIR/config.yaml          resolved configs of all stages (for people; the files above rule)
 
 Every problem (missing folder or file, corrupt JSON/YAML, weights that do not fit)
@@ -31,7 +33,9 @@ import yaml
 
 from .. import __version__
 from ..assets import HIFIGAN_UNIVERSAL, HIFIGAN_UNIVERSAL_NAME, assets_folder, find_asset
+from ..autoencoder.student import STUDENT_NAME, StudentInfo, load_student, save_student
 from ..autoencoder.model import HierarchicalAVAutoencoder
+from ..autoencoder.signal_decoder import SignalDecoder
 from ..config import atomic_write_text, dump_yaml, from_dict, make_folder, to_dict
 from ..data.audio_image import AudioConfig
 from ..data.vocoders import GriffinLim, HiFiGAN, Vocoder, build_vocoder, save_hifigan
@@ -96,6 +100,8 @@ class FolderParts:
     audio_cfg: AudioConfig
     vocoder: Vocoder
     vocoder_spec: str
+    #: the few-step signal decoder and how it samples, where the folder has one
+    decoder_student: tuple[SignalDecoder, StudentInfo] | None = None
 
 
 def _component(directory: Path, index: dict, name: str) -> Path:
@@ -127,6 +133,8 @@ def load_folder(directory: Path) -> FolderParts:
     generator_dir = _component(directory, index, "generator")
     generator = AVDiT.from_pretrained(generator_dir)
     generation = read_generation_config(generator_dir / GENERATION_NAME)
+    student = (load_student(_component(directory, index, STUDENT_NAME), autoencoder)
+               if STUDENT_NAME in index.get("components", {}) else None)
 
     audio_path = directory / AUDIO_NAME
     if not audio_path.is_file():
@@ -146,7 +154,7 @@ def load_folder(directory: Path) -> FolderParts:
         vocoder, spec = resolve_vocoder(audio["vocoder"], audio_cfg, base=directory)
     except MMLDMError as exc:
         raise WeightsError(audio_path, "audio config", str(exc)) from None
-    return FolderParts(vae, autoencoder, generator, generation, audio_cfg, vocoder, spec)
+    return FolderParts(vae, autoencoder, generator, generation, audio_cfg, vocoder, spec, student)
 
 
 # --------------------------------------------------------------------------- saving
@@ -181,6 +189,10 @@ def save_folder(pipe: SoundingVideoPipeline, directory: Path) -> Path:
         pipe.generator.save_pretrained(tmp / COMPONENTS["generator"])
         atomic_write_text(tmp / COMPONENTS["generator"] / GENERATION_NAME,
                           json.dumps(to_dict(pipe.generation), indent=2) + "\n")
+        components = dict(COMPONENTS)
+        if pipe.decoder_student is not None:
+            save_student(*pipe.decoder_student, tmp / STUDENT_NAME)
+            components[STUDENT_NAME] = STUDENT_NAME
         spec = pipe.vocoder_spec
         if isinstance(pipe.vocoder, HiFiGAN) and spec != HIFIGAN_UNIVERSAL_NAME:  # the release stays a name
             save_hifigan(pipe.vocoder, tmp / HIFIGAN_CHECKPOINT)
@@ -188,7 +200,7 @@ def save_folder(pipe: SoundingVideoPipeline, directory: Path) -> Path:
         atomic_write_text(tmp / AUDIO_NAME, dump_yaml({"audio": to_dict(pipe.audio_cfg), "vocoder": spec}))
         atomic_write_text(tmp / CONFIG_NAME, dump_yaml(pipe.resolved_config()))
         index = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "mmldm_version": __version__,
-                 "components": COMPONENTS, "audio": AUDIO_NAME, "config": CONFIG_NAME}
+                 "components": components, "audio": AUDIO_NAME, "config": CONFIG_NAME}
         atomic_write_text(tmp / INDEX_NAME, json.dumps(index, indent=2) + "\n")
         give_new_modes_under(tmp)  # mkdtemp made it 0700: the model folder reads like any other
         old = None

@@ -47,6 +47,8 @@ from torch import nn
 
 from ..autoencoder.config import AutoencoderConfig
 from ..autoencoder.model import AUTOENCODER_WHAT, HierarchicalAVAutoencoder
+from ..autoencoder.signal_decoder import SignalDecoder
+from ..autoencoder.student import STUDENT_NAME, STUDENT_WHAT, StudentInfo
 from ..config import from_dict
 from ..data.audio_image import AudioConfig
 from ..errors import MMLDMError, WeightsError
@@ -57,7 +59,7 @@ from ..weights import CONFIG_NAME, WEIGHTS_NAME, read_config_json, read_folder_c
 from . import folder
 
 #: the stages, in the order a generation first runs them (the pipeline's attribute names)
-STAGES = ("generator", "autoencoder", "vae", "vocoder")
+STAGES = ("generator", "autoencoder", "decoder_student", "vae", "vocoder")
 
 #: bytes of tensors read from one opening of a safetensors file (see the module docstring)
 READ_GROUP_BYTES = 256 * 2**20
@@ -172,14 +174,16 @@ class StagePlacement:
     def __init__(self, stages: Mapping[str, StageWeights]):
         self.stages = dict(stages)
 
-    def use(self, name: str) -> None:
-        """Give the device to stage ``name``: every other stage leaves it first (so no two stages'
-        weights are there together, but for stages waiting in memory on a CPU device, which never
-        leave), then ``name``'s weights arrive (nothing happens when they are there already)."""
+    def use(self, *names: str) -> None:
+        """Give the device to the stages ``names`` (one, or the autoencoder with the few-step decoder
+        that needs its encoders): every other stage leaves it first (so no other stage's weights are
+        there with them, but for stages waiting in memory on a CPU device, which never leave), then
+        their weights arrive (nothing happens when they are there already)."""
         for key, other in self.stages.items():
-            if key != name:
+            if key not in names:
                 other.park()
-        self.stages[name].load()
+        for name in names:
+            self.stages[name].load()
 
     def park_all(self) -> None:
         """Every stage off the device (the end of a generation)."""
@@ -339,8 +343,19 @@ def read_parked_folder(directory: Path) -> ParkedFolder:
     check_weight_file(generator, files["generator"], DIT_WHAT)
     generation = read_generation_config(generator_dir / GENERATION_NAME)
 
+    student = None
+    if STUDENT_NAME in index.get("components", {}):
+        student_dir = folder._component(directory, index, STUDENT_NAME)
+        try:
+            info = from_dict(StudentInfo, read_folder_config(student_dir, STUDENT_WHAT))
+        except MMLDMError as exc:
+            raise WeightsError(student_dir / CONFIG_NAME, STUDENT_WHAT, str(exc)) from None
+        student = (_skeleton(lambda: SignalDecoder(autoencoder.resolved_config())), info)
+        files["decoder_student"] = student_dir / WEIGHTS_NAME
+        check_weight_file(student[0], files["decoder_student"], STUDENT_WHAT)
+
     audio_cfg, vocoder, spec = _read_audio(directory)
-    parts = folder.FolderParts(vae, autoencoder, generator, generation, audio_cfg, vocoder, spec)
+    parts = folder.FolderParts(vae, autoencoder, generator, generation, audio_cfg, vocoder, spec, student)
     return ParkedFolder(parts, files)
 
 
@@ -372,11 +387,11 @@ def stage_placement(modules: Mapping[str, nn.Module], device: torch.device, dtyp
                     weight_files: Mapping[str, Path]) -> StagePlacement:
     """The placement of the pipeline's ``modules`` (by stage name): the stages named in
     ``weight_files`` are read from there, the others wait in memory; the vocoder keeps float32."""
-    whats = {"generator": DIT_WHAT, "autoencoder": AUTOENCODER_WHAT, "vae": "KL-VAE diffusers folder",
-             "vocoder": "vocoder"}
+    whats = {"generator": DIT_WHAT, "autoencoder": AUTOENCODER_WHAT, "decoder_student": STUDENT_WHAT,
+             "vae": "KL-VAE diffusers folder", "vocoder": "vocoder"}
     stages = {}
     for name in STAGES:
-        module = modules[name]
+        module = modules.get(name)
         if not isinstance(module, nn.Module):
             continue
         if name == "vae" and name in weight_files:  # the file is diffusers' network, which KLVAE wraps

@@ -37,6 +37,8 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..autoencoder.model import HierarchicalAVAutoencoder
+from ..autoencoder.signal_decoder import SignalDecoder
+from ..autoencoder.student import StudentInfo
 from ..config import to_dict
 from ..data.audio_image import AudioConfig, waveform_to_audio_image
 from ..data.vocoders import Vocoder
@@ -145,10 +147,13 @@ class SoundingVideoPipeline:
                  generation: GenerationConfig, audio_cfg: AudioConfig, vocoder: Vocoder,
                  vocoder_spec: str = "griffin-lim", model_dir: Path | None = None,
                  device: torch.device | str = "cpu", dtype: torch.dtype | None = None, low_memory: bool = False,
-                 weight_files: dict[str, Path] | None = None):
+                 weight_files: dict[str, Path] | None = None,
+                 decoder_student: tuple[SignalDecoder, StudentInfo] | None = None):
         """``low_memory``: the stages take the device one at a time, with bf16 weights where it is
         native (:mod:`mmldm.pipeline.low_memory`); ``weight_files``: the stages (by attribute name)
-        whose weights are read from these safetensors files when they run (:meth:`from_pretrained`)."""
+        whose weights are read from these safetensors files when they run (:meth:`from_pretrained`);
+        ``decoder_student``: a few-step signal decoder distilled from the autoencoder's and how it
+        samples (:mod:`mmldm.autoencoder.distill`), used when the decoder steps are its steps."""
         self.vae = vae
         self.autoencoder = autoencoder
         self.generator = generator
@@ -160,6 +165,7 @@ class SoundingVideoPipeline:
         self.model_dir = model_dir
         self.device = torch.device(device)
         self.dtype = dtype
+        self.decoder_student = decoder_student
         self._check_components()
         #: low-memory mode: the stages' placement and what the weights are (None: every stage resident)
         self._placement: StagePlacement | None = None
@@ -171,14 +177,15 @@ class SoundingVideoPipeline:
             else:
                 warn(f"low-memory sampling: weights stay {self.low_memory_weights}; the stages still take "
                      "the device one at a time")
-            for module in (vae, autoencoder, generator, vocoder):
+            for module in (vae, autoencoder, generator, vocoder, self._student_network):
                 if isinstance(module, nn.Module):
                     module.eval().requires_grad_(False)
             vae.chunk_size = min(vae.chunk_size, LOW_MEMORY_IMAGE_CHUNK)
             self._placement = stage_placement({"generator": generator, "autoencoder": autoencoder, "vae": vae,
-                                               "vocoder": vocoder}, self.device, weight_dtype, weight_files or {})
+                                               "vocoder": vocoder, "decoder_student": self._student_network},
+                                              self.device, weight_dtype, weight_files or {})
             return
-        for module in (vae, autoencoder, generator, vocoder):
+        for module in (vae, autoencoder, generator, vocoder, self._student_network):
             if isinstance(module, nn.Module):
                 module.to(self.device).eval().requires_grad_(False)
 
@@ -189,7 +196,8 @@ class SoundingVideoPipeline:
                  objective: Objective | str | Any = "epsilon", audio_cfg: AudioConfig,
                  vocoder: Vocoder | str | Path = "griffin-lim", generation: GenerationConfig | None = None,
                  device: torch.device | str = "cpu", dtype: torch.dtype | None = None,
-                 low_memory: bool = False) -> SoundingVideoPipeline:
+                 low_memory: bool = False,
+                 decoder_student: tuple[SignalDecoder, StudentInfo] | None = None) -> SoundingVideoPipeline:
         """A pipeline from trained modules (what training code calls to export a model folder).
 
         :param objective: the generator's training objective (an :class:`Objective`, its name
@@ -206,7 +214,7 @@ class SoundingVideoPipeline:
         generation = dataclasses.replace(generation or GenerationConfig(), diffusion=_diffusion_config(objective))
         vocoder_module, spec = folder.resolve_vocoder(vocoder, audio_cfg, base=None)
         return cls(vae, autoencoder, generator, generation, audio_cfg, vocoder_module, spec,
-                   device=device, dtype=dtype, low_memory=low_memory)
+                   device=device, dtype=dtype, low_memory=low_memory, decoder_student=decoder_student)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path | None = None, device: torch.device | str = "cpu",
@@ -240,7 +248,7 @@ class SoundingVideoPipeline:
                                 else folder.resolve_vocoder(vocoder, parts.audio_cfg, base=None))
         return cls(parts.vae, parts.autoencoder, parts.generator, parts.generation, parts.audio_cfg,
                    vocoder_module, spec, model_dir=directory, device=device, dtype=dtype, low_memory=low_memory,
-                   weight_files=weight_files)
+                   weight_files=weight_files, decoder_student=parts.decoder_student)
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write the model folder atomically (a temporary folder beside it, then renamed)."""
@@ -249,11 +257,21 @@ class SoundingVideoPipeline:
                               "load it without low_memory to save it")
         return folder.save_folder(self, Path(directory))
 
-    def _use(self, stage: str) -> None:
-        """Low-memory mode: give the device to ``stage`` ("generator", "autoencoder", "vae" or "vocoder")
-        before it runs (the others leave it); otherwise nothing (every stage is resident)."""
+    def _use(self, *stages: str) -> None:
+        """Low-memory mode: give the device to ``stages`` ("generator", "autoencoder", "decoder_student",
+        "vae" or "vocoder") before they run (the others leave it); otherwise nothing (every stage is
+        resident)."""
         if self._placement is not None:
-            self._placement.use(stage)
+            self._placement.use(*stages)
+
+    @property
+    def _student_network(self) -> SignalDecoder | None:
+        return None if self.decoder_student is None else self.decoder_student[0]
+
+    def uses_student(self, decoder_steps: int) -> bool:
+        """Whether decoding with ``decoder_steps`` sampler steps runs the few-step student: the model
+        folder has one and these are its steps (any other count runs the autoencoder's own decoder)."""
+        return self.decoder_student is not None and decoder_steps == self.decoder_student[1].steps
 
     def resolved_config(self) -> dict[str, Any]:
         """The resolved configs of all stages (what ``config.yaml`` of a model folder holds)."""
@@ -267,6 +285,7 @@ class SoundingVideoPipeline:
             "generation": to_dict(self.generation),
             "audio": to_dict(self.audio_cfg),
             "vocoder": self.vocoder_spec,
+            "decoder_student": None if self.decoder_student is None else to_dict(self.decoder_student[1]),
         }
 
     def _check_components(self) -> None:
@@ -445,6 +464,7 @@ class SoundingVideoPipeline:
         record = {
             "task": task, "n": n, "seed": int(seed), "sample_seeds": [int(seed) + i for i in range(n)],
             "steps": settings.steps, "sampler": settings.sampler, "decoder_steps": settings.decoder_steps,
+            "signal_decoder": "few-step student" if self.uses_student(settings.decoder_steps) else "autoencoder",
             "guidance": settings.guidance, "guidance_applied": guided, "sync_guidance": settings.sync_guidance,
             "candidates": settings.candidates,
             "critics": list(settings.critics) if settings.candidates > 1 else [],
@@ -710,11 +730,17 @@ class SoundingVideoPipeline:
                         self.autoencoder.cfg.semantic.num_classes == self.generator.cfg.num_classes)
         chunk = None if self._placement is None else min(self.autoencoder.cfg.sampling.chunk_size,
                                                          LOW_MEMORY_DECODER_CHUNK)
-        self._use("autoencoder")
+        student = {}
+        if self.uses_student(steps or self.autoencoder.cfg.sampling.steps):
+            # guidance is folded into the student, and it learnt deterministic steps
+            student = dict(decoder=self._student_network, video_guidance=1.0, audio_guidance=1.0, eta=0.0)
+            self._use("autoencoder", "decoder_student")  # the autoencoder's encoders give its conditions
+        else:
+            self._use("autoencoder")
         with self._autocast():
             return self.autoencoder.decode(video_z.to(self.device), audio_z.to(self.device), frames, steps=steps,
                                            class_ids=labels if same_classes else None, generator=generator,
-                                           chunk_size=chunk, progress=progress)
+                                           chunk_size=chunk, progress=progress, **student)
 
     def _pixels(self, video_latents: torch.Tensor, audio_latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The KL-VAE decoder (:meth:`decode`'s second half, in the VAE's chunks): latents [B, F, C, s, s]

@@ -96,7 +96,7 @@ def test_export_adds_the_student_to_its_teachers_model_folder_only(tmp_path):
 
     from safetensors.torch import save_file
 
-    from mmldm.autoencoder.distill import STUDENT_NAME, load_student
+    from mmldm.autoencoder.student import STUDENT_NAME, load_student
     from mmldm.autoencoder.stage import AutoencoderDataConfig
     from mmldm.config import save_config
     from mmldm.errors import ConfigError
