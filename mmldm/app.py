@@ -56,8 +56,8 @@ IDS = {"task": "task", "audio": "audio-input", "video": "video-input", "start": 
 def takes_text(pipe: SoundingVideoPipeline) -> bool:
     """Whether the model is conditioned on a text prompt (then the page shows a prompt box).
 
-    A pipeline with text conditioning says so with a true ``takes_text`` attribute; no model of
-    this version has one, so the prompt box stays hidden."""
+    A pipeline with text conditioning (:attr:`SoundingVideoPipeline.takes_text`: its generator takes
+    text tokens from a text encoder) shows the box; for others it stays hidden."""
     return bool(getattr(pipe, "takes_text", False))
 
 

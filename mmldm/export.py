@@ -81,6 +81,9 @@ def export_model(checkpoint: str | Path, out_dir: str | Path, *, vae: str | Path
         timing = clip_timing_of(_data_config_of(checkpoint).cache)
     audio_cfg = dataclasses.replace(AudioConfig.for_sample_rate(timing.sample_rate), clip_seconds=timing.seconds)
     generation = exported_generation(checkpoint, diffusion, generator.cfg.num_classes, sampling)
+    text_encoder = _text_encoder_of(checkpoint, generator.cfg.n_ctx)
+    if text_encoder is not None:  # where it came from, for a folder saved without it
+        generation = dataclasses.replace(generation, text_encoder=str(text_encoder.source))
     model = load_autoencoder(autoencoder)[0]
     if timing.num_frames != model.cfg.num_frames:
         raise ConfigError(f"timing: {timing.num_frames} frames per clip, but the autoencoder ({autoencoder}) "
@@ -93,7 +96,8 @@ def export_model(checkpoint: str | Path, out_dir: str | Path, *, vae: str | Path
         model.cfg = dataclasses.replace(model.cfg, sampling=decoder)
     pipe = SoundingVideoPipeline.assemble(
         vae=load_vae(vae, preset=vae_preset), autoencoder=model,
-        generator=generator, objective=diffusion, audio_cfg=audio_cfg, vocoder=vocoder, generation=generation)
+        generator=generator, objective=diffusion, audio_cfg=audio_cfg, vocoder=vocoder, generation=generation,
+        text_encoder=text_encoder)
     return pipe.save_pretrained(out_dir)
 
 
@@ -117,6 +121,17 @@ def _data_config_of(checkpoint: Path) -> GeneratorDataConfig:
     return GeneratorDataConfig()
 
 
+def _text_encoder_of(checkpoint: Path, n_ctx: int) -> Any:
+    """The text encoder a text-conditioned generator checkpoint trained with (``model.text_encoder``),
+    or None."""
+    if not (checkpoint / "config.yaml").is_file():
+        return None
+    folder = load_config(GeneratorStageConfig, checkpoint / "config.yaml").model.text_encoder
+    if not folder:
+        return None
+    from .generator.text_encoder import TextEncoder
+
+    return TextEncoder.from_folder(folder, length=n_ctx)
 
 
 
@@ -186,4 +201,81 @@ def export_student(checkpoint: str | Path, model_dir: str | Path, default: bool 
         generation = dataclasses.replace(generation, sampling=generation.sampling.replace(decoder_steps=info.steps))
         atomic_write_text(generation_path, json.dumps(to_dict(generation), indent=2) + "\n")
     return model_dir / STUDENT_NAME
-__all__ = ["clip_timing_of", "export_generator", "export_model", "export_student", "exported_generation"]
+def export_frame_decoder(checkpoint: str | Path, model_dir: str | Path, default: bool = False,
+                         use_ema: bool = True) -> Path:
+    """Add a ``mmldm train frame-decoder-distill`` checkpoint's light frame decoder to a model folder
+    (``frame_decoder/``, listed in ``model_index.json``); ``--frame-decoder light`` selects it, and
+    ``default`` makes it the model's default frame decoder (``generation.json``).
+
+    It must have been distilled from the folder's own KL-VAE: where its teacher is still on disk,
+    their decoders (``decoder`` and ``post_quant_conv``) are compared tensor for tensor; the latent
+    space (channels, downsampling, scaling factor) is checked in any case.
+    """
+    import shutil
+    import tempfile
+
+    import torch
+
+    from .errors import WeightsError, warn
+    from .files import give_new_modes_under
+    from .generator.generation import read_generation_config
+    from .pipeline.folder import INDEX_NAME
+    from .training.checkpoint import load_trained_weights
+    from .vae.kl_vae import KLVAE
+    from .vae.light_decoder import (
+        FRAME_DECODER_NAME,
+        FrameDecoderInfo,
+        LightFrameDecoder,
+        save_frame_decoder,
+    )
+    from .vae.light_decoder_distill import FrameDecoderDistillConfig, load_teacher_vae
+    from .weights import read_config_json
+
+    checkpoint, model_dir = Path(checkpoint), Path(model_dir)
+    index = read_config_json(model_dir / INDEX_NAME, "model index")
+    if not (checkpoint / "config.yaml").is_file():
+        raise WeightsError(checkpoint, "frame-decoder-distill checkpoint", "config.yaml is missing (give a "
+                           "checkpoint folder of `mmldm train frame-decoder-distill`)")
+    cfg = load_config(FrameDecoderDistillConfig, checkpoint / "config.yaml")
+    vae = KLVAE.from_pretrained(model_dir / index["components"]["vae"])
+    teacher_path = Path(cfg.vae)
+    if teacher_path.exists():
+        teacher_vae = load_teacher_vae(cfg)
+        teacher, ours = teacher_vae.autoencoder.state_dict(), vae.autoencoder.state_dict()
+        keys = [k for k in ours if k.startswith(("decoder.", "post_quant_conv."))]
+        if (any(k not in teacher or not torch.equal(teacher[k], ours[k]) for k in keys)
+                or teacher_vae.scaling_factor != vae.scaling_factor):
+            raise ConfigError(f"{checkpoint}: the light frame decoder was distilled from the KL-VAE {teacher_path}, "
+                              f"not from the KL-VAE of {model_dir}")
+    else:
+        warn(f"the light frame decoder's teacher {teacher_path} is gone: cannot check that it is {model_dir}'s KL-VAE")
+    decoder = LightFrameDecoder(cfg.decoder_config(vae.latent_channels))
+    load_trained_weights(decoder, checkpoint, "light frame decoder", use_ema=use_ema)
+    info = FrameDecoderInfo(decoder=decoder.cfg, vae_scaling_factor=vae.scaling_factor,
+                            vae_latent_channels=vae.latent_channels, vae_downsample_factor=vae.downsample_factor)
+    unfit = info.fits(vae)
+    if unfit:
+        raise ConfigError(f"{checkpoint}: the light frame decoder {unfit} of {model_dir}")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{FRAME_DECODER_NAME}.", suffix=".partial", dir=model_dir))
+    try:
+        save_frame_decoder(decoder, info, tmp)
+        give_new_modes_under(tmp)
+        target = model_dir / FRAME_DECODER_NAME
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    index["components"][FRAME_DECODER_NAME] = FRAME_DECODER_NAME
+    atomic_write_text(model_dir / INDEX_NAME, json.dumps(index, indent=2) + "\n")
+    if default:
+        generation_path = model_dir / index["components"]["generator"] / GENERATION_NAME
+        generation = read_generation_config(generation_path)
+        generation = dataclasses.replace(generation, sampling=generation.sampling.replace(frame_decoder="light"))
+        atomic_write_text(generation_path, json.dumps(to_dict(generation), indent=2) + "\n")
+    return model_dir / FRAME_DECODER_NAME
+
+
+__all__ = ["clip_timing_of", "export_frame_decoder", "export_generator", "export_model", "export_student",
+           "exported_generation"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import errno
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from small_fs import mounted_tmpfs

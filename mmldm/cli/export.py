@@ -4,6 +4,7 @@
     mmldm export autoencoder CKPT --out DIR
     mmldm export model --generator CKPT --vae PATH --autoencoder PATH --out DIR [--vocoder V]
     mmldm export decoder-student CKPT --model DIR [--default]
+    mmldm export frame-decoder CKPT --model DIR [--default]
 
 ``model`` writes the complete folder ``mmldm generate --model`` loads.
 """
@@ -58,6 +59,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     student.add_argument("--no-ema", action="store_true")
     student.set_defaults(func=_student)
 
+    light = esub.add_parser("frame-decoder",
+                            help="add a `mmldm train frame-decoder-distill` light frame decoder to a model folder")
+    light.add_argument("checkpoint", type=Path)
+    light.add_argument("--model", type=Path, required=True, help="the model folder of the decoder's KL-VAE")
+    light.add_argument("--default", action="store_true",
+                       help="make it the model's default frame decoder (generation.json)")
+    light.add_argument("--no-ema", action="store_true")
+    light.set_defaults(func=_frame_decoder)
+
     export.set_defaults(func=lambda args: export.print_help())
 
 
@@ -103,4 +113,13 @@ def _student(args: argparse.Namespace) -> int:
     out = export_student(args.checkpoint, args.model, default=args.default, use_ema=not args.no_ema)
     print(f"few-step signal decoder written to {out}"
           + (" (the model's default decoder steps now select it)" if args.default else ""))
+    return 0
+
+
+def _frame_decoder(args: argparse.Namespace) -> int:
+    from ..export import export_frame_decoder
+
+    out = export_frame_decoder(args.checkpoint, args.model, default=args.default, use_ema=not args.no_ema)
+    print(f"light frame decoder written to {out}"
+          + (" (the model's default frame decoder now)" if args.default else " (select it with --frame-decoder light)"))
     return 0

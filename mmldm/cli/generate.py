@@ -4,6 +4,7 @@
     mmldm generate --model models/shapes --task a2v --audio rain.wav --guidance 1 9 --out a2v/
     mmldm generate --task long --seconds 6.4 --out long/        # the built-in model
     mmldm generate --model big/ --low-memory --out samples/       # one network in memory at a time
+    mmldm generate --model text-model/ --prompt "a green square and a square wave, rising" --text-guidance 3 --out t/
 
 Every bad input (unknown task, missing file, a file without the needed stream, a
 clip shorter than one clip, a non-positive length) is one ``mmldm: error:`` line.
@@ -15,7 +16,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..generator.generation import CRITICS
+from ..generator.generation import CRITICS, FRAME_DECODERS
 from ..generator.tasks import TASKS
 from .commands import COMMANDS
 
@@ -56,11 +57,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--critics", nargs="+", choices=CRITICS, default=None, metavar="NAME",
                         help=f"the critics that rank the candidates ({', '.join(CRITICS)}; several: lowest sum "
                              "of ranks; default: the model's)")
+    parser.add_argument("--frame-decoder", choices=FRAME_DECODERS, default=None,
+                        help="what decodes the video frames: full (the KL-VAE decoder) or light (the model folder's "
+                             "light frame decoder, frame_decoder/; the audio image keeps the full decoder); "
+                             "default: the model's")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--batch-size", type=int, default=16,
                         help="samples generated and written at a time (memory holds one batch; the files are the "
                              "same for any batch size; default 16)")
     parser.add_argument("--class", dest="class_label", type=int, default=None, help="class id (class-conditional models)")
+    parser.add_argument("--prompt", default=None, metavar="TEXT",
+                        help="text-conditioned models: what to generate, e.g. \"a green square and a square wave, "
+                             "rising\" (default: the null text)")
+    parser.add_argument("--text-guidance", type=float, default=None, metavar="SCALE",
+                        help="text-conditioned models: guidance between the prompt and the null text (1 = none; "
+                             "default: the model's)")
+    parser.add_argument("--text-encoder", type=Path, default=None, metavar="DIR",
+                        help="the local CLIP text model folder of a text-conditioned model whose folder does not "
+                             "carry one (never downloaded)")
     parser.add_argument("--vocoder", default=None, metavar="PATH",
                         help="another vocoder than the model folder's: griffin-lim, or a HiFi-GAN checkpoint (a "
                              "generator file with config.json beside it, or their folder) fitting the model's audio")
@@ -100,6 +114,10 @@ def run(args: argparse.Namespace) -> int:
     resolve_task(args.task, args.audio, args.video, args.seconds, args.start)
     if args.n < 1:
         raise ConfigError(f"--n must be >= 1, got {args.n}")
+    if args.text_encoder is not None and not args.text_encoder.is_dir():
+        from ..errors import WeightsError
+
+        raise WeightsError(args.text_encoder, "--text-encoder", "not found: give a local CLIP text model folder")
     for flag, given in (("--audio", args.audio), ("--video", args.video)):
         if given is not None:
             check_input_file(given, f"{flag} of task {args.task}")
@@ -112,13 +130,17 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"{flag} must be >= 1, got {value}")
     pipe = SoundingVideoPipeline.from_pretrained(args.model, device=device,
                                                  dtype=torch.bfloat16 if args.bf16 else None, vocoder=args.vocoder,
-                                                 low_memory=args.low_memory)
+                                                 low_memory=args.low_memory, text_encoder=args.text_encoder)
+    if args.prompt and not pipe.takes_text:  # before any sampling
+        raise ConfigError("--prompt: this model has no text conditioning (its generator takes no text)")
 
     def make_batch(count: int, first_seed: int):
         return pipe.generate(task=args.task, n=count, steps=args.steps, sampler=args.sampler,
                              guidance=args.guidance, seed=first_seed, audio=args.audio, video=args.video,
                              seconds=args.seconds, start=args.start, class_label=args.class_label, decoder_steps=args.decoder_steps,
                              sync_guidance=args.sync_guidance, candidates=args.candidates, critics=args.critics,
+                             frame_decoder=args.frame_decoder,
+                             prompt=args.prompt, text_guidance=args.text_guidance,
                              progress=not args.quiet)
 
     videos, settings = save_in_batches(make_batch, args.n, args.seed, args.batch_size, args.out,

@@ -11,6 +11,7 @@ The model loads once, before the server starts; every request uses it, one at a 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from .commands import COMMANDS
 
@@ -28,6 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: every "
                              "network interface)")
     parser.add_argument("--port", type=int, default=7860, help="port to listen on (default 7860)")
+    parser.add_argument("--text-encoder", type=Path, default=None, metavar="DIR",
+                        help="a text-conditioned model's CLIP text encoder folder, when its model folder does not "
+                             "carry one (see mmldm generate --help)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--bf16", action="store_true",
                         help="run the networks under bfloat16 autocast (see mmldm generate --help)")
@@ -70,8 +74,10 @@ def run(args: argparse.Namespace) -> int:
     import os
     import signal
 
-    from ..errors import ConfigError
+    from ..errors import ConfigError, WeightsError
 
+    if args.text_encoder is not None and not args.text_encoder.is_dir():
+        raise WeightsError(args.text_encoder, "--text-encoder", "not found: give a local CLIP text model folder")
     if args.queue_size < 1:
         raise ConfigError(f"--queue-size must be >= 1, got {args.queue_size}")
     if not args.max_seconds > 0:
@@ -98,7 +104,8 @@ def run(args: argparse.Namespace) -> int:
 
     print(f"loading {args.model or 'the built-in model'} ...", flush=True)
     pipe = SoundingVideoPipeline.from_pretrained(args.model, device=device,
-                                                 dtype=torch.bfloat16 if args.bf16 else None)
+                                                 dtype=torch.bfloat16 if args.bf16 else None,
+                                                 text_encoder=args.text_encoder)
     demo = build_app(pipe, max_seconds=args.max_seconds)
     # one generation at a time on the one model; the others wait in the queue
     demo.queue(max_size=args.queue_size, default_concurrency_limit=1)

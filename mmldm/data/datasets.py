@@ -40,6 +40,8 @@ Split = Literal["train", "val", "all"]
 #: Manifest columns that may hold the class (an integer id or a name), in order of preference.
 _CLASS_KEYS = ("class_id", "class", "label", "class_name")
 _PATH_KEYS = ("path", "file")
+#: the manifest column holding a clip's caption (text-conditioned generators; "" or absent: no text)
+TEXT_KEY = "text"
 _WARN_LISTED = 20  # skipped files named in the warning; the rest are counted
 #: audio a window may lack at its end before it counts as past the end of the audio: encoders
 #: often end the audio track an audio frame or two before the video
@@ -55,6 +57,7 @@ class VideoFile:
     class_id: int
     num_frames: int
     audio_seconds: float = math.inf  # length of the audio track, from the header (inf: unknown)
+    text: str = ""  # caption from the manifest's text column ("" = none)
 
 
 def _listed(entries: list[str]) -> str:
@@ -111,8 +114,9 @@ class VideoFolderDataset(Dataset):
         class_map: {file stem: class id or name} or a JSON file holding it. Without it
             (and without classes in the manifest) the class is the first sub-folder under
             ``root`` (names sorted -> ids); files with no class get -1.
-        manifest: JSONL or CSV listing the files (``path`` and optionally ``class_id`` /
-            ``class`` / ``label`` / ``class_name``) instead of scanning ``root``. When not
+        manifest: JSONL or CSV listing the files (``path``, optionally ``class_id`` /
+            ``class`` / ``label`` / ``class_name``, and optionally ``text``, the clip's caption
+            for a text-conditioned generator) instead of scanning ``root``. When not
             given and ``root/manifest.jsonl`` exists (as ``mmldm data synth`` writes), that
             manifest is used, so a Sounding Shapes folder keeps its own class ids.
         seed: salt of the split hash.
@@ -122,7 +126,8 @@ class VideoFolderDataset(Dataset):
 
     Items (dicts): ``frames`` float [T, 3, H, W] in [-1, 1]; ``waveform`` float [N] with
     ``N = timing.samples_per_clip``; ``audio_image`` float [3, H, W] in [-1, 1]; ``class_id``
-    int; ``source`` str (file path); ``start_time`` float seconds; ``index`` int.
+    int; ``source`` str (file path); ``start_time`` float seconds; ``index`` int; ``text`` str (the
+    manifest's caption of the file, "" without one).
     """
 
     def __init__(
@@ -155,6 +160,7 @@ class VideoFolderDataset(Dataset):
             raise ConfigError(f"dataset stride must be positive, got {stride!r}")
         self.audio_cfg = self._audio_config(audio_cfg, timing)
 
+        self._texts: dict[Path, str] = {}  # captions from the manifest, by file
         if manifest is None and (self.root / "manifest.jsonl").is_file():
             manifest = self.root / "manifest.jsonl"
         listed = self._read_manifest(Path(manifest)) if manifest is not None else self._scan()
@@ -171,7 +177,7 @@ class VideoFolderDataset(Dataset):
             except MediaError as exc:
                 skipped.append(f"{key} ({exc.reason})")
                 continue
-            self.files.append(VideoFile(path, key, class_id, num_frames, audio_seconds))
+            self.files.append(VideoFile(path, key, class_id, num_frames, audio_seconds, self._texts.get(path, "")))
         if not self.files:  # one line saying why (no warning before it)
             what = f"in the '{split}' split " if split != "all" and listed else ""
             example = f", e.g. {skipped[0]}" if skipped else ""
@@ -258,6 +264,12 @@ class VideoFolderDataset(Dataset):
                 raise DataError(f"{manifest}: row {number} has no 'path' column")
             path = Path(name) if Path(name).is_absolute() else manifest.parent / name
             label = next((row[k] for k in _CLASS_KEYS if row.get(k) not in (None, "")), None)
+            text = row.get(TEXT_KEY)
+            if text is not None and not isinstance(text, str):
+                raise DataError(f"{manifest}: row {number} column '{TEXT_KEY}' must be a string, got "
+                                f"{type(text).__name__}")
+            if text:
+                self._texts[path] = text
             listed.append((path, self._key(path), label))
         return listed
 
@@ -359,6 +371,7 @@ class VideoFolderDataset(Dataset):
             "source": str(file.path),
             "start_time": first / timing.fps,
             "index": int(index),
+            "text": file.text,
         }
 
     def _read_window(self, file: VideoFile, first: int) -> tuple[np.ndarray, np.ndarray]:

@@ -13,7 +13,7 @@ Layout of a cache folder::
 * **Shards.** Items ``[s * shard_size, (s + 1) * shard_size)`` form shard ``s``.
   Each is written to a temporary name and renamed (atomic), so a file with the
   final name is always complete. Its safetensors metadata repeats the config
-  hash, item range and per-item metadata (source, start_time, class_id, index).
+  hash, item range and per-item metadata (source, start_time, class_id, index, text).
 * **Resume.** Running again skips shards that exist and verify (same config
   hash, same item range, every key present with n rows); everything else,
   including temporary files left by a killed run, is redone.
@@ -52,7 +52,7 @@ INDEX_NAME = "index.json"
 FORMAT_NAME = "mmldm-latent-cache"
 FORMAT_VERSION = 1
 #: per-item fields copied from dataset items into the index (when present)
-META_KEYS = ("source", "start_time", "class_id", "index")
+META_KEYS = ("source", "start_time", "class_id", "index", "text")
 
 Encoder = Callable[[dict[str, Any]], Mapping[str, torch.Tensor]]
 

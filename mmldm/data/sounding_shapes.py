@@ -73,6 +73,38 @@ CLASSES: tuple[ShapeClass, ...] = (
 )
 
 
+#: colour words of the captions, by class id (the colours of :data:`CLASSES`)
+COLOUR_NAMES: tuple[str, ...] = ("red", "green", "blue")
+#: how a caption names each tone
+TONE_PHRASES: dict[str, str] = {"sine": "a sine tone", "square": "a square wave", "saw": "a sawtooth wave"}
+#: a clip whose pitch ends within this many semitones of where it started is "steady"
+STEADY_SEMITONES = 1.0
+
+
+def pitch_direction(f0: Any) -> str:
+    """"rising", "falling" or "steady": the pitch at the last frame against the first (per-frame f0 in Hz)."""
+    f0 = np.asarray(f0, dtype=np.float64)
+    change = 12.0 * math.log2(f0[-1] / f0[0])
+    if change > STEADY_SEMITONES:
+        return "rising"
+    if change < -STEADY_SEMITONES:
+        return "falling"
+    return "steady"
+
+
+def caption(class_id: int, direction: str) -> str:
+    """The text of a clip, from its law: colour, shape and tone of the class and the pitch direction,
+    e.g. "a green square and a square wave, rising"."""
+    cls = CLASSES[class_id]
+    return f"a {COLOUR_NAMES[cls.id]} {cls.shape} and {TONE_PHRASES[cls.tone]}, {direction}"
+
+
+def caption_words() -> list[str]:
+    """Every word a Sounding Shapes caption can hold (for a tokenizer that must hold them whole)."""
+    texts = [caption(cls.id, direction) for cls in CLASSES for direction in ("rising", "falling", "steady")]
+    return sorted({word for text in texts for word in text.replace(",", " ").split()})
+
+
 @dataclass(frozen=True)
 class ShapesConfig:
     """Clip geometry and timing. Frames are ``size`` x ``size``; audio is mono."""
@@ -233,7 +265,8 @@ def _check_seed(seed: int, what: str) -> int:
 def synth_truth(cfg: ShapesConfig, seed: int, class_id: int | None = None) -> dict[str, Any]:
     """The ground truth of the clip made from ``seed``: class, r, per-frame centre and f0 (no pixels, no audio).
 
-    Keys: class_id, class_name, r, x [T], y [T], f0 [T] (Hz at frame instants), seed.
+    Keys: class_id, class_name, r, x [T], y [T], f0 [T] (Hz at frame instants), seed, text (the
+    clip's caption, :func:`caption`: its class and pitch direction).
     """
     seed = _check_seed(seed, "seed")
     if class_id is not None and class_id not in range(len(CLASSES)):
@@ -251,14 +284,16 @@ def synth_truth(cfg: ShapesConfig, seed: int, class_id: int | None = None) -> di
     steps = np.arange(cfg.num_frames, dtype=np.float64)
     x = _bounce(x0 + speed * math.cos(direction) * steps, left, size - right)
     y = _bounce(y0 + speed * math.sin(direction) * steps, up, size - down)
+    f0 = law_f0(y, size)
     return {
         "class_id": cls.id,
         "class_name": cls.name,
         "r": float(r),
         "x": [float(v) for v in x],
         "y": [float(v) for v in y],
-        "f0": [float(v) for v in law_f0(y, size)],
+        "f0": [float(v) for v in f0],
         "seed": seed,
+        "text": caption(cls.id, pitch_direction(f0)),
     }
 
 
@@ -279,8 +314,8 @@ def write_dataset(out: str | Path, n: int, seed: int, cfg: ShapesConfig | None =
     """Write ``n`` mp4 clips under ``out/<class name>/NNNNN.mp4`` and ``out/manifest.jsonl``.
 
     Clip i has class i % 3 and seed :func:`clip_seed` (seed, i). The manifest
-    (one JSON object per clip: path relative to ``out``, index, ground truth,
-    clip geometry and timing) is written atomically after all clips, so an
+    (one JSON object per clip: path relative to ``out``, index, ground truth with
+    the caption in ``text``, clip geometry and timing) is written atomically after all clips, so an
     interrupted run never leaves a manifest naming missing clips. The same
     arguments always give the same manifest bytes. Files already in ``out``
     are overwritten when they share a name and otherwise left alone (the

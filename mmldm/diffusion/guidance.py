@@ -80,9 +80,24 @@ def _concat_batch(cond: Any, uncond: Any, name: str) -> Any:
     return cond
 
 
+def _tiled(value: Any, rows: int | None) -> Any:
+    """A ``[B, ...]`` condition repeated to ``rows`` rows when ``rows`` is a multiple ``k * B`` (k > 1)."""
+    if not isinstance(value, torch.Tensor) or rows is None or value.ndim == 0 or value.shape[0] in (0, rows):
+        return value
+    if rows % value.shape[0]:
+        return value  # a mismatch the model reports with the shapes
+    return value.repeat(rows // value.shape[0], *([1] * (value.ndim - 1)))
+
+
 def guided_denoiser(model: Callable[..., Latents], cond: Mapping[str, Any],
-                    uncond: Mapping[str, Any], scale: GuidanceScale) -> Callable[[Latents, torch.Tensor], Latents]:
-    """A denoiser ``(x_t, t_model) -> guided output`` for :func:`mmldm.diffusion.samplers.sample`.
+                    uncond: Mapping[str, Any], scale: GuidanceScale) -> Callable[..., Latents]:
+    """A denoiser ``(x_t, t_model, **shared) -> guided output`` for :func:`mmldm.diffusion.samplers.sample`.
+
+    ``shared``: conditions given to both branches alike (none of ``cond``'s keys), so guided
+    denoisers nest: an outer one's two branches call an inner one (e.g. text guidance inside the
+    cross-modal guidance), each with its own conditions. Called with ``k * B`` rows of ``x_t`` (the
+    outer ``[cond; uncond]`` batch), the ``B``-row tensors of ``cond`` and ``uncond`` are tiled ``k``
+    times to fit.
 
     :param model: ``model(x_t, t_model, **conditions)``; ``x_t`` ``[B, ...]`` or a dict of them.
     :param cond: keyword conditions of the conditional branch (tensors with batch ``B``).
@@ -98,15 +113,22 @@ def guided_denoiser(model: Callable[..., Latents], cond: Mapping[str, Any],
     uncond_full = {**cond, **uncond}
     scale_values = list(scale.values()) if isinstance(scale, Mapping) else [scale]
 
-    def denoise(x_t: Latents, t_model: torch.Tensor) -> Latents:
+    def denoise(x_t: Latents, t_model: torch.Tensor, **shared: Any) -> Latents:
+        both_sides = set(shared) & set(cond)
+        if both_sides:
+            raise ValueError(f"conditions {sorted(both_sides)} are both guided and shared")
+        rows = t_model.shape[0] if t_model.ndim else None
+        cond_now = {k: _tiled(v, rows) for k, v in cond.items()}
+        uncond_now = {k: _tiled(v, rows) for k, v in uncond_full.items()}
         if all(float(s) == 1.0 for s in scale_values):
-            return model(x_t, t_model, **cond)
+            return model(x_t, t_model, **shared, **cond_now)
         if all(float(s) == 0.0 for s in scale_values):
-            return model(x_t, t_model, **uncond_full)
+            return model(x_t, t_model, **shared, **uncond_now)
         x_both = tree_map(lambda x: torch.cat([x, x], dim=0), x_t)  # [2B, ...]
         t_both = torch.cat([t_model, t_model], dim=0)  # [2B]
-        cond_both = {k: _concat_batch(cond[k], uncond_full[k], k) for k in cond}
-        out = model(x_both, t_both, **cond_both)  # [2B, ...]
+        cond_both = {k: _concat_batch(cond_now[k], uncond_now[k], k) for k in cond}
+        shared_both = {k: _concat_batch(v, v, k) for k, v in shared.items()}
+        out = model(x_both, t_both, **shared_both, **cond_both)  # [2B, ...]
         cond_out = tree_map(lambda o: o[: o.shape[0] // 2], out)  # [B, ...]
         uncond_out = tree_map(lambda o: o[o.shape[0] // 2:], out)  # [B, ...]
         return apply_guidance(cond_out, uncond_out, scale)

@@ -6,6 +6,8 @@ joint generation ``p(a, v)``, audio-to-video ``p(v | a)`` and video-to-audio
 
 * **context dropout** (p = 0.1): the class label becomes the null class, so
   classifier-free guidance over the class works at sampling time;
+* **text dropout** (p = 0.1, text-conditioned generators): the caption becomes
+  the null (empty) text, so text guidance works at sampling time;
 * **clean audio -> video** (p = 0.05): ``audio_cond`` is the clean audio latent
   (the network generates the video given the audio);
 * **clean video -> audio** (p = 0.05): ``video_cond`` is the clean video latent;
@@ -30,8 +32,9 @@ Items without a previous clip always get zeros. The "none" share keeps the
 zero-previous case (used for the first clip of a long sample) well trained: the
 authors' code never trained it (upstream defect, see the design notes).
 
-The three draws (context, cross-modal, previous) are independent, so e.g. a
-long a2v item (previous both + clean audio) occurs too, at 0.3 * 0.05.
+The draws (context, cross-modal, previous, and text with captions) are
+independent, so e.g. a long a2v item (previous both + clean audio) occurs too,
+at 0.3 * 0.05.
 
 **Loss.** The paper keeps the loss on both modalities for every item, also on
 the modality given clean (Eq. 8 unchanged); that is our default
@@ -45,6 +48,7 @@ same seed gives the same choices, whatever device the latents are on.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -59,6 +63,8 @@ class ConditioningConfig:
 
     #: class label -> null class (classifier-free guidance over the class)
     context_dropout: float = 0.1
+    #: caption -> the null (empty) text (guidance over the text; text-conditioned generators)
+    text_dropout: float = 0.1
     #: clean audio given as ``audio_cond`` (audio-to-video task)
     audio_to_video: float = 0.05
     #: clean video given as ``video_cond`` (video-to-audio task); exclusive with audio_to_video
@@ -73,7 +79,7 @@ class ConditioningConfig:
     loss_on_given: bool = True
 
     def __post_init__(self) -> None:
-        names = ("context_dropout", "audio_to_video", "video_to_audio", "previous_both", "previous_audio",
+        names = ("context_dropout", "text_dropout", "audio_to_video", "video_to_audio", "previous_both", "previous_audio",
                  "previous_video")
         for name in names:
             value = getattr(self, name)
@@ -103,7 +109,7 @@ class MixedConditions:
 
     Shapes: ``audio_cond``/``prev_audio`` [B, Ca, Ha, Wa]; ``video_cond``/``prev_video``
     [B, Cv, Hv, Wv]; ``class_labels`` [B] int64 or None; masks and ``loss_weights``
-    entries [B] (bool / float32).
+    entries [B] (bool / float32); ``texts`` B strings ("" = the null text) or None without captions.
     """
 
     audio_cond: torch.Tensor
@@ -121,6 +127,10 @@ class MixedConditions:
     prev_video_given: torch.Tensor
     #: per-item weight of each modality's MSE: {"audio": [B], "video": [B]}
     loss_weights: dict[str, torch.Tensor]
+    #: the items' captions after text dropout (None: no captions given)
+    texts: list[str] | None = None
+    #: items whose caption was replaced by the null text
+    text_dropped: torch.Tensor | None = None
 
     def model_kwargs(self) -> dict[str, torch.Tensor | None]:
         """Keyword arguments of :meth:`mmldm.generator.dit.AVDiT.forward` (besides ``x`` and ``t``)."""
@@ -138,7 +148,8 @@ def mix_conditions(audio: torch.Tensor, video: torch.Tensor, cfg: ConditioningCo
                    generator: torch.Generator | None = None, *,
                    class_labels: torch.Tensor | None = None, null_class: int | None = None,
                    prev_audio: torch.Tensor | None = None, prev_video: torch.Tensor | None = None,
-                   has_previous: torch.Tensor | None = None) -> MixedConditions:
+                   has_previous: torch.Tensor | None = None,
+                   texts: Sequence[str] | None = None) -> MixedConditions:
     """Draw each item's training condition (paper Sec. 3.3 plus previous-clip conditioning).
 
     Args:
@@ -146,13 +157,15 @@ def mix_conditions(audio: torch.Tensor, video: torch.Tensor, cfg: ConditioningCo
         video: clean video latents ``[B, Cv, Hv, Wv]``.
         cfg: the probabilities.
         generator: the random source; exactly ``3 * B`` uniform numbers are drawn
-            from it per call, whatever the batch holds (so resumed runs stay in step).
+            from it per call (``4 * B`` with ``texts``), whatever the batch holds (so
+            resumed runs stay in step).
         class_labels: ``[B]`` int64 class ids, or None for an unconditional model;
             ids < 0 (unlabelled items) are mapped to ``null_class``.
         null_class: the label meaning "no class" (needed with ``class_labels``).
         prev_audio / prev_video: the previous window's latents (any values where
             ``has_previous`` is false), or None when the data has none.
         has_previous: ``[B]`` bool, items whose previous window exists.
+        texts: the items' captions (B strings, "" = none) for a text-conditioned generator, or None.
 
     Returns:
         :class:`MixedConditions`.
@@ -163,6 +176,14 @@ def mix_conditions(audio: torch.Tensor, video: torch.Tensor, cfg: ConditioningCo
         raise ConfigError(f"condition mixing: audio batch {batch} != video batch {video.shape[0]}")
     draws = rng.rand((3, batch), generator, device)  # [3, B] in [0, 1)
     context_u, cross_u, previous_u = draws
+
+    text_dropped = None
+    if texts is not None:
+        texts = list(texts)
+        if len(texts) != batch:
+            raise ValueError(f"condition mixing: {len(texts)} captions for a batch of {batch}")
+        text_dropped = rng.rand((batch,), generator, device) < cfg.text_dropout  # [B]
+        texts = ["" if drop else text for text, drop in zip(texts, text_dropped.tolist())]
 
     context_dropped = context_u < cfg.context_dropout
     labels = None
@@ -206,4 +227,6 @@ def mix_conditions(audio: torch.Tensor, video: torch.Tensor, cfg: ConditioningCo
         prev_audio_given=prev_audio_given,
         prev_video_given=prev_video_given,
         loss_weights=weights,
+        texts=texts,
+        text_dropped=text_dropped,
     )

@@ -32,6 +32,10 @@ GENERATION_NAME = "generation.json"
 #: contrastive similarity (its Eq. 1 head) of the candidate's two latents
 CRITICS = ("generator", "contrastive")
 
+#: the frame decoders (``SamplingSettings.frame_decoder``): "full", the KL-VAE decoder; "light", the
+#: model folder's light frame decoder distilled from it (``frame_decoder/``, :mod:`mmldm.vae.light_decoder`)
+FRAME_DECODERS = ("full", "light")
+
 #: a guidance request: one scale for both modalities, ``(audio, video)``, or ``{"audio": .., "video": ..}``
 Guidance = float | Sequence[float] | Mapping[str, float]
 
@@ -55,6 +59,9 @@ class SamplingSettings:
     #: per-modality guidance scales of Eq. (9); 1 = no guidance (the authors' CLI used 9)
     audio_guidance: float = 1.0
     video_guidance: float = 1.0
+    #: text-conditioned models: classifier-free guidance between the prompt and the null (empty) text,
+    #: ``out(null) + s * (out(prompt) - out(null))``; 1 = the prompt alone, no null-text branch
+    text_guidance: float = 1.0
     #: sampler steps of the autoencoder's signal decoder (None: its config's ``sampling.steps``)
     decoder_steps: int | None = None
     #: a2v only: x0 distance per sampler step down the generator's own video-to-audio error (0 = off)
@@ -68,6 +75,9 @@ class SamplingSettings:
     #: fractions of the forward process in (0, 1] at which the generator's critic compares, one noise
     #: draw each
     critic_times: tuple[float, ...] = (0.7, 0.5, 0.3)
+    #: what decodes the video frames' KL-VAE latents to pixels (:data:`FRAME_DECODERS`); the audio image
+    #: always takes the full KL-VAE decoder (the vocoder reads it)
+    frame_decoder: str = "full"
 
     def __post_init__(self) -> None:
         if not isinstance(self.sampler, str) or (self.sampler and self.sampler not in SAMPLERS):
@@ -75,7 +85,7 @@ class SamplingSettings:
         check_positive_int(self.steps, "steps")
         if self.decoder_steps is not None:
             check_positive_int(self.decoder_steps, "decoder steps")
-        for name in ("audio_guidance", "video_guidance"):
+        for name in ("audio_guidance", "video_guidance", "text_guidance"):
             value = getattr(self, name)
             if not _is_number(value) or not math.isfinite(value):
                 raise ConfigError(f"guidance scales must be finite numbers, got {name.split('_')[0]} {value!r}")
@@ -89,6 +99,8 @@ class SamplingSettings:
                               f"got {list(critics) if not isinstance(critics, str) else critics!r}")
         if not self.critic_times or not all(_is_number(t) and 0 < t <= 1 for t in self.critic_times):
             raise ConfigError(f"critic_times must be one or more fractions in (0, 1], got {list(self.critic_times)}")
+        if self.frame_decoder not in FRAME_DECODERS:
+            raise ConfigError(f"frame decoder must be one of {', '.join(FRAME_DECODERS)}, got {self.frame_decoder!r}")
 
     @property
     def guidance(self) -> dict[str, float]:
@@ -161,6 +173,10 @@ class GenerationConfig:
     class_prior: tuple[float, ...] = ()
     #: the sampling defaults of ``mmldm generate`` for this model
     sampling: SamplingSettings = field(default_factory=SamplingSettings)
+    #: text-conditioned generators: the text encoder it was trained with, named for people (e.g.
+    #: "openai/clip-vit-large-patch14"); a model folder without ``text_encoder/`` needs that folder
+    #: passed (``--text-encoder DIR``)
+    text_encoder: str = ""
 
     def __post_init__(self) -> None:
         if self.audio_latent_scale <= 0 or self.video_latent_scale <= 0:
@@ -196,4 +212,4 @@ def read_generation_config(path: str | Path) -> GenerationConfig:
         raise WeightsError(path, "generation config", str(exc)) from None
 
 
-__all__ = ["CRITICS", "GENERATION_NAME", "GenerationConfig", "Guidance", "SamplingSettings", "guidance_pair", "read_generation_config"]
+__all__ = ["CRITICS", "FRAME_DECODERS", "GENERATION_NAME", "GenerationConfig", "Guidance", "SamplingSettings", "guidance_pair", "read_generation_config"]

@@ -158,7 +158,8 @@ class GeneratorLatentDataset(Dataset):
 
     Items: ``audio`` [Ca, ha, wa], ``video`` [Cv, hv, wv] (float32), ``prev_audio`` /
     ``prev_video`` (the previous window's latents, zeros if none), ``has_previous``
-    (bool), ``class_id`` (int64, -1 unlabelled), ``index`` (int64).
+    (bool), ``class_id`` (int64, -1 unlabelled), ``index`` (int64), ``text`` (str: the clip's caption
+    from the dataset manifest, "" without one).
 
     Args:
         directory: a finished latent cache with keys ``audio`` and ``video``.
@@ -206,6 +207,7 @@ class GeneratorLatentDataset(Dataset):
         out["has_previous"] = torch.tensor(j >= 0)
         out["class_id"] = torch.tensor(int(item.get("class_id", -1)), dtype=torch.long)
         out["index"] = torch.tensor(i % len(self), dtype=torch.long)
+        out["text"] = str(item.get("text") or "")
         return out
 
 

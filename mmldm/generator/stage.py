@@ -15,6 +15,13 @@ flow (``flow``).
 Data: :class:`~mmldm.generator.latents.GeneratorLatentDataset` over a latent
 cache of perceptual latents; nothing is decoded during training.
 
+Text conditioning (the paper's open-domain variant): with ``model.text_encoder``
+(a local CLIP text model folder, :mod:`mmldm.generator.text_encoder`) the
+items' captions (the ``text`` column of the dataset manifest, carried by the
+latent cache) become the DiT's context tokens ``[B, n_ctx, context_dim]``; the
+frozen encoder runs once per distinct caption (memoised), never per step, and
+``conditioning.text_dropout`` replaces captions by the null text.
+
 Previews: a few latents sampled from the (EMA) model with the preview items'
 classes. With ``preview.vae`` and ``preview.autoencoder`` set, they are decoded
 to frames and audio images (the autoencoder's DDIM decoder: slow at paper size);
@@ -64,9 +71,16 @@ class GeneratorModelConfig:
     #: start from it deepened (:func:`~mmldm.generator.dit.deepened`: its blocks spread out, the new
     #: ones the identity), so the deeper generator starts as the trained one (not in the paper)
     deepen_pretrained: bool = False
+    #: frozen text encoder of a text-conditioned generator: a local CLIP text model folder (with its
+    #: tokenizer; :mod:`mmldm.generator.text_encoder`); needs ``dit.context_dim`` = its width and
+    #: ``dit.n_ctx`` tokens per caption
+    text_encoder: str | None = None
 
     def __post_init__(self) -> None:
-        self.dit_config()  # unknown presets or fields fail at load time
+        dit = self.dit_config()  # unknown presets or fields fail at load time
+        if bool(self.text_encoder) != bool(dit.context_dim):
+            raise ConfigError("model.text_encoder and model.dit.context_dim go together: a text-conditioned "
+                              "generator needs both (context_dim = the text encoder's width), others neither")
 
     def dit_config(self) -> DiTConfig:
         return DiTConfig.preset(self.preset, **self.dit)
@@ -144,6 +158,8 @@ class GeneratorStage:
         self.cfg: GeneratorStageConfig | None = None
         self.dit_cfg: DiTConfig | None = None
         self.objective: Objective | None = None
+        #: the frozen text encoder (``model.text_encoder``); not a trained module, so not in ``modules``
+        self.text_encoder = None
 
     # ------------------------------------------------------------------ build
 
@@ -166,6 +182,14 @@ class GeneratorStage:
                               f"(data.audio_latent_scale / data.video_latent_scale)", stacklevel=2)
         else:
             model = AVDiT(self.dit_cfg)
+        if cfg.model.text_encoder:
+            from .text_encoder import TextEncoder
+
+            self.text_encoder = TextEncoder.from_folder(cfg.model.text_encoder, length=self.dit_cfg.n_ctx)
+            if self.text_encoder.hidden_size != self.dit_cfg.context_dim:
+                raise ConfigError(f"model.text_encoder {cfg.model.text_encoder} gives tokens of width "
+                                  f"{self.text_encoder.hidden_size}; set model.dit.context_dim to it "
+                                  f"(now {self.dit_cfg.context_dim})")
         modules: dict[str, nn.Module] = {"model": model}
         if cfg.preview.vae is not None and cfg.preview.autoencoder is not None:
             from ..autoencoder.stage import load_autoencoder
@@ -196,6 +220,9 @@ class GeneratorStage:
                 raise DataError(f"latent cache {directory}: {key} latents are {list(data.shapes[key])} but the DiT "
                                 f"expects {list(shape)} (set model.dit.{key}_channels / {key}_size, or use the "
                                 "cache of the matching autoencoder)")
+        if cfg.model.text_encoder and not any(item.get("text") for item in data.cache.index["items"]):
+            raise DataError(f"latent cache {directory} holds no captions, and model.text_encoder asks for text "
+                            "conditioning: cache a dataset whose manifest has a 'text' column")
         if dit.num_classes:
             ids = [int(item.get("class_id", -1)) for item in data.cache.index["items"]]
             if max(ids, default=-1) >= dit.num_classes:
@@ -221,6 +248,7 @@ class GeneratorStage:
             prev_audio=batch.get("prev_audio") if use_previous else None,
             prev_video=batch.get("prev_video") if use_previous else None,
             has_previous=batch.get("has_previous") if use_previous else None,
+            texts=batch["text"] if self.text_encoder is not None else None,
         )
         x0 = {"audio": audio, "video": video}
         t = objective.sample_timesteps(b, generator, device)  # [B], one t for both modalities
@@ -229,6 +257,8 @@ class GeneratorStage:
         kwargs = mixed.model_kwargs()
         if not dit.previous_clip:
             del kwargs["prev_audio"], kwargs["prev_video"]
+        if self.text_encoder is not None:  # each distinct caption through the frozen encoder once
+            kwargs["context"] = self.text_encoder.encode_cached(mixed.texts, device)  # [B, n_ctx, context_dim]
         out = modules["model"](x_t, objective.model_timestep(t), **kwargs)
         mse = objective.loss_terms(out, x0, noise, t)  # {"audio": [B], "video": [B]} float32
         per_item = mse["audio"] * mixed.loss_weights["audio"] + mse["video"] * mixed.loss_weights["video"]
@@ -240,13 +270,14 @@ class GeneratorStage:
             "cond/video_given": mixed.video_given.float().mean(),
             "cond/prev_audio": mixed.prev_audio_given.float().mean(),
             "cond/prev_video": mixed.prev_video_given.float().mean(),
+            **({"cond/text_dropped": mixed.text_dropped.float().mean()} if mixed.text_dropped is not None else {}),
         }
 
     # ------------------------------------------------------------------ preview
 
     @torch.no_grad()
     def sample_latents(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """Latents sampled for the items of ``batch`` (their classes; no other condition), seeded.
+        """Latents sampled for the items of ``batch`` (their classes and captions; no other condition), seeded.
 
         Shapes: ``{"audio": [B, Ca, Ha, Wa], "video": [B, Cv, Hv, Wv]}``.
         """
@@ -262,8 +293,11 @@ class GeneratorStage:
             labels = batch["class_id"].to(device=device, dtype=torch.long)
             labels = torch.where(labels < 0, torch.full_like(labels, dit.num_classes), labels)
 
+        context = (None if self.text_encoder is None
+                   else self.text_encoder.encode_cached(list(batch["text"]), device))  # [B, n_ctx, context_dim]
+
         def denoise(x: dict[str, torch.Tensor], t: torch.Tensor) -> dict[str, torch.Tensor]:
-            return model(x, t, class_labels=labels)
+            return model(x, t, class_labels=labels, context=context)
 
         sampler = cfg.preview.sampler or default_sampler(objective)
         return sample(denoise, noise, objective, sampler=sampler, steps=cfg.preview.steps)

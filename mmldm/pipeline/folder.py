@@ -12,6 +12,8 @@ Layout (``docs/generation.md`` explains every file)::
     DIR/vocoder/             HiFi-GAN checkpoint + config.json (only for a HiFi-GAN vocoder)
     DIR/decoder_student/     optional few-step signal decoder distilled from the autoencoder's
                              (config.json + model.safetensors; ``mmldm export decoder-student``)
+    DIR/frame_decoder/       optional light frame decoder distilled from the KL-VAE's decoder
+                             (config.json + model.safetensors; ``mmldm export frame-decoder``)
     DIR/config.yaml          resolved configs of all stages (for people; the files above rule)
 
 Every problem (missing folder or file, corrupt JSON/YAML, weights that do not fit)
@@ -44,6 +46,13 @@ from ..files import give_new_modes_under
 from ..generator.dit import AVDiT
 from ..generator.generation import GENERATION_NAME, GenerationConfig, read_generation_config
 from ..vae.kl_vae import KLVAE
+from ..vae.light_decoder import (
+    FRAME_DECODER_NAME,
+    FrameDecoderInfo,
+    LightFrameDecoder,
+    load_frame_decoder,
+    save_frame_decoder,
+)
 from ..weights import read_config_json
 
 if TYPE_CHECKING:
@@ -102,6 +111,8 @@ class FolderParts:
     vocoder_spec: str
     #: the few-step signal decoder and how it samples, where the folder has one
     decoder_student: tuple[SignalDecoder, StudentInfo] | None = None
+    #: the light frame decoder and what it decodes, where the folder has one
+    frame_decoder: tuple[LightFrameDecoder, FrameDecoderInfo] | None = None
 
 
 def _component(directory: Path, index: dict, name: str) -> Path:
@@ -135,6 +146,8 @@ def load_folder(directory: Path) -> FolderParts:
     generation = read_generation_config(generator_dir / GENERATION_NAME)
     student = (load_student(_component(directory, index, STUDENT_NAME), autoencoder)
                if STUDENT_NAME in index.get("components", {}) else None)
+    frame_decoder = (load_frame_decoder(_component(directory, index, FRAME_DECODER_NAME))
+                     if FRAME_DECODER_NAME in index.get("components", {}) else None)
 
     audio_path = directory / AUDIO_NAME
     if not audio_path.is_file():
@@ -154,7 +167,7 @@ def load_folder(directory: Path) -> FolderParts:
         vocoder, spec = resolve_vocoder(audio["vocoder"], audio_cfg, base=directory)
     except MMLDMError as exc:
         raise WeightsError(audio_path, "audio config", str(exc)) from None
-    return FolderParts(vae, autoencoder, generator, generation, audio_cfg, vocoder, spec, student)
+    return FolderParts(vae, autoencoder, generator, generation, audio_cfg, vocoder, spec, student, frame_decoder)
 
 
 # --------------------------------------------------------------------------- saving
@@ -172,8 +185,9 @@ def check_replaceable(directory: Path) -> None:
                       "delete them, so give a new or empty folder")
 
 
-def save_folder(pipe: SoundingVideoPipeline, directory: Path) -> Path:
-    """Write ``pipe`` as a model folder at ``directory``, atomically.
+def save_folder(pipe: SoundingVideoPipeline, directory: Path, text_encoder: bool = True) -> Path:
+    """Write ``pipe`` as a model folder at ``directory``, atomically; ``text_encoder`` False leaves a
+    text-conditioned model's text encoder out (``generation.json`` names where it came from).
 
     Everything goes to a temporary folder beside ``directory`` first; it is renamed
     into place only when complete. An existing folder is moved aside first and
@@ -193,6 +207,11 @@ def save_folder(pipe: SoundingVideoPipeline, directory: Path) -> Path:
         if pipe.decoder_student is not None:
             save_student(*pipe.decoder_student, tmp / STUDENT_NAME)
             components[STUDENT_NAME] = STUDENT_NAME
+        if pipe.frame_decoder is not None:
+            save_frame_decoder(*pipe.frame_decoder, tmp / FRAME_DECODER_NAME)
+            components[FRAME_DECODER_NAME] = FRAME_DECODER_NAME
+        if pipe.text_encoder is not None and text_encoder:
+            pipe.text_encoder.save_pretrained(tmp)  # text_encoder/ and tokenizer/
         spec = pipe.vocoder_spec
         if isinstance(pipe.vocoder, HiFiGAN) and spec != HIFIGAN_UNIVERSAL_NAME:  # the release stays a name
             save_hifigan(pipe.vocoder, tmp / HIFIGAN_CHECKPOINT)

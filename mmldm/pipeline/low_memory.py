@@ -55,11 +55,17 @@ from ..errors import MMLDMError, WeightsError
 from ..generator.dit import DIT_WHAT, AVDiT, DiTConfig
 from ..generator.generation import GENERATION_NAME, read_generation_config
 from ..vae.kl_vae import DIFFUSERS_CONFIG_NAME, DIFFUSERS_WEIGHTS_NAME, KLVAE
+from ..vae.light_decoder import (
+    FRAME_DECODER_NAME,
+    FRAME_DECODER_WHAT,
+    LightFrameDecoder,
+    read_frame_decoder_info,
+)
 from ..weights import CONFIG_NAME, WEIGHTS_NAME, read_config_json, read_folder_config
 from . import folder
 
 #: the stages, in the order a generation first runs them (the pipeline's attribute names)
-STAGES = ("generator", "autoencoder", "decoder_student", "vae", "vocoder")
+STAGES = ("generator", "autoencoder", "decoder_student", "vae", "frame_decoder", "vocoder")
 
 #: bytes of tensors read from one opening of a safetensors file (see the module docstring)
 READ_GROUP_BYTES = 256 * 2**20
@@ -354,8 +360,17 @@ def read_parked_folder(directory: Path) -> ParkedFolder:
         files["decoder_student"] = student_dir / WEIGHTS_NAME
         check_weight_file(student[0], files["decoder_student"], STUDENT_WHAT)
 
+    frame_decoder = None
+    if FRAME_DECODER_NAME in index.get("components", {}):
+        frame_dir = folder._component(directory, index, FRAME_DECODER_NAME)
+        frame_info = read_frame_decoder_info(frame_dir)
+        frame_decoder = (_skeleton(lambda: LightFrameDecoder(frame_info.decoder)), frame_info)
+        files["frame_decoder"] = frame_dir / WEIGHTS_NAME
+        check_weight_file(frame_decoder[0], files["frame_decoder"], FRAME_DECODER_WHAT)
+
     audio_cfg, vocoder, spec = _read_audio(directory)
-    parts = folder.FolderParts(vae, autoencoder, generator, generation, audio_cfg, vocoder, spec, student)
+    parts = folder.FolderParts(vae, autoencoder, generator, generation, audio_cfg, vocoder, spec, student,
+                               frame_decoder)
     return ParkedFolder(parts, files)
 
 
@@ -388,7 +403,7 @@ def stage_placement(modules: Mapping[str, nn.Module], device: torch.device, dtyp
     """The placement of the pipeline's ``modules`` (by stage name): the stages named in
     ``weight_files`` are read from there, the others wait in memory; the vocoder keeps float32."""
     whats = {"generator": DIT_WHAT, "autoencoder": AUTOENCODER_WHAT, "decoder_student": STUDENT_WHAT,
-             "vae": "KL-VAE diffusers folder", "vocoder": "vocoder"}
+             "vae": "KL-VAE diffusers folder", "frame_decoder": FRAME_DECODER_WHAT, "vocoder": "vocoder"}
     stages = {}
     for name in STAGES:
         module = modules.get(name)

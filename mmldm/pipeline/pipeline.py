@@ -5,6 +5,7 @@
     out.save("samples/")                                     # mp4 + wav + png + settings.json
     out = pipe(task="a2v", audio="rain.wav", guidance=(1.0, 9.0))
     out = pipe(task="long", seconds=6.4)                     # 4 clips of 1.6 s
+    out = text_pipe(task="svg", prompt="a green square and a square wave, rising", text_guidance=3.0)
 
 One :meth:`SoundingVideoPipeline.generate` serves the CLI (``mmldm generate``),
 the tests and evaluation. Data flow of one clip (paper Fig. 2)::
@@ -55,8 +56,10 @@ from ..errors import ConfigError, check_positive_int, warn
 from ..generator.dit import AVDiT
 from ..generator.generation import GenerationConfig, SamplingSettings
 from ..generator.tasks import TaskSpec, branch_conditions, load_audio, load_video, long_clip_count, resolve_task
+from ..generator.text_encoder import TEXT_ENCODER_SUBFOLDER, TextEncoder
 from ..timing import AVTiming
 from ..vae.kl_vae import KLVAE
+from ..vae.light_decoder import FrameDecoderInfo, LightFrameDecoder
 from . import folder
 from .audio import vocode_clips
 from .low_memory import (
@@ -148,12 +151,19 @@ class SoundingVideoPipeline:
                  vocoder_spec: str = "griffin-lim", model_dir: Path | None = None,
                  device: torch.device | str = "cpu", dtype: torch.dtype | None = None, low_memory: bool = False,
                  weight_files: dict[str, Path] | None = None,
-                 decoder_student: tuple[SignalDecoder, StudentInfo] | None = None):
-        """``low_memory``: the stages take the device one at a time, with bf16 weights where it is
+                 decoder_student: tuple[SignalDecoder, StudentInfo] | None = None,
+                 frame_decoder: tuple[LightFrameDecoder, FrameDecoderInfo] | None = None,
+                 text_encoder: TextEncoder | None = None):
+        """``text_encoder``: the frozen text encoder of a text-conditioned generator (generator
+        ``context_dim`` > 0; it runs once per generation, on the device; in low-memory mode on the
+        CPU). ``low_memory``: the stages take the device one at a time, with bf16 weights where it is
         native (:mod:`mmldm.pipeline.low_memory`); ``weight_files``: the stages (by attribute name)
         whose weights are read from these safetensors files when they run (:meth:`from_pretrained`);
         ``decoder_student``: a few-step signal decoder distilled from the autoencoder's and how it
-        samples (:mod:`mmldm.autoencoder.distill`), used when the decoder steps are its steps."""
+        samples (:mod:`mmldm.autoencoder.distill`), used when the decoder steps are its steps;
+        ``frame_decoder``: a light frame decoder distilled from the KL-VAE's decoder and what it decodes
+        (:mod:`mmldm.vae.light_decoder`), used for the video frames when the settings' ``frame_decoder``
+        is "light"."""
         self.vae = vae
         self.autoencoder = autoencoder
         self.generator = generator
@@ -166,7 +176,11 @@ class SoundingVideoPipeline:
         self.device = torch.device(device)
         self.dtype = dtype
         self.decoder_student = decoder_student
+        self.frame_decoder = frame_decoder
         self._check_components()
+        #: the frozen text encoder (None: the generator takes no text)
+        self.text_encoder = text_encoder
+        self._check_text_encoder()
         #: low-memory mode: the stages' placement and what the weights are (None: every stage resident)
         self._placement: StagePlacement | None = None
         self.low_memory_weights: str | None = None
@@ -177,15 +191,17 @@ class SoundingVideoPipeline:
             else:
                 warn(f"low-memory sampling: weights stay {self.low_memory_weights}; the stages still take "
                      "the device one at a time")
-            for module in (vae, autoencoder, generator, vocoder, self._student_network):
+            for module in (vae, autoencoder, generator, vocoder, self._student_network, self._light_network):
                 if isinstance(module, nn.Module):
                     module.eval().requires_grad_(False)
             vae.chunk_size = min(vae.chunk_size, LOW_MEMORY_IMAGE_CHUNK)
             self._placement = stage_placement({"generator": generator, "autoencoder": autoencoder, "vae": vae,
-                                               "vocoder": vocoder, "decoder_student": self._student_network},
+                                               "vocoder": vocoder, "decoder_student": self._student_network,
+                                               "frame_decoder": self._light_network},
                                               self.device, weight_dtype, weight_files or {})
             return
-        for module in (vae, autoencoder, generator, vocoder, self._student_network):
+        for module in (vae, autoencoder, generator, vocoder, self._student_network, self._light_network,
+                       text_encoder):
             if isinstance(module, nn.Module):
                 module.to(self.device).eval().requires_grad_(False)
 
@@ -197,7 +213,9 @@ class SoundingVideoPipeline:
                  vocoder: Vocoder | str | Path = "griffin-lim", generation: GenerationConfig | None = None,
                  device: torch.device | str = "cpu", dtype: torch.dtype | None = None,
                  low_memory: bool = False,
-                 decoder_student: tuple[SignalDecoder, StudentInfo] | None = None) -> SoundingVideoPipeline:
+                 decoder_student: tuple[SignalDecoder, StudentInfo] | None = None,
+                 frame_decoder: tuple[LightFrameDecoder, FrameDecoderInfo] | None = None,
+                 text_encoder: TextEncoder | None = None) -> SoundingVideoPipeline:
         """A pipeline from trained modules (what training code calls to export a model folder).
 
         :param objective: the generator's training objective (an :class:`Objective`, its name
@@ -214,12 +232,15 @@ class SoundingVideoPipeline:
         generation = dataclasses.replace(generation or GenerationConfig(), diffusion=_diffusion_config(objective))
         vocoder_module, spec = folder.resolve_vocoder(vocoder, audio_cfg, base=None)
         return cls(vae, autoencoder, generator, generation, audio_cfg, vocoder_module, spec,
-                   device=device, dtype=dtype, low_memory=low_memory, decoder_student=decoder_student)
+                   device=device, dtype=dtype, low_memory=low_memory, decoder_student=decoder_student,
+                   frame_decoder=frame_decoder,
+                   text_encoder=text_encoder)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path | None = None, device: torch.device | str = "cpu",
                         dtype: torch.dtype | None = None, vocoder: Vocoder | str | Path | None = None,
-                        low_memory: bool = False) -> SoundingVideoPipeline:
+                        low_memory: bool = False,
+                        text_encoder: str | Path | TextEncoder | None = None) -> SoundingVideoPipeline:
         """Load a model folder written by :meth:`save_pretrained` (see ``docs/generation.md``), or a
         shipped model by name (``"shapes"``, ``"bbb"``); ``directory`` None: the built-in Sounding Shapes
         model (``docs/default-model.md``).
@@ -236,6 +257,9 @@ class SoundingVideoPipeline:
             natively, else float32 (a warning says so). The KL-VAE takes
             :data:`~mmldm.pipeline.low_memory.LOW_MEMORY_IMAGE_CHUNK` images at a time, the signal
             decoder :data:`~mmldm.pipeline.low_memory.LOW_MEMORY_DECODER_CHUNK` frames.
+        :param text_encoder: a text-conditioned model's text encoder when its folder does not carry
+            one (``text_encoder/`` and ``tokenizer/``): a local CLIP text model folder (e.g. CLIP-L,
+            what ``generation.json``'s ``text_encoder`` names) or a loaded :class:`TextEncoder`.
         """
         directory = model_folder(directory)
         weight_files = None
@@ -246,20 +270,26 @@ class SoundingVideoPipeline:
             parts = folder.load_folder(directory)
         vocoder_module, spec = ((parts.vocoder, parts.vocoder_spec) if vocoder is None
                                 else folder.resolve_vocoder(vocoder, parts.audio_cfg, base=None))
+        text = _folder_text_encoder(directory, parts.generator, parts.generation, text_encoder)
         return cls(parts.vae, parts.autoencoder, parts.generator, parts.generation, parts.audio_cfg,
                    vocoder_module, spec, model_dir=directory, device=device, dtype=dtype, low_memory=low_memory,
-                   weight_files=weight_files, decoder_student=parts.decoder_student)
+                   weight_files=weight_files, decoder_student=parts.decoder_student,
+                   frame_decoder=parts.frame_decoder, text_encoder=text)
 
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Write the model folder atomically (a temporary folder beside it, then renamed)."""
+    def save_pretrained(self, directory: str | Path, text_encoder: bool = True) -> Path:
+        """Write the model folder atomically (a temporary folder beside it, then renamed).
+
+        ``text_encoder``: a text-conditioned model's folder carries its text encoder
+        (``text_encoder/`` and ``tokenizer/``); False leaves it out (a big one like CLIP-L), and
+        loading then needs it passed (``from_pretrained(text_encoder=DIR)``)."""
         if self._placement is not None:
             raise ConfigError("save_pretrained: a low-memory pipeline holds bf16 or no weights between stages; "
                               "load it without low_memory to save it")
-        return folder.save_folder(self, Path(directory))
+        return folder.save_folder(self, Path(directory), text_encoder=text_encoder)
 
     def _use(self, *stages: str) -> None:
         """Low-memory mode: give the device to ``stages`` ("generator", "autoencoder", "decoder_student",
-        "vae" or "vocoder") before they run (the others leave it); otherwise nothing (every stage is
+        "vae", "frame_decoder" or "vocoder") before they run (the others leave it); otherwise nothing (every stage is
         resident)."""
         if self._placement is not None:
             self._placement.use(*stages)
@@ -267,6 +297,10 @@ class SoundingVideoPipeline:
     @property
     def _student_network(self) -> SignalDecoder | None:
         return None if self.decoder_student is None else self.decoder_student[0]
+
+    @property
+    def _light_network(self) -> LightFrameDecoder | None:
+        return None if self.frame_decoder is None else self.frame_decoder[0]
 
     def uses_student(self, decoder_steps: int) -> bool:
         """Whether decoding with ``decoder_steps`` sampler steps runs the few-step student: the model
@@ -286,7 +320,28 @@ class SoundingVideoPipeline:
             "audio": to_dict(self.audio_cfg),
             "vocoder": self.vocoder_spec,
             "decoder_student": None if self.decoder_student is None else to_dict(self.decoder_student[1]),
+            "frame_decoder": None if self.frame_decoder is None else to_dict(self.frame_decoder[1]),
         }
+
+    @property
+    def takes_text(self) -> bool:
+        """Whether the generator is conditioned on a text prompt (``generate(prompt=...)``)."""
+        return self.text_encoder is not None
+
+    def _check_text_encoder(self) -> None:
+        """A text-conditioned generator needs a text encoder whose tokens fit its context, and only it."""
+        dit = self.generator.cfg
+        if self.text_encoder is None:
+            if dit.context_dim:
+                raise ConfigError(f"this model's generator is conditioned on text ({dit.n_ctx} x {dit.context_dim} "
+                                  "tokens) but no text encoder was given (pass text_encoder= / --text-encoder DIR)")
+            return
+        if not dit.context_dim:
+            raise ConfigError("a text encoder was given, but this model's generator takes no text (context_dim 0)")
+        if (self.text_encoder.length, self.text_encoder.hidden_size) != (dit.n_ctx, dit.context_dim):
+            raise ConfigError(f"text encoder {self.text_encoder.source or ''} gives {self.text_encoder.length} x "
+                              f"{self.text_encoder.hidden_size} tokens, the generator takes {dit.n_ctx} x "
+                              f"{dit.context_dim}")
 
     def _check_components(self) -> None:
         """Refuse parts whose sizes do not fit together (one line naming the mismatch)."""
@@ -304,6 +359,13 @@ class SoundingVideoPipeline:
         if getattr(self.vocoder, "sample_rate", None) != self.audio_cfg.sample_rate:
             problems.append(f"vocoder sample rate {getattr(self.vocoder, 'sample_rate', None)} != audio config "
                             f"{self.audio_cfg.sample_rate}")
+        if self.frame_decoder is not None:
+            unfit = self.frame_decoder[1].fits(vae)
+            if unfit:
+                problems.append(f"the light frame decoder {unfit}")
+        elif self.generation.sampling.frame_decoder == "light":
+            problems.append("generation's default frame decoder is 'light' but the model has no light frame "
+                            "decoder (frame_decoder/)")
         prior = self.generation.class_prior
         if prior and len(prior) != dit.num_classes:
             problems.append(f"generation class_prior has {len(prior)} weights, the generator "
@@ -356,6 +418,10 @@ class SoundingVideoPipeline:
         against it. Sync guidance applies to a2v only: asked for by an override on another task it is
         an error, coming from ``settings`` it is switched off."""
         resolved = (self.generation.sampling if settings is None else settings).replace(**overrides)
+        if not self.takes_text:
+            if overrides.get("text_guidance") not in (None, 1, 1.0):
+                raise ConfigError("text guidance needs a text-conditioned model; this one takes no prompt")
+            resolved = dataclasses.replace(resolved, text_guidance=1.0)
         if task != "a2v":
             if overrides.get("sync_guidance"):
                 raise ConfigError(f"sync guidance applies to task a2v only, not {task}")
@@ -365,6 +431,9 @@ class SoundingVideoPipeline:
             raise ConfigError(f"sampler '{sampler}' does not fit this model's '{self.objective.name}' objective "
                               f"(use {' or '.join(self.objective.samplers)})")
         self._check_critics(resolved)
+        if resolved.frame_decoder == "light" and self.frame_decoder is None:
+            raise ConfigError("frame decoder 'light': this model has no light frame decoder (frame_decoder/; "
+                              "`mmldm export frame-decoder` adds one); use 'full'")
         return dataclasses.replace(resolved, sampler=sampler,
                                    decoder_steps=resolved.decoder_steps or self.autoencoder.cfg.sampling.steps)
 
@@ -372,8 +441,8 @@ class SoundingVideoPipeline:
     @_stages_parked_after
     def generate(self, task: str = "svg", n: int = 1, seed: int = 0, *, audio: Any = None, video: Any = None,
                  seconds: float | None = None, start: float | None = None, class_label: int | None = None,
-                 settings: SamplingSettings | None = None, callback: Callback | None = None,
-                 progress: bool = True, **overrides: Any) -> SoundingVideoOutput:
+                 prompt: str | None = None, settings: SamplingSettings | None = None,
+                 callback: Callback | None = None, progress: bool = True, **overrides: Any) -> SoundingVideoOutput:
         """Generate ``n`` sounding videos for ``task`` (see :mod:`mmldm.generator.tasks`).
 
         :param audio: a2v / audio-continuation: an audio (or video) file, or a waveform [N] at
@@ -390,6 +459,10 @@ class SoundingVideoPipeline:
         :param settings: how to sample (default: the model's, ``generation.json``);
             ``overrides`` replace single fields, e.g. ``steps=12, guidance=(1.0, 9.0),
             candidates=16`` (:meth:`resolve_settings`, :class:`SamplingSettings` documents each).
+        :param prompt: text-conditioned models (:attr:`takes_text`): what to make, e.g. "a green square
+            and a square wave, rising"; None or "" is the null text. A prompt for a model without text
+            conditioning is an error. ``text_guidance`` (a setting) guides between the prompt and the
+            null text.
         :param callback: observes the generation (:data:`Callback` lists the events).
 
         Sampling with ``candidates`` > 1 draws the candidates of a sample in one batch, candidate
@@ -411,6 +484,7 @@ class SoundingVideoPipeline:
         check_positive_int(n, "n (samples)")
         settings = self.resolve_settings(task, settings, **overrides)
         labels = self._class_labels(class_label, n)
+        text = self._text_tokens(prompt, n)
         uses_previous_clip = task == "long" or (spec.model_input or "").startswith("prev")
         if uses_previous_clip and not self.generator.cfg.previous_clip:
             raise ConfigError(f"task {task} needs a generator trained with previous-clip inputs "
@@ -418,8 +492,9 @@ class SoundingVideoPipeline:
         notify = callback or (lambda event: None)
         notify({"stage": "settings", "settings": settings, "task": task, "n": n, "seed": int(seed)})
         generators = [torch.Generator().manual_seed(int(seed) + i) for i in range(n)]
+        # a text model makes what its prompt names: no class is drawn for it
         drawn_classes = bool(labels is None and spec.given is None and settings.candidates > 1
-                             and self.generator.cfg.num_classes)
+                             and self.generator.cfg.num_classes and not self.takes_text)
         if drawn_classes:  # reranking would shift the class mix towards the easiest class: fix it first
             labels = draw_classes(generators, self.generator.cfg.num_classes, self.generation.class_prior)
             labels = labels.to(self.device)
@@ -451,7 +526,7 @@ class SoundingVideoPipeline:
             # a2v / v2a: the given modality's x_t is its forward-noised latent (paper Sec. 3.3)
             known = {spec.given: inputs[spec.model_input]} if spec.keeps_given else {}
             latents, clip_picks, clip_guided = self._sample_clip(index, inputs, known, labels, generators,
-                                                                 settings, notify)
+                                                                 settings, notify, text)
             bar.update(1)
             notify({"stage": "latents", "clip": index, "latents": latents})
             kept.append(latents)
@@ -465,6 +540,8 @@ class SoundingVideoPipeline:
             "task": task, "n": n, "seed": int(seed), "sample_seeds": [int(seed) + i for i in range(n)],
             "steps": settings.steps, "sampler": settings.sampler, "decoder_steps": settings.decoder_steps,
             "signal_decoder": "few-step student" if self.uses_student(settings.decoder_steps) else "autoencoder",
+            # what decoded the video frames ("light": frame_decoder/; the audio image: always the full KL-VAE)
+            "frame_decoder": settings.frame_decoder,
             "guidance": settings.guidance, "guidance_applied": guided, "sync_guidance": settings.sync_guidance,
             "candidates": settings.candidates,
             "critics": list(settings.critics) if settings.candidates > 1 else [],
@@ -473,7 +550,11 @@ class SoundingVideoPipeline:
             # per sample, per clip: the candidate decoded (0..candidates-1)
             "chosen_candidates": torch.stack(picks, dim=1).tolist(),
             "unconditional_branch_drops": spec.dropped if guided else "nothing (no guidance)",
-            "class_label": class_label, "seconds": seconds, "start": start, "clips": clips,
+            "class_label": class_label,
+            "prompt": (prompt or "") if self.takes_text else None,
+            "text_guidance": settings.text_guidance if self.takes_text else None,
+            "text_encoder": (self.text_encoder.source or self.generation.text_encoder) if self.takes_text else None,
+            "seconds": seconds, "start": start, "clips": clips,
             # per sample: the class drawn for it (svg / long with reranking and no class given)
             "sample_classes": labels.tolist() if drawn_classes else None,
             "frames": int(frames_out.shape[1]), "fps": self.fps, "sample_rate": self.audio_cfg.sample_rate,
@@ -513,50 +594,60 @@ class SoundingVideoPipeline:
 
     def _sample_clip(self, index: int, inputs: dict[str, torch.Tensor], known: dict[str, torch.Tensor],
                      labels: torch.Tensor | None, generators: list[torch.Generator], settings: SamplingSettings,
-                     notify: Callback) -> tuple[dict[str, torch.Tensor], torch.Tensor, bool]:
+                     notify: Callback, text: tuple[torch.Tensor, torch.Tensor] | None = None
+                     ) -> tuple[dict[str, torch.Tensor], torch.Tensor, bool]:
         """One clip's perceptual latents ``{"audio": [n, Ca, Ha, Wa], "video": [n, Cv, Hv, Wv]}`` in the
         generator's (scaled) space, the candidate kept per sample ``[n]`` and whether guidance applied.
 
         ``settings.candidates`` K > 1: ``n * K`` latents are sampled in one batch, candidate ``j``
         of sample ``i`` at row ``i * K + j``, drawing its noise from ``generators[i]`` after
         candidate ``j - 1``; the critics keep one per sample.
+
+        ``text``: a text model's (prompt, null text) tokens ``[n, n_ctx, context_dim]`` each; text
+        guidance (``settings.text_guidance``) runs inside the guidance over the other conditions, so
+        each of that guidance's branches keeps the prompt.
         """
         n, candidates = len(generators), settings.candidates
         if candidates > 1:  # [n, ...] -> [n * K, ...], sample-major
             generators = [g for g in generators for _ in range(candidates)]
             inputs, known = ({k: v.repeat_interleave(candidates, 0) for k, v in d.items()} for d in (inputs, known))
             labels = None if labels is None else labels.repeat_interleave(candidates, 0)
+            text = None if text is None else tuple(t.repeat_interleave(candidates, 0) for t in text)
+        network = self._text_network(text, settings)
         noise = self.latent_noise(generators)
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
         cond, uncond = branch_conditions(inputs, labels, self.generator.null_class)
         notify({"stage": "clip", "clip": index, "conditions": cond, "unconditional": uncond if cond else None,
                 "known": known})
         if cond:  # something to drop: per-modality classifier-free guidance
-            denoise = guided_denoiser(self.denoise, cond, uncond, settings.guidance)
+            denoise = guided_denoiser(network, cond, uncond, settings.guidance)
         else:  # svg without a class: the unconditional branch would be the same model call
-            denoise = lambda x, t: self.denoise(x, t)  # noqa: E731
+            denoise = lambda x, t: network(x, t)  # noqa: E731
         if settings.sync_guidance:
-            critic = generator_critic(self.denoise, self.objective, known["audio"], self.latent_noise(generators),
+            critic = generator_critic(self._critic_network(text), self.objective, known["audio"],
+                                      self.latent_noise(generators),
                                       1.0, labels)
             denoise = critic_guided_denoiser(denoise, self.objective, "video", critic, settings.sync_guidance)
         latents = sample(denoise, noise, self.objective, sampler=settings.sampler, steps=settings.steps, known=known,
                          callback=lambda step: notify({"stage": "step", "clip": index, **step}))
         if candidates == 1:
             return latents, torch.zeros(n, dtype=torch.long), bool(cond)
-        scores = self.critic_scores(latents, labels, generators, settings)
+        scores = self.critic_scores(latents, labels, generators, settings, None if text is None else text[0])
         kept, picks = pick_candidates(latents, list(scores.values()))
         notify({"stage": "candidates", "clip": index, "pool": latents, "labels": labels, "scores": scores,
                 "picks": picks})
         return kept, picks, bool(cond)
 
     def critic_scores(self, latents: dict[str, torch.Tensor], labels: torch.Tensor | None,
-                      generators: list[torch.Generator], settings: SamplingSettings) -> dict[str, torch.Tensor]:
+                      generators: list[torch.Generator], settings: SamplingSettings,
+                      context: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Each critic's score of every candidate, ``{critic: [n, K]}`` (CPU), lower = more in sync.
 
         ``latents``: ``[n * K, ...]`` each, sample-major; ``generators``: one per row (a sample's
         rows hold the sample's generator). The generator's critic draws one noise per critic time
         from each sample's generator and scores all the sample's candidates under it (common random
-        numbers: the draw's own variance does not reorder them).
+        numbers: the draw's own variance does not reorder them). ``context``: a text model's prompt
+        tokens ``[n * K, n_ctx, context_dim]`` (the generator's critic judges under the prompt).
         """
         candidates = settings.candidates
         scores = {}
@@ -564,13 +655,41 @@ class SoundingVideoPipeline:
             if name == "generator":
                 noises = [self.latent_noise(generators[::candidates], repeat=candidates)
                           for _ in settings.critic_times]
-                score = generator_scores(self.denoise, self.objective, latents, noises, settings.critic_times, labels)
+                network = self._critic_network(None if context is None else (context, context))
+                score = generator_scores(network, self.objective, latents, noises, settings.critic_times, labels)
             else:
                 self._use("autoencoder")
                 with self._autocast():
                     score = -contrastive_similarity(self.autoencoder, latents, self.generation.scales)
             scores[name] = score.float().view(-1, candidates).cpu()
         return scores
+
+    def _text_tokens(self, prompt: str | None, n: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """A text model's (prompt, null text) tokens ``[n, n_ctx, context_dim]`` each on the device (None for
+        a model without text; a prompt for one is an error)."""
+        if prompt is not None and not isinstance(prompt, str):
+            raise ConfigError(f"the prompt must be a string, got {type(prompt).__name__}")
+        if not self.takes_text:
+            if prompt:
+                raise ConfigError("this model has no text conditioning (generator context_dim 0): drop the prompt")
+            return None
+        tokens = self.text_encoder.encode_cached([prompt or "", ""], self.device)  # [2, n_ctx, context_dim]
+        return tokens[:1].expand(n, -1, -1), tokens[1:].expand(n, -1, -1)
+
+    def _text_network(self, text: tuple[torch.Tensor, torch.Tensor] | None,
+                      settings: SamplingSettings) -> Callable[..., dict[str, torch.Tensor]]:
+        """The generator under the prompt, text-guided against the null text (:meth:`denoise` without text)."""
+        if text is None:
+            return self.denoise
+        prompt_tokens, null_tokens = text
+        return guided_denoiser(self.denoise, {"context": prompt_tokens}, {"context": null_tokens},
+                               settings.text_guidance)
+
+    def _critic_network(self, text: tuple[torch.Tensor, torch.Tensor] | None) -> Callable[..., dict[str, torch.Tensor]]:
+        """The generator as a critic sees it: under the prompt (no text guidance)."""
+        if text is None:
+            return self.denoise
+        return functools.partial(self.denoise, context=text[0])
 
     def denoise(self, x: dict[str, torch.Tensor], t: torch.Tensor, **conditions: Any) -> dict[str, torch.Tensor]:
         """The generator ``(x_t, t_model, **conditions) -> outputs`` under the pipeline's autocast,
@@ -621,7 +740,7 @@ class SoundingVideoPipeline:
         for i, sample_latents in enumerate(signal_latents):
             images.append([])
             for index, (video_latents, audio_latent) in enumerate(sample_latents):
-                frames, image = self._pixels(video_latents, audio_latent)
+                frames, image = self._pixels(video_latents, audio_latent, settings.frame_decoder)
                 if not keep_video:
                     first = index * clip_frames
                     frames_out[i, first:first + clip_frames] = frames[0, :total_frames - first]
@@ -705,18 +824,20 @@ class SoundingVideoPipeline:
     @torch.no_grad()
     def decode(self, latents: dict[str, torch.Tensor], labels: torch.Tensor | None = None,
                generator: torch.Generator | None = None, progress: bool = False,
-               frames: list[int] | None = None, steps: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               frames: list[int] | None = None, steps: int | None = None,
+               frame_decoder: str = "full") -> tuple[torch.Tensor, torch.Tensor]:
         """Generator latents -> (frames [B, F, 3, H, W], audio images [B, 3, H, W]) in [-1, 1], on CPU.
 
         ``frames``: the frame indices to decode (default all T); ``steps``: the decoder's DDIM
-        steps (default its config's).
+        steps (default its config's); ``frame_decoder``: "light" decodes the frames with the light
+        frame decoder.
 
         The autoencoder's signal decoder uses its own sampling settings (``sampling`` of its
         config: DDIM steps and guidance); its class token is ``labels`` when the autoencoder
         has the same classes as the generator, else its own prediction.
         """
         video_latents, audio_latent = self._signal_decode(latents, labels, generator, progress, frames, steps)
-        return self._pixels(video_latents, audio_latent)
+        return self._pixels(video_latents, audio_latent, frame_decoder)
 
     def _signal_decode(self, latents: dict[str, torch.Tensor], labels: torch.Tensor | None = None,
                        generator: torch.Generator | None = None, progress: bool = False,
@@ -742,14 +863,48 @@ class SoundingVideoPipeline:
                                            class_ids=labels if same_classes else None, generator=generator,
                                            chunk_size=chunk, progress=progress, **student)
 
-    def _pixels(self, video_latents: torch.Tensor, audio_latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _pixels(self, video_latents: torch.Tensor, audio_latent: torch.Tensor,
+                frame_decoder: str = "full") -> tuple[torch.Tensor, torch.Tensor]:
         """The KL-VAE decoder (:meth:`decode`'s second half, in the VAE's chunks): latents [B, F, C, s, s]
-        and [B, C, s, s] -> frames [B, F, 3, H, W] and audio images [B, 3, H, W] in [-1, 1], float32 on the CPU."""
-        self._use("vae")
+        and [B, C, s, s] -> frames [B, F, 3, H, W] and audio images [B, 3, H, W] in [-1, 1], float32 on the CPU.
+
+        ``frame_decoder`` "light": the frames go through the light frame decoder instead; the audio image
+        keeps the full decoder (the vocoder reads it, and the light decoder learnt frames only)."""
+        light = frame_decoder == "light"
+        if light and self.frame_decoder is None:
+            raise ConfigError("frame decoder 'light': this model has no light frame decoder (frame_decoder/)")
+        # both at once in low-memory mode: the light decoder is small, and alternating per clip would
+        # re-read the KL-VAE for every audio image
+        self._use(*(("vae", "frame_decoder") if light else ("vae",)))
         with self._autocast():
-            frames = self.vae.decode_images(video_latents.flatten(0, 1)).unflatten(0, video_latents.shape[:2])
+            flat = video_latents.flatten(0, 1)
+            decoded = (self.frame_decoder[0].decode_images(flat, self.vae.chunk_size) if light
+                       else self.vae.decode_images(flat))
+            frames = decoded.unflatten(0, video_latents.shape[:2])
             audio_image = self.vae.decode_images(audio_latent)
         return frames.clamp(-1, 1).float().cpu(), audio_image.clamp(-1, 1).float().cpu()
+
+
+def _folder_text_encoder(directory: Path, generator: AVDiT, generation: GenerationConfig,
+                         given: str | Path | TextEncoder | None) -> TextEncoder | None:
+    """The text encoder of a model folder's generator: ``given`` (a folder or a loaded encoder), else the
+    one the folder carries (``DIR/text_encoder`` + ``DIR/tokenizer``); None for a generator without text."""
+    dit = generator.cfg
+    if not dit.context_dim:
+        if given is not None:
+            raise ConfigError(f"{directory}: this model takes no text (generator context_dim 0); drop the "
+                              "text encoder")
+        return None
+    if isinstance(given, TextEncoder):
+        return given
+    if given is not None:
+        return TextEncoder.from_folder(given, length=dit.n_ctx)
+    if (directory / TEXT_ENCODER_SUBFOLDER).is_dir():
+        return TextEncoder.from_folder(directory, length=dit.n_ctx)
+    named = f" ({generation.text_encoder})" if generation.text_encoder else ""
+    raise ConfigError(f"{directory}: the generator is conditioned on text ({dit.n_ctx} x {dit.context_dim} tokens) "
+                      f"and the folder carries no {TEXT_ENCODER_SUBFOLDER}/: pass the text encoder's local folder"
+                      f"{named} with --text-encoder DIR (from_pretrained(text_encoder=DIR))")
 
 
 def _describe_input(source: Any) -> str | None:

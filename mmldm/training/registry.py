@@ -15,6 +15,7 @@ _STAGES: dict[str, str | type] = {
     "autoencoder": "mmldm.autoencoder.stage:AutoencoderStage",
     "generator": "mmldm.generator.stage:GeneratorStage",
     "decoder-distill": "mmldm.autoencoder.distill:DecoderDistillStage",
+    "frame-decoder-distill": "mmldm.vae.light_decoder_distill:FrameDecoderDistillStage",
 }
 
 

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 
 import pytest
 import torch
-from torch.utils.data import default_collate
 
 from mmldm.autoencoder.distill import DecoderDistillConfig, DecoderDistillStage, student_grid, teacher_target
 from mmldm.autoencoder.model import HierarchicalAVAutoencoder

@@ -66,7 +66,7 @@ def test_clip_layout_and_amplitude():
     assert np.all(np.abs(clip.audio[:fade]) <= 0.5 * ramp + 1e-6)
     assert np.all(np.abs(clip.audio[::-1][:fade]) <= 0.5 * ramp + 1e-6)
     assert np.abs(clip.audio[fade:-fade]).max() > 0.4
-    assert set(clip.truth) == {"class_id", "class_name", "r", "x", "y", "f0", "seed"}
+    assert set(clip.truth) == {"class_id", "class_name", "r", "x", "y", "f0", "seed", "text"}
     assert clip.truth["class_name"] == CLASSES[clip.truth["class_id"]].name
 
 

@@ -135,3 +135,22 @@ def test_critic_guidance_iterations_zero_step_and_errors():
         critic_guided_denoiser(denoise, objective, "video", lambda v: v.sum(), 0.1)(x_t, t_model)
     with pytest.raises(ValueError, match="steers entry 'depth'"):
         critic_guided_denoiser(denoise, objective, "depth", critic, 0.1)(x_t, t_model)
+
+
+def test_guided_denoisers_nest_through_shared_conditions():
+    """An outer guidance's two branches each call an inner guided denoiser with their own conditions."""
+    def model(x, t, a, b):  # a toy network: each condition changes the output differently
+        return x * a.view(-1, 1) + b.view(-1, 1) ** 2 + t.view(-1, 1)
+
+    x, t = torch.randn(3, 4), torch.tensor([1.0, 2.0, 3.0])
+    a1, a0, b1, b0 = torch.tensor([2.0, 3.0, 4.0]), torch.zeros(3), torch.tensor([1.0, -1.0, 2.0]), torch.zeros(3)
+    inner = guided_denoiser(model, {"a": a1}, {"a": a0}, 2.0)
+    outer = guided_denoiser(inner, {"b": b1}, {"b": b0}, 3.0)
+
+    def by_hand(b):
+        return model(x, t, a0, b) + 2.0 * (model(x, t, a1, b) - model(x, t, a0, b))
+
+    torch.testing.assert_close(outer(x, t), by_hand(b0) + 3.0 * (by_hand(b1) - by_hand(b0)))
+    torch.testing.assert_close(inner(x, t, b=b1), by_hand(b1))
+    with pytest.raises(ValueError, match="both guided and shared"):
+        inner(x, t, a=a1, b=b1)

@@ -183,7 +183,8 @@ def test_serve_refuses_a_taken_port_and_bad_options_in_one_line_before_loading(c
     assert "\n" not in err and err.startswith(f"mmldm: error: cannot listen on 127.0.0.1:{port}")
     for argv, expected in ((["--port", "70000"], "--port must be in 1..65535"),
                            (["--max-seconds", "0"], "--max-seconds must be a positive"),
-                           (["--host", "192.0.2.1"], "cannot listen on 192.0.2.1:7860")):
+                           (["--host", "192.0.2.1"], "cannot listen on 192.0.2.1:7860"),
+                           (["--text-encoder", "/nowhere/clip"], "--text-encoder: not found")):
         assert main(["serve", *argv]) == 2
         err = capsys.readouterr().err.strip()
         assert "\n" not in err and expected in err, err
