@@ -8,7 +8,7 @@
 
 For each variant (``defaults``, or comma-joined ``key=value`` pairs of
 :meth:`mmldm.pipeline.SoundingVideoPipeline.generate` settings: steps, sampler, guidance,
-decoder_steps, candidates) it generates the samples through the pipeline, as
+decoder_steps, candidates, frame_decoder) it generates the samples through the pipeline, as
 ``mmldm generate`` does, and measures them with the Sounding Shapes law (the model must be
 trained on Sounding Shapes, like the built-in one). svg: per clip sync error, class
 agreement and one-object frames. long: every 1.6 s clip of each video (the issue's long
@@ -35,7 +35,8 @@ from mmldm.errors import ConfigError, check_positive_int
 
 TASKS = ("svg", "long")
 #: generate() settings a variant may set, and how their values are read
-SETTINGS = {"steps": int, "sampler": str, "guidance": float, "decoder_steps": int, "candidates": int}
+SETTINGS = {"steps": int, "sampler": str, "guidance": float, "decoder_steps": int, "candidates": int,
+            "frame_decoder": str}
 DEFAULT_SEED = {"svg": 1000, "long": 100}
 COLUMNS: list[Column] = [
     ("variant", "variant", ""), ("clips", "clips", ""), ("median sync error (st)", "median", ".2f"),

@@ -101,8 +101,16 @@ def test_export_adds_the_student_to_its_teachers_model_folder_only(tmp_path):
     from mmldm.export import export_student
     from mmldm.pipeline.pipeline import BUILTIN_MODEL
 
+    def without_student(folder):
+        """A copy of the built-in model without the student it ships (this test adds one)."""
+        shutil.copytree(BUILTIN_MODEL, folder)
+        shutil.rmtree(folder / STUDENT_NAME, ignore_errors=True)
+        index = json.loads((folder / "model_index.json").read_text())
+        index["components"].pop(STUDENT_NAME, None)
+        (folder / "model_index.json").write_text(json.dumps(index))
+
     model = tmp_path / "model"
-    shutil.copytree(BUILTIN_MODEL, model)
+    without_student(model)
     teacher = HierarchicalAVAutoencoder.from_pretrained(model / "autoencoder")
     checkpoint = tmp_path / "run" / "checkpoints" / "step_000010"
     checkpoint.mkdir(parents=True)
@@ -123,7 +131,7 @@ def test_export_adds_the_student_to_its_teachers_model_folder_only(tmp_path):
     assert sampling["decoder_steps"] == 4
 
     other = tmp_path / "other"
-    shutil.copytree(BUILTIN_MODEL, other)
+    without_student(other)
     with torch.no_grad():
         other_ae = HierarchicalAVAutoencoder.from_pretrained(other / "autoencoder")
         next(other_ae.decoder.parameters()).add_(0.5)

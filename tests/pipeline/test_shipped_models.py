@@ -57,3 +57,29 @@ def test_a_vocoder_named_hifigan_universal_is_found_among_the_assets_or_falls_ba
     pipe.save_pretrained(tmp_path / "resaved")  # the name is kept, the release is not copied
     assert yaml.safe_load((tmp_path / "resaved" / "audio.yaml").read_text())["vocoder"] == HIFIGAN_UNIVERSAL_NAME
     assert not (tmp_path / "resaved" / "vocoder").exists()
+
+
+def test_the_shipped_big_buck_bunny_model_generates_every_task(tmp_path):
+    """``--model bbb``: the model of the film (docs/bbb-model.md), with its attribution, out of the box
+    (HiFi-GAN universal V1 from the assets, or Griffin-Lim without them)."""
+    folder = model_folder("bbb")
+    assert "CC-BY 3.0" in (folder / "ATTRIBUTION.md").read_text()
+    pipe = SoundingVideoPipeline.from_pretrained("bbb")
+    assert (pipe.fps, pipe.num_frames, pipe.frame_size, pipe.audio_cfg.sample_rate) == (10.0, 16, 64, 22050)
+    kw = {"n": 1, "seed": 0, "steps": 2, "decoder_steps": 2, "candidates": 1, "progress": False}
+    svg = pipe(task="svg", **kw)
+    assert svg.frames.shape == (1, 16, 3, 64, 64) and svg.waveforms.shape == (1, pipe.clip_samples)
+    assert svg.frames.std() > 0.05 and svg.waveforms.abs().max() > 0  # not a blank clip
+    import numpy as np
+
+    from mmldm.data.media_io import write_av, write_wav
+
+    rate, t = pipe.audio_cfg.sample_rate, np.arange(2 * pipe.audio_cfg.sample_rate)
+    tone = (0.3 * np.sin(2 * np.pi * 440 * t / rate)).astype(np.float32)
+    frames = np.random.default_rng(0).integers(0, 255, (20, 64, 64, 3), dtype=np.uint8)
+    a2v = pipe(task="a2v", audio=write_wav(tmp_path / "tone.wav", tone, rate), **kw)
+    assert a2v.frames.shape[1] == 20 and np.abs(a2v.waveforms[0].numpy() - tone).max() <= 1 / 32767  # 16-bit wav
+    v2a = pipe(task="v2a", video=write_av(tmp_path / "clip.mp4", frames, tone, pipe.fps, rate), **kw)
+    assert v2a.waveforms.shape[1] == 2 * rate
+    long = pipe(task="long", seconds=3.2, **kw)
+    assert long.frames.shape[1] == 32
