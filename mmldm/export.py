@@ -144,8 +144,6 @@ def export_student(checkpoint: str | Path, model_dir: str | Path, default: bool 
     The student must have been distilled from the folder's own autoencoder: where its teacher is
     still on disk, their decoders are compared tensor for tensor.
     """
-    import shutil
-    import tempfile
 
     import torch
 
@@ -155,8 +153,6 @@ def export_student(checkpoint: str | Path, model_dir: str | Path, default: bool 
     from .autoencoder.signal_decoder import SignalDecoder
     from .autoencoder.stage import load_autoencoder
     from .errors import WeightsError, warn
-    from .files import give_new_modes_under
-    from .generator.generation import read_generation_config
     from .pipeline.folder import INDEX_NAME
     from .training.checkpoint import load_trained_weights
     from .weights import read_config_json
@@ -182,25 +178,43 @@ def export_student(checkpoint: str | Path, model_dir: str | Path, default: bool 
     sampling = autoencoder.cfg.sampling
     info = StudentInfo(steps=cfg.student.steps, teacher_steps_per_step=cfg.student.teacher_steps_per_step,
                        video_guidance=sampling.video_guidance, audio_guidance=sampling.audio_guidance)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{STUDENT_NAME}.", suffix=".partial", dir=model_dir))
+    return _add_component(model_dir, index, STUDENT_NAME, lambda folder: save_student(student, info, folder),
+                          {"decoder_steps": info.steps} if default else None)
+
+
+def _add_component(model_dir: Path, index: dict, name: str, save: Any,
+                   default_sampling: dict[str, Any] | None) -> Path:
+    """Write an optional component (``save(folder)``) into ``model_dir/name`` (a temporary folder
+    renamed into place when complete), list it in ``model_index.json``, and with
+    ``default_sampling`` set those fields of the folder's sampling defaults (``generation.json``)."""
+    import shutil
+    import tempfile
+
+    from .files import give_new_modes_under
+    from .generator.generation import read_generation_config
+    from .pipeline.folder import INDEX_NAME
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=model_dir))
     try:
-        save_student(student, info, tmp)
+        save(tmp)
         give_new_modes_under(tmp)
-        target = model_dir / STUDENT_NAME
+        target = model_dir / name
         if target.exists():
             shutil.rmtree(target)
         tmp.rename(target)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    index["components"][STUDENT_NAME] = STUDENT_NAME
+    index["components"][name] = name
     atomic_write_text(model_dir / INDEX_NAME, json.dumps(index, indent=2) + "\n")
-    if default:
+    if default_sampling:
         generation_path = model_dir / index["components"]["generator"] / GENERATION_NAME
         generation = read_generation_config(generation_path)
-        generation = dataclasses.replace(generation, sampling=generation.sampling.replace(decoder_steps=info.steps))
+        generation = dataclasses.replace(generation, sampling=generation.sampling.replace(**default_sampling))
         atomic_write_text(generation_path, json.dumps(to_dict(generation), indent=2) + "\n")
-    return model_dir / STUDENT_NAME
+    return model_dir / name
+
+
 def export_frame_decoder(checkpoint: str | Path, model_dir: str | Path, default: bool = False,
                          use_ema: bool = True) -> Path:
     """Add a ``mmldm train frame-decoder-distill`` checkpoint's light frame decoder to a model folder
@@ -211,14 +225,10 @@ def export_frame_decoder(checkpoint: str | Path, model_dir: str | Path, default:
     their decoders (``decoder`` and ``post_quant_conv``) are compared tensor for tensor; the latent
     space (channels, downsampling, scaling factor) is checked in any case.
     """
-    import shutil
-    import tempfile
 
     import torch
 
     from .errors import WeightsError, warn
-    from .files import give_new_modes_under
-    from .generator.generation import read_generation_config
     from .pipeline.folder import INDEX_NAME
     from .training.checkpoint import load_trained_weights
     from .vae.kl_vae import KLVAE
@@ -256,25 +266,9 @@ def export_frame_decoder(checkpoint: str | Path, model_dir: str | Path, default:
     unfit = info.fits(vae)
     if unfit:
         raise ConfigError(f"{checkpoint}: the light frame decoder {unfit} of {model_dir}")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{FRAME_DECODER_NAME}.", suffix=".partial", dir=model_dir))
-    try:
-        save_frame_decoder(decoder, info, tmp)
-        give_new_modes_under(tmp)
-        target = model_dir / FRAME_DECODER_NAME
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.rename(target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    index["components"][FRAME_DECODER_NAME] = FRAME_DECODER_NAME
-    atomic_write_text(model_dir / INDEX_NAME, json.dumps(index, indent=2) + "\n")
-    if default:
-        generation_path = model_dir / index["components"]["generator"] / GENERATION_NAME
-        generation = read_generation_config(generation_path)
-        generation = dataclasses.replace(generation, sampling=generation.sampling.replace(frame_decoder="light"))
-        atomic_write_text(generation_path, json.dumps(to_dict(generation), indent=2) + "\n")
-    return model_dir / FRAME_DECODER_NAME
+    return _add_component(model_dir, index, FRAME_DECODER_NAME,
+                          lambda folder: save_frame_decoder(decoder, info, folder),
+                          {"frame_decoder": "light"} if default else None)
 
 
 __all__ = ["clip_timing_of", "export_frame_decoder", "export_generator", "export_model", "export_student",

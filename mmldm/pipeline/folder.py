@@ -125,8 +125,8 @@ def _component(directory: Path, index: dict, name: str) -> Path:
     return path
 
 
-def load_folder(directory: Path) -> FolderParts:
-    """Read every component of a model folder (see the module docstring)."""
+def read_index(directory: Path) -> dict:
+    """``model_index.json`` of the model folder ``directory``, checked (format name and version)."""
     if not directory.is_dir():
         raise WeightsError(directory, "model folder", f"not found or not a folder (a model folder holds "
                                                       f"{INDEX_NAME}; SoundingVideoPipeline.save_pretrained "
@@ -139,16 +139,11 @@ def load_folder(directory: Path) -> FolderParts:
         raise WeightsError(directory / INDEX_NAME, "model index",
                            f"format version {version!r} is newer than this mmldm reads ({FORMAT_VERSION}); "
                            "upgrade mmldm")
-    vae = KLVAE.from_pretrained(_component(directory, index, "vae"))
-    autoencoder = HierarchicalAVAutoencoder.from_pretrained(_component(directory, index, "autoencoder"))
-    generator_dir = _component(directory, index, "generator")
-    generator = AVDiT.from_pretrained(generator_dir)
-    generation = read_generation_config(generator_dir / GENERATION_NAME)
-    student = (load_student(_component(directory, index, STUDENT_NAME), autoencoder)
-               if STUDENT_NAME in index.get("components", {}) else None)
-    frame_decoder = (load_frame_decoder(_component(directory, index, FRAME_DECODER_NAME))
-                     if FRAME_DECODER_NAME in index.get("components", {}) else None)
+    return index
 
+
+def read_audio(directory: Path) -> tuple[AudioConfig, Vocoder, str]:
+    """``audio.yaml`` of the model folder ``directory``: (audio config, vocoder, vocoder spec)."""
     audio_path = directory / AUDIO_NAME
     if not audio_path.is_file():
         raise WeightsError(audio_path, "audio config", "missing")
@@ -167,6 +162,23 @@ def load_folder(directory: Path) -> FolderParts:
         vocoder, spec = resolve_vocoder(audio["vocoder"], audio_cfg, base=directory)
     except MMLDMError as exc:
         raise WeightsError(audio_path, "audio config", str(exc)) from None
+    return audio_cfg, vocoder, spec
+
+
+def load_folder(directory: Path) -> FolderParts:
+    """Read every component of a model folder (see the module docstring)."""
+    index = read_index(directory)
+    vae = KLVAE.from_pretrained(_component(directory, index, "vae"))
+    autoencoder = HierarchicalAVAutoencoder.from_pretrained(_component(directory, index, "autoencoder"))
+    generator_dir = _component(directory, index, "generator")
+    generator = AVDiT.from_pretrained(generator_dir)
+    generation = read_generation_config(generator_dir / GENERATION_NAME)
+    student = (load_student(_component(directory, index, STUDENT_NAME), autoencoder)
+               if STUDENT_NAME in index.get("components", {}) else None)
+    frame_decoder = (load_frame_decoder(_component(directory, index, FRAME_DECODER_NAME))
+                     if FRAME_DECODER_NAME in index.get("components", {}) else None)
+
+    audio_cfg, vocoder, spec = read_audio(directory)
     return FolderParts(vae, autoencoder, generator, generation, audio_cfg, vocoder, spec, student, frame_decoder)
 
 

@@ -41,7 +41,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from accelerate import init_empty_weights
 from torch import nn
 
@@ -50,7 +49,6 @@ from ..autoencoder.model import AUTOENCODER_WHAT, HierarchicalAVAutoencoder
 from ..autoencoder.signal_decoder import SignalDecoder
 from ..autoencoder.student import STUDENT_NAME, STUDENT_WHAT, StudentInfo
 from ..config import from_dict
-from ..data.audio_image import AudioConfig
 from ..errors import MMLDMError, WeightsError
 from ..generator.dit import DIT_WHAT, AVDiT, DiTConfig
 from ..generator.generation import GENERATION_NAME, read_generation_config
@@ -61,7 +59,7 @@ from ..vae.light_decoder import (
     LightFrameDecoder,
     read_frame_decoder_info,
 )
-from ..weights import CONFIG_NAME, WEIGHTS_NAME, read_config_json, read_folder_config
+from ..weights import CONFIG_NAME, WEIGHTS_NAME, read_folder_config
 from . import folder
 
 #: the stages, in the order a generation first runs them (the pipeline's attribute names)
@@ -303,18 +301,7 @@ def read_parked_folder(directory: Path) -> ParkedFolder:
     """The parts of the model folder ``directory`` (:func:`mmldm.pipeline.folder.load_folder`'s checks
     and errors), the KL-VAE, the autoencoder and the generator built with their parameters on the meta
     device: their weights are read from the folder when their stage runs."""
-    if not directory.is_dir():
-        raise WeightsError(directory, "model folder", f"not found or not a folder (a model folder holds "
-                                                      f"{folder.INDEX_NAME}; SoundingVideoPipeline.save_pretrained "
-                                                      "writes one)")
-    index = read_config_json(directory / folder.INDEX_NAME, "model index")
-    if index.get("format") != folder.FORMAT_NAME:
-        raise WeightsError(directory / folder.INDEX_NAME, "model index", f"is not an {folder.FORMAT_NAME} model index")
-    version = index.get("format_version")
-    if not isinstance(version, int) or version > folder.FORMAT_VERSION:
-        raise WeightsError(directory / folder.INDEX_NAME, "model index",
-                           f"format version {version!r} is newer than this mmldm reads ({folder.FORMAT_VERSION}); "
-                           "upgrade mmldm")
+    index = folder.read_index(directory)
     files = {}
 
     vae_dir = folder._component(directory, index, "vae")
@@ -368,34 +355,10 @@ def read_parked_folder(directory: Path) -> ParkedFolder:
         files["frame_decoder"] = frame_dir / WEIGHTS_NAME
         check_weight_file(frame_decoder[0], files["frame_decoder"], FRAME_DECODER_WHAT)
 
-    audio_cfg, vocoder, spec = _read_audio(directory)
+    audio_cfg, vocoder, spec = folder.read_audio(directory)
     parts = folder.FolderParts(vae, autoencoder, generator, generation, audio_cfg, vocoder, spec, student,
                                frame_decoder)
     return ParkedFolder(parts, files)
-
-
-def _read_audio(directory: Path) -> tuple[AudioConfig, nn.Module, str]:
-    """``audio.yaml`` of a model folder: (audio config, vocoder, vocoder spec), as
-    :func:`mmldm.pipeline.folder.load_folder` reads it."""
-    audio_path = directory / folder.AUDIO_NAME
-    if not audio_path.is_file():
-        raise WeightsError(audio_path, "audio config", "missing")
-    try:
-        audio = yaml.safe_load(audio_path.read_text())
-    except yaml.YAMLError as exc:
-        raise WeightsError(audio_path, "audio config", f"not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(audio, dict) or not isinstance(audio.get("vocoder"), str):
-        raise WeightsError(audio_path, "audio config", "needs 'audio:' settings and a 'vocoder:' spec")
-    unknown = sorted(set(audio) - {"audio", "vocoder"})
-    if unknown:
-        raise WeightsError(audio_path, "audio config", f"unknown key(s) {', '.join(map(str, unknown))} "
-                                                       "(known: audio, vocoder)")
-    try:
-        audio_cfg = from_dict(AudioConfig, audio.get("audio"), prefix="audio.")
-        vocoder, spec = folder.resolve_vocoder(audio["vocoder"], audio_cfg, base=directory)
-    except MMLDMError as exc:
-        raise WeightsError(audio_path, "audio config", str(exc)) from None
-    return audio_cfg, vocoder, spec
 
 
 def stage_placement(modules: Mapping[str, nn.Module], device: torch.device, dtype: torch.dtype,
