@@ -3,7 +3,8 @@
 A recipe is a subclass of :class:`Recipe` naming its ``steps`` and implementing
 ``step_NAME() -> bool`` for each (True: it did work). Every step uses the project's own
 commands and APIs and writes under the recipe's folder; an interrupted recipe resumes by
-running the same command again (training stages resume from their newest checkpoint).
+running the same command again (training stages resume from their newest checkpoint, and
+start again when an input they learnt from has changed).
 ``recipe.json`` records the scale of every invocation and the wall time of every step.
 """
 
@@ -92,12 +93,22 @@ class Recipe:
 
     # ------------------------------------------------------------------ training
 
-    def _train(self, step: str, steps: int, settings: list[str], run: str | None = None) -> bool:
+    def _train(self, step: str, steps: int, settings: list[str], sources: tuple[Path, ...],
+               run: str | None = None) -> bool:
         """``mmldm train`` of the stage behind ``step`` (its config ``trained[step]``) into
         ``runs/RUN`` (default: the stage's name) up to ``steps`` (resuming); False when already
-        trained that far."""
+        trained that far. ``sources`` are the inputs the run learns from (a data folder, the
+        checkpoint of the stage before): a run stamped with other sources learnt from inputs that
+        have changed since (an upstream stage trained further) and is trained again from scratch."""
         stage = self.trained[step].split("-")[0]
         run_dir = self.out / "runs" / (run or stage)
+        stamp = self._stamp_path(run_dir)
+        if run_dir.exists() and stamp.is_file() and stamp.read_text() != self._stamp_text(sources):
+            print(f"recipe: {run_dir} learnt from inputs that have changed since; training it again", flush=True)
+            shutil.rmtree(run_dir)
+        # stamped before training, so that a run interrupted half-way resumes only on the same
+        # inputs; a run without a stamp (made before runs had stamps) is taken as made from them
+        self._stamp(run_dir, *sources)
         latest = latest_checkpoint(run_dir)
         if latest is not None and int(latest.name.split("_")[-1]) >= steps:
             return False

@@ -122,7 +122,7 @@ class RealVideoRecipe(Recipe):
         from ..vae.stage import export_pretrained
 
         self._need(self.data / "manifest.jsonl", "training data")
-        trained = self._train("vae", self.scale.vae_steps, [f"data.root={self.data}"])
+        trained = self._train("vae", self.scale.vae_steps, [f"data.root={self.data}"], sources=(self.data,))
         exported = self.parts / "vae"
         if trained or not (exported / "config.json").is_file():
             export_pretrained(self._checkpoint("vae"), exported, calibration_clips=self.scale.calibration_clips)
@@ -145,7 +145,7 @@ class RealVideoRecipe(Recipe):
         cache = self._need(self.vae_latents, "KL-VAE latent cache")
         trained = self._train(step, self.scale.autoencoder_steps,
                               [f"vae.path={vae}", f"data.root={self.data}", f"data.latent_cache={cache}", *settings],
-                              run=run)
+                              sources=(self._checkpoint("vae"), self.data), run=run)
         exported = self.parts / run
         if trained or not (exported / "config.json").is_file():
             export_pretrained(self._checkpoint(run), exported)
@@ -179,7 +179,8 @@ class RealVideoRecipe(Recipe):
         scales = estimate_latent_scales(self.latents)
         return self._train("generator", self.scale.generator_steps,
                            [f"data.cache={self.latents}", f"data.audio_latent_scale={scales['audio']:.6g}",
-                            f"data.video_latent_scale={scales['video']:.6g}"])
+                            f"data.video_latent_scale={scales['video']:.6g}"],
+                           sources=(self._checkpoint("autoencoder"), self.data))
 
     # ------------------------------------------------------------------ export and evaluation
 

@@ -119,7 +119,8 @@ class SoundingShapesRecipe(Recipe):
         from ..vae.stage import export_pretrained
 
         self._need(self.train_data / "manifest.jsonl", "training data")
-        trained = self._train("vae", self.scale.vae_steps, [f"data.root={self.train_data}"])
+        trained = self._train("vae", self.scale.vae_steps, [f"data.root={self.train_data}"],
+                              sources=(self.train_data,))
         exported = self.parts / "vae"
         if trained or not (exported / "config.json").is_file():
             export_pretrained(self._checkpoint("vae"), exported, calibration_clips=self.scale.calibration_clips)
@@ -142,7 +143,8 @@ class SoundingShapesRecipe(Recipe):
         vae = self._need(self.parts / "vae", "exported VAE")
         cache = self._need(self.vae_latents, "KL-VAE latent cache")
         trained = self._train("autoencoder", self.scale.autoencoder_steps,
-                              [f"vae.path={vae}", f"data.root={self.train_data}", f"data.latent_cache={cache}"])
+                              [f"vae.path={vae}", f"data.root={self.train_data}", f"data.latent_cache={cache}"],
+                              sources=(self._checkpoint("vae"), self.train_data))
         exported = self.parts / "autoencoder"
         if trained or not (exported / "config.json").is_file():
             export_pretrained(self._checkpoint("autoencoder"), exported)
@@ -172,7 +174,8 @@ class SoundingShapesRecipe(Recipe):
                 f"data.video_latent_scale={scales['video']:.6g}"]
 
     def step_generator(self) -> bool:
-        return self._train("generator", self.scale.generator_steps, self._generator_data())
+        return self._train("generator", self.scale.generator_steps, self._generator_data(),
+                           sources=(self._checkpoint("autoencoder"), self.generator_data))
 
     # ------------------------------------------------------------------ export
 

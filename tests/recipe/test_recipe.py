@@ -150,3 +150,38 @@ def test_recipe_without_its_configs_is_a_one_line_error(tmp_path, capsys, monkey
     err = capsys.readouterr().err
     assert code != 0 and err.count("\n") == 1 and "vae.yaml" in err and "source checkout" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_training_run_is_trained_again_when_the_stage_before_it_trained_further(tmp_path, monkeypatch):
+    import dataclasses
+
+    from mmldm.training.checkpoint import MANIFEST
+
+    recipe = SoundingShapesRecipe(tmp_path, dataclasses.replace(SCALES["smoke"]), progress=False)
+    trainings: list[tuple[str, ...]] = []
+
+    def checkpoint(run: str, step: int) -> Path:
+        folder = tmp_path / "runs" / run / "checkpoints" / f"step_{step:06d}"
+        folder.mkdir(parents=True)
+        (folder / MANIFEST).write_text(json.dumps({"files": {}}))
+        return folder
+
+    def train(*argv: str) -> None:  # stands in for `mmldm train generator`: writes its last checkpoint
+        trainings.append(argv)
+        checkpoint("generator", int(argv[argv.index("--max-steps") + 1]))
+
+    monkeypatch.setattr(recipe, "_cli", train)
+    monkeypatch.setattr(recipe, "_generator_data", list)
+    checkpoint("autoencoder", 3)
+    generator_run = tmp_path / "runs" / "generator"
+
+    assert recipe.step_generator() and len(trainings) == 1
+    assert not recipe.step_generator()  # same autoencoder: kept
+    (generator_run / "marker").write_text("trained on the step-3 latents")
+    checkpoint("autoencoder", 9)  # the autoencoder trained further: its latents, and the generator, are stale
+    assert recipe.step_generator() and len(trainings) == 2
+    assert not (generator_run / "marker").exists()
+    assert not recipe.step_generator()
+    # a run from before runs had stamps is taken as made from the current inputs
+    (tmp_path / "runs" / "generator.source").unlink()
+    assert not recipe.step_generator() and len(trainings) == 2
