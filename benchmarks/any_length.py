@@ -1,7 +1,8 @@
-"""Any-length a2v and v2a on Sounding Shapes: is every generated clip in sync with the given modality?
+"""Any-length a2v, v2a and continuations on Sounding Shapes: is every generated clip in sync?
 
-    python benchmarks/any_length.py                                   # 16 inputs of 6.4 s and 5.6 s, both tasks
+    python benchmarks/any_length.py                                   # 16 inputs of 6.4 s and 5.6 s, a2v and v2a
     python benchmarks/any_length.py --inputs 4 --seconds 6.4 --tasks a2v --out a2v.json
+    python benchmarks/any_length.py --tasks audio-continuation video-continuation
 
 Inputs are held-out Sounding Shapes clips (dataset seed ``--data-seed``, never a training
 seed of the recipe: it trains on dataset seed 0) of each length in ``--seconds``; a length
@@ -11,8 +12,14 @@ Each input is given whole to ``generate(task="a2v", audio=...)`` (its waveform) 
 generates one clip per clip of it, each conditioned on its window and on the clip before.
 The output keeps the given modality; the Sounding Shapes law measures the sync error
 (semitones) of every clip position ``k`` (frames ``[kT, min((k+1)T, F))`` with their audio),
-so a clip that drifts from the given modality shows at its position. A quality measure,
-not a speed one (the wall time is printed for planning).
+so a clip that drifts from the given modality shows at its position. The continuations get
+the same inputs and go on for one clip (the model's default ``continue_seconds``): their clip
+positions are those the pipeline generated (windows aligned to the span's end; a first one
+shorter than a clip when the span is not a whole number of clips), and the last position is
+the new clip, whose sound and video are both generated; for audio-continuation the largest
+audio step at the end of the given audio (where the vocoded sound takes over, within 2 samples)
+is set beside the largest step elsewhere (a click would stand far above it). A quality measure, not a speed one
+(the wall time is printed for planning).
 """
 
 from __future__ import annotations
@@ -29,11 +36,12 @@ from common import Column, finish, record, render, run_script, torch_threads
 
 from mmldm.errors import ConfigError, check_positive_int
 
-TASKS = ("a2v", "v2a")
+TASKS = ("a2v", "v2a", "audio-continuation", "video-continuation")
 COLUMNS: list[Column] = [
     ("task", "task", ""), ("input s", "seconds", ".1f"), ("inputs", "inputs", ""), ("clip position", "position", ""),
     ("frames in clip", "frames", ""), ("median sync error (st)", "median", ".2f"), ("worst (st)", "worst", ".2f"),
     ("within 1 st", "within_1", ""), ("given kept exactly", "exact", ""),
+    ("audio step at the span's end / elsewhere (max)", "seam", ""),
 ]
 
 
@@ -45,20 +53,27 @@ def held_out_inputs(count: int, seconds: float, data_seed: int) -> list[Any]:
     return [synth_clip(cfg, clip_seed(data_seed, index), class_id=index % 3) for index in range(count)]
 
 
-def position_errors(frames: Any, audio: Any, fps: float, sample_rate: int, clip_frames: int) -> list[float]:
-    """The sync error of each clip position of one video (the last may be shorter than a clip)."""
+def position_bounds(total: int, clip_frames: int, lead: int = 0) -> list[tuple[int, int]]:
+    """The output frames ``[begin, end)`` of each generated clip of a ``total``-frame output whose
+    first clip starts ``lead`` frames before the output (continuations: windows end-aligned)."""
+    positions = math.ceil((total + lead) / clip_frames)
+    return [(max(k * clip_frames - lead, 0), min((k + 1) * clip_frames - lead, total)) for k in range(positions)]
+
+
+def position_errors(frames: Any, audio: Any, fps: float, sample_rate: int,
+                    bounds: list[tuple[int, int]]) -> list[float]:
+    """The sync error of each clip position ``[begin, end)`` of one video."""
     from mmldm.evaluation.shapes_measures import sync_error
 
     audio = np.asarray(audio, dtype=np.float64).reshape(-1)
     per_frame = round(sample_rate / fps)
-    positions = math.ceil(len(frames) / clip_frames)
-    return [sync_error(frames[k * clip_frames:(k + 1) * clip_frames],
-                       audio[k * clip_frames * per_frame:(k + 1) * clip_frames * per_frame], sample_rate, fps)
-            for k in range(positions)]
+    return [sync_error(frames[begin:end], audio[begin * per_frame:end * per_frame], sample_rate, fps)
+            for begin, end in bounds]
 
 
 def run(model: Path | None = None, inputs: int = 16, seconds: tuple[float, ...] = (6.4, 5.6),
-        tasks: tuple[str, ...] = TASKS, data_seed: int = 777, threads: int | None = None) -> dict[str, Any]:
+        tasks: tuple[str, ...] = TASKS[:2], data_seed: int = 777, threads: int | None = None) -> dict[str, Any]:
+    from mmldm.evaluation.long_video import seam_jumps
     from mmldm.pipeline import SoundingVideoPipeline
 
     check_positive_int(inputs, "--inputs")
@@ -71,28 +86,37 @@ def run(model: Path | None = None, inputs: int = 16, seconds: tuple[float, ...] 
         for length in seconds:
             clips = held_out_inputs(inputs, length, data_seed)
             for task in tasks:
-                start, errors, exact = time.perf_counter(), [], True
+                start, errors, exact, seams = time.perf_counter(), [], True, []
+                given_frames = len(clips[0].frames)
+                continues = task.endswith("continuation")
+                total = given_frames + (pipe.num_frames if continues else 0)
+                bounds = position_bounds(total, pipe.num_frames, -given_frames % pipe.num_frames if continues else 0)
                 for index, clip in enumerate(clips):
-                    given = ({"audio": torch.from_numpy(clip.audio.astype(np.float32))} if task == "a2v"
+                    given = ({"audio": torch.from_numpy(clip.audio.astype(np.float32))} if task.startswith("a")
                              else {"video": torch.from_numpy(clip.frames)})
                     out = pipe.generate(task, n=1, seed=index, progress=False, **given)
                     frames, wave = out.frames[0], out.waveforms[0]
-                    if task == "a2v":
-                        exact &= torch.equal(wave, given["audio"][: len(wave)]) and len(frames) == len(clip.frames)
+                    exact &= len(frames) == total and len(wave) == total * len(clip.audio) // given_frames
+                    if "audio" in given:
+                        exact &= torch.equal(wave[: len(given["audio"])], given["audio"])
+                        if continues:
+                            seams.append(seam_jumps(wave, [len(given["audio"])], radius=2))
                     else:
                         expected = given["video"].permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
-                        exact &= torch.equal(frames, expected) and len(wave) == len(clip.audio)
-                    errors.append(position_errors(frames, wave, pipe.fps, out.sample_rate, pipe.num_frames))
+                        exact &= torch.equal(frames[:given_frames], expected)
+                    errors.append(position_errors(frames, wave, pipe.fps, out.sample_rate, bounds))
                 wall[f"{task} {length:g} s"] = time.perf_counter() - start
                 table = np.asarray(errors)  # [inputs, positions]
-                total = len(clips[0].frames)
-                for position in range(table.shape[1]):
+                for position, (begin, end) in enumerate(bounds):
                     column = table[:, position]
-                    rows.append({"task": task, "seconds": length, "inputs": len(clips), "position": position + 1,
-                                 "frames": min(pipe.num_frames, total - position * pipe.num_frames),
+                    new = continues and position == len(bounds) - 1
+                    rows.append({"task": task, "seconds": length, "inputs": len(clips),
+                                 "position": f"{position + 1} (new)" if new else position + 1, "frames": end - begin,
                                  "median": float(np.median(column)), "worst": float(column.max()),
                                  "within_1": f"{int(np.sum(column <= 1.0))} of {len(column)}",
-                                 "exact": "yes" if exact else "no", "errors": column.tolist()})
+                                 "exact": "yes" if exact else "no", "errors": column.tolist(),
+                                 "seam": (f"{max(a for a, _ in seams):.3f} / {max(b for _, b in seams):.3f}"
+                                          if new and seams else "")})
                 print(f"{task} {length:g} s: per position median "
                       f"{', '.join(f'{np.median(c):.2f}' for c in table.T)}; {int(np.sum(table <= 1.0))} of "
                       f"{table.size} clips within 1 ({wall[f'{task} {length:g} s']:.0f} s)", flush=True)
@@ -104,7 +128,7 @@ def run(model: Path | None = None, inputs: int = 16, seconds: tuple[float, ...] 
 
 def markdown(result: dict[str, Any]) -> str:
     s = result["settings"]
-    title = (f"Any-length a2v / v2a of the {s['model']} model on held-out Sounding Shapes inputs "
+    title = (f"Any-length {' / '.join(s['tasks'])} of the {s['model']} model on held-out Sounding Shapes inputs "
              f"(dataset seed {s['data_seed']}), sync error of every generated clip position")
     rows = result["tables"]["positions"]
     everything = [e for row in rows for e in row["errors"]]
@@ -118,7 +142,8 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=None, help="model folder (default: the built-in model)")
     parser.add_argument("--inputs", type=int, default=16, help="inputs per length and task (default 16)")
     parser.add_argument("--seconds", type=float, nargs="+", default=[6.4, 5.6], help="input lengths (default 6.4 5.6)")
-    parser.add_argument("--tasks", nargs="+", default=list(TASKS), help="a2v and/or v2a")
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS[:2]),
+                        help=f"some of {', '.join(TASKS)} (default: a2v v2a)")
     parser.add_argument("--data-seed", type=int, default=777, help="Sounding Shapes dataset seed of the inputs")
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     parser.add_argument("--out", type=Path, default=None, help="write the record as JSON here")

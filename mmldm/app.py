@@ -205,7 +205,7 @@ class WebApp:
     def _task_inputs(self, task: str) -> tuple[Any, ...]:
         """Show the inputs ``task`` takes: its upload, the span of it, or the length of ``long``."""
         spec = TASKS[task]
-        span = spec.given is not None and spec.window == "all"
+        span = spec.given is not None
         if task == "long":
             seconds = gr.update(visible=True, label="Seconds to generate", value=round(3 * self.clip_seconds, 3))
         else:
@@ -260,7 +260,7 @@ class WebApp:
             raise ConfigError(f"the seed must be a whole number >= 0, got {seed}")
         if prompt and prompt.strip() and not takes_text(self.pipe):
             raise ConfigError("this model has no text conditioning: leave the prompt empty")
-        span = spec.given is not None and spec.window == "all"
+        span = spec.given is not None
         return _Request(
             task=task, audio=audio if spec.given == "audio" else None,
             video=video if spec.given == "video" else None,
@@ -301,22 +301,24 @@ class WebApp:
 
     def _output_seconds(self, request: _Request) -> float | None:
         """How long the output will be, when it can be told before generating: the length of
-        ``long``, the span of a2v / v2a (their output is as long as it). None when it cannot
-        (an upload the pipeline will refuse with its own message)."""
+        ``long``, the span of a2v / v2a (their output is as long as it), the span and the clip that
+        follows it of a continuation. None when it cannot (an upload the pipeline will refuse with
+        its own message)."""
         if request.task == "long":
             return request.seconds
         spec = TASKS[request.task]
-        if spec.given is None or spec.window != "all":
+        if spec.given is None:
             return None
+        following = self.clip_seconds if spec.continues else 0.0
         if request.seconds is not None:
-            return request.seconds
+            return request.seconds + following
         from .data.media_io import probe
 
         try:
             duration = probe(request.audio or request.video).duration
         except MMLDMError:
             return None
-        return max(duration - (request.start or 0.0), 0.0)
+        return max(duration - (request.start or 0.0), 0.0) + following
 
     def _request_folder(self) -> Path:
         """A new folder for one request's files; the oldest beyond :attr:`keep_requests` are removed

@@ -42,6 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                              "span of the file to use (default: to its end)")
     parser.add_argument("--start", type=float, default=None,
                         help="with --audio / --video: where the span of the file starts, in seconds (default 0)")
+    parser.add_argument("--continue-seconds", type=float, default=None,
+                        help="audio-continuation / video-continuation: how much sounding video follows the span, in "
+                             "seconds (default: one clip)")
     parser.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's)")
     parser.add_argument("--decoder-steps", type=int, default=None,
                         help="sampler steps of the autoencoder's signal decoder (DDIM; Euler for flow decoders; default: the model's)")
@@ -111,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     from ..pipeline.output import check_output_folder, check_prefix, save_in_batches
 
     # cheap checks first: a wrong task or input fails before any model is loaded
-    resolve_task(args.task, args.audio, args.video, args.seconds, args.start)
+    resolve_task(args.task, args.audio, args.video, args.seconds, args.start, args.continue_seconds)
     if args.n < 1:
         raise ConfigError(f"--n must be >= 1, got {args.n}")
     if args.text_encoder is not None and not args.text_encoder.is_dir():
@@ -137,7 +140,8 @@ def run(args: argparse.Namespace) -> int:
     def make_batch(count: int, first_seed: int):
         return pipe.generate(task=args.task, n=count, steps=args.steps, sampler=args.sampler,
                              guidance=args.guidance, seed=first_seed, audio=args.audio, video=args.video,
-                             seconds=args.seconds, start=args.start, class_label=args.class_label, decoder_steps=args.decoder_steps,
+                             seconds=args.seconds, start=args.start, continue_seconds=args.continue_seconds,
+                             class_label=args.class_label, decoder_steps=args.decoder_steps,
                              sync_guidance=args.sync_guidance, candidates=args.candidates, critics=args.critics,
                              frame_decoder=args.frame_decoder,
                              prompt=args.prompt, text_guidance=args.text_guidance,

@@ -12,8 +12,12 @@ task                   user gives      model input            output
 svg                    nothing         (none)                 generated audio + video
 a2v                    audio           ``audio_cond``         GIVEN audio + generated video
 v2a                    video frames    ``video_cond``         generated audio + GIVEN video
-audio-continuation     audio           ``prev_audio``         the next clip (both generated)
-video-continuation     video frames    ``prev_video``         the next clip (both generated)
+audio-continuation     audio           ``audio_cond``, then   GIVEN audio + generated video,
+                                       ``prev_audio`` +       then ``continue_seconds`` of
+                                       ``prev_video``         clips (both generated)
+video-continuation     video frames    ``video_cond``, then   generated audio + GIVEN video,
+                                       ``prev_audio`` +       then ``continue_seconds`` of
+                                       ``prev_video``         clips (both generated)
 long                   nothing         ``prev_audio`` +       ``seconds`` of clips, each
                                        ``prev_video`` of the  conditioned on the one before
                                        clip before
@@ -21,12 +25,12 @@ long                   nothing         ``prev_audio`` +       ``seconds`` of cli
 
 Guidance (paper Eq. 9, per modality): the unconditional branch is always the
 fully null model, i.e. every condition of the task is dropped: the cross-modal
-latent (a2v, v2a) or the previous-clip latents (continuations, long) become
-zeros and the class becomes the null class. For ``svg`` only the class is
+latent (a2v, v2a, a continuation's given span) or the previous-clip latents
+(long, a continuation's new clips) become zeros and the class becomes the null class. For ``svg`` only the class is
 dropped, so ``svg`` without a class has nothing to guide and the model runs once
 per step. The first clip of ``long`` is plain ``svg`` (see :data:`TASKS`).
 
-The given modality of a2v and v2a is not sampled: at every step its noisy input
+The given modality of a2v, v2a and of a continuation's span is not sampled: at every step its noisy input
 is the given latent noised to the step's time (paper Sec. 3.3, "a_t can be
 obtained directly given a and t", Eq. 6), as the network saw it in training
 (``known`` of :func:`mmldm.diffusion.sample`).
@@ -38,8 +42,13 @@ with previous-clip inputs, on the clip generated before it (``prev_audio`` /
 ``prev_video``), so motion and sound continue across clips. The output keeps the
 given modality as given, trimmed to whole frames; a last window shorter than a clip
 is padded (audio with silence, video by repeating its last frame) and the output
-trimmed back. Continuations take the LAST window of the span (the most recent
-content, which the new clip follows).
+trimmed back. Continuations go over the given span in the same way, clip after clip
+(as a2v / v2a: the given modality kept, the other generated, each clip conditioned on
+the one before), with the windows aligned to the span's END (a first window shorter
+than a clip is padded at its front), so that the new clips follow the given content
+directly: ``continue_seconds`` (default one clip) of clips each conditioned on the
+audio and video latents of the clip before, as ``long``. Their output is the span
+followed by the new clips.
 """
 
 from __future__ import annotations
@@ -55,9 +64,10 @@ from ..files import check_input_file
 if TYPE_CHECKING:  # torch and numpy load with the first clip read, not with the task table (CLI --help)
     import torch
 
-#: which part of the given span a task uses: all of it (a2v, v2a: one generated clip per clip of
-#: it) or its last clip (continuations: the new clip follows the most recent content)
-Window = Literal["all", "last"]
+#: where the clip-length windows of the given span are aligned: to its start (a2v, v2a: a short
+#: last window is padded at its end) or to its end (continuations: the new clips follow the span
+#: directly; a short first window is padded at its front)
+Window = Literal["start", "end"]
 
 
 @dataclass(frozen=True)
@@ -71,31 +81,35 @@ class TaskSpec:
     model_input: str | None
     #: the output modality that IS the given input (not regenerated), or None
     keeps_given: bool
-    #: which part of the given span is used
+    #: where the windows of the given span are aligned
     window: Window
     #: what the unconditional (guidance) branch drops, for docs and settings.json
     dropped: str
     help: str
+    #: clips that follow the given span are generated (continuations)
+    continues: bool = False
 
 
 TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (
-    TaskSpec("svg", None, None, False, "all", "the class (null class)",
+    TaskSpec("svg", None, None, False, "start", "the class (null class)",
              "joint sounding video generation"),
-    TaskSpec("a2v", "audio", "audio_cond", True, "all",
+    TaskSpec("a2v", "audio", "audio_cond", True, "start",
              "the audio condition (zeros), the previous clip (zeros) and the class",
              "audio to video: the given audio (all of it, or --start/--seconds) is kept, a video is generated "
              "for it clip after clip"),
-    TaskSpec("v2a", "video", "video_cond", True, "all",
+    TaskSpec("v2a", "video", "video_cond", True, "start",
              "the video condition (zeros), the previous clip (zeros) and the class",
              "video to audio: the given video (all of it, or --start/--seconds) is kept, a sound track is "
              "generated for it clip after clip"),
-    TaskSpec("audio-continuation", "audio", "prev_audio", False, "last",
-             "the previous-clip audio (zeros) and the class",
-             "the sounding clip that follows the given audio"),
-    TaskSpec("video-continuation", "video", "prev_video", False, "last",
-             "the previous-clip video (zeros) and the class",
-             "the sounding clip that follows the given video"),
-    TaskSpec("long", None, None, False, "all",
+    TaskSpec("audio-continuation", "audio", "audio_cond", True, "end",
+             "over the given span as a2v; then the previous-clip audio and video (zeros) and the class",
+             "the given audio (all of it, or --start/--seconds) gets a video clip after clip, then "
+             "--continue-seconds of sounding video follow it", continues=True),
+    TaskSpec("video-continuation", "video", "video_cond", True, "end",
+             "over the given span as v2a; then the previous-clip audio and video (zeros) and the class",
+             "the given video (all of it, or --start/--seconds) gets a sound track clip after clip, then "
+             "--continue-seconds of sounding video follow it", continues=True),
+    TaskSpec("long", None, None, False, "start",
              "the previous-clip audio and video (zeros) and the class; the first clip drops only the class",
              "autoregressive long generation: clip 1 is plain svg, each later clip is conditioned on "
              "the audio and video latents of the clip before"),
@@ -103,11 +117,12 @@ TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (
 
 
 def resolve_task(task: str, audio: Any = None, video: Any = None, seconds: float | None = None,
-                 start: float | None = None) -> TaskSpec:
+                 start: float | None = None, continue_seconds: float | None = None) -> TaskSpec:
     """The :class:`TaskSpec` of ``task``, after checking the inputs fit it (one-line errors).
 
     ``seconds``: task long, the length to generate; a task with a given clip, the length of the
-    span of it to use (from ``start`` seconds; default: to its end).
+    span of it to use (from ``start`` seconds; default: to its end). ``continue_seconds``:
+    continuations, how much follows the span (default: one clip).
     """
     if task not in TASKS:
         raise ConfigError(f"unknown task '{task}' (choose one of {', '.join(TASKS)})")
@@ -119,7 +134,8 @@ def resolve_task(task: str, audio: Any = None, video: Any = None, seconds: float
             raise ConfigError(f"task {task} {wants}, not --{modality}")
     if spec.given and not given[spec.given]:
         raise ConfigError(f"task {task} needs --{spec.given} (a file or a {spec.given} tensor)")
-    for name, value, positive in (("--seconds", seconds, True), ("--start", start, False)):
+    for name, value, positive in (("--seconds", seconds, True), ("--start", start, False),
+                                  ("--continue-seconds", continue_seconds, True)):
         number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         if value is not None and not (number and (value > 0 or (not positive and value == 0))):
             raise ConfigError(f"{name} must be a {'positive' if positive else 'non-negative'} number of seconds, "
@@ -131,7 +147,21 @@ def resolve_task(task: str, audio: Any = None, video: Any = None, seconds: float
         raise ConfigError("task long needs --seconds (the length to generate)")
     if start is not None and not spec.given:
         raise ConfigError(f"--start applies to tasks with a given clip (where its span starts), not to {task}")
+    if continue_seconds is not None and not spec.continues:
+        raise ConfigError(f"--continue-seconds applies to the continuation tasks (how much follows the given "
+                          f"clip), not to {task}")
     return spec
+
+
+def continuation_frames(continue_seconds: float | None, fps: float, num_frames: int) -> int:
+    """Frames that follow a continuation's span: ``round(continue_seconds * fps)``, one clip by
+    default; a length under one frame is refused."""
+    if continue_seconds is None:
+        return num_frames
+    frames = round(continue_seconds * fps)
+    if frames < 1:
+        raise ConfigError(f"--continue-seconds {continue_seconds:g} is shorter than one frame ({1 / fps:g} s)")
+    return frames
 
 
 def long_clip_count(seconds: float, fps: float, num_frames: int) -> tuple[int, int]:
@@ -160,11 +190,11 @@ def _span(length: int, rate: float, start: float | None, seconds: float | None, 
     return slice(first, last)
 
 
-def load_audio(source: Any, sample_rate: int, clip_samples: int, window: Window, task: str,
+def load_audio(source: Any, sample_rate: int, clip_samples: int, task: str,
                start: float | None = None, seconds: float | None = None,
                max_samples: int | None = None) -> torch.Tensor:
     """Mono audio float32 from a file path or a waveform: the span ``[start, start + seconds)``
-    (default: all of it) for ``window`` "all", its last ``clip_samples`` for "last".
+    (default: all of it).
 
     A file is any audio or video file PyAV decodes (resampled to ``sample_rate``); a
     waveform is ``[N]`` (or ``[1, N]``) at ``sample_rate`` in [-1, 1]. A span shorter than one
@@ -202,8 +232,6 @@ def load_audio(source: Any, sample_rate: int, clip_samples: int, window: Window,
     if wave.shape[0] < clip_samples:
         raise DataError(f"{what}: its audio lasts {wave.shape[0] / sample_rate:.2f} s, shorter than one clip "
                         f"({clip_s:g} s) which task {task} needs")
-    if window == "last":
-        wave = wave[-clip_samples:]
     if not bool(wave.abs().max() > 0):
         raise DataError(f"{what}: the audio is silent (every sample is zero); task {task} needs a sound")
     if max_samples is not None and wave.shape[0] > max_samples:
@@ -211,12 +239,10 @@ def load_audio(source: Any, sample_rate: int, clip_samples: int, window: Window,
     return wave.contiguous()
 
 
-def load_video(source: Any, fps: float, size: int, num_frames: int, sample_rate: int, window: Window,
-               task: str, start: float | None = None, seconds: float | None = None,
+def load_video(source: Any, fps: float, size: int, num_frames: int, sample_rate: int, task: str, start: float | None = None, seconds: float | None = None,
                max_frames: int | None = None) -> torch.Tensor:
     """Frames ``[F, 3, size, size]`` float32 in [-1, 1] from a file path or frames: the span
-    ``[start, start + seconds)`` (default: all of it) for ``window`` "all", its last
-    ``num_frames`` for "last".
+    ``[start, start + seconds)`` (default: all of it).
 
     A file is read at ``fps``, letterboxed to ``size`` (as the training data), only the span
     decoded; frames are float ``[F, 3, size, size]`` in [-1, 1] or uint8 ``[F, size, size, 3]``.
@@ -237,8 +263,6 @@ def load_video(source: Any, fps: float, size: int, num_frames: int, sample_rate:
                 raise MediaError(path, "no video stream (audio-only file)")
             span = _span(max(1, round(info.duration * fps)), fps, start, seconds, what)
             first, last = span.start / fps, span.stop / fps
-            if window == "last":  # read only the end: one clip plus a frame of margin
-                first = max(first, last - clip_s - 1.0 / fps)
             if max_frames is not None and (last - first) * fps > max_frames + 1:
                 raise MediaError(path, _too_long(last - first, max_frames / fps, task))
             clip = read_av(path, fps=fps, sample_rate=sample_rate, size=size, geometry="letterbox",
@@ -258,8 +282,6 @@ def load_video(source: Any, fps: float, size: int, num_frames: int, sample_rate:
     if frames.shape[0] < num_frames:
         raise DataError(f"{what}: holds {frames.shape[0]} frames at {fps:g} fps, shorter than one clip "
                         f"({num_frames} frames = {clip_s:g} s) which task {task} needs")
-    if window == "last":
-        frames = frames[-num_frames:]
     if max_frames is not None and frames.shape[0] > max_frames:
         raise DataError(f"{what}: {_too_long(frames.shape[0] / fps, max_frames / fps, task)}")
     return frames.contiguous()
@@ -292,5 +314,5 @@ def branch_conditions(inputs: dict[str, torch.Tensor], class_labels: torch.Tenso
     return cond, uncond
 
 
-__all__ = ["TASKS", "TaskSpec", "branch_conditions", "load_audio", "load_video", "long_clip_count",
-           "resolve_task"]
+__all__ = ["TASKS", "TaskSpec", "branch_conditions", "continuation_frames", "load_audio", "load_video",
+           "long_clip_count", "resolve_task"]

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,15 @@ from ..diffusion import (
 from ..errors import ConfigError, check_positive_int, warn
 from ..generator.dit import AVDiT
 from ..generator.generation import GenerationConfig, SamplingSettings
-from ..generator.tasks import TaskSpec, branch_conditions, load_audio, load_video, long_clip_count, resolve_task
+from ..generator.tasks import (
+    TaskSpec,
+    branch_conditions,
+    continuation_frames,
+    load_audio,
+    load_video,
+    long_clip_count,
+    resolve_task,
+)
 from ..generator.text_encoder import TEXT_ENCODER_SUBFOLDER, TextEncoder
 from ..timing import AVTiming
 from ..vae.kl_vae import KLVAE
@@ -71,7 +80,13 @@ from .low_memory import (
     stage_placement,
 )
 from .output import SoundingVideoOutput
-from .reranking import contrastive_similarity, draw_classes, generator_critic, generator_scores, pick_candidates
+from .reranking import (
+    contrastive_similarity,
+    draw_classes,
+    generator_critic,
+    generator_scores,
+    pick_candidates,
+)
 
 #: clip-length windows of a given span encoded at a time
 WINDOW_BATCH = 16
@@ -440,8 +455,8 @@ class SoundingVideoPipeline:
     @torch.no_grad()
     @_stages_parked_after
     def generate(self, task: str = "svg", n: int = 1, seed: int = 0, *, audio: Any = None, video: Any = None,
-                 seconds: float | None = None, start: float | None = None, class_label: int | None = None,
-                 prompt: str | None = None, settings: SamplingSettings | None = None,
+                 seconds: float | None = None, start: float | None = None, continue_seconds: float | None = None,
+                 class_label: int | None = None, prompt: str | None = None, settings: SamplingSettings | None = None,
                  callback: Callback | None = None, progress: bool = True, **overrides: Any) -> SoundingVideoOutput:
         """Generate ``n`` sounding videos for ``task`` (see :mod:`mmldm.generator.tasks`).
 
@@ -450,9 +465,11 @@ class SoundingVideoPipeline:
         :param video: v2a / video-continuation: a video file, or frames [T, 3, H, W] in [-1, 1].
         :param seconds: task long: how much to generate (a whole number of clips is sampled and
             the result trimmed to ``round(seconds * fps)`` frames); a task with a given clip: the
-            length of the span of it to use, from ``start`` seconds (default: all of it). a2v and v2a
-            generate one clip per clip of the span, each conditioned on its window of the given
-            modality and on the clip generated before it (:mod:`mmldm.generator.tasks`).
+            length of the span of it to use, from ``start`` seconds (default: all of it). a2v, v2a and
+            the continuations generate one clip per clip of the span, each conditioned on its window of
+            the given modality and on the clip generated before it (:mod:`mmldm.generator.tasks`).
+        :param continue_seconds: continuations: how much sounding video follows the span (default:
+            one clip), clip after clip, each clip conditioned on the one before.
         :param seed: sample ``i`` draws all its noise from a CPU ``torch.Generator`` seeded with
             ``seed + i``: the same on any device and whatever ``n`` (sample 2 of ``n=4, seed=0`` is
             sample 0 of ``n=1, seed=2``).
@@ -476,16 +493,17 @@ class SoundingVideoPipeline:
         error of the given audio (:func:`~mmldm.pipeline.reranking.generator_critic`).
 
         :return: frames [n, T', 3, H, W] and waveforms [n, N'] (T' frames: one clip, the span of a2v /
-            v2a, or the length of long; N' = T' * sample_rate / fps).
+            v2a, the span and what follows it for a continuation, or the length of long; N' = T' *
+            sample_rate / fps).
 
         Low-memory mode (``low_memory=True``): every stage has left the device when this returns.
         """
-        spec = resolve_task(task, audio, video, seconds, start)
+        spec = resolve_task(task, audio, video, seconds, start, continue_seconds)
         check_positive_int(n, "n (samples)")
         settings = self.resolve_settings(task, settings, **overrides)
         labels = self._class_labels(class_label, n)
         text = self._text_tokens(prompt, n)
-        uses_previous_clip = task == "long" or (spec.model_input or "").startswith("prev")
+        uses_previous_clip = task == "long" or spec.continues
         if uses_previous_clip and not self.generator.cfg.previous_clip:
             raise ConfigError(f"task {task} needs a generator trained with previous-clip inputs "
                               "(generator config previous_clip: true)")
@@ -504,11 +522,13 @@ class SoundingVideoPipeline:
         if task == "long":
             clips, total_frames = long_clip_count(seconds, self.fps, self.num_frames)
             self._check_length(total_frames, max_frames, n)
-        given_audio, given_video, windows = self._given_inputs(spec, audio, video, start, seconds, max_frames)
+        following = continuation_frames(continue_seconds, self.fps, self.num_frames) if spec.continues else 0
+        given_audio, given_video, windows, lead = self._given_inputs(spec, audio, video, start, seconds,
+                                                                     max(max_frames - following, 1))
         if spec.given:
-            clips, total_frames = len(windows), (self.num_frames if spec.window == "last" else
-                                                 (len(given_video) if given_video is not None
-                                                  else len(given_audio) // self.samples_per_frame))
+            span_frames = len(given_video) if given_video is not None else len(given_audio) // self.samples_per_frame
+            clips, total_frames = len(windows) + math.ceil(following / self.num_frames), span_frames + following
+            self._check_length(total_frames, max_frames, n)
         elif task != "long":
             clips, total_frames = 1, self.num_frames
         # one bar for the whole call: each clip sampled (all samples at once), then decoded per sample
@@ -519,12 +539,13 @@ class SoundingVideoPipeline:
         guided = False
         for index in range(clips):
             inputs = {}
-            if spec.given:  # the clip's window of the given modality
+            in_span = windows is not None and index < len(windows)
+            if in_span:  # the clip's window of the given modality
                 inputs[spec.model_input] = windows[index:index + 1].to(self.device).expand(n, -1, -1, -1)
             if index > 0 and self.generator.cfg.previous_clip:  # and the clip generated before it
                 inputs.update(prev_audio=kept[-1]["audio"], prev_video=kept[-1]["video"])
-            # a2v / v2a: the given modality's x_t is its forward-noised latent (paper Sec. 3.3)
-            known = {spec.given: inputs[spec.model_input]} if spec.keeps_given else {}
+            # the given modality's x_t is its forward-noised latent (paper Sec. 3.3)
+            known = {spec.given: inputs[spec.model_input]} if in_span and spec.keeps_given else {}
             latents, clip_picks, clip_guided = self._sample_clip(index, inputs, known, labels, generators,
                                                                  settings, notify, text)
             bar.update(1)
@@ -534,8 +555,8 @@ class SoundingVideoPipeline:
             guided = guided or clip_guided
 
         with bar:
-            frames_out, waves_out = self._decode_clips(kept, labels, generators, settings, bar, spec,
-                                                       given_audio, given_video, total_frames)
+            frames_out, waves_out = self._decode_clips(kept, labels, generators, settings, bar, given_audio,
+                                                       given_video, total_frames, lead)
         record = {
             "task": task, "n": n, "seed": int(seed), "sample_seeds": [int(seed) + i for i in range(n)],
             "steps": settings.steps, "sampler": settings.sampler, "decoder_steps": settings.decoder_steps,
@@ -555,6 +576,7 @@ class SoundingVideoPipeline:
             "text_guidance": settings.text_guidance if self.takes_text else None,
             "text_encoder": (self.text_encoder.source or self.generation.text_encoder) if self.takes_text else None,
             "seconds": seconds, "start": start, "clips": clips,
+            "continue_seconds": (following / self.fps) if spec.continues else None,
             # per sample: the class drawn for it (svg / long with reranking and no class given)
             "sample_classes": labels.tolist() if drawn_classes else None,
             "frames": int(frames_out.shape[1]), "fps": self.fps, "sample_rate": self.audio_cfg.sample_rate,
@@ -570,27 +592,36 @@ class SoundingVideoPipeline:
                                    self.audio_cfg.sample_rate, record, self.resolved_config())
 
     def _given_inputs(self, spec: TaskSpec, audio: Any, video: Any, start: float | None, seconds: float | None,
-                      max_frames: int) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+                      max_frames: int) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, int]:
         """``(given waveform [N] or None, given frames [F, 3, H, W] or None, window latents [K, ...] or
-        None)``: the task's given span, read (a2v / v2a: trimmed to whole frames), and the latent of
-        each of its clip-length windows in the generator's scale (the last window padded to a clip:
-        audio with silence, video by repeating its last frame)."""
+        None, lead)``: the task's given span, read and trimmed to whole frames, and the latent of each
+        of its clip-length windows in the generator's scale. Windows aligned to the span's start have
+        a short last window padded at its end (audio with silence, video by repeating its last
+        frame); aligned to its end (continuations), a short first window is padded at its front
+        (silence, the first frame repeated) by ``lead`` frames."""
         rate, clip_frames = self.audio_cfg.sample_rate, self.num_frames
+        at_end = spec.window == "end"
         if spec.given == "audio":
-            wave = load_audio(audio, rate, self.clip_samples, spec.window, spec.name, start, seconds,
+            wave = load_audio(audio, rate, self.clip_samples, spec.name, start, seconds,
                               max_frames * self.samples_per_frame)
             wave = wave[: len(wave) // self.samples_per_frame * self.samples_per_frame]
-            padded = torch.nn.functional.pad(wave, (0, -len(wave) % self.clip_samples))
+            missing = -len(wave) % self.clip_samples  # a whole number of frames: clips are whole frames
+            padded = torch.nn.functional.pad(wave, (missing, 0) if at_end else (0, missing))
             windows = padded.view(-1, self.clip_samples)  # [K, N]
-            return wave, None, torch.cat([self.encode_audio(chunk) for chunk in windows.split(WINDOW_BATCH)])
+            latents = torch.cat([self.encode_audio(chunk) for chunk in windows.split(WINDOW_BATCH)])
+            return wave, None, latents, missing // self.samples_per_frame if at_end else 0
         if spec.given == "video":
-            frames = load_video(video, self.fps, self.frame_size, clip_frames, rate, spec.window, spec.name,
-                                start, seconds, max_frames)
+            frames = load_video(video, self.fps, self.frame_size, clip_frames, rate, spec.name, start, seconds,
+                                max_frames)
             missing = -len(frames) % clip_frames
-            padded = torch.cat([frames, frames[-1:].expand(missing, -1, -1, -1)]) if missing else frames
+            if at_end:
+                padded = torch.cat([frames[:1].expand(missing, -1, -1, -1), frames])
+            else:
+                padded = torch.cat([frames, frames[-1:].expand(missing, -1, -1, -1)])
             windows = padded.view(-1, clip_frames, *frames.shape[1:])  # [K, T, 3, H, W]
-            return None, frames, torch.cat([self.encode_video(chunk) for chunk in windows.split(WINDOW_BATCH)])
-        return None, None, None
+            latents = torch.cat([self.encode_video(chunk) for chunk in windows.split(WINDOW_BATCH)])
+            return None, frames, latents, missing if at_end else 0
+        return None, None, None, 0
 
     def _sample_clip(self, index: int, inputs: dict[str, torch.Tensor], known: dict[str, torch.Tensor],
                      labels: torch.Tensor | None, generators: list[torch.Generator], settings: SamplingSettings,
@@ -710,46 +741,60 @@ class SoundingVideoPipeline:
         return {k: v.repeat_interleave(repeat, 0) for k, v in noise.items()} if repeat > 1 else noise
 
     def _decode_clips(self, kept: list[dict[str, torch.Tensor]], labels: torch.Tensor | None,
-                      generators: list[torch.Generator], settings: SamplingSettings, bar: tqdm, spec: TaskSpec,
+                      generators: list[torch.Generator], settings: SamplingSettings, bar: tqdm,
                       given_audio: torch.Tensor | None, given_video: torch.Tensor | None,
-                      total_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Every sample's clips decoded and joined: frames [n, T', 3, H, W] and waves [n, N'] (the
-        given modality of a2v / v2a instead of its decoding), float32 on the CPU.
+                      total_frames: int, lead: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every sample's clips decoded and joined: frames [n, T', 3, H, W] and waves [n, N'], float32
+        on the CPU. Clip ``k`` covers the output's frames ``[k T - lead, (k + 1) T - lead)``; the
+        given modality (a2v, v2a, a continuation's span) fills the output's start as given, the
+        decoded clips the rest.
 
         The outputs are allocated once and filled clip by clip, so a long generation holds one
         copy of its frames (not the clips, their join and a trimmed copy)."""
-        keep_audio = given_audio is not None and spec.keeps_given  # a2v: the output audio IS the given audio
-        keep_video = given_video is not None and spec.keeps_given  # v2a: the output video IS the given video
         n, clip_frames = len(generators), self.num_frames
-        total_samples = total_frames * self.clip_samples // clip_frames
-        if keep_video:
-            frames_out = given_video[None].expand(n, -1, -1, -1, -1).clone()
-        else:
-            frames_out = torch.empty(n, total_frames, 3, self.frame_size, self.frame_size)
-        waves_out = given_audio[None].expand(n, -1).clone() if keep_audio else torch.empty(n, total_samples)
+        total_samples = total_frames * self.samples_per_frame
+        given_frames = 0 if given_video is None else len(given_video)
+        given_samples = 0 if given_audio is None else len(given_audio)
+        frames_out = torch.empty(n, total_frames, 3, self.frame_size, self.frame_size)
+        frames_out[:, :given_frames] = given_video if given_frames else 0
+        waves_out = torch.empty(n, total_samples)
+        waves_out[:, :given_samples] = given_audio if given_samples else 0
+        def written(index: int) -> tuple[int, int, int]:
+            """(the output frame of clip ``index``'s first frame, the output frames it fills [begin, end))"""
+            first = index * clip_frames - lead
+            return first, max(first, given_frames), min(first + clip_frames, total_frames)
+
+        def fills(index: int) -> bool:
+            _, begin, end = written(index)
+            return end > begin
+
         # stage after stage, each over every sample's clips (low-memory mode: each stage takes the device
         # once). The signal decoder draws a sample's noise from the sample's own generator, clip after clip,
         # so the order of the stages changes no number.
         signal_latents = [[self._signal_decode({k: v[i:i + 1] for k, v in latents.items()},
                                                None if labels is None else labels[i:i + 1], sample_generator,
-                                               # v2a discards the generated video: decode one frame of it, not T
-                                               frames=[0] if keep_video else None, steps=settings.decoder_steps)
-                           for latents in kept]
+                                               # a clip whose frames are all given (or trimmed): decode one
+                                               # (the audio image is decoded beside it), not T
+                                               frames=None if fills(index) else [0],
+                                               steps=settings.decoder_steps)
+                           for index, latents in enumerate(kept)]
                           for i, sample_generator in enumerate(generators)]  # [n][clips]
         images = []  # [n][clips] audio images [1, 3, H, W]
         for i, sample_latents in enumerate(signal_latents):
             images.append([])
             for index, (video_latents, audio_latent) in enumerate(sample_latents):
                 frames, image = self._pixels(video_latents, audio_latent, settings.frame_decoder)
-                if not keep_video:
-                    first = index * clip_frames
-                    frames_out[i, first:first + clip_frames] = frames[0, :total_frames - first]
+                first, begin, end = written(index)
+                if end > begin:
+                    frames_out[i, begin:end] = frames[0, begin - first:end - first]
                 images[i].append(image)
                 bar.update(1)
-        if not keep_audio:
+        if total_samples > given_samples:  # one vocoding over all clips: no clicks at their seams
             self._use("vocoder")
+            offset = lead * self.samples_per_frame
             for i, sample_images in enumerate(images):
-                waves_out[i] = vocode_clips(sample_images, self.audio_cfg, self.vocoder)[0, :total_samples]
+                wave = vocode_clips(sample_images, self.audio_cfg, self.vocoder)[0]
+                waves_out[i, given_samples:] = wave[offset + given_samples:offset + total_samples]
         return frames_out, waves_out
 
     def _max_frames(self, n: int) -> int:

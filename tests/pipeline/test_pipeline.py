@@ -148,20 +148,42 @@ def test_given_modality_follows_its_forward_process(pipe, kit, task):
     assert not torch.allclose(steps[1]["x"][key], steps[0]["x"][key])  # and the given one is re-noised
 
 
-def test_continuations_feed_the_given_clip_as_previous_latent(pipe, kit):
-    wave = torch.from_numpy(np.concatenate([kit.tone(300), kit.tone(900)]))  # two clips: the LAST is used
-    first, events = generate_observed(pipe, task="audio-continuation", audio=wave, steps=2, guidance=1.0)
-    conditions = events["clip"][0]["conditions"]
-    assert set(conditions) == {"prev_audio"}
-    expected = pipe.encode_audio(wave[None, kit.clip_samples:])
-    assert torch.allclose(conditions["prev_audio"], expected)
-    second = pipe(task="audio-continuation", audio=torch.from_numpy(kit.tone(300)), steps=2, guidance=1.0,
-                  progress=False)
-    assert (first.waveforms - second.waveforms).abs().max() > 1e-3
-    frames = torch.from_numpy(kit.moving_square()).permute(0, 3, 1, 2).float() / 127.5 - 1
-    video, events = generate_observed(pipe, task="video-continuation", video=frames, steps=2, guidance=1.0)
-    assert set(events["clip"][0]["conditions"]) == {"prev_video"}
-    assert video.frames.shape == (1, kit.frames, 3, kit.size, kit.size)
+def test_audio_continuation_goes_over_the_span_clip_after_clip_then_continues(pipe, kit):
+    wave = torch.from_numpy(np.concatenate([kit.tone(300), kit.tone(900)[: kit.clip_samples // 2]]))  # 1.5 clips
+    out, events = generate_observed(pipe, task="audio-continuation", audio=wave, continue_seconds=1.2, steps=2,
+                                    guidance=1.0)
+    span = 12 * kit.clip_samples // kit.frames
+    assert out.frames.shape[1] == 12 + 12 and out.waveforms.shape[1] == 24 * kit.clip_samples // kit.frames
+    assert torch.equal(out.waveforms[0, :span], wave)  # the given audio, bit for bit
+    assert out.waveforms[0, span:].abs().max() > 0 and out.settings["clips"] == 4
+    assert out.settings["continue_seconds"] == 1.2
+    clips, kept = events["clip"], [event["latents"] for event in events["latents"]]
+    # the windows end where the span ends: the first is padded at its front with silence
+    lead = torch.zeros(kit.clip_samples // 2)
+    torch.testing.assert_close(clips[0]["conditions"]["audio_cond"],
+                               pipe.encode_audio(torch.cat([lead, wave[: kit.clip_samples // 2]])[None]))
+    torch.testing.assert_close(clips[1]["conditions"]["audio_cond"],
+                               pipe.encode_audio(wave[None, kit.clip_samples // 2:]))
+    assert "prev_audio" not in clips[0]["conditions"] and set(clips[0]["known"]) == {"audio"}
+    assert torch.equal(clips[1]["conditions"]["prev_video"], kept[0]["video"])
+    for index in (2, 3):  # the new clips follow the clip before, in both modalities, nothing given
+        assert set(clips[index]["conditions"]) == {"prev_audio", "prev_video"} and clips[index]["known"] == {}
+        assert torch.equal(clips[index]["conditions"]["prev_audio"], kept[index - 1]["audio"])
+        assert torch.equal(clips[index]["conditions"]["prev_video"], kept[index - 1]["video"])
+
+
+def test_video_continuation_keeps_the_given_frames_and_follows_them(pipe, kit, media):
+    frames = torch.rand(12, 3, kit.size, kit.size) * 2 - 1
+    out, events = generate_observed(pipe, task="video-continuation", video=frames, steps=2, guidance=1.0)
+    assert out.frames.shape[1] == 12 + kit.frames and torch.equal(out.frames[0, :12], frames)
+    assert out.waveforms.shape[1] == (12 + kit.frames) * kit.clip_samples // kit.frames
+    padded = torch.cat([frames[:1].expand(4, -1, -1, -1), frames[:4]])  # the first window, padded at its front
+    torch.testing.assert_close(events["clip"][0]["conditions"]["video_cond"], pipe.encode_video(padded[None]))
+    assert set(events["clip"][2]["conditions"]) == {"prev_audio", "prev_video"}
+    from_file = pipe(task="video-continuation", video=media["sounding"], steps=1, guidance=1.0, progress=False)
+    clip = read_av(media["sounding"], fps=kit.fps, sample_rate=kit.rate, size=kit.size)  # 12 frames
+    given = torch.from_numpy(clip.frames).permute(0, 3, 1, 2).float() / 127.5 - 1
+    assert torch.equal(from_file.frames[0, :12], given) and from_file.frames.shape[1] == 12 + kit.frames
 
 
 def test_guidance_scales_are_passed_per_modality_and_uncond_drops_the_condition(pipe, kit):
@@ -237,6 +259,10 @@ def test_long_audio_has_no_click_at_clip_seams(pipe, kit, monkeypatch):
     (dict(task="long", seconds=0.3), ConfigError, "shorter than one clip"),
     (dict(task="svg", seconds=3.0), ConfigError, "applies to task long"),
     (dict(task="svg", start=1.0), ConfigError, "--start applies to tasks with a given clip"),
+    (dict(task="a2v", audio="x.wav", continue_seconds=1.0), ConfigError, "applies to the continuation tasks"),
+    (dict(task="audio-continuation", audio=torch.ones(12800), continue_seconds=-1.0), ConfigError, "positive"),
+    (dict(task="audio-continuation", audio=torch.ones(12800), continue_seconds=0.01), ConfigError,
+     "shorter than one frame"),
     (dict(task="svg", class_label=9), ConfigError, "classes 0..2"),
     (dict(task="svg", sampler="euler"), ConfigError, "does not fit"),
     (dict(task="a2v", audio=torch.zeros(100)), DataError, "shorter than one clip"),
@@ -288,13 +314,6 @@ def test_cuda_matches_cpu_for_the_same_seed(pipe, model_dir):
     gpu = SoundingVideoPipeline.from_pretrained(model_dir, device="cuda")(**kwargs)
     assert gpu.frames.shape == cpu.frames.shape and gpu.frames.device.type == "cpu"
     assert (gpu.frames - cpu.frames).abs().max() < 0.05
-
-
-def test_video_continuation_from_a_file_uses_its_last_clip(pipe, kit, media):
-    _, events = generate_observed(pipe, task="video-continuation", video=media["sounding"], steps=1, guidance=1.0)
-    clip = read_av(media["sounding"], fps=kit.fps, sample_rate=kit.rate, size=kit.size)  # 12 frames
-    last = torch.from_numpy(clip.frames[-kit.frames:]).permute(0, 3, 1, 2).float()[None] / 127.5 - 1
-    assert torch.allclose(events["clip"][0]["conditions"]["prev_video"], pipe.encode_video(last), atol=1e-5)
 
 
 def _kept_latents(pipe, **kwargs) -> torch.Tensor:

@@ -80,8 +80,8 @@ def test_each_task_shows_the_inputs_it_takes(app, task):
     spec = TASKS[task]
     assert TASKS[task].help.split()[0] in help_text
     assert audio["visible"] == (spec.given == "audio") and video["visible"] == (spec.given == "video")
-    assert start["visible"] == (task in ("a2v", "v2a"))  # a span of the whole upload
-    assert seconds["visible"] == (task in ("a2v", "v2a", "long"))
+    assert start["visible"] == (spec.given is not None)  # a span of the whole upload
+    assert seconds["visible"] == (spec.given is not None or task == "long")
     if task == "long":
         assert seconds["value"] >= app.clip_seconds
 
