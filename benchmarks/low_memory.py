@@ -10,7 +10,7 @@ whose peak resident set (``os.wait4``'s ``ru_maxrss``: the process and nothing e
 figure. The step counts only change the time: every step runs the same networks on the same
 batch, so ``--steps 2 --decoder-steps 2`` (the default here) peak as high as the paper's 50 and 50.
 
-Modes (``--modes``): ``fp32`` (no flag), ``bf16`` (``--bf16``: float32 weights, every network
+Modes (``--modes``): ``fp32`` (``--precision fp32``), ``bf16`` (``--precision bf16``: float32 weights, every network
 resident, bf16 autocast: what the paper configuration peaked at before), ``low-memory``
 (``--low-memory``: one stage's weights at a time, read from the model folder when it runs, bf16
 where the CPU multiplies it natively).
@@ -44,7 +44,8 @@ from mmldm.errors import ConfigError
 TARGET_GIB = 4.0
 
 #: mode -> the flags of ``mmldm generate`` it adds
-MODES: dict[str, list[str]] = {"fp32": [], "bf16": ["--bf16"], "low-memory": ["--low-memory"]}
+MODES: dict[str, list[str]] = {"fp32": ["--precision", "fp32"], "bf16": ["--precision", "bf16"],
+                               "low-memory": ["--low-memory"]}
 
 
 def build_model_folder(scale: str, directory: Path) -> Path:

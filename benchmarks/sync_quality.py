@@ -5,6 +5,7 @@
         --variants defaults guidance=1 guidance=3 --out long-guidance.json
     python benchmarks/sync_quality.py --variants candidates=1 steps=24,decoder_steps=25
     python benchmarks/sync_quality.py --model runs/recipe/model
+    python benchmarks/sync_quality.py --samples 64 --precision fp32 bf16    # bf16 autocast against float32
 
 For each variant (``defaults``, or comma-joined ``key=value`` pairs of
 :meth:`mmldm.pipeline.SoundingVideoPipeline.generate` settings: steps, sampler, guidance,
@@ -102,7 +103,7 @@ def summarise(task: str, videos: list[dict[str, Any]]) -> dict[str, Any]:
 
 def run(model: Path | None = None, task: str = "svg", samples: int = 32, seed: int | None = None,
         variants: tuple[str, ...] = ("defaults",), seconds: float = 6.4, batch: int = 8,
-        threads: int | None = None) -> dict[str, Any]:
+        threads: int | None = None, precisions: tuple[str, ...] = ("fp32",)) -> dict[str, Any]:
     from mmldm.pipeline import SoundingVideoPipeline
 
     if task not in TASKS:
@@ -114,20 +115,22 @@ def run(model: Path | None = None, task: str = "svg", samples: int = 32, seed: i
     extra = {"seconds": seconds} if task == "long" else {}
     rows = []
     with torch_threads(threads):
-        pipe = SoundingVideoPipeline.from_pretrained(model)
-        for name, settings in parsed:
-            start, videos = time.perf_counter(), []
-            for first in range(0, samples, batch):
-                out = pipe.generate(task, n=min(batch, samples - first), seed=seed + first, progress=False,
-                                    **settings, **extra)
-                videos += measure(task, out, pipe.num_frames)
-            row = {"variant": name, **summarise(task, videos), "wall_s": time.perf_counter() - start}
-            rows.append(row)
-            print(f"{name}: median {row['median']:.2f}, {row['within_1']} within 1 semitone, "
-                  f"worst {row['worst']:.2f} ({row['wall_s']:.0f} s)", flush=True)
+        for precision in precisions:
+            pipe = SoundingVideoPipeline.from_pretrained(model, dtype=precision)
+            for variant, settings in parsed:
+                name = variant if precisions == ("fp32",) else f"{variant}, {precision} ({pipe.dtype or 'float32'})"
+                start, videos = time.perf_counter(), []
+                for first in range(0, samples, batch):
+                    out = pipe.generate(task, n=min(batch, samples - first), seed=seed + first, progress=False,
+                                        **settings, **extra)
+                    videos += measure(task, out, pipe.num_frames)
+                row = {"variant": name, **summarise(task, videos), "wall_s": time.perf_counter() - start}
+                rows.append(row)
+                print(f"{name}: median {row['median']:.2f}, {row['within_1']} within 1 semitone, "
+                      f"worst {row['worst']:.2f} ({row['wall_s']:.0f} s)", flush=True)
     run_settings = {"model": str(model) if model else "built-in", "task": task, "samples": samples, "seed": seed,
                     "seconds": seconds if task == "long" else None, "variants": list(variants), "batch": batch,
-                    "threads": threads or torch.get_num_threads()}
+                    "threads": threads or torch.get_num_threads(), "precisions": list(precisions)}
     return record("sync_quality", torch.device("cpu"), run_settings, {"variants": rows})
 
 
@@ -151,11 +154,13 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=["defaults"],
                         help="'defaults' or key=value[,key=value] with keys " + ", ".join(SETTINGS))
     parser.add_argument("--batch", type=int, default=8, help="samples per generate call (default 8)")
+    parser.add_argument("--precision", nargs="+", default=["fp32"], choices=("fp32", "bf16", "auto"),
+                        help="compute precision(s) to sample in (mmldm generate --precision; default fp32)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     parser.add_argument("--out", type=Path, default=None, help="write the record as JSON here")
     args = parser.parse_args()
     result = run(args.model, args.task, args.samples, args.seed, tuple(args.variants), args.seconds, args.batch,
-                 args.threads)
+                 args.threads, tuple(args.precision))
     finish(result, markdown(result), args.out)
 
 

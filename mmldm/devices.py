@@ -42,3 +42,50 @@ def cpu_has_native_bf16() -> bool:
             return False
         return out == "1"
     return False
+
+
+#: what ``--precision`` takes: ``auto`` is bf16 where the device multiplies it natively, else fp32
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def native_bf16(device: str) -> bool:
+    """Whether ``device`` ("cpu", "cuda", "cuda:N") multiplies bf16 natively."""
+    if device.startswith("cuda"):
+        import torch
+
+        return bool(torch.cuda.is_bf16_supported())
+    return device == "cpu" and cpu_has_native_bf16()
+
+
+def resolve_device(name: str) -> str:
+    """``auto`` -> "cuda" when a CUDA device is present, else "cpu"; "cpu", "cuda", "cuda:N" as
+    given, after checking that CUDA is there (one-line ConfigError otherwise)."""
+    from .errors import ConfigError
+
+    if name not in ("auto", "cpu", "cuda") and not name.startswith("cuda:"):
+        raise ConfigError(f"--device must be auto, cpu or cuda, got '{name}'")
+    if name == "cpu":
+        return name
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: no CUDA device is available here")
+    return name
+
+
+def resolve_precision(precision: str, device: str):
+    """The compute dtype of ``--precision`` on ``device``: ``torch.bfloat16`` (the networks run under
+    bf16 autocast, weights stay float32) or None (float32). ``auto``: bf16 where the device
+    multiplies it natively (:func:`native_bf16`), float32 elsewhere, where emulated bf16 is many
+    times slower."""
+    from .errors import ConfigError
+
+    if precision not in PRECISIONS:
+        raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
+    if precision == "fp32" or (precision == "auto" and not native_bf16(device)):
+        return None
+    import torch
+
+    return torch.bfloat16

@@ -81,10 +81,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--vocoder", default=None, metavar="PATH",
                         help="another vocoder than the model folder's: griffin-lim, or a HiFi-GAN checkpoint (a "
                              "generator file with config.json beside it, or their folder) fitting the model's audio")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    parser.add_argument("--bf16", action="store_true",
-                        help="run the networks under bfloat16 autocast (faster only where the device multiplies "
-                             "bf16 natively: GPUs, CPUs with avx512_bf16 / amx; elsewhere many times slower)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present, else the CPU), cpu or cuda")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                        help="auto (default): the networks run under bfloat16 autocast where the device multiplies "
+                             "bf16 natively (GPUs, CPUs with avx512_bf16 / amx), else in float32; bf16 elsewhere is "
+                             "emulated and many times slower; recorded in settings.json")
     parser.add_argument("--low-memory", action="store_true",
                         help="sample with little memory: the generator, signal decoder, frame decoder and vocoder "
                              "take the device one at a time, each read from the model folder when it runs, with "
@@ -95,19 +96,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def _device(name: str) -> str:
-    import torch
-
-    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
-        raise ConfigError(f"--device must be cpu or cuda, got '{name}'")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: no CUDA device is available here")
-    return name
-
-
 def run(args: argparse.Namespace) -> int:
-    import torch
-
+    from ..devices import resolve_device, resolve_precision
     from ..files import check_input_file, check_writable_folder
     from ..generator.tasks import resolve_task
     from ..pipeline import SoundingVideoPipeline
@@ -127,12 +117,12 @@ def run(args: argparse.Namespace) -> int:
     check_prefix(args.prefix)
     check_writable_folder(args.out)
     check_output_folder(args.out, args.n, args.prefix, args.overwrite)  # before the model loads
-    device = _device(args.device)
+    device = resolve_device(args.device)
     for flag, value in (("--batch-size", args.batch_size), ("--candidates", args.candidates)):
         if value is not None and value < 1:
             raise ConfigError(f"{flag} must be >= 1, got {value}")
     pipe = SoundingVideoPipeline.from_pretrained(args.model, device=device,
-                                                 dtype=torch.bfloat16 if args.bf16 else None, vocoder=args.vocoder,
+                                                 dtype=resolve_precision(args.precision, device), vocoder=args.vocoder,
                                                  low_memory=args.low_memory, text_encoder=args.text_encoder)
     if args.prompt and not pipe.takes_text:  # before any sampling
         raise ConfigError("--prompt: this model has no text conditioning (its generator takes no text)")

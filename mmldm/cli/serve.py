@@ -32,9 +32,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--text-encoder", type=Path, default=None, metavar="DIR",
                         help="a text-conditioned model's CLIP text encoder folder, when its model folder does not "
                              "carry one (see mmldm generate --help)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    parser.add_argument("--bf16", action="store_true",
-                        help="run the networks under bfloat16 autocast (see mmldm generate --help)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present, else the CPU), cpu or cuda")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                        help="auto (default): bfloat16 autocast where the device multiplies bf16 natively, else "
+                             "float32 (see mmldm generate --help)")
     parser.add_argument("--max-seconds", type=float, default=60.0,
                         help="the longest output one request may ask for, in seconds (default 60)")
     parser.add_argument("--queue-size", type=int, default=16,
@@ -89,13 +90,11 @@ def run(args: argparse.Namespace) -> int:
         import gradio  # noqa: F401
     except ImportError:
         raise ConfigError("mmldm serve needs Gradio, which is not installed: pip install 'mmldm[serve]'") from None
-    import torch
-
     from ..app import build_app
+    from ..devices import resolve_device, resolve_precision
     from ..pipeline import SoundingVideoPipeline
-    from .generate import _device
 
-    device = _device(args.device)
+    device = resolve_device(args.device)
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s mmldm serve: %(levelname)s: %(message)s"))
     server_log = logging.getLogger("mmldm.serve")
@@ -104,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
 
     print(f"loading {args.model or 'the built-in model'} ...", flush=True)
     pipe = SoundingVideoPipeline.from_pretrained(args.model, device=device,
-                                                 dtype=torch.bfloat16 if args.bf16 else None,
+                                                 dtype=resolve_precision(args.precision, device),
                                                  text_encoder=args.text_encoder)
     demo = build_app(pipe, max_seconds=args.max_seconds)
     # one generation at a time on the one model; the others wait in the queue

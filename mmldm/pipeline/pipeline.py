@@ -253,7 +253,7 @@ class SoundingVideoPipeline:
 
     @classmethod
     def from_pretrained(cls, directory: str | Path | None = None, device: torch.device | str = "cpu",
-                        dtype: torch.dtype | None = None, vocoder: Vocoder | str | Path | None = None,
+                        dtype: torch.dtype | str | None = None, vocoder: Vocoder | str | Path | None = None,
                         low_memory: bool = False,
                         text_encoder: str | Path | TextEncoder | None = None) -> SoundingVideoPipeline:
         """Load a model folder written by :meth:`save_pretrained` (see ``docs/generation.md``), or a
@@ -261,7 +261,8 @@ class SoundingVideoPipeline:
         model (``docs/default-model.md``).
 
         :param dtype: compute dtype (e.g. ``torch.bfloat16``): the networks run under autocast
-            in it; weights stay float32. None: float32.
+            in it; weights stay float32. None: float32. "auto": bf16 where ``device`` multiplies it
+            natively, else float32 (:func:`mmldm.devices.resolve_precision`, the CLI's default).
         :param vocoder: another vocoder than the folder's: "griffin-lim", a HiFi-GAN checkpoint
             (e.g. the released universal V1 for a model with the ``hifigan-22k`` audio preset) or a
             module; it must fit the model's audio settings.
@@ -276,6 +277,10 @@ class SoundingVideoPipeline:
             one (``text_encoder/`` and ``tokenizer/``): a local CLIP text model folder (e.g. CLIP-L,
             what ``generation.json``'s ``text_encoder`` names) or a loaded :class:`TextEncoder`.
         """
+        if isinstance(dtype, str):
+            from ..devices import resolve_precision
+
+            dtype = resolve_precision(dtype, str(torch.device(device)))
         directory = model_folder(directory)
         weight_files = None
         if low_memory:
