@@ -267,7 +267,8 @@ class HierarchicalAVAutoencoder(nn.Module):
     def decode(self, video_z: torch.Tensor, audio_z: torch.Tensor, frames: list[int] | None = None, *,
                steps: int | None = None, video_guidance: float | None = None,
                audio_guidance: float | None = None, eta: float | None = None,
-               class_ids: torch.Tensor | None = None, generator: torch.Generator | None = None,
+               class_ids: torch.Tensor | None = None,
+               generator: torch.Generator | list[torch.Generator] | None = None,
                chunk_size: int | None = None, progress: bool = False,
                decoder: SignalDecoder | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Perceptual latents -> KL-VAE latents of the frames and of the audio image.
@@ -278,6 +279,9 @@ class HierarchicalAVAutoencoder(nn.Module):
         The class token is the predicted class unless ``class_ids`` [B] is given. ``decoder``: another
         signal decoder of this autoencoder's latents (a distilled few-step student,
         :mod:`mmldm.autoencoder.distill`; its guidance is folded in, so give it guidance 1).
+        ``generator``: one for the batch, or one per item (a list of B): item ``i`` then draws its
+        noise from its own, as it would decoded alone, so a batch decodes what its items decode one
+        at a time (up to the arithmetic of batched kernels).
 
         Shapes: ``video_z`` [B, Z_v, p_v, p_v], ``audio_z`` [B, Z_a, p_a, p_a] ->
         (``[B, len(frames), C, s, s]``, ``[B, C, s, s]``); ``frames`` defaults to all T frames.
@@ -292,6 +296,13 @@ class HierarchicalAVAutoencoder(nn.Module):
         if not all(math.isfinite(scale) for scale in scales.values()):
             raise ConfigError(f"autoencoder decoding: guidance scales must be finite, got {scales}")
         eta = s.eta if eta is None else eta
+        if isinstance(generator, list) and eta != 0.0:  # stochastic steps draw from one generator: item by item
+            kwargs = dict(steps=steps, video_guidance=video_guidance, audio_guidance=audio_guidance, eta=eta,
+                          chunk_size=chunk_size, progress=progress, decoder=decoder)
+            parts = [self.decode(video_z[i:i + 1], audio_z[i:i + 1], frames, generator=g,
+                                 class_ids=None if class_ids is None else class_ids[i:i + 1], **kwargs)
+                     for i, g in enumerate(generator)]
+            return torch.cat([video for video, _ in parts]), torch.cat([audio for _, audio in parts])
         chunk = chunk_size or s.chunk_size
         frames = list(range(cfg.num_frames)) if frames is None else list(frames)
         b, device = video_z.shape[0], video_z.device
@@ -306,8 +317,16 @@ class HierarchicalAVAutoencoder(nn.Module):
                         "audio": decoder.context("audio", semantic.video[:1], class_ids[:1], drop)}
         c, side = cfg.vae_latent_channels, cfg.vae_latent_size
         # all starting noise drawn up front, so the result does not depend on the chunk size
-        noise_video = rng.randn((b * len(frames), c, side, side), generator, device)
-        noise_audio = rng.randn((b, c, side, side), generator, device)
+        if isinstance(generator, list):
+            if len(generator) != b:
+                raise ValueError(f"decode(): {len(generator)} generators for a batch of {b}")
+            draws = [(rng.randn((len(frames), c, side, side), g, device), rng.randn((1, c, side, side), g, device))
+                     for g in generator]
+            noise_video, noise_audio = (torch.cat(noise) for noise in zip(*draws))
+            generator = None  # deterministic steps from here (eta 0)
+        else:
+            noise_video = rng.randn((b * len(frames), c, side, side), generator, device)
+            noise_audio = rng.randn((b, c, side, side), generator, device)
         out = {}
         for modality, noise in (("video", noise_video), ("audio", noise_audio)):
             parts = []

@@ -773,32 +773,26 @@ class SoundingVideoPipeline:
             _, begin, end = written(index)
             return end > begin
 
-        # stage after stage, each over every sample's clips (low-memory mode: each stage takes the device
-        # once). The signal decoder draws a sample's noise from the sample's own generator, clip after clip,
-        # so the order of the stages changes no number.
-        signal_latents = [[self._signal_decode({k: v[i:i + 1] for k, v in latents.items()},
-                                               None if labels is None else labels[i:i + 1], sample_generator,
-                                               # a clip whose frames are all given (or trimmed): decode one
-                                               # (the audio image is decoded beside it), not T
-                                               frames=None if fills(index) else [0],
-                                               steps=settings.decoder_steps)
-                           for index, latents in enumerate(kept)]
-                          for i, sample_generator in enumerate(generators)]  # [n][clips]
-        images = []  # [n][clips] audio images [1, 3, H, W]
-        for i, sample_latents in enumerate(signal_latents):
-            images.append([])
-            for index, (video_latents, audio_latent) in enumerate(sample_latents):
-                frames, image = self._pixels(video_latents, audio_latent, settings.frame_decoder)
-                first, begin, end = written(index)
-                if end > begin:
-                    frames_out[i, begin:end] = frames[0, begin - first:end - first]
-                images[i].append(image)
-                bar.update(1)
+        # stage after stage, each over every clip (low-memory mode: each stage takes the device once), every
+        # sample of a clip in one batch. Each sample draws the signal decoder's noise from its own generator,
+        # clip after clip, as it would decoded alone, so neither the batching nor the order of the stages
+        # changes what a sample gets (up to the arithmetic of batched kernels).
+        signal_latents = [self._signal_decode(latents, labels, generators, frames=None if fills(index) else [0],
+                                              steps=settings.decoder_steps)
+                          for index, latents in enumerate(kept)]  # [clips] of ([n, F, C, s, s], [n, C, s, s])
+        images = []  # [clips] audio images [n, 3, H, W]
+        for index, (video_latents, audio_latents) in enumerate(signal_latents):
+            frames, image = self._pixels(video_latents, audio_latents, settings.frame_decoder)
+            first, begin, end = written(index)
+            if end > begin:
+                frames_out[:, begin:end] = frames[:, begin - first:end - first]
+            images.append(image)
+            bar.update(n)
         if total_samples > given_samples:  # one vocoding over all clips: no clicks at their seams
             self._use("vocoder")
             offset = lead * self.samples_per_frame
-            for i, sample_images in enumerate(images):
-                wave = vocode_clips(sample_images, self.audio_cfg, self.vocoder)[0]
+            for i in range(n):
+                wave = vocode_clips([image[i:i + 1] for image in images], self.audio_cfg, self.vocoder)[0]
                 waves_out[i, given_samples:] = wave[offset + given_samples:offset + total_samples]
         return frames_out, waves_out
 
@@ -890,7 +884,7 @@ class SoundingVideoPipeline:
         return self._pixels(video_latents, audio_latent, frame_decoder)
 
     def _signal_decode(self, latents: dict[str, torch.Tensor], labels: torch.Tensor | None = None,
-                       generator: torch.Generator | None = None, progress: bool = False,
+                       generator: torch.Generator | list[torch.Generator] | None = None, progress: bool = False,
                        frames: list[int] | None = None, steps: int | None = None
                        ) -> tuple[torch.Tensor, torch.Tensor]:
         """The autoencoder's signal decoder (:meth:`decode`'s first half): generator latents -> KL-VAE
