@@ -208,7 +208,10 @@ def test_builtin_model_benchmark_times_real_generate_commands(tmp_path):
     record = json.loads((tmp_path / "b.json").read_text())
     (row,) = record["tables"]["generate"]
     assert row["task"] == "svg" and row["n"] == 1 and row["wall_s_min"] > 0
-    assert "| svg |" in proc.stdout
+    (loaded,) = record["tables"]["loaded"]  # the same call with the model loaded: no start-up, no files
+    assert loaded["task"] == "svg" and 0 < loaded["wall_s_min"] < row["wall_s_min"]
+    assert loaded["dtype"] in ("float32", "bfloat16")
+    assert proc.stdout.count("| svg |") == 2
     bad = subprocess.run([sys.executable, str(BENCHMARKS / "builtin_model.py"), "--n", "0"],
                          capture_output=True, text=True, timeout=120, env=env)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
