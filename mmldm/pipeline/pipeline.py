@@ -528,6 +528,8 @@ class SoundingVideoPipeline:
             clips, total_frames = long_clip_count(seconds, self.fps, self.num_frames)
             self._check_length(total_frames, max_frames, n)
         following = continuation_frames(continue_seconds, self.fps, self.num_frames) if spec.continues else 0
+        if following:  # what follows the span must fit with at least one clip of it, before anything is read
+            self._check_length(following + self.num_frames, max_frames, n)
         given_audio, given_video, windows, lead = self._given_inputs(spec, audio, video, start, seconds,
                                                                      max(max_frames - following, 1))
         if spec.given:

@@ -606,6 +606,19 @@ def test_a_long_generation_that_cannot_fit_in_memory_is_refused_before_any_work(
     assert [event["stage"] for event in events] == ["settings"]  # nothing was sampled
 
 
+def test_a_continuation_too_long_for_memory_is_refused_before_any_work(pipe, kit, monkeypatch):
+    def no_read(*args, **kwargs):
+        raise AssertionError("the given audio was read")
+
+    monkeypatch.setattr(pipeline_module, "load_audio", no_read)
+    events = []
+    with pytest.raises(ConfigError) as info:
+        pipe(task="audio-continuation", audio=torch.from_numpy(kit.tone(300)), continue_seconds=1e7, n=2,
+             progress=False, callback=events.append)
+    assert "memory available" in str(info.value) and "\n" not in str(info.value)
+    assert [event["stage"] for event in events] == ["settings"]
+
+
 def test_one_progress_bar_counts_every_clip_of_the_call(pipe, capsys):
     pipe(task="long", seconds=2.0, n=2, steps=2, guidance=1.0, progress=True)
     err = capsys.readouterr().err
