@@ -65,7 +65,7 @@ class RealVideoScale:
 
 
 SCALES: dict[str, RealVideoScale] = {
-    "default": RealVideoScale(vae_steps=1000, autoencoder_steps=600, generator_steps=6000, eval_clips=64,
+    "default": RealVideoScale(vae_steps=1000, autoencoder_steps=3000, generator_steps=6000, eval_clips=64,
                               long_clips=16),
     "smoke": RealVideoScale(vae_steps=3, autoencoder_steps=3, generator_steps=4, eval_clips=2, long_clips=2,
                             long_seconds=3.2, max_seconds=40.0, calibration_clips=4, generator_sampling_steps=2,
