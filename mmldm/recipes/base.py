@@ -24,6 +24,15 @@ from ..errors import ConfigError
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "recipe"
 
 
+def fingerprint(path: Path) -> list[Any]:
+    """What an output made from ``path`` depends on: the files under ``path`` (or ``path`` itself)
+    with size and modification time, so that a checkpoint trained again under the same name, or
+    a data folder prepared again, reads as another input."""
+    path = Path(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    return [[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+
+
 def latest_checkpoint(run_dir: Path) -> Path | None:
     from ..training.checkpoint import complete_checkpoints
 
@@ -134,7 +143,7 @@ class Recipe:
         return False
 
     def _stamp_text(self, sources: tuple[Path, ...]) -> str:
-        return "".join(f"{source.resolve()}\n" for source in sources)
+        return json.dumps([fingerprint(source) for source in sources]) + "\n"
 
     def _stamp(self, output: Path, *sources: Path) -> None:
         atomic_write_text(self._stamp_path(output), self._stamp_text(sources))

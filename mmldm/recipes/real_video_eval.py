@@ -58,6 +58,7 @@ import numpy as np
 
 from ..config import atomic_write_text, make_folder
 from ..errors import DataError
+from .base import fingerprint
 
 PROTOCOL = "standard"
 SEED = 0
@@ -227,8 +228,8 @@ class _Evaluation:
         outputs = outputs or [name]
         stamp_path = self.eval_dir / f"{name}.source"
         stamp = json.dumps({"n": self.n, "seed": SEED, "settings": list(settings),
-                            "model": _fingerprint(self.recipe.model) if model else None,
-                            "inputs": [_fingerprint(p) for p in inputs]}, sort_keys=True)
+                            "model": fingerprint(self.recipe.model) if model else None,
+                            "inputs": [fingerprint(p) for p in inputs]}, sort_keys=True)
         if (stamp_path.is_file() and stamp_path.read_text() == stamp
                 and all((self.eval_dir / out).is_dir() for out in outputs)):
             return
@@ -450,13 +451,6 @@ class _Evaluation:
                          "seams_within_inside": seam_max <= inside_max,
                          "definition": "largest sample-to-sample step |w[s] - w[s-1]| of the 16-bit wav at the "
                                        "clip boundaries against the largest step anywhere else (seam_jumps)"}}
-
-
-def _fingerprint(path: Path) -> list[Any]:
-    """What a made set depends on: the files under ``path`` (or ``path`` itself) with size and mtime."""
-    path = Path(path)
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    return [[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
 
 
 def _av_summary(aggregate: dict[str, Any]) -> dict[str, Any]:

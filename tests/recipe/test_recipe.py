@@ -173,6 +173,8 @@ def test_a_training_run_is_trained_again_when_the_stage_before_it_trained_furthe
     monkeypatch.setattr(recipe, "_cli", train)
     monkeypatch.setattr(recipe, "_generator_data", list)
     checkpoint("autoencoder", 3)
+    (tmp_path / "data" / "generator").mkdir(parents=True)
+    (tmp_path / "data" / "generator" / "manifest.jsonl").write_text("")
     generator_run = tmp_path / "runs" / "generator"
 
     assert recipe.step_generator() and len(trainings) == 1
@@ -182,6 +184,14 @@ def test_a_training_run_is_trained_again_when_the_stage_before_it_trained_furthe
     assert recipe.step_generator() and len(trainings) == 2
     assert not (generator_run / "marker").exists()
     assert not recipe.step_generator()
+    # the autoencoder trained again under the same checkpoint name (another run): other files
+    import shutil
+
+    shutil.rmtree(tmp_path / "runs" / "autoencoder")
+    retrained = checkpoint("autoencoder", 9)
+    (retrained / "model.safetensors").write_bytes(b"other weights")
+    assert recipe.step_generator() and len(trainings) == 3
+    assert not recipe.step_generator()
     # a run from before runs had stamps is taken as made from the current inputs
     (tmp_path / "runs" / "generator.source").unlink()
-    assert not recipe.step_generator() and len(trainings) == 2
+    assert not recipe.step_generator() and len(trainings) == 3
