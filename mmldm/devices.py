@@ -57,22 +57,36 @@ def native_bf16(device: str) -> bool:
     return device == "cpu" and cpu_has_native_bf16()
 
 
-def resolve_device(name: str) -> str:
-    """``auto`` -> "cuda" when a CUDA device is present, else "cpu"; "cpu", "cuda", "cuda:N" as
-    given, after checking that CUDA is there (one-line ConfigError otherwise)."""
-    from .errors import ConfigError
-
-    if name not in ("auto", "cpu", "cuda") and not name.startswith("cuda:"):
-        raise ConfigError(f"--device must be auto, cpu or cuda, got '{name}'")
-    if name == "cpu":
-        return name
+def check_device(device: str):
+    """``device`` as a torch device; a name torch does not know, or CUDA where there is none, is a
+    one-line ConfigError."""
     import torch
 
+    from .errors import ConfigError
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(f"--device {device}: not a torch device name (e.g. cpu, cuda, cuda:1)") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {device}: CUDA is not available (this torch build sees no CUDA device; "
+                              f"torch {torch.__version__}); use --device cpu")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise ConfigError(f"--device {device}: there are only {torch.cuda.device_count()} CUDA device(s)")
+    elif parsed.type not in ("cpu", "mps", "xpu"):
+        raise ConfigError(f"--device {device}: unsupported device type {parsed.type!r} (use cpu or cuda)")
+    return parsed
+
+
+def resolve_device(name: str) -> str:
+    """``auto`` -> "cuda" when a CUDA device is present, else "cpu"; any other name as
+    :func:`check_device` admits it."""
     if name == "auto":
+        import torch
+
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: no CUDA device is available here")
-    return name
+    return str(check_device(name))
 
 
 def resolve_precision(precision: str, device: str):

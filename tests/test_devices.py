@@ -32,13 +32,16 @@ def test_auto_device_picks_cuda_when_present(monkeypatch):
     with pytest.raises(ConfigError, match="no CUDA device"):
         devices.resolve_device("cuda")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     assert devices.resolve_device("auto") == "cuda" and devices.resolve_device("cuda:0") == "cuda:0"
+    with pytest.raises(ConfigError, match="only 1 CUDA device"):
+        devices.resolve_device("cuda:1")
     assert devices.resolve_device("cpu") == "cpu"
 
 
 @pytest.mark.parametrize("bad", ["tpu", "gpu", ""])
 def test_bad_device_or_precision_is_a_one_line_error(bad):
-    with pytest.raises(ConfigError, match="--device must be"):
+    with pytest.raises(ConfigError, match=f"--device {bad}: not a torch device name"):
         devices.resolve_device(bad)
     with pytest.raises(ConfigError, match="--precision must be"):
         devices.resolve_precision(bad or "half", "cpu")

@@ -67,8 +67,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from ..config import atomic_write_text
+    from ..devices import check_device
     from ..errors import ConfigError
-    from ..evaluation.evaluate import ALL_METRICS, DEFAULT_METRICS, check_device, evaluate_folders, format_result
+    from ..evaluation.evaluate import (
+        ALL_METRICS,
+        DEFAULT_METRICS,
+        evaluate_folders,
+        format_result,
+    )
     from ..evaluation.protocol import get_protocol
 
     if args.out is not None and args.out.is_dir():  # before the (long) scoring, not after it

@@ -35,7 +35,14 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..errors import ConfigError, DataError, MMLDMError, WeightsError, check_positive_int
+from ..devices import check_device
+from ..errors import (
+    ConfigError,
+    DataError,
+    MMLDMError,
+    WeightsError,
+    check_positive_int,
+)
 from ..weights import sha256_file
 from .audio_features import (
     VGGISH_EMBEDDING_DIM,
@@ -318,23 +325,6 @@ def _shrink(frames: np.ndarray, max_side: int) -> np.ndarray:
 
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     return np.stack([cv2.resize(frame, size, interpolation=cv2.INTER_AREA) for frame in frames])
-
-
-def check_device(device: str) -> torch.device:
-    """``device`` as a torch device; a name torch does not know, or CUDA where there is none, is a ConfigError."""
-    try:
-        parsed = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise ConfigError(f"--device {device}: not a torch device name (e.g. cpu, cuda, cuda:1)") from None
-    if parsed.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"--device {device}: CUDA is not available (this torch build sees no CUDA device; "
-                              f"torch {torch.__version__}); use --device cpu")
-        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
-            raise ConfigError(f"--device {device}: there are only {torch.cuda.device_count()} CUDA device(s)")
-    elif parsed.type not in ("cpu", "mps", "xpu"):
-        raise ConfigError(f"--device {device}: unsupported device type {parsed.type!r} (use cpu or cuda)")
-    return parsed
 
 
 class _ShortAudio:

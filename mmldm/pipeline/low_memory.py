@@ -86,17 +86,15 @@ LOW_MEMORY_DECODER_CHUNK = 4
 def low_memory_weight_dtype(device: torch.device) -> tuple[torch.dtype, str]:
     """``(weight dtype, why)`` of low-memory sampling on ``device``: bf16 where the device multiplies
     it natively, else float32 (bf16 emulated on a CPU is many times slower than float32)."""
-    if device.type == "cuda":
-        if torch.cuda.is_bf16_supported():
-            return torch.bfloat16, f"bfloat16 (native on {device.type})"
-        return torch.float32, "float32 (this GPU has no native bfloat16)"
-    if device.type == "cpu":
-        from ..devices import cpu_has_native_bf16
+    from ..devices import native_bf16
 
-        if cpu_has_native_bf16():
-            return torch.bfloat16, "bfloat16 (native on this CPU)"
-        return torch.float32, "float32 (this CPU has no native bfloat16: avx512_bf16 or amx)"
-    return torch.float32, f"float32 (no bfloat16 check for device {device.type})"
+    why = {"cpu": ("native on this CPU", "this CPU has no native bfloat16: avx512_bf16 or amx"),
+           "cuda": ("native on cuda", "this GPU has no native bfloat16")}.get(device.type)
+    if why is None:
+        return torch.float32, f"float32 (no bfloat16 check for device {device.type})"
+    if native_bf16(str(device)):
+        return torch.bfloat16, f"bfloat16 ({why[0]})"
+    return torch.float32, f"float32 ({why[1]})"
 
 
 def low_precision_parameters(module: nn.Module) -> set[str]:
