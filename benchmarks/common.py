@@ -371,3 +371,41 @@ def torch_threads(threads: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+# ---------------------------------------------------------------------- reconstruction FVD of real clips
+
+def add_reconstruction_arguments(parser: argparse.ArgumentParser, component: str, work: str) -> None:
+    """The options of a script that reconstructs real held-out clips through a model folder's
+    ``component`` and scores them with FVD: --model, --clips, --training, --i3d, --work, --n,
+    --threads, --out."""
+    parser.add_argument("--model", type=Path, required=True, help=f"a model folder with {component}/")
+    parser.add_argument("--clips", type=Path, required=True, help="a folder of real held-out clips (mp4)")
+    parser.add_argument("--training", type=Path, required=True, help="the training clips (FVD reference)")
+    parser.add_argument("--i3d", type=Path, required=True, help="I3D weights (mmldm convert i3d)")
+    parser.add_argument("--work", type=Path, default=Path(work), help="where the clips go")
+    parser.add_argument("--n", type=int, default=64, help="clips (default 64)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    parser.add_argument("--out", type=Path, default=None, help="write the record as JSON here")
+
+
+def held_out_clips(folder: Path, n: int) -> list[Path]:
+    """The first ``n`` mp4 files under ``folder`` (sorted); none is a ConfigError."""
+    files = sorted(Path(folder).rglob("*.mp4"))[:n]
+    if not files:
+        raise ConfigError(f"{folder}: no mp4 clips")
+    return files
+
+
+def score_reconstructions(folder: Path, training: Path, i3d: Path, n: int) -> dict[str, Any]:
+    """FVD / KVD of the clips in ``folder`` against ``training`` windows as ``mmldm evaluate``
+    scores them (protocol ``standard`` at N = ``n``, the given I3D weights, seed 0):
+    ``{"clips", "fvd", "kvd"}``."""
+    from mmldm.evaluation import evaluate
+    from mmldm.evaluation.protocol import get_protocol
+
+    protocol = get_protocol("standard").with_overrides(num_samples=n)
+    scored = evaluate.evaluate_folders(folder, training, protocol, metrics=("fvd", "kvd"), i3d_path=i3d, seed=0)
+    metrics = scored["metrics"]
+    return {"clips": scored["generated"]["clips_scored"], "fvd": metrics["fvd"]["value"],
+            "kvd": metrics["kvd"]["value"]}

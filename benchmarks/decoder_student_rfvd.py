@@ -22,7 +22,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import Column, finish, record, render, run_script, torch_threads
+from common import (
+    Column,
+    add_reconstruction_arguments,
+    finish,
+    held_out_clips,
+    record,
+    render,
+    run_script,
+    score_reconstructions,
+    torch_threads,
+)
 
 from mmldm.errors import ConfigError
 
@@ -65,26 +75,19 @@ def run(model: Path, clips_dir: Path, training: Path, i3d: Path, work: Path, cli
 
 def _run(model: Path, clips_dir: Path, training: Path, i3d: Path, work: Path, clips: int,
          threads: int | None) -> dict[str, Any]:
-    from mmldm.evaluation.evaluate import evaluate_folders
-    from mmldm.evaluation.protocol import get_protocol
     from mmldm.pipeline import SoundingVideoPipeline
 
     pipe = SoundingVideoPipeline.from_pretrained(model)
     if pipe.decoder_student is None:
         raise ConfigError(f"{model}: the model folder has no decoder_student/ (mmldm export decoder-student adds one)")
-    files = sorted(clips_dir.glob("*.mp4"))[:clips]
-    if not files:
-        raise ConfigError(f"{clips_dir}: no mp4 clips")
-    protocol = get_protocol("standard").with_overrides(num_samples=len(files))
+    files = held_out_clips(clips_dir, clips)
     teacher_steps = pipe.autoencoder.cfg.sampling.steps
     rows = []
     for name, steps in (("teacher", teacher_steps), ("student", pipe.decoder_student[1].steps)):
         folder = work / name
         seconds = reconstruct(pipe, files, folder, steps)
-        scored = evaluate_folders(folder, training, protocol, metrics=("fvd", "kvd"), i3d_path=i3d, seed=0)
-        metrics = scored["metrics"]
-        rows.append({"decoder": name, "steps": steps, "clips": scored["generated"]["clips_scored"],
-                     "fvd": metrics["fvd"]["value"], "kvd": metrics["kvd"]["value"], "seconds_per_clip": seconds})
+        rows.append({"decoder": name, "steps": steps, **score_reconstructions(folder, training, i3d, len(files)),
+                     "seconds_per_clip": seconds})
         print(f"{name}: rFVD {rows[-1]['fvd']:.1f}", flush=True)
     ratio = rows[1]["fvd"] / rows[0]["fvd"]
     settings = {"model": str(model), "clips": str(clips_dir), "training": str(training), "i3d": str(i3d),
@@ -95,14 +98,7 @@ def _run(model: Path, clips_dir: Path, training: Path, i3d: Path, work: Path, cl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, required=True, help="a model folder with decoder_student/")
-    parser.add_argument("--clips", type=Path, required=True, help="a folder of real held-out clips (mp4)")
-    parser.add_argument("--training", type=Path, required=True, help="the training clips (FVD reference)")
-    parser.add_argument("--i3d", type=Path, required=True, help="I3D weights (mmldm convert i3d)")
-    parser.add_argument("--work", type=Path, default=Path("decoder-student-rfvd"), help="where the clips go")
-    parser.add_argument("--n", type=int, default=64, help="clips (default 64)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads")
-    parser.add_argument("--out", type=Path, default=None, help="write the record as JSON here")
+    add_reconstruction_arguments(parser, "decoder_student", "decoder-student-rfvd")
     args = parser.parse_args()
     result = run(args.model, args.clips, args.training, args.i3d, args.work, args.n, args.threads)
     settings = result["settings"]

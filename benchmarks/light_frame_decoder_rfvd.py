@@ -24,7 +24,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from common import Column, finish, record, render, run_script, torch_threads
+from common import (
+    Column,
+    add_reconstruction_arguments,
+    finish,
+    held_out_clips,
+    record,
+    render,
+    run_script,
+    score_reconstructions,
+    torch_threads,
+)
 
 from mmldm.errors import ConfigError
 
@@ -44,8 +54,6 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 def run(model: Path, clips_dir: Path, training: Path, i3d: Path, work: Path, clips: int = 64,
         threads: int | None = None) -> dict[str, Any]:
     from mmldm.data.media_io import read_av, write_av
-    from mmldm.evaluation.evaluate import evaluate_folders
-    from mmldm.evaluation.protocol import get_protocol
     from mmldm.evaluation.reconstruction import clip_tensors
     from mmldm.pipeline import SoundingVideoPipeline
 
@@ -53,9 +61,7 @@ def run(model: Path, clips_dir: Path, training: Path, i3d: Path, work: Path, cli
         pipe = SoundingVideoPipeline.from_pretrained(model)
         if pipe.frame_decoder is None:
             raise ConfigError(f"{model}: the model folder has no frame_decoder/ (mmldm export frame-decoder adds one)")
-        files = sorted(clips_dir.rglob("*.mp4"))[:clips]
-        if not files:
-            raise ConfigError(f"{clips_dir}: no mp4 clips")
+        files = held_out_clips(clips_dir, clips)
         decoders = {"full": pipe.vae.decode_images,
                     "light": lambda z: pipe.frame_decoder[0].decode_images(z, pipe.vae.chunk_size)}
         psnrs: dict[str, list[float]] = {"full": [], "light": [], "light_vs_full": []}
@@ -79,13 +85,9 @@ def run(model: Path, clips_dir: Path, training: Path, i3d: Path, work: Path, cli
                 write_av(folder / f"reconstruction-{i:04d}.mp4", video, wave[0].numpy(), pipe.fps,
                          pipe.audio_cfg.sample_rate)
             psnrs["light_vs_full"].append(psnr(decoded["light"], decoded["full"]))
-        protocol = get_protocol("standard").with_overrides(num_samples=len(files))
         rows = []
         for name in decoders:
-            scored = evaluate_folders(work / name, training, protocol, metrics=("fvd", "kvd"), i3d_path=i3d, seed=0)
-            metrics = scored["metrics"]
-            rows.append({"decoder": name, "clips": scored["generated"]["clips_scored"],
-                         "fvd": metrics["fvd"]["value"], "kvd": metrics["kvd"]["value"],
+            rows.append({"decoder": name, **score_reconstructions(work / name, training, i3d, len(files)),
                          "psnr_real": float(np.mean(psnrs[name])),
                          "psnr_full": float(np.mean(psnrs["light_vs_full"])) if name == "light" else None,
                          "seconds_per_clip": seconds[name] / len(files)})
@@ -99,14 +101,7 @@ def run(model: Path, clips_dir: Path, training: Path, i3d: Path, work: Path, cli
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, required=True, help="a model folder with frame_decoder/")
-    parser.add_argument("--clips", type=Path, required=True, help="a folder of real held-out clips (mp4)")
-    parser.add_argument("--training", type=Path, required=True, help="the training clips (FVD reference)")
-    parser.add_argument("--i3d", type=Path, required=True, help="I3D weights (mmldm convert i3d)")
-    parser.add_argument("--work", type=Path, default=Path("light-frame-decoder-rfvd"), help="where the clips go")
-    parser.add_argument("--n", type=int, default=64, help="clips (default 64)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads")
-    parser.add_argument("--out", type=Path, default=None, help="write the record as JSON here")
+    add_reconstruction_arguments(parser, "frame_decoder", "light-frame-decoder-rfvd")
     args = parser.parse_args()
     result = run(args.model, args.clips, args.training, args.i3d, args.work, args.n, args.threads)
     title = (f"Light frame decoder vs the full KL-VAE decoder of {result['settings']['model']}: "
