@@ -24,17 +24,8 @@ def heldout(tmp_path_factory):
     return folder
 
 
-def test_a_model_without_a_light_decoder_is_one_line(heldout, tmp_path):
-    import shutil
-
-    from mmldm.pipeline.pipeline import BUILTIN_MODEL
-
-    plain = tmp_path / "plain"
-    shutil.copytree(BUILTIN_MODEL, plain)
-    shutil.rmtree(plain / "frame_decoder")
-    index = json.loads((plain / "model_index.json").read_text())
-    del index["components"]["frame_decoder"]
-    (plain / "model_index.json").write_text(json.dumps(index))
+def test_a_model_without_a_light_decoder_is_one_line(heldout, model_without_light_decoder):
+    plain = model_without_light_decoder
     bad = subprocess.run([sys.executable, SCRIPT, "--model", str(plain), "--heldout", str(heldout), "--threads", "1"],
                          capture_output=True, text=True, timeout=120, env=ENV, check=False)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "frame_decoder" in bad.stderr

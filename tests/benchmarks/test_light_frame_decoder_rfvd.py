@@ -49,21 +49,9 @@ def test_both_decoders_reconstruct_every_clip_and_are_scored_against_the_same_re
     assert result["settings"]["light_vs_full_psnr_worst_clip"] > 30
 
 
-def test_a_model_without_a_light_decoder_is_an_error(tmp_path):
-    import json
-    import shutil
-
+def test_a_model_without_a_light_decoder_is_an_error(tmp_path, model_without_light_decoder):
     from mmldm.errors import ConfigError
-    from mmldm.pipeline.pipeline import BUILTIN_MODEL
 
-    plain = tmp_path / "plain"
-    shutil.copytree(BUILTIN_MODEL, plain)
-    shutil.rmtree(plain / "frame_decoder")
-    index = json.loads((plain / "model_index.json").read_text())
-    del index["components"]["frame_decoder"]
-    (plain / "model_index.json").write_text(json.dumps(index))
-    generation = json.loads((plain / "generator" / "generation.json").read_text())
-    generation["sampling"]["frame_decoder"] = "full"  # a folder whose default decoders it has
-    (plain / "generator" / "generation.json").write_text(json.dumps(generation))
+    plain = model_without_light_decoder
     with pytest.raises(ConfigError, match="no frame_decoder/"):
         _module().run(plain, tmp_path, tmp_path, tmp_path / "i3d", tmp_path / "work", clips=1, threads=1)
