@@ -530,12 +530,12 @@ class SoundingVideoPipeline:
         following = continuation_frames(continue_seconds, self.fps, self.num_frames) if spec.continues else 0
         if following:  # what follows the span must fit with at least one clip of it, before anything is read
             self._check_length(following + self.num_frames, max_frames, n)
+        # the span is read only if it fits beside what follows it, so the whole output fits
         given_audio, given_video, windows, lead = self._given_inputs(spec, audio, video, start, seconds,
-                                                                     max(max_frames - following, 1))
+                                                                     max_frames - following)
         if spec.given:
             span_frames = len(given_video) if given_video is not None else len(given_audio) // self.samples_per_frame
             clips, total_frames = len(windows) + math.ceil(following / self.num_frames), span_frames + following
-            self._check_length(total_frames, max_frames, n)
         elif task != "long":
             clips, total_frames = 1, self.num_frames
         # one bar for the whole call: each clip sampled (all samples at once), then decoded per sample
