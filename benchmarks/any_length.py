@@ -6,16 +6,17 @@
 
 Inputs are held-out Sounding Shapes clips (dataset seed ``--data-seed``, never a training
 seed of the recipe: it trains on dataset seed 0) of each length in ``--seconds``; a length
-that is not a whole number of 1.6 s clips (5.6 s = 3.5 clips) checks the padded last clip.
+that is not a whole number of 1.6 s clips (5.6 s = 3.5 clips) checks the clip whose window
+overlaps the one before (it fills only the frames after that clip's).
 Each input is given whole to ``generate(task="a2v", audio=...)`` (its waveform) or
 ``generate(task="v2a", video=...)`` (its frames) with the model's default settings, which
 generates one clip per clip of it, each conditioned on its window and on the clip before.
 The output keeps the given modality; the Sounding Shapes law measures the sync error
-(semitones) of every clip position ``k`` (frames ``[kT, min((k+1)T, F))`` with their audio),
+(semitones) of every clip position ``k`` (the output frames clip ``k`` fills, with their audio),
 so a clip that drifts from the given modality shows at its position. The continuations get
 the same inputs and go on for one clip (the model's default ``continue_seconds``): their clip
-positions are those the pipeline generated (windows aligned to the span's end; a first one
-shorter than a clip when the span is not a whole number of clips), and the last position is
+positions are those the pipeline generated (windows aligned to the span's end; the second
+fills less than a clip when the span is not a whole number of clips), and the last position is
 the new clip, whose sound and video are both generated; for audio-continuation the largest
 audio step at the end of the given audio (where the vocoded sound takes over, within 2 samples)
 is set beside the largest step elsewhere (a click would stand far above it). A quality measure, not a speed one
@@ -35,6 +36,7 @@ import torch
 from common import Column, finish, record, render, run_script, torch_threads
 
 from mmldm.errors import ConfigError, check_positive_int
+from mmldm.generator.tasks import window_starts
 
 TASKS = ("a2v", "v2a", "audio-continuation", "video-continuation")
 COLUMNS: list[Column] = [
@@ -53,11 +55,15 @@ def held_out_inputs(count: int, seconds: float, data_seed: int) -> list[Any]:
     return [synth_clip(cfg, clip_seed(data_seed, index), class_id=index % 3) for index in range(count)]
 
 
-def position_bounds(total: int, clip_frames: int, lead: int = 0) -> list[tuple[int, int]]:
-    """The output frames ``[begin, end)`` of each generated clip of a ``total``-frame output whose
-    first clip starts ``lead`` frames before the output (continuations: windows end-aligned)."""
-    positions = math.ceil((total + lead) / clip_frames)
-    return [(max(k * clip_frames - lead, 0), min((k + 1) * clip_frames - lead, total)) for k in range(positions)]
+def position_bounds(span: int, following: int, clip_frames: int, at_end: bool) -> list[tuple[int, int]]:
+    """The output frames ``[begin, end)`` each generated clip fills: the span's windows
+    (:func:`mmldm.generator.tasks.window_starts`; where two overlap the earlier clip keeps the
+    overlap), then ``following`` frames of new clips (continuations)."""
+    starts = window_starts(span, clip_frames, at_end)
+    starts += [span + k * clip_frames for k in range(math.ceil(following / clip_frames))]
+    total = span + following
+    ends = [min(start + clip_frames, total) for start in starts]
+    return [(max(start, 0, ends[k - 1] if k else 0), end) for k, (start, end) in enumerate(zip(starts, ends))]
 
 
 def position_errors(frames: Any, audio: Any, fps: float, sample_rate: int,
@@ -90,7 +96,7 @@ def run(model: Path | None = None, inputs: int = 16, seconds: tuple[float, ...] 
                 given_frames = len(clips[0].frames)
                 continues = task.endswith("continuation")
                 total = given_frames + (pipe.num_frames if continues else 0)
-                bounds = position_bounds(total, pipe.num_frames, -given_frames % pipe.num_frames if continues else 0)
+                bounds = position_bounds(given_frames, total - given_frames, pipe.num_frames, continues)
                 for index, clip in enumerate(clips):
                     given = ({"audio": torch.from_numpy(clip.audio.astype(np.float32))} if task.startswith("a")
                              else {"video": torch.from_numpy(clip.frames)})

@@ -40,15 +40,18 @@ file, or ``start``/``seconds`` of it) and generate clip after clip: clip ``k`` i
 conditioned on the span's ``k``-th clip-length window AND, with a generator trained
 with previous-clip inputs, on the clip generated before it (``prev_audio`` /
 ``prev_video``), so motion and sound continue across clips. The output keeps the
-given modality as given, trimmed to whole frames; a last window shorter than a clip
-is padded (audio with silence, video by repeating its last frame) and the output
-trimmed back. Continuations go over the given span in the same way, clip after clip
-(as a2v / v2a: the given modality kept, the other generated, each clip conditioned on
-the one before), with the windows aligned to the span's END (a first window shorter
-than a clip is padded at its front), so that the new clips follow the given content
-directly: ``continue_seconds`` (default one clip) of clips each conditioned on the
-audio and video latents of the clip before, as ``long``. Their output is the span
-followed by the new clips.
+given modality as given, trimmed to whole frames. The windows are whole clips of the
+span (:func:`window_starts`): when the span is not a whole number of clips the last
+window ends where the span ends, overlapping the one before, and its clip fills only
+the frames after that one's (the generator never sees padding it was not trained on);
+only a span shorter than one clip is padded (audio with silence, video by repeating its
+last frame) and the output trimmed back. Continuations go over the given span in the
+same way (as a2v / v2a: the given modality kept, the other generated, each clip
+conditioned on the one before), with the windows aligned to the span's END (the first
+window starts where the span starts and may overlap the second), so that the new clips
+follow the given content directly: ``continue_seconds`` (default one clip) of clips
+each conditioned on the audio and video latents of the clip before, as ``long``. Their
+output is the span followed by the new clips.
 """
 
 from __future__ import annotations
@@ -64,9 +67,8 @@ from ..files import check_input_file
 if TYPE_CHECKING:  # torch and numpy load with the first clip read, not with the task table (CLI --help)
     import torch
 
-#: where the clip-length windows of the given span are aligned: to its start (a2v, v2a: a short
-#: last window is padded at its end) or to its end (continuations: the new clips follow the span
-#: directly; a short first window is padded at its front)
+#: where the clip-length windows of the given span are aligned (:func:`window_starts`): to its start
+#: (a2v, v2a) or to its end (continuations: the new clips follow the span directly)
 Window = Literal["start", "end"]
 
 
@@ -162,6 +164,25 @@ def continuation_frames(continue_seconds: float | None, fps: float, num_frames: 
     if frames < 1:
         raise ConfigError(f"--continue-seconds {continue_seconds:g} is shorter than one frame ({1 / fps:g} s)")
     return frames
+
+
+def window_starts(frames: int, clip_frames: int, at_end: bool) -> list[int]:
+    """The span frame where each clip-length window of a ``frames``-frame span starts.
+
+    A span of at least one clip is covered by whole windows of real input, never padding: clip
+    after clip from its start (a2v, v2a), the last window ending where the span ends and so
+    overlapping the one before when the span is not a whole number of clips; or, with ``at_end``
+    (continuations, whose new clips follow the span's end directly), clip after clip back from its
+    end, the first window starting where the span starts. Where two windows overlap, the output
+    keeps the earlier clip. A shorter span has one window, starting at 0 (padded at its end), or
+    at ``frames - clip_frames`` < 0 with ``at_end`` (padded at its front).
+    """
+    if frames < clip_frames:
+        return [frames - clip_frames if at_end else 0]
+    count = math.ceil(frames / clip_frames)
+    if at_end:
+        return [0] + [frames - (count - k) * clip_frames for k in range(1, count)]
+    return [k * clip_frames for k in range(count - 1)] + [frames - clip_frames]
 
 
 def long_clip_count(seconds: float, fps: float, num_frames: int) -> tuple[int, int]:
@@ -315,4 +336,4 @@ def branch_conditions(inputs: dict[str, torch.Tensor], class_labels: torch.Tenso
 
 
 __all__ = ["TASKS", "TaskSpec", "branch_conditions", "continuation_frames", "load_audio", "load_video",
-           "long_clip_count", "resolve_task"]
+           "long_clip_count", "resolve_task", "window_starts"]

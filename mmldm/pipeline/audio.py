@@ -19,11 +19,17 @@ clip ``k`` describes the audio centred on sample ``k * N + t * hop + hop / 2``
 magnitude) between the two clip columns around it. When a clip is a whole
 number of hops (the 16 kHz preset: 25,600 = 100 x 256) this is exactly the
 concatenation.
+
+Clips may also overlap (a2v / v2a over a span that is not a whole number of clips: the last
+window ends where the span ends, see :mod:`mmldm.generator.tasks`): clip ``k`` then starts at
+sample ``starts[k]`` and its columns count only from where clip ``k - 1`` ends, so each instant
+is described by one clip, the earlier one.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 
 import torch
 
@@ -36,19 +42,30 @@ def audio_image_to_log_mel(audio_image: torch.Tensor, cfg: AudioConfig) -> torch
     return image_to_mel((audio_image.float() + 1.0) / 2.0, cfg)
 
 
-def join_clip_mels(mels: list[torch.Tensor], cfg: AudioConfig) -> torch.Tensor:
-    """Consecutive clips' log-mels ``K x [B, M, L]`` -> one log-mel on the global hop grid.
+def join_clip_mels(mels: list[torch.Tensor], cfg: AudioConfig, starts: list[int] | None = None) -> torch.Tensor:
+    """Clips' log-mels ``K x [B, M, L]`` -> one log-mel on the global hop grid.
 
-    Returns ``[B, M, cfg.frames_for(K * cfg.clip_samples)]`` (see the module docstring).
+    ``starts``: the sample where each clip begins (increasing, the first 0; default ``k * N``, clips
+    that follow each other); where clips overlap the earlier one describes the overlap (see the
+    module docstring). Returns ``[B, M, cfg.frames_for(starts[-1] + N)]``.
     """
     clips = len(mels)
-    batch, n_mels, per_clip = mels[0].shape
-    stacked = torch.cat(mels, dim=-1).float()  # [B, M, K * L]
+    per_clip = mels[0].shape[-1]
     n = cfg.clip_samples
+    starts = [k * n for k in range(clips)] if starts is None else [int(s) for s in starts]
+    if len(starts) != clips or starts[0] != 0 or any(b <= a for a, b in itertools.pairwise(starts)):
+        raise ValueError(f"clip starts {starts} must increase from 0, one per clip ({clips})")
+    stacked = torch.cat(mels, dim=-1).float()  # [B, M, K * L]
     half = cfg.hop / 2.0
     local = torch.arange(per_clip, dtype=torch.float64) * cfg.hop + half  # [L] centres within a clip
-    centres = (torch.arange(clips, dtype=torch.float64)[:, None] * n + local[None, :]).reshape(-1)  # [K * L]
-    total = cfg.frames_for(clips * n)
+    origins = torch.tensor(starts, dtype=torch.float64)  # [K]
+    centres = (origins[:, None] + local[None, :]).reshape(-1)  # [K * L]
+    # a column counts from where the clip before ends (all of them for clips that follow each other)
+    previous_end = torch.cat([torch.tensor([-math.inf], dtype=torch.float64), origins[:-1] + n])  # [K]
+    counted = (centres >= previous_end.repeat_interleave(per_clip))  # [K * L]
+    if not counted.all():
+        stacked, centres = stacked[..., counted], centres[counted]
+    total = cfg.frames_for(starts[-1] + n)
     targets = torch.arange(total, dtype=torch.float64) * cfg.hop + half  # [J]
     right = torch.searchsorted(centres, targets).clamp(1, centres.numel() - 1)  # [J]
     left = right - 1
@@ -57,15 +74,19 @@ def join_clip_mels(mels: list[torch.Tensor], cfg: AudioConfig) -> torch.Tensor:
 
 
 @torch.no_grad()
-def vocode_clips(audio_images: list[torch.Tensor], cfg: AudioConfig, vocoder: Vocoder) -> torch.Tensor:
-    """Waves of ``K`` consecutive clips, vocoded as one signal: ``K x [B, 3, H, W]`` -> ``[B, K * N]``.
+def vocode_clips(audio_images: list[torch.Tensor], cfg: AudioConfig, vocoder: Vocoder,
+                 starts: list[int] | None = None) -> torch.Tensor:
+    """Waves of ``K`` clips, vocoded as one signal: ``K x [B, 3, H, W]`` -> ``[B, starts[-1] + N]``.
 
-    With ``K == 1`` this is the clip's own wave (padded or trimmed to ``cfg.clip_samples``).
+    ``starts``: the sample where each clip begins (:func:`join_clip_mels`; default: the clips
+    follow each other, ``[B, K * N]``). With ``K == 1`` this is the clip's own wave (padded or
+    trimmed to ``cfg.clip_samples``).
     """
     mels = [audio_image_to_log_mel(image, cfg) for image in audio_images]
-    mel = mels[0] if len(mels) == 1 else join_clip_mels(mels, cfg)
+    mel = mels[0] if len(mels) == 1 else join_clip_mels(mels, cfg, starts)
     wave = vocoder(mel.to(module_device(vocoder))).float().cpu()  # [B, J * hop]
-    return torch.nn.functional.pad(wave, (0, len(mels) * cfg.clip_samples - wave.shape[-1]))  # pad or trim the end
+    length = (len(mels) - 1) * cfg.clip_samples if starts is None else starts[-1]
+    return torch.nn.functional.pad(wave, (0, length + cfg.clip_samples - wave.shape[-1]))  # pad or trim the end
 
 
 def module_device(module: object) -> torch.device:

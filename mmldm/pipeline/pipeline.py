@@ -64,6 +64,7 @@ from ..generator.tasks import (
     load_video,
     long_clip_count,
     resolve_task,
+    window_starts,
 )
 from ..generator.text_encoder import TEXT_ENCODER_SUBFOLDER, TextEncoder
 from ..timing import AVTiming
@@ -531,13 +532,17 @@ class SoundingVideoPipeline:
         if following:  # what follows the span must fit with at least one clip of it, before anything is read
             self._check_length(following + self.num_frames, max_frames, n)
         # the span is read only if it fits beside what follows it, so the whole output fits
-        given_audio, given_video, windows, lead = self._given_inputs(spec, audio, video, start, seconds,
-                                                                     max_frames - following)
+        given_audio, given_video, windows, starts = self._given_inputs(spec, audio, video, start, seconds,
+                                                                       max_frames - following)
         if spec.given:
             span_frames = len(given_video) if given_video is not None else len(given_audio) // self.samples_per_frame
             clips, total_frames = len(windows) + math.ceil(following / self.num_frames), span_frames + following
-        elif task != "long":
-            clips, total_frames = 1, self.num_frames
+            # the new clips of a continuation follow the span's end, one after the other
+            starts += [span_frames + k * self.num_frames for k in range(clips - len(windows))]
+        else:
+            if task != "long":
+                clips, total_frames = 1, self.num_frames
+            starts = [k * self.num_frames for k in range(clips)]
         # one bar for the whole call: each clip sampled (all samples at once), then decoded per sample
         bar = tqdm(total=clips * (n + 1), desc=f"generate {task}", unit="clip", disable=not progress,
                    dynamic_ncols=True)
@@ -563,7 +568,7 @@ class SoundingVideoPipeline:
 
         with bar:
             frames_out, waves_out = self._decode_clips(kept, labels, generators, settings, bar, given_audio,
-                                                       given_video, total_frames, lead)
+                                                       given_video, total_frames, starts)
         record = {
             "task": task, "n": n, "seed": int(seed), "sample_seeds": [int(seed) + i for i in range(n)],
             "steps": settings.steps, "sampler": settings.sampler, "decoder_steps": settings.decoder_steps,
@@ -599,36 +604,42 @@ class SoundingVideoPipeline:
                                    self.audio_cfg.sample_rate, record, self.resolved_config())
 
     def _given_inputs(self, spec: TaskSpec, audio: Any, video: Any, start: float | None, seconds: float | None,
-                      max_frames: int) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, int]:
+                      max_frames: int
+                      ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, list[int]]:
         """``(given waveform [N] or None, given frames [F, 3, H, W] or None, window latents [K, ...] or
-        None, lead)``: the task's given span, read and trimmed to whole frames, and the latent of each
-        of its clip-length windows in the generator's scale. Windows aligned to the span's start have
-        a short last window padded at its end (audio with silence, video by repeating its last
-        frame); aligned to its end (continuations), a short first window is padded at its front
-        (silence, the first frame repeated) by ``lead`` frames."""
+        None, window starts)``: the task's given span, read and trimmed to whole frames, the latent of
+        each of its clip-length windows in the generator's scale, and the span frame where each window
+        starts (:func:`~mmldm.generator.tasks.window_starts`). A span shorter than one clip has one window, padded at its
+        end (audio with silence, video by repeating its last frame), or at its front for
+        continuations (silence, the first frame repeated), where it starts before the span."""
         rate, clip_frames = self.audio_cfg.sample_rate, self.num_frames
         at_end = spec.window == "end"
         if spec.given == "audio":
             wave = load_audio(audio, rate, self.clip_samples, spec.name, start, seconds,
                               max_frames * self.samples_per_frame)
             wave = wave[: len(wave) // self.samples_per_frame * self.samples_per_frame]
-            missing = -len(wave) % self.clip_samples  # a whole number of frames: clips are whole frames
+            starts = window_starts(len(wave) // self.samples_per_frame, self.num_frames, at_end)
+            missing = max(self.clip_samples - len(wave), 0)
             padded = torch.nn.functional.pad(wave, (missing, 0) if at_end else (0, missing))
-            windows = padded.view(-1, self.clip_samples)  # [K, N]
+            first = min(starts[0], 0) * self.samples_per_frame  # the padded span's sample 0 in the span
+            windows = torch.stack([padded[s * self.samples_per_frame - first:][: self.clip_samples]
+                                   for s in starts])  # [K, N]
             latents = torch.cat([self.encode_audio(chunk) for chunk in windows.split(WINDOW_BATCH)])
-            return wave, None, latents, missing // self.samples_per_frame if at_end else 0
+            return wave, None, latents, starts
         if spec.given == "video":
             frames = load_video(video, self.fps, self.frame_size, clip_frames, rate, spec.name, start, seconds,
                                 max_frames)
-            missing = -len(frames) % clip_frames
+            starts = window_starts(len(frames), clip_frames, at_end)
+            missing = max(clip_frames - len(frames), 0)
             if at_end:
                 padded = torch.cat([frames[:1].expand(missing, -1, -1, -1), frames])
             else:
                 padded = torch.cat([frames, frames[-1:].expand(missing, -1, -1, -1)])
-            windows = padded.view(-1, clip_frames, *frames.shape[1:])  # [K, T, 3, H, W]
+            first = min(starts[0], 0)
+            windows = torch.stack([padded[s - first:s - first + clip_frames] for s in starts])  # [K, T, 3, H, W]
             latents = torch.cat([self.encode_video(chunk) for chunk in windows.split(WINDOW_BATCH)])
-            return None, frames, latents, missing if at_end else 0
-        return None, None, None, 0
+            return None, frames, latents, starts
+        return None, None, None, []
 
     def _sample_clip(self, index: int, inputs: dict[str, torch.Tensor], known: dict[str, torch.Tensor],
                      labels: torch.Tensor | None, generators: list[torch.Generator], settings: SamplingSettings,
@@ -750,11 +761,12 @@ class SoundingVideoPipeline:
     def _decode_clips(self, kept: list[dict[str, torch.Tensor]], labels: torch.Tensor | None,
                       generators: list[torch.Generator], settings: SamplingSettings, bar: tqdm,
                       given_audio: torch.Tensor | None, given_video: torch.Tensor | None,
-                      total_frames: int, lead: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+                      total_frames: int, starts: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Every sample's clips decoded and joined: frames [n, T', 3, H, W] and waves [n, N'], float32
-        on the CPU. Clip ``k`` covers the output's frames ``[k T - lead, (k + 1) T - lead)``; the
-        given modality (a2v, v2a, a continuation's span) fills the output's start as given, the
-        decoded clips the rest.
+        on the CPU. Clip ``k`` covers the output's frames ``[starts[k], starts[k] + T)`` (``starts``
+        increasing; the first may be < 0, a padded window); where clips overlap, the earlier one is
+        kept. The given modality (a2v, v2a, a continuation's span) fills the output's start as given,
+        the decoded clips the rest.
 
         The outputs are allocated once and filled clip by clip, so a long generation holds one
         copy of its frames (not the clips, their join and a trimmed copy)."""
@@ -768,8 +780,9 @@ class SoundingVideoPipeline:
         waves_out[:, :given_samples] = given_audio if given_samples else 0
         def written(index: int) -> tuple[int, int, int]:
             """(the output frame of clip ``index``'s first frame, the output frames it fills [begin, end))"""
-            first = index * clip_frames - lead
-            return first, max(first, given_frames), min(first + clip_frames, total_frames)
+            first = starts[index]
+            previous_end = starts[index - 1] + clip_frames if index else first
+            return first, max(first, given_frames, previous_end), min(first + clip_frames, total_frames)
 
         def fills(index: int) -> bool:
             _, begin, end = written(index)
@@ -792,9 +805,11 @@ class SoundingVideoPipeline:
             bar.update(n)
         if total_samples > given_samples:  # one vocoding over all clips: no clicks at their seams
             self._use("vocoder")
-            offset = lead * self.samples_per_frame
+            offset = -starts[0] * self.samples_per_frame  # the output's sample 0 in the vocoded wave
+            sample_starts = [(first - starts[0]) * self.samples_per_frame for first in starts]
             for i in range(n):
-                wave = vocode_clips([image[i:i + 1] for image in images], self.audio_cfg, self.vocoder)[0]
+                wave = vocode_clips([image[i:i + 1] for image in images], self.audio_cfg, self.vocoder,
+                                    sample_starts)[0]
                 waves_out[i, given_samples:] = wave[offset + given_samples:offset + total_samples]
         return frames_out, waves_out
 

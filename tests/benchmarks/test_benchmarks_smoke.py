@@ -303,3 +303,16 @@ def test_sync_quality_benchmark_measures_each_variant(tmp_path):
         bad = subprocess.run([sys.executable, script, "--variants", variant], capture_output=True, text=True,
                              timeout=120, env=env)
         assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and words in bad.stderr
+
+
+def test_any_length_positions_are_the_frames_each_clip_fills(monkeypatch):
+    """benchmarks/any_length.py measures each generated clip on the output frames it fills."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    any_length = importlib.import_module("any_length")
+    assert any_length.position_bounds(64, 0, 16, at_end=False) == [(0, 16), (16, 32), (32, 48), (48, 64)]
+    # 3.5 clips: the last window overlaps the one before and fills the last half clip
+    assert any_length.position_bounds(56, 0, 16, at_end=False) == [(0, 16), (16, 32), (32, 48), (48, 56)]
+    # continuation: the second window overlaps the first; then one new clip after the span
+    assert any_length.position_bounds(56, 16, 16, at_end=True) == [(0, 16), (16, 24), (24, 40), (40, 56),
+                                                                   (56, 72)]
+    assert any_length.position_bounds(10, 16, 16, at_end=True) == [(0, 10), (10, 26)]

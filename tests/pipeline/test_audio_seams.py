@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from mmldm.data.audio_image import AudioConfig, fit_to_clip, log_mel, mel_to_image
@@ -96,3 +97,17 @@ def test_per_clip_vocoding_clicks_and_joint_vocoding_does_not():
     assert seam <= typical
     at_seams, inside = seam_jumps(joint, seams, radius=2)
     assert at_seams <= inside
+
+
+def test_join_of_overlapping_clips_keeps_the_earlier_clip_and_the_rest_of_the_later():
+    """Clip 1 starts half a clip into clip 0 (a span of 1.5 clips): the join is clip 0, then clip 1's
+    columns from where clip 0 ends."""
+    cfg = AudioConfig(clip_seconds=0.8)  # 50 hops of 256
+    n, per_clip = cfg.clip_samples, cfg.mel_frames
+    mels = [torch.randn(2, cfg.n_mels, per_clip) for _ in range(2)]
+    joined = join_clip_mels(mels, cfg, starts=[0, n // 2])
+    assert joined.shape[-1] == cfg.frames_for(n + n // 2) == per_clip + per_clip // 2
+    assert torch.equal(joined, torch.cat([mels[0], mels[1][..., per_clip // 2:]], dim=-1))
+    for starts in ([0, 0], [n // 2, n], [0]):
+        with pytest.raises(ValueError, match="must increase from 0"):
+            join_clip_mels(mels, cfg, starts=starts)

@@ -86,12 +86,40 @@ def test_a2v_keeps_all_of_a_file_bit_exact_and_generates_a_clip_per_clip(pipe, k
     assert out.frames.shape[1] == frames == 12 and out.settings["clips"] == 2
     assert torch.equal(out.waveforms[0], torch.from_numpy(audio[: frames * kit.clip_samples // kit.frames]))
     assert out.settings["input"] == str(media["sounding"])
-    # clip 2 is conditioned on its window of the audio (the padded rest of the file) and on clip 1
+    # clip 2 is conditioned on clip 1 and on its window of the audio: real audio, no padding, the
+    # window ending where the file's whole frames end (so it overlaps clip 1's by half a clip)
     second = events["clip"][1]["conditions"]
     assert torch.equal(second["prev_video"], events["latents"][0]["latents"]["video"])
     assert torch.equal(second["prev_audio"], events["clip"][0]["conditions"]["audio_cond"])
-    rest = torch.nn.functional.pad(torch.from_numpy(audio[kit.clip_samples:frames * 1600]), (0, 6400))
-    torch.testing.assert_close(second["audio_cond"], pipe.encode_audio(rest[None]))
+    last = torch.from_numpy(audio[(frames - kit.frames) * 1600:frames * 1600])
+    torch.testing.assert_close(second["audio_cond"], pipe.encode_audio(last[None]))
+
+
+def test_overlapping_last_window_fills_only_what_the_clip_before_left(pipe, kit, monkeypatch):
+    """A span of 1.5 clips: clip 2's window overlaps clip 1's by half a clip; the output keeps clip 1's
+    frames and audio for the overlap and takes clip 2's second half for the rest."""
+    decoded = []
+    original = pipe._pixels
+
+    def marked(video_latents, audio_latents, frame_decoder):
+        frames, image = original(video_latents, audio_latents, frame_decoder)
+        index = len(decoded)
+        decoded.append(index)
+        # clip k's frame j becomes k / 2 + j / 100 - 0.5: where each output frame came from is then visible
+        marks = index / 2 + torch.arange(frames.shape[1], dtype=frames.dtype) / 100 - 0.5
+        return marks.view(1, -1, 1, 1, 1).expand_as(frames).clone(), image
+
+    monkeypatch.setattr(pipe, "_pixels", marked)
+    wave = torch.from_numpy(np.concatenate([kit.tone(300), kit.tone(900)[: kit.clip_samples // 2]]))
+    out = pipe(task="a2v", audio=wave, steps=1, progress=False)
+    half = kit.frames // 2
+    assert out.frames.shape[1] == kit.frames + half and decoded == [0, 1]
+    marks = out.frames[0, :, 0, 0, 0]
+    expected = torch.cat([torch.arange(kit.frames) / 100, 0.5 + torch.arange(half, kit.frames) / 100]) - 0.5
+    torch.testing.assert_close(marks, expected.float())
+    frames = torch.rand(kit.frames + half, 3, kit.size, kit.size) * 2 - 1
+    v2a = pipe(task="v2a", video=frames, steps=1, progress=False)
+    assert torch.equal(v2a.frames[0], frames) and v2a.waveforms.shape == (1, (kit.frames + half) * 1600)
 
 
 def test_a2v_and_v2a_take_a_span_of_the_input(pipe, kit):
@@ -158,10 +186,10 @@ def test_audio_continuation_goes_over_the_span_clip_after_clip_then_continues(pi
     assert out.waveforms[0, span:].abs().max() > 0 and out.settings["clips"] == 4
     assert out.settings["continue_seconds"] == 1.2
     clips, kept = events["clip"], [event["latents"] for event in events["latents"]]
-    # the windows end where the span ends: the first is padded at its front with silence
-    lead = torch.zeros(kit.clip_samples // 2)
+    # the last window ends where the span ends, the first starts where it starts: real audio in both,
+    # overlapping by half a clip, no padding
     torch.testing.assert_close(clips[0]["conditions"]["audio_cond"],
-                               pipe.encode_audio(torch.cat([lead, wave[: kit.clip_samples // 2]])[None]))
+                               pipe.encode_audio(wave[None, : kit.clip_samples]))
     torch.testing.assert_close(clips[1]["conditions"]["audio_cond"],
                                pipe.encode_audio(wave[None, kit.clip_samples // 2:]))
     assert "prev_audio" not in clips[0]["conditions"] and set(clips[0]["known"]) == {"audio"}
@@ -177,8 +205,9 @@ def test_video_continuation_keeps_the_given_frames_and_follows_them(pipe, kit, m
     out, events = generate_observed(pipe, task="video-continuation", video=frames, steps=2, guidance=1.0)
     assert out.frames.shape[1] == 12 + kit.frames and torch.equal(out.frames[0, :12], frames)
     assert out.waveforms.shape[1] == (12 + kit.frames) * kit.clip_samples // kit.frames
-    padded = torch.cat([frames[:1].expand(4, -1, -1, -1), frames[:4]])  # the first window, padded at its front
-    torch.testing.assert_close(events["clip"][0]["conditions"]["video_cond"], pipe.encode_video(padded[None]))
+    # 1.5 clips of frames: the first window is the span's first clip, the second ends where it ends
+    torch.testing.assert_close(events["clip"][0]["conditions"]["video_cond"], pipe.encode_video(frames[None, :8]))
+    torch.testing.assert_close(events["clip"][1]["conditions"]["video_cond"], pipe.encode_video(frames[None, 4:]))
     assert set(events["clip"][2]["conditions"]) == {"prev_audio", "prev_video"}
     from_file = pipe(task="video-continuation", video=media["sounding"], steps=1, guidance=1.0, progress=False)
     clip = read_av(media["sounding"], fps=kit.fps, sample_rate=kit.rate, size=kit.size)  # 12 frames
