@@ -6,6 +6,7 @@
     python benchmarks/sync_quality.py --variants candidates=1 steps=24,decoder_steps=25
     python benchmarks/sync_quality.py --model runs/recipe/model
     python benchmarks/sync_quality.py --samples 64 --precision fp32 bf16    # bf16 autocast against float32
+    python benchmarks/sync_quality.py --samples 64 --precision auto --compile both   # torch.compile against eager
 
 For each variant (``defaults``, or comma-joined ``key=value`` pairs of
 :meth:`mmldm.pipeline.SoundingVideoPipeline.generate` settings: steps, sampler, guidance,
@@ -35,6 +36,8 @@ from common import Column, finish, record, render, run_script, torch_threads
 from mmldm.errors import ConfigError, check_positive_int
 
 TASKS = ("svg", "long")
+#: --compile: which pipelines each precision samples with (eager, compiled)
+COMPILE = {"no": (False,), "yes": (True,), "both": (False, True)}
 #: generate() settings a variant may set, and how their values are read
 SETTINGS = {"steps": int, "sampler": str, "guidance": float, "decoder_steps": int, "candidates": int,
             "frame_decoder": str}
@@ -103,7 +106,8 @@ def summarise(task: str, videos: list[dict[str, Any]]) -> dict[str, Any]:
 
 def run(model: Path | None = None, task: str = "svg", samples: int = 32, seed: int | None = None,
         variants: tuple[str, ...] = ("defaults",), seconds: float = 6.4, batch: int = 8,
-        threads: int | None = None, precisions: tuple[str, ...] = ("fp32",)) -> dict[str, Any]:
+        threads: int | None = None, precisions: tuple[str, ...] = ("fp32",), compile: str = "no"
+        ) -> dict[str, Any]:
     from mmldm.pipeline import SoundingVideoPipeline
 
     if task not in TASKS:
@@ -111,14 +115,19 @@ def run(model: Path | None = None, task: str = "svg", samples: int = 32, seed: i
     check_positive_int(samples, "--samples")
     check_positive_int(batch, "--batch")
     parsed = [(name, parse_variant(name)) for name in variants]
+    if compile not in COMPILE:
+        raise ConfigError(f"--compile must be one of {', '.join(COMPILE)}, got {compile!r}")
     seed = DEFAULT_SEED[task] if seed is None else seed
     extra = {"seconds": seconds} if task == "long" else {}
     rows = []
     with torch_threads(threads):
-        for precision in precisions:
+        for precision, compiled in [(p, c) for p in precisions for c in COMPILE[compile]]:
             pipe = SoundingVideoPipeline.from_pretrained(model, dtype=precision)
+            if compiled:
+                pipe.compile()
             for variant, settings in parsed:
                 name = variant if precisions == ("fp32",) else f"{variant}, {precision} ({pipe.dtype or 'float32'})"
+                name += ", compiled" if compiled else ""
                 start, videos = time.perf_counter(), []
                 for first in range(0, samples, batch):
                     out = pipe.generate(task, n=min(batch, samples - first), seed=seed + first, progress=False,
@@ -130,7 +139,8 @@ def run(model: Path | None = None, task: str = "svg", samples: int = 32, seed: i
                       f"worst {row['worst']:.2f} ({row['wall_s']:.0f} s)", flush=True)
     run_settings = {"model": str(model) if model else "built-in", "task": task, "samples": samples, "seed": seed,
                     "seconds": seconds if task == "long" else None, "variants": list(variants), "batch": batch,
-                    "threads": threads or torch.get_num_threads(), "precisions": list(precisions)}
+                    "threads": threads or torch.get_num_threads(), "precisions": list(precisions),
+                    "compile": compile}
     return record("sync_quality", torch.device("cpu"), run_settings, {"variants": rows})
 
 
@@ -156,11 +166,14 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8, help="samples per generate call (default 8)")
     parser.add_argument("--precision", nargs="+", default=["fp32"], choices=("fp32", "bf16", "auto"),
                         help="compute precision(s) to sample in (mmldm generate --precision; default fp32)")
+    parser.add_argument("--compile", choices=tuple(COMPILE), default="no",
+                        help="sample with the pipeline compiled (SoundingVideoPipeline.compile): no (default), "
+                             "yes, or both (each row eager, then compiled)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     parser.add_argument("--out", type=Path, default=None, help="write the record as JSON here")
     args = parser.parse_args()
     result = run(args.model, args.task, args.samples, args.seed, tuple(args.variants), args.seconds, args.batch,
-                 args.threads, tuple(args.precision))
+                 args.threads, tuple(args.precision), args.compile)
     finish(result, markdown(result), args.out)
 
 

@@ -36,6 +36,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
                         help="auto (default): bfloat16 autocast where the device multiplies bf16 natively, else "
                              "float32 (see mmldm generate --help)")
+    parser.add_argument("--compile", action="store_true",
+                        help="compile the networks with torch.compile: the first request of each new size waits "
+                             "for the compilation (tens of seconds on a CPU), later ones run faster (needs a C++ "
+                             "compiler on a CPU)")
     parser.add_argument("--max-seconds", type=float, default=60.0,
                         help="the longest output one request may ask for, in seconds (default 60)")
     parser.add_argument("--queue-size", type=int, default=16,
@@ -105,6 +109,8 @@ def run(args: argparse.Namespace) -> int:
     pipe = SoundingVideoPipeline.from_pretrained(args.model, device=device,
                                                  dtype=resolve_precision(args.precision, device),
                                                  text_encoder=args.text_encoder)
+    if args.compile:
+        pipe.compile()
     demo = build_app(pipe, max_seconds=args.max_seconds)
     # one generation at a time on the one model; the others wait in the queue
     demo.queue(max_size=args.queue_size, default_concurrency_limit=1)

@@ -89,8 +89,9 @@ class GriffinLim(nn.Module):
        with ``P_A`` the magnitude projection and ``P_C`` = STFT(iSTFT(.)).
 
     The initial phase is uniform random from a ``torch.Generator`` (the one passed
-    to :meth:`forward`, else a fresh one seeded with ``seed``), or all zero with
-    ``init="zero"``; either way the output is deterministic. Pure torch: runs on
+    to :meth:`forward` for the whole batch, else for every row a fresh one seeded with
+    ``seed``, so a row's wave does not depend on the batch it is vocoded in), or all zero
+    with ``init="zero"``; either way the output is deterministic. Pure torch: runs on
     whatever device the module and input are on.
     """
 
@@ -160,9 +161,12 @@ class GriffinLim(nn.Module):
         if self.init == "zero":
             phase = torch.ones_like(magnitude, dtype=torch.complex64)
         else:
-            if generator is None:
-                generator = torch.Generator().manual_seed(self.seed)
-            angles = torch.rand(magnitude.shape, generator=generator, device=generator.device)
+            if generator is None:  # every row as if vocoded alone
+                row = magnitude.shape[1:]
+                angles = torch.cat([torch.rand(row, generator=torch.Generator().manual_seed(self.seed))[None]
+                                    for _ in range(len(magnitude))])
+            else:
+                angles = torch.rand(magnitude.shape, generator=generator, device=generator.device)
             phase = torch.polar(torch.ones_like(angles), 2 * math.pi * angles).to(magnitude.device)
         previous = torch.zeros_like(phase)
         for _ in range(self.n_iter):

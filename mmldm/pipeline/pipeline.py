@@ -29,6 +29,7 @@ import contextlib
 import dataclasses
 import functools
 import math
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,7 @@ from ..autoencoder.signal_decoder import SignalDecoder
 from ..autoencoder.student import StudentInfo
 from ..config import to_dict
 from ..data.audio_image import AudioConfig, waveform_to_audio_image
-from ..data.vocoders import Vocoder
+from ..data.vocoders import HiFiGAN, Vocoder
 from ..diffusion import (
     DiffusionConfig,
     Objective,
@@ -200,6 +201,8 @@ class SoundingVideoPipeline:
         #: low-memory mode: the stages' placement and what the weights are (None: every stage resident)
         self._placement: StagePlacement | None = None
         self.low_memory_weights: str | None = None
+        #: whether :meth:`compile` compiled the networks
+        self.compiled = False
         if low_memory:
             weight_dtype, self.low_memory_weights = low_memory_weight_dtype(self.device)
             if weight_dtype != torch.float32:
@@ -307,6 +310,35 @@ class SoundingVideoPipeline:
             raise ConfigError("save_pretrained: a low-memory pipeline holds bf16 or no weights between stages; "
                               "load it without low_memory to save it")
         return folder.save_folder(self, Path(directory), text_encoder=text_encoder)
+
+    def compile(self) -> SoundingVideoPipeline:
+        """Compile the networks that run at every sampler step with ``torch.compile`` (TorchInductor):
+        the generator, the signal decoder's UNet (the autoencoder's and the few-step student's), the
+        frame decoders and a HiFi-GAN vocoder. Each compiles on its first call (tens of seconds on a
+        CPU, and again for a batch of a new shape) and runs faster after: for a loaded model that
+        serves many calls (``mmldm serve --compile``), not for one ``mmldm generate``. The compiled
+        networks compute the same functions with other rounding, so a seed's sample is not bitwise
+        the eager one's (with candidates, another candidate may win). ``settings.json`` records
+        ``compiled``. Returns the pipeline.
+
+        A CPU needs a C++ compiler for it (one line says so when there is none); a low-memory
+        pipeline, which reads its weights again for every stage, is not compiled."""
+        if self._placement is not None:
+            raise ConfigError("compile: a low-memory pipeline reads its weights again for every stage; "
+                              "load it without low_memory to compile it")
+        if self.device.type == "cpu":
+            _check_cpp_compiler()
+        networks = [self.generator, self.autoencoder.decoder.unet, self.vae.autoencoder.decoder]
+        if self._student_network is not None:
+            networks.append(self._student_network.unet)
+        if self._light_network is not None:
+            networks.append(self._light_network)
+        if isinstance(self.vocoder, HiFiGAN):
+            networks.append(self.vocoder)
+        for network in networks:
+            network.compile()
+        self.compiled = True
+        return self
 
     def _use(self, *stages: str) -> None:
         """Low-memory mode: give the device to ``stages`` ("generator", "autoencoder", "decoder_student",
@@ -598,6 +630,7 @@ class SoundingVideoPipeline:
             "device": str(self.device), "dtype": str(self.dtype or torch.float32).replace("torch.", ""),
             # the stages one at a time (pipeline low_memory / --low-memory) and what their weights were
             "low_memory": self._placement is not None, "low_memory_weights": self.low_memory_weights,
+            "compiled": self.compiled,
             "mmldm_version": __version__,
         }
         return SoundingVideoOutput(frames_out.clamp_(-1, 1), waves_out.clamp_(-1, 1), self.fps,
@@ -807,10 +840,9 @@ class SoundingVideoPipeline:
             self._use("vocoder")
             offset = -starts[0] * self.samples_per_frame  # the output's sample 0 in the vocoded wave
             sample_starts = [(first - starts[0]) * self.samples_per_frame for first in starts]
-            for i in range(n):
-                wave = vocode_clips([image[i:i + 1] for image in images], self.audio_cfg, self.vocoder,
-                                    sample_starts)[0]
-                waves_out[i, given_samples:] = wave[offset + given_samples:offset + total_samples]
+            # every sample in one batch (a vocoder's row does not depend on its batch)
+            waves = vocode_clips(images, self.audio_cfg, self.vocoder, sample_starts)  # [n, ...]
+            waves_out[:, given_samples:] = waves[:, offset + given_samples:offset + total_samples]
         return frames_out, waves_out
 
     def _max_frames(self, n: int) -> int:
@@ -966,6 +998,19 @@ def _folder_text_encoder(directory: Path, generator: AVDiT, generation: Generati
     raise ConfigError(f"{directory}: the generator is conditioned on text ({dit.n_ctx} x {dit.context_dim} tokens) "
                       f"and the folder carries no {TEXT_ENCODER_SUBFOLDER}/: pass the text encoder's local folder"
                       f"{named} with --text-encoder DIR (from_pretrained(text_encoder=DIR))")
+
+
+def _check_cpp_compiler() -> None:
+    """TorchInductor builds C++ kernels on a CPU: refuse in one line where there is no compiler."""
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        compiler = get_cpp_compiler()
+    except Exception:  # torch found none (it raises when its search comes back empty)
+        compiler = None
+    if compiler is None or shutil.which(compiler) is None:
+        raise ConfigError("compile: torch.compile on a CPU needs a C++ compiler (g++ or clang++) on the PATH; "
+                          "none was found (install one, e.g. `apt install g++`, or leave compile off)")
 
 
 def _describe_input(source: Any) -> str | None:

@@ -210,7 +210,7 @@ def test_builtin_model_benchmark_times_real_generate_commands(tmp_path):
     assert row["task"] == "svg" and row["n"] == 1 and row["wall_s_min"] > 0
     (loaded,) = record["tables"]["loaded"]  # the same call with the model loaded: no start-up, no files
     assert loaded["task"] == "svg" and 0 < loaded["wall_s_min"] < row["wall_s_min"]
-    assert loaded["dtype"] in ("float32", "bfloat16")
+    assert loaded["dtype"] in ("float32", "bfloat16") and loaded["compiled"] == "no"
     assert proc.stdout.count("| svg |") == 2
     bad = subprocess.run([sys.executable, str(BENCHMARKS / "builtin_model.py"), "--n", "0"],
                          capture_output=True, text=True, timeout=120, env=env)
