@@ -14,6 +14,7 @@ import dataclasses
 import json
 import shutil
 import time
+import uuid
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -70,9 +71,9 @@ class Recipe:
             raise ConfigError(f"recipe {self.name}: its configs {', '.join(missing)} are not in {self.config_dir}; "
                               "its training steps run from a source checkout of mmldm (pip install -e .)")
         make_folder(self.out)
-        record = self._record()
         # one entry per invocation that did something: the scale it ran with (overrides included)
-        invocation: dict[str, Any] = {"scale": dataclasses.asdict(self.scale), "steps_done": []}
+        invocation: dict[str, Any] = {"scale": dataclasses.asdict(self.scale), "steps_done": [],
+                                      "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "id": uuid.uuid4().hex}
         for step in self.steps:
             if step not in steps:
                 continue
@@ -81,12 +82,25 @@ class Recipe:
             done = getattr(self, f"step_{step}")()
             seconds = time.perf_counter() - start
             if done:  # a step that found its output already there keeps its first wall time
-                record.setdefault("wall_seconds", {})[step] = round(seconds, 1)
-                if not invocation["steps_done"]:
-                    record.setdefault("invocations", []).append(invocation)
                 invocation["steps_done"].append(step)
-                atomic_write_text(self.record_path, json.dumps(record, indent=2) + "\n")
+                self._note_step(step, seconds, invocation)
             print(f"recipe: {step} {'done' if done else 'already there, skipped'} ({seconds:.1f}s)", flush=True)
+
+    def _note_step(self, step: str, seconds: float, invocation: dict[str, Any]) -> None:
+        """Write a finished step into ``recipe.json``, read afresh under a lock: recipes run side by
+        side on one folder (the autoencoder and its ablation) keep each other's entries."""
+        from filelock import FileLock
+
+        with FileLock(self.record_path.with_name(self.record_path.name + ".lock")):
+            record = self._record()
+            record.setdefault("wall_seconds", {})[step] = round(seconds, 1)
+            invocations = record.setdefault("invocations", [])
+            mine = [i for i, entry in enumerate(invocations) if entry.get("id") == invocation["id"]]
+            if mine:
+                invocations[mine[0]] = invocation
+            else:
+                invocations.append(invocation)
+            atomic_write_text(self.record_path, json.dumps(record, indent=2) + "\n")
 
     def _record(self) -> dict[str, Any]:
         if self.record_path.is_file():

@@ -195,3 +195,32 @@ def test_a_training_run_is_trained_again_when_the_stage_before_it_trained_furthe
     # a run from before runs had stamps is taken as made from the current inputs
     (tmp_path / "runs" / "generator.source").unlink()
     assert not recipe.step_generator() and len(trainings) == 3
+
+
+def test_recipes_side_by_side_on_one_folder_keep_each_others_record(tmp_path):
+    """The autoencoder and its ablation trained by two recipe processes at once: each writes its
+    step into recipe.json without dropping the other's (the record is read afresh under a lock)."""
+    from dataclasses import dataclass
+
+    from mmldm.recipes.base import Recipe
+
+    @dataclass
+    class Scale:
+        steps: int = 1
+
+    class Pair(Recipe):
+        name, steps, config_dir = "pair", ("first", "second"), tmp_path
+
+        def step_first(self) -> bool:
+            # the other recipe runs and records its step while this one's step is under way
+            Pair(self.out, Scale(2)).run(["second"])
+            return True
+
+        def step_second(self) -> bool:
+            return True
+
+    Pair(tmp_path / "out", Scale(1)).run(["first"])
+    record = json.loads((tmp_path / "out" / "recipe.json").read_text())
+    assert set(record["wall_seconds"]) == {"first", "second"}
+    assert [entry["steps_done"] for entry in record["invocations"]] == [["second"], ["first"]]
+    assert [entry["scale"]["steps"] for entry in record["invocations"]] == [2, 1]
