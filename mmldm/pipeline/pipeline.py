@@ -30,6 +30,7 @@ import dataclasses
 import functools
 import math
 import shutil
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -335,6 +336,10 @@ class SoundingVideoPipeline:
             networks.append(self._light_network)
         if isinstance(self.vocoder, HiFiGAN):
             networks.append(self.vocoder)
+        # diffusers' upsampling asks its lru_cache'd is_torch_version, a pure function: Dynamo's warning
+        # that it traces through the cache would be printed at every compilation
+        warnings.filterwarnings("ignore", message="Dynamo detected a call to a `functools.lru_cache`-wrapped",
+                                category=UserWarning)
         for network in networks:
             network.compile()
         self.compiled = True
