@@ -660,22 +660,24 @@ class SoundingVideoPipeline:
             missing = max(self.clip_samples - len(wave), 0)
             padded = torch.nn.functional.pad(wave, (missing, 0) if at_end else (0, missing))
             first = min(starts[0], 0) * self.samples_per_frame  # the padded span's sample 0 in the span
-            windows = torch.stack([padded[s * self.samples_per_frame - first:][: self.clip_samples]
-                                   for s in starts])  # [K, N]
-            latents = torch.cat([self.encode_audio(chunk) for chunk in windows.split(WINDOW_BATCH)])
+            offsets = [s * self.samples_per_frame - first for s in starts]
+            latents = torch.cat([self.encode_audio(torch.stack([padded[o:o + self.clip_samples] for o in group]))
+                                 for group in _groups(offsets, WINDOW_BATCH)])  # windows [<= WINDOW_BATCH, N]
             return wave, None, latents, starts
         if spec.given == "video":
             frames = load_video(video, self.fps, self.frame_size, clip_frames, rate, spec.name, start, seconds,
                                 max_frames)
             starts = window_starts(len(frames), clip_frames, at_end)
             missing = max(clip_frames - len(frames), 0)
-            if at_end:
+            if not missing:  # the span itself: a copy of a long video's frames would double its memory
+                padded = frames
+            elif at_end:
                 padded = torch.cat([frames[:1].expand(missing, -1, -1, -1), frames])
             else:
                 padded = torch.cat([frames, frames[-1:].expand(missing, -1, -1, -1)])
-            first = min(starts[0], 0)
-            windows = torch.stack([padded[s - first:s - first + clip_frames] for s in starts])  # [K, T, 3, H, W]
-            latents = torch.cat([self.encode_video(chunk) for chunk in windows.split(WINDOW_BATCH)])
+            offsets = [s - min(starts[0], 0) for s in starts]
+            latents = torch.cat([self.encode_video(torch.stack([padded[o:o + clip_frames] for o in group]))
+                                 for group in _groups(offsets, WINDOW_BATCH)])  # windows [<= WINDOW_BATCH, T, ...]
             return None, frames, latents, starts
         return None, None, None, []
 
@@ -1003,6 +1005,11 @@ def _folder_text_encoder(directory: Path, generator: AVDiT, generation: Generati
     raise ConfigError(f"{directory}: the generator is conditioned on text ({dit.n_ctx} x {dit.context_dim} tokens) "
                       f"and the folder carries no {TEXT_ENCODER_SUBFOLDER}/: pass the text encoder's local folder"
                       f"{named} with --text-encoder DIR (from_pretrained(text_encoder=DIR))")
+
+
+def _groups(items: list[int], size: int) -> list[list[int]]:
+    """``items`` in consecutive groups of at most ``size``."""
+    return [items[i:i + size] for i in range(0, len(items), size)]
 
 
 def _check_cpp_compiler() -> None:
