@@ -268,9 +268,12 @@ def av_align(frames: np.ndarray, wave: np.ndarray, fps: float, sample_rate: int,
 def aggregate(measures: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Folder numbers of :func:`combine` results.
 
-    ``av_align_mean``: mean score over the clips with events. Offsets: the per-clip estimates'
-    median and share within one frame of 0, and the pooled estimate, the argmax of the clips'
-    mean correlation curve (far steadier than any one short clip's).
+    ``av_align_mean``: mean score over the clips with events; ``audio_onsets_mean`` and
+    ``video_peaks_mean``: the events per clip it matched (an IoU of onsets and peaks rises with
+    their density alone, so a set with sparser onsets scores lower at the same alignment).
+    Offsets: the per-clip estimates' median and share within one frame of 0, and the pooled
+    estimate, the argmax of the clips' mean correlation curve (far steadier than any one short
+    clip's).
     """
     if not measures:
         raise DataError("AV-Align: no clips to aggregate")
@@ -288,6 +291,8 @@ def aggregate(measures: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "clips_with_events": int(defined.sum()),
         "av_align_mean": float(scores[defined].mean()) if defined.any() else float("nan"),
         "av_align_std": float(scores[defined].std()) if defined.any() else float("nan"),
+        "audio_onsets_mean": float(np.mean([m["audio_onsets"] for m in measures])),
+        "video_peaks_mean": float(np.mean([m["video_peaks"] for m in measures])),
         "offset_frames_median": float(np.median(lags)),
         "offset_within_1_frame_pct": float(100.0 * np.mean(np.abs(lags) <= 1)),
         "pooled_offset_frames": pooled.lag,

@@ -456,7 +456,9 @@ class _Evaluation:
 def _av_summary(aggregate: dict[str, Any]) -> dict[str, Any]:
     keys = ("clips", "clips_with_events", "av_align_mean", "offset_frames_median", "offset_within_1_frame_pct",
             "pooled_offset_frames", "pooled_offset_correlation")
-    return {k: aggregate[k] for k in keys}
+    # the event densities behind the score (records made before they were measured lack them)
+    densities = ("audio_onsets_mean", "video_peaks_mean")
+    return {**{k: aggregate[k] for k in keys}, **{k: aggregate[k] for k in densities if k in aggregate}}
 
 
 def _targets(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -506,16 +508,18 @@ def results_table(results: dict[str, Any]) -> str:
              "than the 5th percentile of the held-out clips' nearest-training distances, and the median of that "
              "distance. FAD: " + results["fad"] + ".", "",
              "## Generation (paper Table 1) and baselines", "",
-             "| set | N | FVD | KVD | FAD | AV-Align | pooled offset (corr.) | nearer than 5th pct of held-out | "
-             "median NN distance |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| set | N | FVD | KVD | FAD | AV-Align | onsets / peaks per clip | pooled offset (corr.) | "
+             "nearer than 5th pct of held-out | median NN distance |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
 
     def row(label: str, s: dict[str, Any], fad: str = "-") -> str:
         av, memo = s.get("av_align"), s.get("memorisation")
         offset = (f"{av['pooled_offset_frames']:+d} ({_num(av['pooled_offset_correlation'], '.3f')})"
                   if av else "-")
+        events = (f"{_num(av['audio_onsets_mean'], '.1f')} / {_num(av['video_peaks_mean'], '.1f')}"
+                  if av and "audio_onsets_mean" in av else "-")
         return (f"| {label} | {s.get('clips', '-')} | {_num(s.get('fvd'), '.1f')} | {_num(s.get('kvd'), '.2f')} | "
-                f"{fad} | {_num(av['av_align_mean'], '.3f') if av else '-'} | {offset} | "
+                f"{fad} | {_num(av['av_align_mean'], '.3f') if av else '-'} | {events} | {offset} | "
                 f"{_num(memo['flagged_pct'], '.1f') + ' %' if memo else '-'} | "
                 f"{_num(memo['median_distance'], '.2f') if memo else '-'} |")
 

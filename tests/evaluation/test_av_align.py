@@ -88,6 +88,9 @@ def test_still_silent_clip_has_no_score_and_is_left_out_of_the_mean():
     clip = avs.combine(avs.video_events(jumping_square(), FPS), avs.audio_events(clicks(), SR, FPS, NUM_FRAMES))
     folder = avs.aggregate([clip, silent])
     assert folder["clips"] == 2 and folder["clips_with_events"] == 1 and folder["av_align_mean"] == 1.0
+    # the events per clip, over every clip (the silent one has none)
+    assert folder["audio_onsets_mean"] == clip["audio_onsets"] / 2 > 0
+    assert folder["video_peaks_mean"] == clip["video_peaks"] / 2 > 0
 
 
 def test_pooled_offset_follows_a_shift_of_every_clip():
