@@ -33,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     cache.add_argument("--shard-size", type=int, default=64, help="clips per shard file")
     cache.add_argument("--batch-size", type=int, default=8)
     cache.add_argument("--num-workers", type=int, default=2, help="DataLoader workers decoding video")
+    cache.add_argument("--no-progress", action="store_true", help="no progress bar")
     cache.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32",
                        help="storage dtype of the latents")
     cache.add_argument("--rank", type=int, default=None, help="this process (default: $RANK or 0)")
@@ -78,7 +79,7 @@ def _cache(args: argparse.Namespace) -> int:
     stats = write_latent_cache(
         dataset, encode, args.out, config, shard_size=args.shard_size, batch_size=args.batch_size,
         num_workers=args.num_workers, rank=args.rank, world_size=args.world_size,
-        store_dtype=getattr(torch, args.dtype), progress=True,
+        store_dtype=getattr(torch, args.dtype), progress=not args.no_progress,
     )
     state = "index written" if stats.index_written else "index not written yet (other ranks still running)"
     print(f"cached {stats.items_encoded} clips ({stats.shards_written} shards written, {stats.shards_skipped} "

@@ -107,6 +107,10 @@ class Recipe:
             return json.loads(self.record_path.read_text())
         return {"recipe": self.name}
 
+    def _quiet(self) -> list[str]:
+        """The option that turns a command's progress bar off when the recipe runs without them."""
+        return [] if self.progress else ["--no-progress"]
+
     def _cli(self, *argv: str) -> None:
         from ..cli.main import main
 

@@ -111,9 +111,7 @@ class RealVideoRecipe(Recipe):
                 "--workers", "2"]
         if self.scale.max_seconds is not None:
             argv += ["--max-seconds", f"{self.scale.max_seconds:g}"]
-        if not self.progress:
-            argv.append("--no-progress")
-        self._cli(*argv)
+        self._cli(*argv, *self._quiet())
         return True
 
     # ------------------------------------------------------------------ training
@@ -134,7 +132,7 @@ class RealVideoRecipe(Recipe):
         if self._up_to_date(self.vae_latents, self._checkpoint("vae")):
             return False
         self._cli("cache", "--config", str(self.config_dir / "vae.yaml"), "--set", f"data.root={self.data}",
-                  "--vae", str(vae), "--out", str(self.vae_latents), "--split", "all", "--num-workers", "0")
+                  "--vae", str(vae), "--out", str(self.vae_latents), "--split", "all", "--num-workers", "0", *self._quiet())
         self._stamp(self.vae_latents, self._checkpoint("vae"))
         return True
 
@@ -168,7 +166,7 @@ class RealVideoRecipe(Recipe):
             return False
         self._cli("cache", "--config", str(self.config_dir / "vae.yaml"), "--set", f"data.root={self.data}",
                   "--vae", str(vae), "--autoencoder", str(autoencoder), "--out", str(self.latents),
-                  "--split", "all", "--num-workers", "0")
+                  "--split", "all", "--num-workers", "0", *self._quiet())
         self._stamp(self.latents, self._checkpoint("autoencoder"), self.data)
         return True
 

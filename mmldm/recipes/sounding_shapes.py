@@ -133,7 +133,7 @@ class SoundingShapesRecipe(Recipe):
         if self._up_to_date(self.vae_latents, self._checkpoint("vae")):
             return False
         self._cli("cache", "--config", str(self.config_dir / "vae.yaml"), "--set", f"data.root={self.train_data}",
-                  "--vae", str(vae), "--out", str(self.vae_latents), "--split", "all", "--num-workers", "0")
+                  "--vae", str(vae), "--out", str(self.vae_latents), "--split", "all", "--num-workers", "0", *self._quiet())
         self._stamp(self.vae_latents, self._checkpoint("vae"))
         return True
 
@@ -161,7 +161,7 @@ class SoundingShapesRecipe(Recipe):
             return False
         self._cli("cache", "--config", str(self.config_dir / "vae.yaml"), "--set", f"data.root={self.generator_data}",
                   "--vae", str(vae), "--autoencoder", str(autoencoder), "--out", str(self.latents),
-                  "--split", "all", "--num-workers", "0")
+                  "--split", "all", "--num-workers", "0", *self._quiet())
         self._stamp(self.latents, self._checkpoint("autoencoder"), self.generator_data)
         return True
 
