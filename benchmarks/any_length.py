@@ -78,11 +78,13 @@ def position_errors(frames: Any, audio: Any, fps: float, sample_rate: int,
 
 
 def run(model: Path | None = None, inputs: int = 16, seconds: tuple[float, ...] = (6.4, 5.6),
-        tasks: tuple[str, ...] = TASKS[:2], data_seed: int = 777, threads: int | None = None) -> dict[str, Any]:
+        tasks: tuple[str, ...] = TASKS[:2], data_seed: int = 777, threads: int | None = None,
+        candidates: int | None = None) -> dict[str, Any]:
     from mmldm.evaluation.long_video import seam_jumps
     from mmldm.pipeline import SoundingVideoPipeline
 
     check_positive_int(inputs, "--inputs")
+    overrides = {} if candidates is None else {"candidates": check_positive_int(candidates, "--candidates")}
     for task in tasks:
         if task not in TASKS:
             raise ConfigError(f"--tasks: {task!r} is not one of {', '.join(TASKS)}")
@@ -100,7 +102,7 @@ def run(model: Path | None = None, inputs: int = 16, seconds: tuple[float, ...] 
                 for index, clip in enumerate(clips):
                     given = ({"audio": torch.from_numpy(clip.audio.astype(np.float32))} if task.startswith("a")
                              else {"video": torch.from_numpy(clip.frames)})
-                    out = pipe.generate(task, n=1, seed=index, progress=False, **given)
+                    out = pipe.generate(task, n=1, seed=index, progress=False, **given, **overrides)
                     frames, wave = out.frames[0], out.waveforms[0]
                     exact &= len(frames) == total and len(wave) == total * len(clip.audio) // given_frames
                     if "audio" in given:
@@ -127,7 +129,7 @@ def run(model: Path | None = None, inputs: int = 16, seconds: tuple[float, ...] 
                       f"{', '.join(f'{np.median(c):.2f}' for c in table.T)}; {int(np.sum(table <= 1.0))} of "
                       f"{table.size} clips within 1 ({wall[f'{task} {length:g} s']:.0f} s)", flush=True)
     settings = {"model": str(model) if model else "built-in", "inputs": inputs, "seconds": list(seconds),
-                "tasks": list(tasks), "data_seed": data_seed, "sampling": "the model's defaults",
+                "tasks": list(tasks), "data_seed": data_seed, "sampling": "the model's defaults" + (f", {candidates} candidates" if overrides else ""),
                 "threads": threads or torch.get_num_threads(), "wall_seconds": {k: round(v) for k, v in wall.items()}}
     return record("any_length", torch.device("cpu"), settings, {"positions": rows})
 
@@ -152,9 +154,12 @@ def main() -> None:
                         help=f"some of {', '.join(TASKS)} (default: a2v v2a)")
     parser.add_argument("--data-seed", type=int, default=777, help="Sounding Shapes dataset seed of the inputs")
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    parser.add_argument("--candidates", type=int, default=None,
+                        help="latent candidates per output (default: the model's)")
     parser.add_argument("--out", type=Path, default=None, help="write the record as JSON here")
     args = parser.parse_args()
-    result = run(args.model, args.inputs, tuple(args.seconds), tuple(args.tasks), args.data_seed, args.threads)
+    result = run(args.model, args.inputs, tuple(args.seconds), tuple(args.tasks), args.data_seed, args.threads,
+                 args.candidates)
     finish(result, markdown(result), args.out)
 
 
