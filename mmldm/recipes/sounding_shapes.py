@@ -11,10 +11,13 @@ Steps (:mod:`mmldm.recipes.base`: each skipped when its output is there)::
     DIR/parts/vae      exported, scaling factor calibrated on training clips
     DIR/vae-latents    KL-VAE latents of every training window                   mmldm cache
     DIR/runs/autoencoder, DIR/parts/autoencoder   (configs/recipe/autoencoder.yaml)  mmldm train autoencoder
+    DIR/runs/decoder-distill, DIR/runs/frame-decoder-distill   the fast decoders: a 4-step signal
+                       decoder and a light frame decoder (mmldm.recipes.fast_decoders)
     DIR/latents        perceptual latents of every window of DIR/data/generator  mmldm cache --autoencoder
     DIR/runs/generator AVDiT with frame tokens, rectified flow (configs/recipe/generator.yaml)
                                                                                  mmldm train generator
-    DIR/model          the model folder (SoundingVideoPipeline.save_pretrained)  what `mmldm generate --model` reads
+    DIR/model          the model folder (SoundingVideoPipeline.save_pretrained) with both fast decoders as
+                       its defaults                                              what `mmldm generate --model` reads
     DIR/eval           svg / a2v / v2a / long samples and DIR/eval/results.json  mmldm evaluate --metrics shapes
     DIR/recipe.json    scale, per-step wall times
 
@@ -32,6 +35,7 @@ from typing import Any
 
 from ..config import atomic_write_text
 from .base import CONFIGS, Recipe
+from .fast_decoders import FAST_DECODER_STAGES, FastDecoderSteps
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,12 @@ class RecipeScale:
     #: modalities); with the generator steps they set the generation time on a CPU
     decoder_steps: int = 10
     decoder_guidance: float = 1.0
+    #: training steps of the few-step signal decoder and of the light frame decoder, and whether the
+    #: model folder uses each by default (docs/speed.md measured both against the full decoders)
+    student_steps: int = 2000
+    frame_decoder_steps: int = 2000
+    student_default: bool = True
+    frame_decoder_default: bool = True
     #: batch sizes (None: the config's)
     batch_size: int | None = None
 
@@ -76,21 +86,23 @@ SCALES: dict[str, RecipeScale] = {
                            autoencoder_steps=2000, generator_steps=42000, eval_clips=64, long_clips=16),
     "smoke": RecipeScale(train_files=12, test_files=4, generator_files=16, vae_steps=3, autoencoder_steps=3,
                          generator_steps=4, eval_clips=2, long_clips=1, long_seconds=3.2, calibration_clips=4,
-                         generator_sampling_steps=2, candidates=2, batch_size=4),
+                         generator_sampling_steps=2, candidates=2, student_steps=3, frame_decoder_steps=3,
+                         batch_size=4),
 }
 
 
-class SoundingShapesRecipe(Recipe):
+class SoundingShapesRecipe(FastDecoderSteps, Recipe):
     """The steps of ``mmldm recipe sounding-shapes`` (see the module docstring)."""
 
     name = "sounding-shapes"
-    steps = ("data", "vae", "vae_latents", "autoencoder", "latents", "generator", "export", "evaluate")
+    steps = ("data", "vae", "vae_latents", "autoencoder", "decoder_student", "frame_decoder", "latents", "generator",
+             "export", "evaluate")
     config_dir = CONFIGS
-    trained = {"vae": "vae", "autoencoder": "autoencoder", "generator": "generator"}
+    trained = {"vae": "vae", "autoencoder": "autoencoder", "generator": "generator", **FAST_DECODER_STAGES}
 
     def __init__(self, out: Path, scale: RecipeScale, progress: bool = True):
         super().__init__(out, scale, progress)
-        self.train_data = self.out / "data" / "train"
+        self.train_data = self.training_clips = self.out / "data" / "train"
         self.test_data = self.out / "data" / "test"
         self.generator_data = self.out / "data" / "generator"
         self.parts = self.out / "parts"
@@ -184,7 +196,8 @@ class SoundingShapesRecipe(Recipe):
         from ..generator.generation import SamplingSettings
 
         checkpoint = self._checkpoint("generator")
-        if self._up_to_date(self.model, checkpoint):
+        fast_decoders = self._fast_decoder_checkpoints()
+        if self._up_to_date(self.model, checkpoint, *fast_decoders):
             return False
         scale = self.scale
         sampling = SamplingSettings(steps=scale.generator_sampling_steps, audio_guidance=scale.guidance,
@@ -194,7 +207,8 @@ class SoundingShapesRecipe(Recipe):
                      vae_preset="tiny", sampling=sampling,
                      decoder_sampling={"steps": scale.decoder_steps, "video_guidance": scale.decoder_guidance,
                                        "audio_guidance": scale.decoder_guidance})
-        self._stamp(self.model, checkpoint)
+        self._add_fast_decoders(self.model)
+        self._stamp(self.model, checkpoint, *fast_decoders)
         return True
 
     # ------------------------------------------------------------------ evaluation

@@ -103,6 +103,11 @@ def test_smoke_scale_end_to_end_writes_every_row(tmp_path: Path, capsys: pytest.
     out = tmp_path / "bbb"
     assert main(["recipe", "bbb", "--out", str(out), "--scale", "smoke", "--threads", "1", "--quiet"]) == 0
     smoke = SCALES["smoke"]
+    # the fast decoders ride along in the model folder, not as its defaults (the evaluation uses the full ones)
+    index = json.loads((out / "model" / "model_index.json").read_text())["components"]
+    assert index["decoder_student"] == "decoder_student" and index["frame_decoder"] == "frame_decoder"
+    sampling = json.loads((out / "model" / "generator" / "generation.json").read_text())["sampling"]
+    assert sampling["decoder_steps"] is None and sampling["frame_decoder"] == "full"
     results = json.loads((out / "eval" / "results.json").read_text())
     sets = results["sets"]
     positions = [f"long-position-{k}" for k in range(2)]  # 3.2 s of 1.6 s clips

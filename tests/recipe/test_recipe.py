@@ -62,8 +62,8 @@ def test_smoke_scale_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[st
     out = tmp_path / "recipe"
     assert main(["recipe", "sounding-shapes", "--out", str(out), "--scale", "smoke", "--threads", "1", "--quiet"]) == 0
     record = json.loads((out / "recipe.json").read_text())
-    assert set(record["wall_seconds"]) == {"data", "vae", "vae_latents", "autoencoder", "latents", "generator",
-                                           "export", "evaluate"}
+    assert set(record["wall_seconds"]) == {"data", "vae", "vae_latents", "autoencoder", "decoder_student",
+                                           "frame_decoder", "latents", "generator", "export", "evaluate"}
     assert [run["steps_done"] for run in record["invocations"]] == [list(record["wall_seconds"])]
     assert record["invocations"][0]["scale"]["generator_steps"] == SCALES["smoke"].generator_steps
     # the generator trains on the latents of its own, larger clip set, the first clips being the training ones
@@ -74,7 +74,9 @@ def test_smoke_scale_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert json.loads((out / "latents" / "index.json").read_text())["num_items"] == 2 * smoke.generator_files
     generator_config = (out / "runs" / "generator" / "config.yaml").read_text()
     assert "video_tokenization: frames" in generator_config and f"cache: {out / 'latents'}" in generator_config
-    assert (out / "model.source").read_text().strip().startswith(str((out / "runs" / "generator").resolve()))
+    model_sources = (out / "model.source").read_text()  # the model folder is made again when any of these change
+    for run in ("generator", "decoder-distill", "frame-decoder-distill"):
+        assert str((out / "runs" / run).resolve()) in model_sources, run
     results = json.loads((out / "eval" / "results.json").read_text())
     for task in ("svg", "a2v", "v2a"):
         assert results[task]["generated"]["clips"] == SCALES["smoke"].eval_clips
@@ -89,6 +91,12 @@ def test_smoke_scale_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert generation["sync_guidance"] == SCALES["smoke"].sync_guidance
     assert generation["candidates"] == SCALES["smoke"].candidates
     assert generation["critics"] == list(SCALES["smoke"].critics)
+    # the built-in model's fast decoders: distilled from this run's parts, the folder's defaults
+    index = json.loads((out / "model" / "model_index.json").read_text())["components"]
+    assert index["decoder_student"] == "decoder_student" and index["frame_decoder"] == "frame_decoder"
+    assert generation["decoder_steps"] == 4 and generation["frame_decoder"] == "light"
+    student_config = (out / "runs" / "decoder-distill" / "config.yaml").read_text()
+    assert f"teacher: {out / 'parts' / 'autoencoder'}" in student_config
 
     samples = tmp_path / "samples"
     assert main(["generate", "--model", str(out / "model"), "--n", "2", "--steps", "2", "--out", str(samples),
@@ -97,9 +105,10 @@ def test_smoke_scale_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
     capsys.readouterr()
     assert main(["recipe", "sounding-shapes", "--out", str(out), "--scale", "smoke", "--quiet",
-                 "--only", "data", "vae", "vae_latents", "autoencoder", "latents", "generator", "export"]) == 0
+                 "--only", "data", "vae", "vae_latents", "autoencoder", "decoder_student", "frame_decoder", "latents",
+                 "generator", "export"]) == 0
     log = capsys.readouterr().out
-    assert log.count("already there, skipped") == 7
+    assert log.count("already there, skipped") == 9
     assert json.loads((out / "recipe.json").read_text())["wall_seconds"] == record["wall_seconds"]
 
 
@@ -224,3 +233,65 @@ def test_recipes_side_by_side_on_one_folder_keep_each_others_record(tmp_path):
     assert set(record["wall_seconds"]) == {"first", "second"}
     assert [entry["steps_done"] for entry in record["invocations"]] == [["second"], ["first"]]
     assert [entry["scale"]["steps"] for entry in record["invocations"]] == [2, 1]
+
+
+@pytest.mark.parametrize("module", ["sounding_shapes", "real_video"])
+def test_fast_decoder_configs_read_the_data_their_autoencoder_reads(module: str) -> None:
+    """Each recipe's distillation configs load strictly and describe the clips of its own autoencoder
+    (the student and the light frame decoder learn from that autoencoder's KL-VAE latent cache)."""
+    import importlib
+
+    from mmldm.autoencoder.distill import DecoderDistillConfig
+    from mmldm.vae.light_decoder_distill import FrameDecoderDistillConfig
+
+    recipe = importlib.import_module(f"mmldm.recipes.{module}").RECIPE
+    autoencoder = load_config(AutoencoderStageConfig, recipe.config_dir / "autoencoder.yaml").data
+    for cls, name in ((DecoderDistillConfig, "decoder-distill"), (FrameDecoderDistillConfig, "frame-decoder-distill")):
+        data = load_config(cls, recipe.config_dir / f"{name}.yaml").data
+        fields = ("fps", "num_frames", "sample_rate", "size", "geometry")
+        assert [getattr(data, f) for f in fields] == [getattr(autoencoder, f) for f in fields], (module, name)
+
+
+@pytest.mark.parametrize("module", ["sounding_shapes", "real_video"])
+def test_fast_decoders_distil_from_the_recipes_own_parts_and_again_when_they_change(tmp_path, monkeypatch,
+                                                                                    module: str) -> None:
+    import dataclasses
+    import importlib
+
+    from mmldm.errors import ConfigError
+    from mmldm.training.checkpoint import MANIFEST
+
+    recipes = importlib.import_module(f"mmldm.recipes.{module}")
+    recipe = recipes.RECIPE(tmp_path, dataclasses.replace(recipes.SCALES["smoke"]), progress=False)
+    with pytest.raises(ConfigError, match="run step decoder_student"):
+        recipe._fast_decoder_checkpoints()
+    trainings: list[tuple[str, ...]] = []
+
+    def checkpoint(run: str, step: int) -> Path:
+        folder = tmp_path / "runs" / run / "checkpoints" / f"step_{step:06d}"
+        folder.mkdir(parents=True)
+        (folder / MANIFEST).write_text(json.dumps({"files": {}}))
+        return folder
+
+    def train(*argv: str) -> None:  # stands in for `mmldm train STAGE`: writes its last checkpoint
+        trainings.append(argv)
+        checkpoint(Path(argv[argv.index("--out") + 1]).name, int(argv[argv.index("--max-steps") + 1]))
+
+    monkeypatch.setattr(recipe, "_cli", train)
+    for folder in (recipe.parts / "vae", recipe.parts / "autoencoder", recipe.vae_latents, recipe.training_clips):
+        folder.mkdir(parents=True, exist_ok=True)
+    checkpoint("vae", 3)
+    checkpoint("autoencoder", 3)
+
+    assert recipe.step_decoder_student() and recipe.step_frame_decoder()
+    (student, frame_decoder) = trainings
+    assert student[:4] == ("train", "decoder-distill", "--config", str(recipe.config_dir / "decoder-distill.yaml"))
+    assert f"teacher={recipe.parts / 'autoencoder'}" in student and f"data.latent_cache={recipe.vae_latents}" in student
+    assert student[student.index("--max-steps") + 1] == str(recipe.scale.student_steps)
+    assert frame_decoder[:2] == ("train", "frame-decoder-distill")
+    assert f"vae={recipe.parts / 'vae'}" in frame_decoder and f"data.root={recipe.training_clips}" in frame_decoder
+    assert not recipe.step_decoder_student() and not recipe.step_frame_decoder()  # trained that far: kept
+    assert [c.parent.parent.name for c in recipe._fast_decoder_checkpoints()] == ["decoder-distill",
+                                                                                  "frame-decoder-distill"]
+    checkpoint("autoencoder", 9)  # a new teacher: the student learns again, the frame decoder (of the VAE) stays
+    assert recipe.step_decoder_student() and not recipe.step_frame_decoder() and len(trainings) == 3
