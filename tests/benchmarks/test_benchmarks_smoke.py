@@ -267,7 +267,19 @@ def test_critic_ranking_of_long_ranks_the_second_clip(monkeypatch):
     assert long["sync_errors"] != svg["sync_errors"]
     assert "second clip" in critic_ranking.markdown(long)
     with pytest.raises(ConfigError, match="--task"):
-        critic_ranking.run(task="a2v", **common)
+        critic_ranking.run(task="v2a", **common)
+
+
+def test_critic_ranking_of_a2v_ranks_every_clip_of_each_input(monkeypatch):
+    """--task a2v: one pool per clip of each held-out input, each candidate measured against the given audio."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    critic_ranking = importlib.import_module("critic_ranking")
+    result = critic_ranking.run(task="a2v", samples=1, seconds=3.2, candidates=2, seed=0, decoder_steps=1, threads=1)
+    errors = np.asarray(result["sync_errors"])
+    assert errors.shape == (2, 2) and result["settings"]["pools"] == 2 and (errors >= 0).all()
+    rows = {row["kept_by"]: row for row in result["tables"]["critics"]}
+    assert rows["oracle (the law's best)"]["picks"] == errors.argmin(1).tolist()
+    assert "a2v candidates of every clip" in critic_ranking.markdown(result)
 
 
 def test_sync_quality_benchmark_measures_each_variant(tmp_path):
