@@ -624,6 +624,7 @@ def evaluate_folders(
     training: str | Path | None = None,
     training_stride: int | None = None,
     training_windows: int | None = None,
+    reference_draws: int = 1,
 ) -> dict[str, Any]:
     """Score ``generated`` against ``reference``; returns the JSON-able result record.
 
@@ -635,6 +636,11 @@ def evaluate_folders(
     to their nearest training window in I3D feature space (:mod:`mmldm.evaluation.memorisation`).
     The training windows start at multiples of ``training_stride`` frames (default
     ``num_frames``) of each clip; ``training_windows`` caps their number (default: all).
+    ``reference_draws`` K > 1: the feature metrics (FVD, KVD, FAD) are computed against K independent
+    draws of ``num_samples`` reference windows each and their mean is the value (each draw's value and
+    the spread are recorded); the first draw is the one a single-draw run makes, the others draw from
+    ``numpy default_rng([seed, 2, k])``. At N = 64 the reference draw alone moves FVD by about +-100 on
+    real footage (docs/evaluation.md), so comparing two sets on one draw can rank them either way.
 
     Order: the reference folder is checked first (headers only: streams, window counts), then the
     feature nets are built, then generated clips and reference windows are read, one clip (or one
@@ -655,6 +661,7 @@ def evaluate_folders(
                                                                                      "training stride")
     if training_windows is not None:
         check_positive_int(training_windows, "training windows")
+    check_positive_int(reference_draws, "reference draws")
     gen_files_all = list_videos(generated, "generated")
     ref_files = list_videos(reference, "reference")
     if _is_shapes(reference, shapes) and "shapes" not in metrics:
@@ -733,6 +740,21 @@ def evaluate_folders(
             f"numbers are not comparable to {protocol.num_samples}-sample ones")
     if feature_metrics:
         result["metrics"] = _feature_metrics(gen.features, ref.features, protocol, feature_metrics, result)
+        if reference_draws > 1:
+            draws = [result["metrics"]]
+            for k in range(1, reference_draws):
+                draw_plan = _plan_reference(ref_files, protocol, protocol.num_samples,
+                                            np.random.default_rng([seed, 2, k]), need_audio, log)
+                draw = _Side(feature_metrics, nets, protocol, sample_rate, batch_size, device)
+                _collect_reference(draw_plan, protocol, draw, need_audio, short_audio, log)
+                draw.flush()
+                if draw.clips < 2:
+                    raise DataError(f"reference folder, draw {k}: {draw.clips} usable window(s); at least 2 are needed")
+                draws.append(_feature_metrics(gen.features, draw.features, protocol, feature_metrics, result))
+            result["metrics"] = _mean_over_draws(draws)
+            result["reference"]["draws"] = {
+                "count": reference_draws,
+                "selection": "draw 0 as a single-draw run; draw k >= 1 from numpy default_rng([seed, 2, k])"}
     if "shapes" in metrics:
         result["shapes"] = _shapes_result(gen, ref, sample_rate, result)
     if "av-align" in metrics:
@@ -831,6 +853,20 @@ def _feature_metrics(gen: _Collector, ref: _Collector, protocol: EvalProtocol, m
     return out
 
 
+def _mean_over_draws(draws: list[dict[str, Any]]) -> dict[str, Any]:
+    """One metric record per metric from the records of several reference draws: the first draw's
+    record with ``value`` (and FAD's ``unscaled``) the mean over the draws, and ``draws`` (each draw's
+    value), ``draws_std`` (their standard deviation, ddof 1) and ``first_draw`` beside it."""
+    out: dict[str, Any] = {}
+    for name, first in draws[0].items():
+        values = [float(d[name]["value"]) for d in draws]
+        out[name] = {**first, "value": float(np.mean(values)), "first_draw": values[0], "draws": values,
+                     "draws_std": float(np.std(values, ddof=1))}
+        if "unscaled" in first:
+            out[name]["unscaled"] = float(np.mean([d[name]["unscaled"] for d in draws]))
+    return out
+
+
 def _fad_note(protocol: EvalProtocol) -> str:
     if protocol.audio_net == "vggish":
         return ("published MM-Diffusion / MM-LDM FADs use the AudioCLIP audio head; a VGGish FAD is a "
@@ -839,6 +875,13 @@ def _fad_note(protocol: EvalProtocol) -> str:
         return ("AudioCLIP fed int16-range audio as it expects; the released evaluator fed [-1, 1] audio, so "
                 "published FADs correspond to --audioclip-input unit")
     return "AudioCLIP fed [-1, 1] audio as the released evaluator did (about -90 dB to the net)"
+
+
+def _spread(metric: dict[str, Any]) -> str:
+    """`` (mean of K reference draws, std S)`` for a metric scored against several draws, else nothing."""
+    if "draws" not in metric:
+        return ""
+    return f" (mean of {len(metric['draws'])} reference draws, std {metric['draws_std']:.4g})"
 
 
 def format_result(result: dict[str, Any]) -> str:
@@ -860,7 +903,7 @@ def format_result(result: dict[str, Any]) -> str:
         nets = result["feature_nets"]
         if "fvd" in metrics:
             eps = nets["video"].get("batchnorm_eps")
-            lines.append(f"| FVD | {metrics['fvd']['value']:.3f} | {nets['video']['net']}, "
+            lines.append(f"| FVD | {metrics['fvd']['value']:.3f}{_spread(metrics['fvd'])} | {nets['video']['net']}, "
                          + (f"BatchNorm eps {eps:g}, " if eps is not None else "")
                          + f"{metrics['fvd']['covariance']} covariance, "
                          f"letterbox {p['downsample_to']} -> {p['i3d_resolution']} |")
@@ -868,10 +911,10 @@ def format_result(result: dict[str, Any]) -> str:
             k = metrics["kvd"]
             sub = ("no subsets" if k["subsets"] == 0
                    else f"{k['subsets']} subsets of {k['subset_size']}, std {k['std']:.4g}")
-            lines.append(f"| KVD | {k['value']:.4f} | unbiased MMD^2, (x.y/d+1)^3, {sub} |")
+            lines.append(f"| KVD | {k['value']:.4f}{_spread(k)} | unbiased MMD^2, (x.y/d+1)^3, {sub} |")
         if "fad" in metrics:
             a = nets["audio"]
-            lines.append(f"| FAD | {metrics['fad']['value']:.4f} | {a['net']}, {a['sample_rate']} Hz, "
+            lines.append(f"| FAD | {metrics['fad']['value']:.4f}{_spread(metrics['fad'])} | {a['net']}, {a['sample_rate']} Hz, "
                          f"x{metrics['fad']['scale']:g} (unscaled {metrics['fad']['unscaled']:.6g}) |")
     shapes = result.get("shapes")
     if shapes:

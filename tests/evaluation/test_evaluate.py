@@ -99,6 +99,42 @@ def test_windows_are_seeded(folders, cheap_nets):
     assert all(0 <= s <= 14 for s in starts)
 
 
+def test_reference_draws_average_independent_draws_the_first_being_the_single_draw_run(folders, cheap_nets):
+    """reference_draws K: each draw's FVD / KVD is that of a single-draw run on its windows; the value
+    is their mean; draw 0 is what a single-draw run with the same seed scores."""
+    protocol = get_protocol("standard").with_overrides(num_samples=4)
+    audio_free = FeatureNets(i3d=cheap_nets.i3d, audio=None, record=cheap_nets.record)
+    quiet = dict(metrics=("fvd", "kvd"), nets=audio_free, log=lambda _: None)
+    single = evaluate_folders(folders / "shapes_gen", folders / "long_ref", protocol, seed=5, **quiet)
+    drawn = evaluate_folders(folders / "shapes_gen", folders / "long_ref", protocol, seed=5, reference_draws=3,
+                             **quiet)
+    fvd = drawn["metrics"]["fvd"]
+    assert len(fvd["draws"]) == 3 and len(set(fvd["draws"])) == 3  # independent draws give other numbers
+    assert fvd["first_draw"] == fvd["draws"][0] == pytest.approx(single["metrics"]["fvd"]["value"])
+    assert fvd["value"] == pytest.approx(np.mean(fvd["draws"]))
+    assert fvd["draws_std"] == pytest.approx(np.std(fvd["draws"], ddof=1))
+    assert drawn["metrics"]["kvd"]["first_draw"] == pytest.approx(single["metrics"]["kvd"]["value"])
+    assert drawn["reference"]["windows"] == single["reference"]["windows"]  # draw 0's windows are recorded
+    assert drawn["reference"]["draws"]["count"] == 3
+    # draw k's number is a single run's on draw k's windows: recompute draw 1 from its own rng
+    import mmldm.evaluation.evaluate as ev
+
+    files = ev.list_videos(folders / "long_ref", "reference")
+    plan = ev._plan_reference(files, protocol, 4, np.random.default_rng([5, 2, 1]), False, lambda _: None)
+    gen = ev._Side(("fvd",), audio_free, protocol, 16000, 8, "cpu")
+    ev._collect_generated(ev.list_videos(folders / "shapes_gen", "generated"), protocol, gen, False,
+                          ev._ShortAudio(lambda _: None), lambda _: None)
+    ref = ev._Side(("fvd",), audio_free, protocol, 16000, 8, "cpu")
+    ev._collect_reference(plan, protocol, ref, False, ev._ShortAudio(lambda _: None), lambda _: None)
+    gen.flush()
+    ref.flush()
+    expected = frechet_distance(gen.features.result()[0], ref.features.result()[0]).value
+    assert fvd["draws"][1] == pytest.approx(expected, rel=1e-5)
+    assert "mean of 3 reference draws" in ev.format_result(drawn)
+    with pytest.raises(Exception, match="reference draws"):
+        evaluate_folders(folders / "shapes_gen", folders / "long_ref", protocol, reference_draws=0, **quiet)
+
+
 def test_bad_files_are_skipped_listed_and_warned(folders, cheap_nets, tmp_path):
     gen = tmp_path / "gen"
     gen.mkdir()
@@ -187,3 +223,10 @@ def test_cli_random_features_say_so_in_capitals(folders, tmp_path, capsys):
     assert result["warning"] == RANDOM_FEATURES_BANNER and result["random_features"] is True
     assert result["feature_nets"]["video"]["net"] == "I3D (random weights)"
     assert set(result["metrics"]) == {"fvd", "kvd", "fad"} and "shapes" in result
+
+
+def test_cli_reference_draws_below_one_is_one_line(folders, capsys):
+    code = main(["evaluate", "--generated", str(folders / "shapes_gen"), "--reference", str(folders / "shapes_ref"),
+                 "--metrics", "shapes", "--reference-draws", "0"])
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and len(err.splitlines()) == 1 and "reference draws" in err

@@ -119,6 +119,10 @@ def test_smoke_scale_end_to_end_writes_every_row(tmp_path: Path, capsys: pytest.
             assert numbers["fvd"] > 0 and "kvd" in numbers, name
             expected = smoke.long_clips if name in positions else smoke.eval_clips
             assert numbers["clips"] == numbers["reference_windows"] == expected, name
+    # FVD / KVD: the mean over independent draws of training windows, each draw's value kept
+    assert len(sets["svg"]["fvd_draws"]) == smoke.eval_reference_draws
+    assert sets["svg"]["fvd"] == pytest.approx(sum(sets["svg"]["fvd_draws"]) / smoke.eval_reference_draws)
+    assert results["references"]["reference_draws"] == smoke.eval_reference_draws
     for name in (*GENERATED, "baseline-real", "baseline-audio-late-2"):
         assert 0.0 <= sets[name]["av_align"]["av_align_mean"] <= 1.0, name
     for name in (*GENERATED, "baseline-real", "baseline-training-copies"):
