@@ -15,8 +15,8 @@ gives them, each clip continuing the one kept before it) exactly as generation d
 decodes ALL of them, and measures each one's sync error with the Sounding Shapes law (a
 model trained on Sounding Shapes, like the built-in one; for a2v against the given audio).
 For each critic alone, for their sum of ranks (what generation keeps:
-``mmldm.pipeline.reranking.rank_sum``), for the first candidate (no reranking) and for the best candidate by the law (the oracle: what a
-perfect critic would keep) it reports the Spearman correlation of the
+``mmldm.pipeline.reranking.rank_sum``), for the first candidate (no reranking) and for
+the best candidate by the law (the oracle: what a perfect critic would keep) it reports the Spearman correlation of the
 score with the measured error (mean over samples) and the kept candidates' median
 error, share within 1 semitone and worst. The law is used to measure, never to choose.
 A quality measure, not a speed one: each candidate costs one signal-decoder run.

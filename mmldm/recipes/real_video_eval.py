@@ -522,8 +522,8 @@ def results_table(results: dict[str, Any]) -> str:
              f"training clips, the mean over {results['references'].get('reference_draws', 1)} independent draws of "
              "them (± their standard deviation); AV-Align, offset and memorisation against the held-out clips "
              "(the last 20 % of the film, never trained on); memorisation: share of a set's clips nearer (I3D L2) "
-             "to a training window than the 5th percentile of the held-out clips' nearest-training distances, and the median of that "
-             "distance. FAD: " + results["fad"] + ".", "",
+             "to a training window than the 5th percentile of the held-out clips' nearest-training distances, and "
+             "the median of that distance. FAD: " + results["fad"] + ".", "",
              "## Generation (paper Table 1) and baselines", "",
              "| set | N | FVD | KVD | FAD | AV-Align | onsets / peaks per clip | pooled offset (corr.) | "
              "nearer than 5th pct of held-out | median NN distance |",
