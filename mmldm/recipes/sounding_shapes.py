@@ -145,7 +145,8 @@ class SoundingShapesRecipe(FastDecoderSteps, Recipe):
         if self._up_to_date(self.vae_latents, self._checkpoint("vae")):
             return False
         self._cli("cache", "--config", str(self.config_dir / "vae.yaml"), "--set", f"data.root={self.train_data}",
-                  "--vae", str(vae), "--out", str(self.vae_latents), "--split", "all", "--num-workers", "0", *self._quiet())
+                  "--vae", str(vae), "--out", str(self.vae_latents), "--split", "all", "--num-workers", "0",
+                  *self._quiet())
         self._stamp(self.vae_latents, self._checkpoint("vae"))
         return True
 
