@@ -49,9 +49,10 @@ class FastDecoderSteps:
         """The newest checkpoints of the two distillations (a one-line error names the step to run)."""
         return tuple(self._checkpoint(stage) for stage in FAST_DECODER_STAGES.values())  # type: ignore[return-value]
 
-    def _add_fast_decoders(self, model: Path) -> None:
+    def _add_fast_decoders(self, model: Path, checkpoints: tuple[Path, Path]) -> None:
+        """Add the distillations' ``checkpoints`` (:meth:`_fast_decoder_checkpoints`) to the model folder."""
         from ..export import export_frame_decoder, export_student
 
-        student, frame_decoder = self._fast_decoder_checkpoints()
+        student, frame_decoder = checkpoints
         export_student(student, model, default=self.scale.student_default)
         export_frame_decoder(frame_decoder, model, default=self.scale.frame_decoder_default)

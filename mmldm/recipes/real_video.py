@@ -216,7 +216,7 @@ class RealVideoRecipe(FastDecoderSteps, Recipe):
                        "licensed under the Creative Commons Attribution 3.0 licence (CC-BY 3.0). Vocoder: HiFi-GAN "
                        "universal V1, Jungil Kong, Jaehyeon Kim, Jaekyoung Bae (MIT licence).\n")
         atomic_write_text(self.model / "ATTRIBUTION.md", attribution)
-        self._add_fast_decoders(self.model)
+        self._add_fast_decoders(self.model, fast_decoders)
         self._stamp(self.model, checkpoint, *fast_decoders)
         return True
 

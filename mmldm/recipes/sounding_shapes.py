@@ -208,7 +208,7 @@ class SoundingShapesRecipe(FastDecoderSteps, Recipe):
                      vae_preset="tiny", sampling=sampling,
                      decoder_sampling={"steps": scale.decoder_steps, "video_guidance": scale.decoder_guidance,
                                        "audio_guidance": scale.decoder_guidance})
-        self._add_fast_decoders(self.model)
+        self._add_fast_decoders(self.model, fast_decoders)
         self._stamp(self.model, checkpoint, *fast_decoders)
         return True
 

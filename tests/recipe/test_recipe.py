@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -126,8 +127,6 @@ def test_recipe_out_that_is_a_file_is_a_one_line_error(tmp_path, capsys):
 def test_latents_are_remade_when_made_from_other_data_or_an_older_autoencoder(tmp_path, monkeypatch):
     import dataclasses
 
-    from mmldm.training.checkpoint import MANIFEST
-
     recipe = SoundingShapesRecipe(tmp_path, dataclasses.replace(SCALES["smoke"]), progress=False)
     calls: list[tuple[str, ...]] = []
 
@@ -140,9 +139,7 @@ def test_latents_are_remade_when_made_from_other_data_or_an_older_autoencoder(tm
         (tmp_path / "parts" / part).mkdir(parents=True)
     (tmp_path / "data" / "generator").mkdir(parents=True)
     (tmp_path / "data" / "generator" / "manifest.jsonl").write_text("")
-    checkpoint = tmp_path / "runs" / "autoencoder" / "checkpoints" / "step_000003"
-    checkpoint.mkdir(parents=True)
-    (checkpoint / MANIFEST).write_text(json.dumps({"files": {}}))
+    checkpoint = fake_checkpoint(tmp_path, "autoencoder", 3)
 
     assert recipe.step_latents()
     assert f"data.root={tmp_path / 'data' / 'generator'}" in calls[0] and "--autoencoder" in calls[0]
@@ -161,23 +158,31 @@ def test_recipe_without_its_configs_is_a_one_line_error(tmp_path, capsys, monkey
     assert not (tmp_path / "out").exists()
 
 
+def fake_checkpoint(root: Path, run: str, step: int) -> Path:
+    """A complete (empty) checkpoint ``root/runs/RUN/checkpoints/step_STEP``, as `mmldm train` leaves one."""
+    from mmldm.training.checkpoint import MANIFEST
+
+    folder = root / "runs" / run / "checkpoints" / f"step_{step:06d}"
+    folder.mkdir(parents=True)
+    (folder / MANIFEST).write_text(json.dumps({"files": {}}))
+    return folder
+
+
+def fake_training(root: Path, trainings: list[tuple[str, ...]], *argv: str) -> None:
+    """Stands in for the recipe's `mmldm train STAGE ... --out RUN --max-steps N`: records the call and
+    writes RUN's last checkpoint."""
+    trainings.append(argv)
+    fake_checkpoint(root, Path(argv[argv.index("--out") + 1]).name, int(argv[argv.index("--max-steps") + 1]))
+
+
 def test_a_training_run_is_trained_again_when_the_stage_before_it_trained_further(tmp_path, monkeypatch):
     import dataclasses
-
-    from mmldm.training.checkpoint import MANIFEST
 
     recipe = SoundingShapesRecipe(tmp_path, dataclasses.replace(SCALES["smoke"]), progress=False)
     trainings: list[tuple[str, ...]] = []
 
-    def checkpoint(run: str, step: int) -> Path:
-        folder = tmp_path / "runs" / run / "checkpoints" / f"step_{step:06d}"
-        folder.mkdir(parents=True)
-        (folder / MANIFEST).write_text(json.dumps({"files": {}}))
-        return folder
-
-    def train(*argv: str) -> None:  # stands in for `mmldm train generator`: writes its last checkpoint
-        trainings.append(argv)
-        checkpoint("generator", int(argv[argv.index("--max-steps") + 1]))
+    checkpoint = functools.partial(fake_checkpoint, tmp_path)
+    train = functools.partial(fake_training, tmp_path, trainings)
 
     monkeypatch.setattr(recipe, "_cli", train)
     monkeypatch.setattr(recipe, "_generator_data", list)
@@ -259,7 +264,6 @@ def test_fast_decoders_distil_from_the_recipes_own_parts_and_again_when_they_cha
     import importlib
 
     from mmldm.errors import ConfigError
-    from mmldm.training.checkpoint import MANIFEST
 
     recipes = importlib.import_module(f"mmldm.recipes.{module}")
     recipe = recipes.RECIPE(tmp_path, dataclasses.replace(recipes.SCALES["smoke"]), progress=False)
@@ -267,15 +271,8 @@ def test_fast_decoders_distil_from_the_recipes_own_parts_and_again_when_they_cha
         recipe._fast_decoder_checkpoints()
     trainings: list[tuple[str, ...]] = []
 
-    def checkpoint(run: str, step: int) -> Path:
-        folder = tmp_path / "runs" / run / "checkpoints" / f"step_{step:06d}"
-        folder.mkdir(parents=True)
-        (folder / MANIFEST).write_text(json.dumps({"files": {}}))
-        return folder
-
-    def train(*argv: str) -> None:  # stands in for `mmldm train STAGE`: writes its last checkpoint
-        trainings.append(argv)
-        checkpoint(Path(argv[argv.index("--out") + 1]).name, int(argv[argv.index("--max-steps") + 1]))
+    checkpoint = functools.partial(fake_checkpoint, tmp_path)
+    train = functools.partial(fake_training, tmp_path, trainings)
 
     monkeypatch.setattr(recipe, "_cli", train)
     for folder in (recipe.parts / "vae", recipe.parts / "autoencoder", recipe.vae_latents, recipe.training_clips):
