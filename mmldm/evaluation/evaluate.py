@@ -86,6 +86,18 @@ AUDIO_NETS = ("audioclip", "vggish")
 Log = Callable[[str], None]
 
 
+def _once(log: Log) -> Log:
+    """``log`` that passes each distinct line on once."""
+    said: set[str] = set()
+
+    def say(message: str) -> None:
+        if message not in said:
+            said.add(message)
+            log(message)
+
+    return say
+
+
 def _stderr(message: str) -> None:
     print(message, file=sys.stderr)
 
@@ -649,6 +661,7 @@ def evaluate_folders(
     unknown = sorted(set(metrics) - set(ALL_METRICS))
     if unknown:
         raise DataError(f"unknown metric(s) {', '.join(unknown)} (known: {', '.join(ALL_METRICS)})")
+    log = _once(log)  # every reference draw plans the same files again: say each warning about one once
     check_positive_int(batch_size, "batch size")
     check_device(device)
     generated, reference = Path(generated), Path(reference)

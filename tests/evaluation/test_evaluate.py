@@ -226,6 +226,22 @@ def test_cli_random_features_say_so_in_capitals(folders, tmp_path, capsys):
     assert set(result["metrics"]) == {"fvd", "kvd", "fad"} and "shapes" in result
 
 
+def test_reference_draws_warn_about_an_unreadable_reference_file_once(folders, cheap_nets, tmp_path):
+    import shutil
+
+    reference = tmp_path / "ref"
+    shutil.copytree(folders / "long_ref", reference)
+    (reference / "broken.mp4").write_bytes(b"not a video")
+    protocol = get_protocol("standard").with_overrides(num_samples=4)
+    said: list[str] = []
+    result = evaluate_folders(folders / "shapes_gen", reference, protocol, metrics=("fvd",), reference_draws=3,
+                              nets=FeatureNets(i3d=cheap_nets.i3d, audio=None, record=cheap_nets.record),
+                              log=said.append)
+    assert len(result["metrics"]["fvd"]["draws"]) == 3
+    warnings = [line for line in said if "broken.mp4" in line]
+    assert len(warnings) == 1 and warnings[0].startswith("warning: skipping reference file")
+
+
 def test_cli_reference_draws_below_one_is_one_line(folders, capsys):
     code = main(["evaluate", "--generated", str(folders / "shapes_gen"), "--reference", str(folders / "shapes_ref"),
                  "--metrics", "shapes", "--reference-draws", "0"])
