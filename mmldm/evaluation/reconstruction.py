@@ -1,9 +1,10 @@
 """How much of a clip survives the model's own encoders and decoders: the ceiling each stage
 puts on what generation can reach.
 
-:func:`vae_clip` and :func:`autoencoder_clip` pass one real clip through a pipeline's parts
-(the KL-VAE alone; the KL-VAE and the multi-modal autoencoder, as generated latents are
-decoded), audio vocoded by the pipeline's vocoder; :func:`with_autoencoder` swaps in another
+:func:`audio_image_clip`, :func:`vae_clip` and :func:`autoencoder_clip` pass one real clip
+through a pipeline's parts (the audio image and the vocoder alone; the KL-VAE alone; the
+KL-VAE and the multi-modal autoencoder, as generated latents are decoded), audio vocoded by
+the pipeline's vocoder; :func:`with_autoencoder` swaps in another
 autoencoder (e.g. an ablation) decoded alike. :func:`reconstruction_measures` scores them with
 the Sounding Shapes measures; the Big Buck Bunny recipe writes them as mp4 and scores the
 folders with ``evaluate_folders``.
@@ -31,6 +32,23 @@ def clip_tensors(pipe: Any, frames: np.ndarray, audio: np.ndarray) -> tuple[Any,
     video = torch.as_tensor(np.ascontiguousarray(frames[:pipe.num_frames])).permute(0, 3, 1, 2).float()
     wave = torch.as_tensor(np.asarray(audio, dtype=np.float32)).reshape(1, -1)[:, : pipe.clip_samples]
     return video[None] / 127.5 - 1.0, wave
+
+
+def audio_image_clip(pipe: Any, wave: Any) -> Any:
+    """The sound through the audio image and the vocoder alone, no learned encoder: the ceiling
+    the audio representation (a log-mel resized to the frame size) and the vocoder put on every
+    later stage.
+
+    Shapes: wave [1, N] (:func:`clip_tensors`) -> wave [clip samples].
+    """
+    import torch
+
+    from ..data.audio_image import waveform_to_audio_image
+    from ..pipeline.audio import vocode_clips
+
+    image = waveform_to_audio_image(wave, pipe.audio_cfg, pipe.frame_size) * 2.0 - 1.0  # [1, 3, H, W]
+    with torch.no_grad():
+        return vocode_clips([image], pipe.audio_cfg, pipe.vocoder)[0]
 
 
 def vae_clip(pipe: Any, frames: Any, wave: Any) -> tuple[Any, Any]:
@@ -97,4 +115,4 @@ def reconstruction_measures(pipe: Any, files: list[Path]) -> dict[str, Any]:
     return {stage: measure_pairs(clips, pipe.audio_cfg.sample_rate, pipe.fps) for stage, clips in pairs.items()}
 
 
-__all__ = ["autoencoder_clip", "clip_tensors", "reconstruction_measures", "vae_clip", "with_autoencoder"]
+__all__ = ["audio_image_clip", "autoencoder_clip", "clip_tensors", "reconstruction_measures", "vae_clip", "with_autoencoder"]

@@ -35,6 +35,9 @@ Sets (folders under ``DIR/eval``; each is remade only when what it was made from
   (``reconstruction-vae``), through the KL-VAE and the autoencoder (``reconstruction-autoencoder``)
   and through the KL-VAE and the ablation autoencoder trained without the semantic
   cross-modal condition (``reconstruction-ablation``, decoded with the model's decoder settings);
+  and, not in the paper, the held-out clips with only their sound through the audio image and
+  the vocoder (``reconstruction-audio-image``: no learned encoder; AV-Align only, its frames are
+  the real ones). Each has AV-Align too: the sync ceiling every stage puts on generation;
 - baselines: the held-out clips themselves (``baseline-real``, the files as prepared), blurred,
   noised, frame-shuffled and frozen copies (:mod:`mmldm.evaluation.corruptions`), the held-out
   clips with their sound 2 frames late (``baseline-audio-late-2``), and N training clips scored
@@ -184,15 +187,19 @@ class _Evaluation:
         self._build("svg", self._generate_svg, model=True)
         for task in ("a2v", "v2a"):
             self._build(task, lambda folder, t=task: self._generate_given(folder, t), model=True, inputs=self.held_out)
-        sets += [EvalSet("reconstruction-vae", "reconstruction", "held-out clips through the KL-VAE"),
-                 EvalSet("reconstruction-autoencoder", "reconstruction",
-                         "held-out clips through the KL-VAE and the autoencoder"),
-                 EvalSet("reconstruction-ablation", "reconstruction",
-                         "held-out clips through the KL-VAE and the autoencoder without the semantic cross-modal "
-                         "condition")]
+        reconstructions = [
+            EvalSet("reconstruction-audio-image", "reconstruction",
+                    "held-out clips, the sound through the audio image and the vocoder only", fvd=False, sync=True),
+            EvalSet("reconstruction-vae", "reconstruction", "held-out clips through the KL-VAE", sync=True),
+            EvalSet("reconstruction-autoencoder", "reconstruction",
+                    "held-out clips through the KL-VAE and the autoencoder", sync=True),
+            EvalSet("reconstruction-ablation", "reconstruction",
+                    "held-out clips through the KL-VAE and the autoencoder without the semantic cross-modal "
+                    "condition", sync=True)]
+        sets += reconstructions
         ablation = self.recipe._need(self.recipe.parts / "autoencoder-ablation", "exported ablation autoencoder")
         self._build("reconstruction", self._reconstruct, model=True, inputs=[*self.held_out, ablation],
-                    outputs=[s.name for s in sets[-3:]])
+                    outputs=[s.name for s in reconstructions])
         sets.append(EvalSet("baseline-real", "baseline", "real held-out clips (the last 20 % of the film)",
                             sync=True, memorisation=True))
         self._build("baseline-real", self._copy_held_out, inputs=self.held_out)
@@ -300,14 +307,16 @@ class _Evaluation:
         import torch
 
         from ..autoencoder.model import HierarchicalAVAutoencoder
-        from ..evaluation.reconstruction import autoencoder_clip, clip_tensors, vae_clip, with_autoencoder
+        from ..evaluation.reconstruction import (audio_image_clip, autoencoder_clip, clip_tensors, vae_clip,
+                                                 with_autoencoder)
 
         ablated = with_autoencoder(self.pipe, HierarchicalAVAutoencoder.from_pretrained(
             self.recipe.parts / "autoencoder-ablation"))
         for i, path in enumerate(self.held_out):
             clip = self._read(path)
             frames, wave = clip_tensors(self.pipe, clip.frames, clip.audio)
-            outputs = {"reconstruction-vae": vae_clip(self.pipe, frames, wave),
+            outputs = {"reconstruction-audio-image": (frames[0], audio_image_clip(self.pipe, wave)),
+                       "reconstruction-vae": vae_clip(self.pipe, frames, wave),
                        "reconstruction-autoencoder": autoencoder_clip(self.pipe, frames, wave,
                                                                       torch.Generator().manual_seed(i)),
                        "reconstruction-ablation": autoencoder_clip(ablated, frames, wave,
@@ -561,11 +570,15 @@ def results_table(results: dict[str, Any]) -> str:
                       f"{memo['reference_median_distance']:.2f}). Real held-out clips scored as generated land near "
                       f"{memo['percentile']:g} % by construction; copies of training clips at 100 %."]
     lines += ["", "## Reconstruction (paper Table 5): held-out clips through the model's parts", "",
-              "| through | N | rFVD | rKVD |", "|---|---|---|---|"]
+              "| through | N | rFVD | rKVD | AV-Align | onsets / peaks per clip |", "|---|---|---|---|---|---|"]
     for name, s in sets.items():
         if s["group"] == "reconstruction":
-            lines.append(f"| {s['what'].replace('held-out clips through ', '')} | {s.get('clips', '-')} | "
-                         f"{_fvd(s)} | {_num(s.get('kvd'), '.2f')} |")
+            av = s.get("av_align")
+            events = (f"{_num(av['audio_onsets_mean'], '.1f')} / {_num(av['video_peaks_mean'], '.1f')}"
+                      if av and "audio_onsets_mean" in av else "-")
+            lines.append(f"| {s['what'].replace('held-out clips through ', '').replace('held-out clips, ', '')} | "
+                         f"{s.get('clips', '-')} | {_fvd(s)} | {_num(s.get('kvd'), '.2f')} | "
+                         f"{_num(av['av_align_mean'], '.3f') if av else '-'} | {events} |")
     long = results["long"]
     lines += ["", f"## Long: {long['videos']} videos of {long['seconds']:g} s", "",
               "| clip position | N | FVD vs training | KVD |", "|---|---|---|---|"]

@@ -87,7 +87,10 @@ def test_targets_are_read_from_the_measured_numbers(numbers, met):
 
 ASSETS = ("bbb/bbb.mp4", "hifigan/generator_universal.pth.tar", "i3d/i3d-kinetics-400.ckpt")
 GENERATED = ("svg", "a2v", "v2a")
-RECONSTRUCTIONS = ("reconstruction-vae", "reconstruction-autoencoder", "reconstruction-ablation")
+RECONSTRUCTIONS = ("reconstruction-audio-image", "reconstruction-vae", "reconstruction-autoencoder",
+                   "reconstruction-ablation")
+#: sets scored for sync only (their frames are the held-out clips' own)
+SYNC_ONLY = ("baseline-audio-late-2", "reconstruction-audio-image")
 CORRUPTED = ("baseline-blur-sigma-1", "baseline-blur-sigma-4", "baseline-noise-std-8", "baseline-noise-std-32",
              "baseline-shuffled-frames", "baseline-frozen")
 
@@ -115,7 +118,7 @@ def test_smoke_scale_end_to_end_writes_every_row(tmp_path: Path, capsys: pytest.
                          "baseline-training-copies", *positions}
     for name, numbers in sets.items():
         assert (out / "eval" / name).is_dir()
-        if name != "baseline-audio-late-2":  # every other set has its FVD / KVD against the training clips
+        if name not in SYNC_ONLY:  # every other set has its FVD / KVD against the training clips
             assert numbers["fvd"] > 0 and "kvd" in numbers, name
             expected = smoke.long_clips if name in positions else smoke.eval_clips
             assert numbers["clips"] == numbers["reference_windows"] == expected, name
@@ -123,7 +126,7 @@ def test_smoke_scale_end_to_end_writes_every_row(tmp_path: Path, capsys: pytest.
     assert len(sets["svg"]["fvd_draws"]) == smoke.eval_reference_draws
     assert sets["svg"]["fvd"] == pytest.approx(sum(sets["svg"]["fvd_draws"]) / smoke.eval_reference_draws)
     assert results["references"]["reference_draws"] == smoke.eval_reference_draws
-    for name in (*GENERATED, "baseline-real", "baseline-audio-late-2"):
+    for name in (*GENERATED, *RECONSTRUCTIONS, "baseline-real", "baseline-audio-late-2"):
         assert 0.0 <= sets[name]["av_align"]["av_align_mean"] <= 1.0, name
     for name in (*GENERATED, "baseline-real", "baseline-training-copies"):
         assert 0.0 <= sets[name]["memorisation"]["flagged_pct"] <= 100.0, name
@@ -145,3 +148,22 @@ def test_smoke_scale_end_to_end_writes_every_row(tmp_path: Path, capsys: pytest.
         assert heading in table
     assert table.count("not measured") >= 4 and "shuffled held-out pairs" in table
     assert json.loads((out / "recipe.json").read_text())["wall_seconds"]["evaluate"] > 0
+
+
+def test_results_table_gives_each_reconstruction_its_sync_ceiling():
+    av = {"av_align_mean": 0.3125, "audio_onsets_mean": 6.5, "video_peaks_mean": 4.25}
+    results = {
+        "recipe": "bbb", "n": 64, "seed": 0, "fad": rve.FAD_NOT_MEASURED, "targets": [],
+        "protocol": {"name": "standard", "num_frames": 16, "fps": 10.0},
+        "i3d": {"batchnorm_eps": 1e-3}, "references": {"reference_draws": 8},
+        "sets": {"reconstruction-audio-image": {"group": "reconstruction", "clips": 64, "av_align": av,
+                                                "what": "held-out clips, the sound through the audio image"},
+                 "reconstruction-vae": {"group": "reconstruction", "clips": 64, "fvd": 1265.94, "kvd": 57.3,
+                                        "what": "held-out clips through the KL-VAE"}},
+        "long": {"videos": 16, "seconds": 6.4, "clip_seconds": 1.6, "positions": [], "n_note": "N = 16",
+                 "seam": {"seam_jump_max": 0.1, "inside_jump_max": 0.2, "seams_within_inside": True}}}
+    lines = rve.results_table(results).splitlines()
+    audio_image = next(line for line in lines if line.startswith("| the sound through the audio image"))
+    assert audio_image.split(" | ")[1:] == ["64", "-", "-", "0.312", "6.5 / 4.2 |"]
+    vae = next(line for line in lines if line.startswith("| the KL-VAE"))
+    assert vae.split(" | ")[1:] == ["64", "1265.9", "57.30", "-", "- |"]
