@@ -61,8 +61,10 @@ class RecipeScale:
     #: sampling defaults written into the model folder
     generator_sampling_steps: int = 12
     guidance: float = 2.0
-    #: a2v sync guidance step (``GenerationConfig.sync_guidance``)
-    sync_guidance: float = 0.1
+    #: a2v sync guidance step (``GenerationConfig.sync_guidance``): off, since the frame-token
+    #: generator reads the given audio itself and steering its video raised a2v's error
+    #: (docs/default-model.md, "a2v sync guidance")
+    sync_guidance: float = 0.0
     #: latent candidates per output and the model's own critics that rerank them
     #: (``GenerationConfig.candidates`` and ``critics``)
     candidates: int = 16
