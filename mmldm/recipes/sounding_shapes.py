@@ -85,7 +85,7 @@ class RecipeScale:
 
 SCALES: dict[str, RecipeScale] = {
     "default": RecipeScale(train_files=300, test_files=64, generator_files=2400, vae_steps=1200,
-                           autoencoder_steps=2000, generator_steps=42000, eval_clips=64, long_clips=16),
+                           autoencoder_steps=2000, generator_steps=54000, eval_clips=64, long_clips=16),
     "smoke": RecipeScale(train_files=12, test_files=4, generator_files=16, vae_steps=3, autoencoder_steps=3,
                          generator_steps=4, eval_clips=2, long_clips=1, long_seconds=3.2, calibration_clips=4,
                          generator_sampling_steps=2, candidates=2, student_steps=3, frame_decoder_steps=3,
