@@ -50,12 +50,13 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``"cpu"`` or ``"cuda"`` as a device; a clear error when CUDA is asked for but absent."""
+    """``"cpu"`` or ``"cuda"`` as a device, checked as the CLI checks ``--device``
+    (:func:`mmldm.devices.check_device`: a clear error when CUDA is asked for but absent)."""
+    from mmldm.devices import check_device
+
     if name not in ("cpu", "cuda"):
         raise ConfigError(f"benchmark device must be cpu or cuda, got '{name}'")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: this torch build sees no CUDA device (torch.cuda.is_available() is False)")
-    return torch.device(name)
+    return check_device(name)
 
 
 def synchronize(device: torch.device) -> None:
