@@ -34,6 +34,13 @@ def clip_tensors(pipe: Any, frames: np.ndarray, audio: np.ndarray) -> tuple[Any,
     return video[None] / 127.5 - 1.0, wave
 
 
+def _audio_image(pipe: Any, wave: Any) -> Any:
+    """wave [1, N] -> the model's audio image [1, 3, H, W] in [-1, 1] (what the KL-VAE encodes)."""
+    from ..data.audio_image import waveform_to_audio_image
+
+    return waveform_to_audio_image(wave, pipe.audio_cfg, pipe.frame_size) * 2.0 - 1.0
+
+
 def audio_image_clip(pipe: Any, wave: Any) -> Any:
     """The sound through the audio image and the vocoder alone, no learned encoder: the ceiling
     the audio representation (a log-mel resized to the frame size) and the vocoder put on every
@@ -43,12 +50,10 @@ def audio_image_clip(pipe: Any, wave: Any) -> Any:
     """
     import torch
 
-    from ..data.audio_image import waveform_to_audio_image
     from ..pipeline.audio import vocode_clips
 
-    image = waveform_to_audio_image(wave, pipe.audio_cfg, pipe.frame_size) * 2.0 - 1.0  # [1, 3, H, W]
     with torch.no_grad():
-        return vocode_clips([image], pipe.audio_cfg, pipe.vocoder)[0]
+        return vocode_clips([_audio_image(pipe, wave)], pipe.audio_cfg, pipe.vocoder)[0]
 
 
 def vae_clip(pipe: Any, frames: Any, wave: Any) -> tuple[Any, Any]:
@@ -59,10 +64,9 @@ def vae_clip(pipe: Any, frames: Any, wave: Any) -> tuple[Any, Any]:
     """
     import torch
 
-    from ..data.audio_image import waveform_to_audio_image
     from ..pipeline.audio import vocode_clips
 
-    image = waveform_to_audio_image(wave, pipe.audio_cfg, pipe.frame_size) * 2.0 - 1.0  # [1, 3, H, W]
+    image = _audio_image(pipe, wave)
     with torch.no_grad():
         out_frames = pipe.vae.decode_frames(pipe.vae.encode_frames(frames.to(pipe.device))).float().cpu()
         out_image = pipe.vae.decode_audio_image(pipe.vae.encode_audio_image(image.to(pipe.device))).float().cpu()
@@ -115,4 +119,5 @@ def reconstruction_measures(pipe: Any, files: list[Path]) -> dict[str, Any]:
     return {stage: measure_pairs(clips, pipe.audio_cfg.sample_rate, pipe.fps) for stage, clips in pairs.items()}
 
 
-__all__ = ["audio_image_clip", "autoencoder_clip", "clip_tensors", "reconstruction_measures", "vae_clip", "with_autoencoder"]
+__all__ = ["audio_image_clip", "autoencoder_clip", "clip_tensors", "reconstruction_measures", "vae_clip",
+           "with_autoencoder"]

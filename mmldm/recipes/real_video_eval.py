@@ -519,6 +519,15 @@ def _fvd(s: dict[str, Any]) -> str:
     return _num(s.get("fvd"), ".1f") + spread
 
 
+def _sync_cells(av: dict[str, Any] | None) -> str:
+    """A set's AV-Align cell and its events-per-clip cell (onsets / motion peaks)."""
+    if not av:
+        return "- | -"
+    events = (f"{_num(av['audio_onsets_mean'], '.1f')} / {_num(av['video_peaks_mean'], '.1f')}"
+              if "audio_onsets_mean" in av else "-")
+    return f"{_num(av['av_align_mean'], '.3f')} | {events}"
+
+
 def results_table(results: dict[str, Any]) -> str:
     """``results.json`` as markdown: generation and baselines (paper Table 1's columns),
     reconstruction (Table 5), long videos, targets."""
@@ -542,10 +551,8 @@ def results_table(results: dict[str, Any]) -> str:
         av, memo = s.get("av_align"), s.get("memorisation")
         offset = (f"{av['pooled_offset_frames']:+d} ({_num(av['pooled_offset_correlation'], '.3f')})"
                   if av else "-")
-        events = (f"{_num(av['audio_onsets_mean'], '.1f')} / {_num(av['video_peaks_mean'], '.1f')}"
-                  if av and "audio_onsets_mean" in av else "-")
         return (f"| {label} | {s.get('clips', '-')} | {_fvd(s)} | {_num(s.get('kvd'), '.2f')} | "
-                f"{fad} | {_num(av['av_align_mean'], '.3f') if av else '-'} | {events} | {offset} | "
+                f"{fad} | {_sync_cells(av)} | {offset} | "
                 f"{_num(memo['flagged_pct'], '.1f') + ' %' if memo else '-'} | "
                 f"{_num(memo['median_distance'], '.2f') if memo else '-'} |")
 
@@ -573,12 +580,9 @@ def results_table(results: dict[str, Any]) -> str:
               "| through | N | rFVD | rKVD | AV-Align | onsets / peaks per clip |", "|---|---|---|---|---|---|"]
     for name, s in sets.items():
         if s["group"] == "reconstruction":
-            av = s.get("av_align")
-            events = (f"{_num(av['audio_onsets_mean'], '.1f')} / {_num(av['video_peaks_mean'], '.1f')}"
-                      if av and "audio_onsets_mean" in av else "-")
             lines.append(f"| {s['what'].replace('held-out clips through ', '').replace('held-out clips, ', '')} | "
                          f"{s.get('clips', '-')} | {_fvd(s)} | {_num(s.get('kvd'), '.2f')} | "
-                         f"{_num(av['av_align_mean'], '.3f') if av else '-'} | {events} |")
+                         f"{_sync_cells(s.get('av_align'))} |")
     long = results["long"]
     lines += ["", f"## Long: {long['videos']} videos of {long['seconds']:g} s", "",
               "| clip position | N | FVD vs training | KVD |", "|---|---|---|---|"]
