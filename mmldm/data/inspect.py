@@ -38,7 +38,8 @@ def inspect_file(path: str | Path, sheet_dir: str | Path | None = None, sheet: b
     if info.has_video:
         frames = f"{info.num_frames} frames" if info.num_frames is not None else "frame count unknown"
         fps = f"{info.fps:.3f} fps" if info.fps else "frame rate unknown"
-        lines.append(f"  video: {info.video_codec}, {info.width}x{info.height}, {fps}, {frames}")
+        aspect = f" (pixel aspect {info.pixel_aspect})" if info.pixel_aspect != 1 else ""
+        lines.append(f"  video: {info.video_codec}, {info.width}x{info.height}{aspect}, {fps}, {frames}")
     else:
         lines.append("  video: none")
     if info.has_audio:

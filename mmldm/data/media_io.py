@@ -29,6 +29,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import errno
+import functools
 import itertools
 import math
 from collections.abc import Callable, Iterator, Sequence
@@ -80,6 +81,8 @@ class MediaInfo:
     video_codec: str | None
     audio_codec: str | None
     audio_duration: float | None
+    #: the video's sample aspect ratio (1 for square pixels; readers show frames at width x this)
+    pixel_aspect: Fraction = Fraction(1)
 
 
 @dataclass
@@ -193,7 +196,18 @@ def probe(path: str | Path, max_side: int = MAX_SIDE) -> MediaInfo:
             video_codec=video.codec_context.name if video is not None else None,
             audio_codec=audio.codec_context.name if audio is not None else None,
             audio_duration=None if audio_duration is None else float(audio_duration),
+            pixel_aspect=_pixel_aspect(video),
         )
+
+
+def _pixel_aspect(video: Any) -> Fraction:
+    """The sample aspect ratio of a video stream (container, else codec); 1 when unset or absurd."""
+    if video is None:
+        return Fraction(1)
+    for ratio in (video.sample_aspect_ratio, video.codec_context.sample_aspect_ratio):
+        if ratio and Fraction(1, 16) <= ratio <= 16:
+            return Fraction(ratio)
+    return Fraction(1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -202,31 +216,58 @@ def probe(path: str | Path, max_side: int = MAX_SIDE) -> MediaInfo:
 
 
 @dataclass(frozen=True)
-class _Fit:
-    """How a source frame maps to the output: scale to (scaled_w, scaled_h), then pad or crop."""
+class _Geometry:
+    """How a source frame of one orientation maps to the output: scale the decoded picture to
+    ``(scaled_w, scaled_h)`` (its stored orientation), turn it ``quarter_turns`` x 90 degrees
+    counter-clockwise, then pad or crop to ``(out_w, out_h)``."""
 
     scaled_w: int
     scaled_h: int
+    quarter_turns: int
     out_w: int
     out_h: int
 
-    @classmethod
-    def plan(cls, width: int, height: int, size: int | None, geometry: Geometry) -> "_Fit":
-        if size is None:
-            return cls(width, height, width, height)
-        if geometry == "letterbox":  # longer side -> size, aspect kept, zero padding
-            scale = size / max(width, height)
-        elif geometry == "crop":  # shorter side -> size, centre crop
-            scale = size / min(width, height)
+
+@dataclass(frozen=True)
+class _Fit:
+    """How source frames map to the output, as a player shows them: upright (the display matrix a
+    phone writes for a portrait recording, read per frame) and at their display aspect (the
+    stream's sample aspect ratio: anamorphic sources are widened or narrowed), then scaled to
+    ``size`` and letterboxed or centre-cropped (``size`` None keeps the display size)."""
+
+    size: int | None
+    geometry: Geometry
+    width: int  # the stream's stored frame size (its header's): ``size`` None keeps it as shown
+    height: int
+    pixel_aspect: Fraction = Fraction(1)  # the stream's sample aspect ratio (width of one pixel / its height)
+
+    def __post_init__(self) -> None:
+        if self.geometry not in ("letterbox", "crop"):
+            raise ValueError(f"geometry must be 'letterbox' or 'crop', got {self.geometry!r}")
+
+    def display_size(self, width: int, height: int, quarter_turns: int = 0) -> tuple[int, int]:
+        """``(w, h)`` of a ``width x height`` stored picture as shown (aspect corrected, turned)."""
+        shown_w = max(1, int(round(width * self.pixel_aspect)))
+        return (height, shown_w) if quarter_turns % 2 else (shown_w, height)
+
+    @functools.lru_cache(maxsize=8)  # noqa: B019 (a handful of frozen fits per read)
+    def plan(self, width: int, height: int, quarter_turns: int) -> _Geometry:
+        """The geometry of a decoded ``width x height`` picture (a stream may change its size midway:
+        every frame still comes out at one size)."""
+        if self.size is None:
+            out_w, out_h = scaled_w, scaled_h = self.display_size(self.width, self.height, quarter_turns)
         else:
-            raise ValueError(f"geometry must be 'letterbox' or 'crop', got {geometry!r}")
-        scaled_w = max(1, int(round(width * scale)))
-        scaled_h = max(1, int(round(height * scale)))
-        if geometry == "letterbox":
-            scaled_w, scaled_h = min(scaled_w, size), min(scaled_h, size)
-        else:
-            scaled_w, scaled_h = max(scaled_w, size), max(scaled_h, size)
-        return cls(scaled_w, scaled_h, size, size)
+            shown_w, shown_h = self.display_size(width, height, quarter_turns)
+            size = out_w = out_h = self.size
+            # letterbox: longer side -> size, aspect kept, zero padding; crop: shorter side -> size
+            scale = size / (max if self.geometry == "letterbox" else min)(shown_w, shown_h)
+            scaled_w = max(1, int(round(shown_w * scale)))
+            scaled_h = max(1, int(round(shown_h * scale)))
+            bound = min if self.geometry == "letterbox" else max
+            scaled_w, scaled_h = bound(scaled_w, size), bound(scaled_h, size)
+        if quarter_turns % 2:  # the decoder's picture is stored on its side
+            scaled_w, scaled_h = scaled_h, scaled_w
+        return _Geometry(scaled_w, scaled_h, quarter_turns, out_w, out_h)
 
     def apply(self, frame: av.VideoFrame, reformatter: VideoReformatter) -> np.ndarray:
         """Shapes: returns uint8 [out_h, out_w, 3].
@@ -234,19 +275,31 @@ class _Fit:
         ``reformatter`` is reused across frames: it keeps its scaler, which
         ``frame.reformat`` would rebuild for every frame (about 25x slower on small frames).
         """
-        downscale = self.scaled_w < frame.width or self.scaled_h < frame.height
+        g = self.plan(frame.width, frame.height, _quarter_turns(frame))
+        downscale = g.scaled_w < frame.width or g.scaled_h < frame.height
         rgb = reformatter.reformat(
-            frame, width=self.scaled_w, height=self.scaled_h, format="rgb24",
+            frame, width=g.scaled_w, height=g.scaled_h, format="rgb24",
             interpolation="AREA" if downscale else "BICUBIC",
         ).to_ndarray()
-        if (self.scaled_w, self.scaled_h) == (self.out_w, self.out_h):
-            return rgb
-        top, left = abs(self.out_h - self.scaled_h) // 2, abs(self.out_w - self.scaled_w) // 2
-        if self.scaled_w >= self.out_w and self.scaled_h >= self.out_h:  # crop
-            return np.ascontiguousarray(rgb[top:top + self.out_h, left:left + self.out_w])
-        out = np.zeros((self.out_h, self.out_w, 3), np.uint8)  # letterbox
-        out[top:top + self.scaled_h, left:left + self.scaled_w] = rgb
+        if g.quarter_turns:
+            rgb = np.rot90(rgb, g.quarter_turns)  # counter-clockwise, as the display matrix says
+        scaled_h, scaled_w = rgb.shape[:2]
+        if (scaled_w, scaled_h) == (g.out_w, g.out_h):
+            return np.ascontiguousarray(rgb)
+        top, left = abs(g.out_h - scaled_h) // 2, abs(g.out_w - scaled_w) // 2
+        if scaled_w >= g.out_w and scaled_h >= g.out_h:  # crop
+            return np.ascontiguousarray(rgb[top:top + g.out_h, left:left + g.out_w])
+        out = np.zeros((g.out_h, g.out_w, 3), np.uint8)  # letterbox
+        out[top:top + scaled_h, left:left + scaled_w] = rgb
         return out
+
+
+def _quarter_turns(frame: av.VideoFrame) -> int:
+    """Counter-clockwise quarter turns that show ``frame`` upright (its display matrix; 0 without
+    one). A rotation that is not a multiple of 90 degrees (no camera writes one) is left as 0."""
+    degrees = frame.rotation
+    turns = round(degrees / 90)
+    return turns % 4 if abs(degrees - 90 * turns) < 1 else 0
 
 
 class _AudioTrack:
@@ -378,19 +431,20 @@ def read_av(
         raise MediaError(path, "no video stream (audio-only file)")
     if require_audio and not info.has_audio:
         raise MediaError(path, "no audio track")
-    fit = _Fit.plan(info.width, info.height, size, geometry)
+    fit = _Fit(size, geometry, info.width, info.height, info.pixel_aspect)
+    out_w, out_h = (size, size) if size is not None else fit.display_size(info.width, info.height)
     span = max(info.duration - start, 0.0) if duration is None else duration
     expected_frames = int(math.floor(span * fps)) + 1
-    if expected_frames * fit.out_w * fit.out_h * 3 > max_bytes:
+    if expected_frames * out_w * out_h * 3 > max_bytes:
         raise MediaError(
-            path, f"{expected_frames} frames of {fit.out_w}x{fit.out_h} exceed the memory limit of "
+            path, f"{expected_frames} frames of {out_w}x{out_h} exceed the memory limit of "
             f"{max_bytes / 1024**3:.1f} GiB; read a shorter part (start, duration) or a smaller size",
         )
     step = 1 / _exact(fps)  # seconds between output frames
     start_s = _exact(start)
     want = None if duration is None else int(math.floor(_exact(duration) / step + Fraction(1, 1000)))
     # The header's duration can lie (or be missing): the limit holds while decoding too.
-    max_frames = max(1, max_bytes // (fit.out_w * fit.out_h * 3))
+    max_frames = max(1, max_bytes // (out_w * out_h * 3))
     try:
         frames, track = _decode(path, fit, start_s, step, max_frames + 1 if want is None else want)
     except av.error.FFmpegError as exc:
@@ -398,7 +452,7 @@ def read_av(
     if not frames:
         raise MediaError(path, "no decodable video frames" + (f" after {start} s" if start else ""))
     if len(frames) > max_frames:
-        raise MediaError(path, f"more than {max_frames} frames of {fit.out_w}x{fit.out_h} exceed the memory limit "
+        raise MediaError(path, f"more than {max_frames} frames of {out_w}x{out_h} exceed the memory limit "
                          f"of {max_bytes / 1024**3:.1f} GiB although the header says {info.duration:.3f} s")
     num_samples = int(round(len(frames) * sample_rate / fps))
     audio = track.render(start_s, num_samples, sample_rate)
@@ -539,7 +593,7 @@ def iter_windows(
         raise MediaError(path, "no audio track")
     if not starts:
         return
-    fit = _Fit.plan(info.width, info.height, size, geometry)
+    fit = _Fit(size, geometry, info.width, info.height, info.pixel_aspect)
     step = 1 / _exact(fps)
     first = starts[0] if decode_from is None else min(int(decode_from), starts[0])
     last = starts[-1] + num_frames - 1

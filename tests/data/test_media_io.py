@@ -239,6 +239,66 @@ def test_odd_size_letterbox_and_crop(tmp_path):
     assert cropped.shape == (3, 32, 32, 3) and (cropped > 5).all()
 
 
+def write_picture(path: Path, picture: np.ndarray, *, rotation: int = 0,
+                  pixel_aspect: Fraction | None = None, num_frames: int = 3) -> Path:
+    """Video-only H.264 file (yuv444p: no chroma blur) of ``picture`` uint8 [H, W, 3] as stored,
+    with a display rotation (counter-clockwise degrees) and a sample aspect ratio."""
+    height, width = picture.shape[:2]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv444p"
+        if rotation:
+            stream.set_display_rotation(rotation)
+        if pixel_aspect is not None:
+            stream.codec_context.sample_aspect_ratio = pixel_aspect
+        for _ in range(num_frames):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")))
+        container.mux(stream.encode(None))
+    return path
+
+
+def marker_picture(height: int = 32, width: int = 64) -> np.ndarray:
+    """Dark picture with a white block in its top-left corner and a grey one in its top-right."""
+    picture = np.full((height, width, 3), 20, np.uint8)
+    picture[:8, :8] = 235
+    picture[:8, -8:] = 128
+    return picture
+
+
+@pytest.mark.parametrize("rotation", [90, -90, 180])
+def test_a_rotated_recording_reads_upright(tmp_path, rotation):
+    """A phone's portrait video is stored on its side with a display matrix: it is read as a
+    player shows it (np.rot90 turns counter-clockwise, as the matrix's angle counts)."""
+    picture = marker_picture()
+    path = write_picture(tmp_path / f"rot{rotation}.mp4", picture, rotation=rotation)
+    upright = np.rot90(picture, rotation // 90)
+    native = read_av(path, require_audio=False).frames
+    assert native.shape == (3, *upright.shape)
+    assert np.abs(native.astype(int) - upright).max() <= 6
+    # resized and cropped in the upright orientation, by read_av and by the streaming reader alike
+    expected = np.rot90(read_av(write_picture(tmp_path / "flat.mp4", picture), size=16, geometry="crop",
+                                require_audio=False).frames, rotation // 90, axes=(1, 2))
+    for frames in (read_av(path, size=16, geometry="crop", require_audio=False).frames,
+                   next(media_io.iter_windows(path, [0], 3, size=16, geometry="crop", require_audio=False)).frames):
+        assert frames.shape == (3, 16, 16, 3)
+        assert np.abs(frames.astype(int) - expected).max() <= 6
+
+
+def test_anamorphic_pixels_read_at_their_display_aspect(tmp_path):
+    """Stored 32 wide with pixels twice as wide as high (sample aspect ratio 2:1): shown 64 x 64,
+    so a stored 8 x 8 block is a 16 wide, 8 high one."""
+    path = write_picture(tmp_path / "sar.mp4", marker_picture(64, 32), pixel_aspect=Fraction(2, 1))
+    assert probe(path).pixel_aspect == 2
+    frames = read_av(path, require_audio=False).frames
+    assert frames.shape == (3, 64, 64, 3)
+    white = frames[0].mean(axis=2) > 180
+    rows, cols = np.nonzero(white)
+    assert rows.max() - rows.min() + 1 == 8 and 15 <= cols.max() - cols.min() + 1 <= 17
+    # letterboxed to 32: the picture is square as shown, so it fills the frame (no bars)
+    boxed = read_av(path, size=32, geometry="letterbox", require_audio=False).frames
+    assert boxed.shape == (3, 32, 32, 3) and (boxed[:, :, :, 0] > 5).all()
+
+
 def test_write_accepts_float_channel_first_tensors(tmp_path):
     frames = torch.linspace(-1, 1, 4).view(4, 1, 1, 1).expand(4, 3, 16, 16)
     path = write_av(tmp_path / "t.mp4", frames, torch.zeros(1, 6400), 10.0, 16000)
