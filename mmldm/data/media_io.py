@@ -157,7 +157,7 @@ def probe(path: str | Path, max_side: int = MAX_SIDE) -> MediaInfo:
     if path.is_file() and path.stat().st_size == 0:
         raise MediaError(path, "empty file (0 bytes)")
     with _open(path) as container:
-        video = container.streams.video[0] if container.streams.video else None
+        video = _video_stream(container)
         audio = container.streams.audio[0] if container.streams.audio else None
         if video is None and audio is None:
             raise MediaError(path, "no video or audio stream")
@@ -198,6 +198,13 @@ def probe(path: str | Path, max_side: int = MAX_SIDE) -> MediaInfo:
             audio_duration=None if audio_duration is None else float(audio_duration),
             pixel_aspect=_pixel_aspect(video),
         )
+
+
+def _video_stream(container: Any) -> Any:
+    """The file's first moving-picture stream, or None: a cover picture (an attached picture, as
+    music files and some downloads carry) is not the video."""
+    attached = av.stream.Disposition.attached_pic
+    return next((s for s in container.streams.video if not s.disposition & attached), None)
 
 
 def _pixel_aspect(video: Any) -> Fraction:
@@ -465,7 +472,7 @@ def _decode(
     """Demux and decode once: up to ``want`` output frames at ``origin + start + i * step``
     and the audio track."""
     with _open(path) as container:
-        vstream = container.streams.video[0]
+        vstream = _video_stream(container)
         vstream.thread_type = "AUTO"
         astream = container.streams.audio[0] if container.streams.audio else None
         origin = _seconds(vstream.start_time, vstream.time_base)
@@ -606,7 +613,7 @@ def iter_windows(
 
     with contextlib.ExitStack() as stack:
         vcontainer = stack.enter_context(_open(path))
-        vstream = vcontainer.streams.video[0]
+        vstream = _video_stream(vcontainer)
         origin = _seconds(vstream.start_time, vstream.time_base) or Fraction(0)
         audio = None
         if info.has_audio:
@@ -672,7 +679,7 @@ def _frames_on_grid(
 ) -> Iterator[tuple[int, np.ndarray]]:
     """``(i, frame)`` for the output frames ``first <= i <= last`` that ``wanted(i)``: the source
     frame on screen at ``origin + i * step``, fitted to the output size (uint8 [H, W, 3])."""
-    vstream = container.streams.video[0]
+    vstream = _video_stream(container)
     vstream.thread_type = "AUTO"
     if first * step > 1:  # as read_av: key frames and the frames before `first` precede it by a second
         target = int((origin + first * step - 1) / vstream.time_base)

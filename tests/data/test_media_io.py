@@ -430,6 +430,29 @@ def test_audio_only_file(tmp_path):
     assert_media_error(path, "no video stream")
 
 
+def test_a_cover_picture_is_not_a_video(tmp_path):
+    """A music file with cover art holds its picture as an attached-picture video stream: the
+    file is audio only, and its sound still reads."""
+    path = tmp_path / "song.m4a"
+    tone = (0.5 * np.sin(2 * np.pi * 440 * np.arange(16000) / 16000)).astype(np.float32)
+    with av.open(str(path), "w", format="mp4") as container:
+        audio = container.add_stream("aac", rate=16000, layout="mono")
+        cover = container.add_stream("mjpeg")
+        cover.width, cover.height, cover.pix_fmt = 16, 16, "yuvj420p"
+        cover.disposition = av.stream.Disposition.attached_pic
+        container.mux(cover.encode(av.VideoFrame.from_ndarray(np.full((16, 16, 3), 200, np.uint8), format="rgb24")))
+        container.mux(cover.encode(None))
+        frame = av.AudioFrame.from_ndarray(tone[None], format="fltp", layout="mono")
+        frame.sample_rate, frame.pts = 16000, 0
+        container.mux(audio.encode(frame))
+        container.mux(audio.encode(None))
+    info = probe(path)
+    assert not info.has_video and info.has_audio
+    assert_media_error(path, "no video stream")
+    wave, _ = read_wav(path, sample_rate=16000)
+    assert wave.shape[0] >= 15000 and np.abs(wave).max() > 0.3
+
+
 def test_clip_shorter_than_one_window(tmp_path):
     path = write_av(tmp_path / "short.mp4", coded_frames(8), np.zeros(12800, np.float32), 10.0, 16000)
     with pytest.raises(MediaError, match=r"shorter than one window \(8 frames < 16\)") as info:
