@@ -339,24 +339,18 @@ def _shrink(frames: np.ndarray, max_side: int) -> np.ndarray:
     return np.stack([cv2.resize(frame, size, interpolation=cv2.INTER_AREA) for frame in frames])
 
 
-class _ShortAudio:
-    """Warns once per file whose audio ends before the part of its video being scored."""
-
-    def __init__(self, log: Log):
-        self.log, self.warned = log, set()
-
-    def check(self, info: Any, end: float, fps: float) -> None:
-        if not info.has_audio or info.audio_duration is None or info.path in self.warned:
-            return
-        if end > info.audio_duration + 0.5 / fps:  # half a frame: container rounding is not a gap
-            self.warned.add(info.path)
-            self.log(f"warning: {info.path}: its audio ({info.audio_duration:.2f} s) is shorter than its video "
-                     f"({info.duration:.2f} s); scored audio past {info.audio_duration:.2f} s is zero-padded "
-                     f"(silence)")
+def _warn_short_audio(info: Any, end: float, fps: float, log: Log) -> None:
+    """Warn (through the once-only ``log``: once per file) when a file's audio ends before ``end``,
+    the end of the part of its video being scored."""
+    if not info.has_audio or info.audio_duration is None:
+        return
+    if end > info.audio_duration + 0.5 / fps:  # half a frame: container rounding is not a gap
+        log(f"warning: {info.path}: its audio ({info.audio_duration:.2f} s) is shorter than its video "
+            f"({info.duration:.2f} s); scored audio past {info.audio_duration:.2f} s is zero-padded (silence)")
 
 
 def _collect_generated(files: list[Path], protocol: EvalProtocol, side: _Side, need_audio: bool,
-                       short_audio: _ShortAudio, log: Log) -> list[dict[str, str]]:
+                       log: Log) -> list[dict[str, str]]:
     """Feed the first ``num_frames`` frames (and their audio) of each file; returns the skipped files."""
     from ..data import media_io
 
@@ -374,7 +368,7 @@ def _collect_generated(files: list[Path], protocol: EvalProtocol, side: _Side, n
         except MMLDMError as exc:
             skipped.append({"path": str(path), "reason": str(exc)})
             continue
-        short_audio.check(info, duration, protocol.fps)
+        _warn_short_audio(info, duration, protocol.fps, log)
         side.add(clip.frames[:protocol.num_frames], clip.audio[:samples], path, 0)
         del clip
     if side.clips < 2:  # one line saying why, rather than a warning per file and then the error
@@ -462,7 +456,7 @@ def _spans(starts: list[int], num_frames: int, max_frames: int) -> list[tuple[in
 
 
 def _collect_reference(plan: _ReferencePlan, protocol: EvalProtocol, side: _Side, need_audio: bool,
-                       short_audio: _ShortAudio, log: Log) -> tuple[int, list[dict[str, str]]]:
+                       log: Log) -> tuple[int, list[dict[str, str]]]:
     """Feed every planned window, reading each file in pieces of at most READ_BYTES of decoded frames.
 
     Returns (windows dropped, files that failed to decode).
@@ -492,7 +486,7 @@ def _collect_reference(plan: _ReferencePlan, protocol: EvalProtocol, side: _Side
                 if offset + protocol.num_frames > clip.num_frames:
                     dropped += 1
                     continue
-                short_audio.check(info, (start + protocol.num_frames) / protocol.fps, protocol.fps)
+                _warn_short_audio(info, (start + protocol.num_frames) / protocol.fps, protocol.fps, log)
                 a = int(round(offset * per_frame))
                 side.add(clip.frames[offset:offset + protocol.num_frames], clip.audio[a:a + samples], path, start)
             del clip
@@ -724,12 +718,11 @@ def evaluate_folders(
     else:
         nets = None
     sample_rate = _read_sample_rate(metrics, nets, plan)
-    short_audio = _ShortAudio(log)
     gen = _Side(metrics, nets, protocol, sample_rate, batch_size, device)
-    result["generated"]["skipped"] = _collect_generated(gen_files, protocol, gen, need_audio, short_audio, log)
+    result["generated"]["skipped"] = _collect_generated(gen_files, protocol, gen, need_audio, log)
     gen.flush()
     ref = _Side(metrics, nets, protocol, sample_rate, batch_size, device)
-    dropped, unreadable = _collect_reference(plan, protocol, ref, need_audio, short_audio, log)
+    dropped, unreadable = _collect_reference(plan, protocol, ref, need_audio, log)
     ref.flush()
     result["reference"].update(
         windows_available=plan.available, windows_drawn=sum(map(len, plan.starts.values())),
@@ -740,7 +733,7 @@ def evaluate_folders(
         raise DataError(f"reference folder: {ref.clips} usable window(s) after decoding; at least 2 are needed")
     if training is not None:
         train = _Side((), dataclasses.replace(nets, audio=None), protocol, sample_rate, batch_size, device)
-        train_dropped, train_unreadable = _collect_reference(train_plan, protocol, train, False, short_audio, log)
+        train_dropped, train_unreadable = _collect_reference(train_plan, protocol, train, False, log)
         if train.clips < 1:
             raise DataError(f"training clips {training}: no window could be decoded")
         train_record.update(windows_dropped=train_dropped, skipped=train_plan.skipped + train_unreadable,
@@ -760,7 +753,7 @@ def evaluate_folders(
                 draw_plan = _plan_reference(ref_files, protocol, protocol.num_samples,
                                             np.random.default_rng([seed, 2, k]), need_audio, log)
                 draw = _Side(feature_metrics, nets, protocol, sample_rate, batch_size, device)
-                _collect_reference(draw_plan, protocol, draw, need_audio, short_audio, log)
+                _collect_reference(draw_plan, protocol, draw, need_audio, log)
                 draw.flush()
                 if draw.clips < 2:
                     raise DataError(f"reference folder, draw {k}: {draw.clips} usable window(s); at least 2 are "

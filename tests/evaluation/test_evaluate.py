@@ -123,9 +123,9 @@ def test_reference_draws_average_independent_draws_the_first_being_the_single_dr
     plan = ev._plan_reference(files, protocol, 4, np.random.default_rng([5, 2, 1]), False, lambda _: None)
     gen = ev._Side(("fvd",), audio_free, protocol, 16000, 8, "cpu")
     ev._collect_generated(ev.list_videos(folders / "shapes_gen", "generated"), protocol, gen, False,
-                          ev._ShortAudio(lambda _: None), lambda _: None)
+                          lambda _: None)
     ref = ev._Side(("fvd",), audio_free, protocol, 16000, 8, "cpu")
-    ev._collect_reference(plan, protocol, ref, False, ev._ShortAudio(lambda _: None), lambda _: None)
+    ev._collect_reference(plan, protocol, ref, False, lambda _: None)
     gen.flush()
     ref.flush()
     expected = frechet_distance(gen.features.result()[0], ref.features.result()[0]).value
