@@ -561,6 +561,7 @@ class SoundingVideoPipeline:
             labels = labels.to(self.device)
             notify({"stage": "classes", "classes": labels})
 
+        self._check_rows(n, settings.candidates)
         max_frames = self._max_frames(n)
         if task == "long":
             clips, total_frames = long_clip_count(seconds, self.fps, self.num_frames)
@@ -869,6 +870,33 @@ class SoundingVideoPipeline:
             raise ConfigError(f"{n} sounding video(s) of {total_frames / self.fps:g} s do not fit in the memory "
                               f"available here ({max_frames / self.fps:.1f} s at most); generate fewer seconds "
                               "or fewer samples at a time (--batch-size)")
+
+    def _max_rows(self) -> int:
+        """The most latent rows (samples x candidates) one sampling batch may hold in the memory
+        available on the generator's device: per row, one guided generator call's transient
+        activations (conditional and unconditional rows side by side: its residual stream, q/k/v,
+        attention scores and MLP hidden state at float32) and the sampler's few latent copies,
+        within half the available memory (the estimate ignores what the allocator keeps)."""
+        import psutil
+
+        dit = self.generator.cfg
+        tokens = dit.sequence_length
+        forward = tokens * dit.width * (dit.mlp_ratio + 6) + dit.num_heads * tokens * tokens
+        latent = dit.audio_channels * math.prod(dit.audio_size) + dit.video_channels * math.prod(dit.video_size)
+        per_row = 4 * (2 * forward + 16 * latent)
+        if self.device.type == "cuda":
+            available = torch.cuda.mem_get_info(self.device)[0]
+        else:
+            available = psutil.virtual_memory().available
+        return max(1, int(0.5 * available // per_row))
+
+    def _check_rows(self, n: int, candidates: int) -> None:
+        """Refuse, before any work, more candidates than one sampling batch can hold."""
+        max_rows = self._max_rows()
+        if n * candidates > max_rows:
+            raise ConfigError(f"{n} sample(s) x {candidates} candidates do not fit in the memory available here "
+                              f"({max_rows} latent rows at most in one batch); use fewer candidates or fewer "
+                              "samples at a time (--batch-size)")
 
     def _check_critics(self, settings: SamplingSettings) -> None:
         if "contrastive" in settings.critics and self.autoencoder.cfg.loss.contrastive <= 0:

@@ -635,6 +635,29 @@ def test_a_long_generation_that_cannot_fit_in_memory_is_refused_before_any_work(
     assert [event["stage"] for event in events] == ["settings"]  # nothing was sampled
 
 
+def test_more_candidates_than_memory_holds_are_refused_before_any_work(pipe, monkeypatch):
+    import collections
+
+    import psutil
+
+    memory = collections.namedtuple("memory", "available")
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: memory(2**40))
+    rows_in_a_tib = pipe._max_rows()
+    assert rows_in_a_tib > 1000  # a tiny generator and a TiB: a generous bound
+    ten_rows = memory(2**40 * 10 // rows_in_a_tib)
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: ten_rows)
+    rows = pipe._max_rows()
+    assert 8 <= rows <= 12
+    events = []
+    with pytest.raises(ConfigError) as info:
+        pipe(task="svg", n=2, candidates=rows // 2 + 1, progress=False, callback=events.append)
+    message = str(info.value)
+    assert f"2 sample(s) x {rows // 2 + 1} candidates" in message and "--batch-size" in message
+    assert "\n" not in message
+    assert not any(event["stage"] in ("clip", "step") for event in events)  # nothing was sampled
+    pipe._check_rows(1, rows)  # what fits passes
+
+
 def test_a_continuation_too_long_for_memory_is_refused_before_any_work(pipe, kit, monkeypatch):
     def no_read(*args, **kwargs):
         raise AssertionError("the given audio was read")
