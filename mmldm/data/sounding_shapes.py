@@ -50,6 +50,8 @@ PITCH_RANGE = 8.0  # three octaves: top of the frame is 8 * 220 = 1760 Hz
 FADE_SECONDS = 0.010
 PEAK = 0.5
 MIN_SIZE = 16
+#: the most memory one clip may take while its frames are drawn (about 32 bytes per pixel per frame)
+MAX_DRAW_BYTES = 4 * 1024**3
 # The measures need the 3rd harmonic of the highest tone (3 * 1760 = 5280 Hz) below Nyquist.
 MIN_SAMPLE_RATE = 12000
 MANIFEST_NAME = "manifest.jsonl"
@@ -118,6 +120,11 @@ class ShapesConfig:
         if not isinstance(self.size, (int, np.integer)) or self.size < MIN_SIZE:
             raise ConfigError(f"Sounding Shapes: size must be an integer of at least {MIN_SIZE} pixels, "
                               f"got {self.size!r}")
+        draw_bytes = 32 * self.num_frames * self.size**2 if isinstance(self.num_frames, (int, np.integer)) else 0
+        if draw_bytes > MAX_DRAW_BYTES:
+            raise ConfigError(f"Sounding Shapes: a clip of {self.num_frames} frames of {self.size}x{self.size} would "
+                              f"take {draw_bytes / 1024**3:.1f} GiB to draw (at most {MAX_DRAW_BYTES / 1024**3:g}); "
+                              "use a smaller size or fewer frames")
         if self.sample_rate < MIN_SAMPLE_RATE:
             raise ConfigError(f"Sounding Shapes: sample rate must be at least {MIN_SAMPLE_RATE} Hz so the 3rd "
                               f"harmonic of 1760 Hz is below Nyquist, got {self.sample_rate}")

@@ -45,6 +45,13 @@ def test_config_rejects_bad_values(kwargs):
         ShapesConfig(**kwargs)
 
 
+@pytest.mark.parametrize("kwargs", [{"size": 100_000}, {"num_frames": 1_000_000}])
+def test_a_clip_too_big_to_draw_is_refused_before_any_memory_is_taken(kwargs):
+    with pytest.raises(ConfigError, match="GiB to draw"):
+        ShapesConfig(**kwargs)
+    ShapesConfig(size=1024)  # large but drawable
+
+
 def test_config_loads_strictly_through_the_config_system():
     from mmldm.config import from_dict
 
