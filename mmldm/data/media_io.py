@@ -430,9 +430,10 @@ def read_av(
         raise ValueError(f"fps and sample_rate must be positive (got {fps}, {sample_rate})")
     if size is not None and not 0 < size <= MAX_SIDE:
         raise MediaError(path, f"output size {size} is outside 1..{MAX_SIDE} px")
-    if start < 0 or (duration is not None and duration <= 0):
-        raise MediaError(path, f"cannot read from {start} s for {duration} s: the start must be >= 0 "
-                               "and the duration > 0")
+    if not (math.isfinite(start) and start >= 0) or (duration is not None
+                                                       and not (math.isfinite(duration) and duration > 0)):
+        raise MediaError(path, f"cannot read from {start} s for {duration} s: the start must be a finite number "
+                               ">= 0 and the duration a finite number > 0")
     info = probe(path)
     if not info.has_video:
         raise MediaError(path, "no video stream (audio-only file)")

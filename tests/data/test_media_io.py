@@ -181,6 +181,14 @@ def test_start_and_duration_select_matching_frames_and_audio(tmp_path):
     assert abs(int(np.argmax(np.abs(clip.audio))) - (9000 - 4800)) <= 1
 
 
+@pytest.mark.parametrize("span", [{"start": float("nan")}, {"start": float("inf")}, {"start": -1.0},
+                                  {"duration": float("nan")}, {"duration": 0.0}, {"duration": float("inf")}])
+def test_a_span_that_is_not_a_finite_time_is_a_media_error(tmp_path, span):
+    path = write_av(tmp_path / "c.mp4", coded_frames(4), np.zeros(6400, np.float32), 10.0, 16000)
+    with pytest.raises(MediaError, match="finite number"):
+        read_av(path, **span)
+
+
 def test_start_past_one_second_seeks_and_stays_in_sync(tmp_path):
     # a key frame every 10 frames and B-frames: the seek lands on a real key frame before start
     path = write_other_format(tmp_path / "long.mp4", "libx264", "aac", 16000, "mono", k=32 * 1600 + 7,
