@@ -18,7 +18,7 @@ from PIL import Image
 from ..config import make_folder
 from ..errors import MediaError
 from ..files import atomic_target, disk_full_as_error
-from .media_io import MediaInfo, probe, read_av, read_wav
+from .media_io import MediaInfo, display_turns, probe, read_av, read_wav
 
 SHEET_FRAMES = 8  # frames in the strip
 THUMB = 96  # pixels per frame (letterboxed square) and height of the spectrogram row
@@ -38,8 +38,13 @@ def inspect_file(path: str | Path, sheet_dir: str | Path | None = None, sheet: b
     if info.has_video:
         frames = f"{info.num_frames} frames" if info.num_frames is not None else "frame count unknown"
         fps = f"{info.fps:.3f} fps" if info.fps else "frame rate unknown"
-        aspect = f" (pixel aspect {info.pixel_aspect})" if info.pixel_aspect != 1 else ""
-        lines.append(f"  video: {info.video_codec}, {info.width}x{info.height}{aspect}, {fps}, {frames}")
+        shown = [f"pixel aspect {info.pixel_aspect}"] if info.pixel_aspect != 1 else []
+        turns = display_turns(path)
+        if turns:
+            shown.append("shown turned " + {1: "90 degrees counter-clockwise", 2: "180 degrees",
+                                            3: "90 degrees clockwise"}[turns])
+        notes = f" ({'; '.join(shown)})" if shown else ""
+        lines.append(f"  video: {info.video_codec}, {info.width}x{info.height}{notes}, {fps}, {frames}")
     else:
         lines.append("  video: none")
     if info.has_audio:

@@ -301,6 +301,21 @@ class _Fit:
         return out
 
 
+def display_turns(path: str | Path) -> int:
+    """Counter-clockwise quarter turns (0..3) a player gives the video of ``path`` (its first
+    frame's display matrix; decodes that one frame). 0 for a file without video."""
+    path = Path(path)
+    with _open(path) as container:
+        stream = _video_stream(container)
+        if stream is None:
+            return 0
+        try:
+            frame = next(iter(container.decode(stream)), None)
+        except av.error.FFmpegError as exc:
+            raise MediaError(path, f"cannot decode ({exc.strerror or exc})") from None
+        return 0 if frame is None else _quarter_turns(frame)
+
+
 def _quarter_turns(frame: av.VideoFrame) -> int:
     """Counter-clockwise quarter turns that show ``frame`` upright (its display matrix; 0 without
     one). A rotation that is not a multiple of 90 degrees (no camera writes one) is left as 0."""

@@ -46,6 +46,24 @@ def test_inspect_sheet_beside_file_and_no_sheet(tmp_path):
     assert (tmp_path / "clip.sheet.png").is_file() and str(tmp_path / "clip.sheet.png") in report
 
 
+def test_inspect_says_how_a_player_turns_and_stretches_the_picture(tmp_path):
+    import av
+
+    path = tmp_path / "portrait.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 32, "yuv420p"
+        stream.set_display_rotation(-90)  # a phone held upright: stored on its side, turned clockwise
+        stream.codec_context.sample_aspect_ratio = 2
+        for _ in range(3):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.zeros((32, 64, 3), np.uint8), format="rgb24")))
+        container.mux(stream.encode(None))
+    report = inspect_file(path, sheet=False)
+    assert "64x32 (pixel aspect 2; shown turned 90 degrees clockwise)" in report
+    plain = inspect_file(sounding_clip(tmp_path / "clip.mp4"), sheet=False)
+    assert "32x32, 10.000 fps" in plain and "turned" not in plain
+
+
 def test_inspect_audio_only_file(tmp_path):
     path = write_wav(tmp_path / "tone.wav", 0.3 * np.sin(np.arange(16000) / 5.0), 16000)
     report = inspect_file(path)
