@@ -84,6 +84,11 @@ class MediaInfo:
     #: the video's sample aspect ratio (1 for square pixels; readers show frames at width x this)
     pixel_aspect: Fraction = Fraction(1)
 
+    @property
+    def shown_width(self) -> int | None:
+        """The video's width as a player shows it (before any rotation): width x pixel aspect."""
+        return None if self.width is None else _shown_width(self.width, self.pixel_aspect)
+
 
 @dataclass
 class AVClip:
@@ -207,6 +212,11 @@ def _video_stream(container: Any) -> Any:
     return next((s for s in container.streams.video if not s.disposition & attached), None)
 
 
+def _shown_width(width: int, pixel_aspect: Fraction) -> int:
+    """A stored picture's width as shown: ``width`` pixels of aspect ``pixel_aspect``."""
+    return max(1, int(round(width * pixel_aspect)))
+
+
 def _pixel_aspect(video: Any) -> Fraction:
     """The sample aspect ratio of a video stream (container, else codec); 1 when unset or absurd."""
     if video is None:
@@ -254,7 +264,7 @@ class _Fit:
 
     def display_size(self, width: int, height: int, quarter_turns: int = 0) -> tuple[int, int]:
         """``(w, h)`` of a ``width x height`` stored picture as shown (aspect corrected, turned)."""
-        shown_w = max(1, int(round(width * self.pixel_aspect)))
+        shown_w = _shown_width(width, self.pixel_aspect)
         return (height, shown_w) if quarter_turns % 2 else (shown_w, height)
 
     @functools.lru_cache(maxsize=8)  # noqa: B019 (a handful of frozen fits per read)

@@ -468,8 +468,8 @@ def _collect_reference(plan: _ReferencePlan, protocol: EvalProtocol, side: _Side
     samples = int(round(protocol.num_frames * per_frame))
     for path, file_starts in plan.starts.items():
         info = plan.infos[path]
-        shown_width = max(1, round(info.width * info.pixel_aspect))  # frames come at their display aspect
-        max_frames = max(protocol.num_frames, READ_BYTES // (shown_width * info.height * 3))
+        # frames come at their display aspect
+        max_frames = max(protocol.num_frames, READ_BYTES // (info.shown_width * info.height * 3))
         for first, end, members in _spans(file_starts, protocol.num_frames, max_frames):
             try:
                 clip = read_av(path, fps=protocol.fps, sample_rate=side.sample_rate, size=None,
