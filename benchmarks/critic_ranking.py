@@ -14,8 +14,9 @@ of any-length a2v for held-out inputs of ``--seconds``, as ``benchmarks/any_leng
 gives them, each clip continuing the one kept before it) exactly as generation does,
 decodes ALL of them, and measures each one's sync error with the Sounding Shapes law (a
 model trained on Sounding Shapes, like the built-in one; for a2v against the given audio).
-For each critic alone, for their sum of ranks (what generation keeps:
-``mmldm.pipeline.reranking.rank_sum``), for the first candidate (no reranking) and for
+For each critic alone (the model's sync critic too, where its folder has one), for their sum of
+ranks (what generation with all of them keeps: ``mmldm.pipeline.reranking.rank_sum``; the a2v
+pools continue the clip it keeps), for the first candidate (no reranking) and for
 the best candidate by the law (the oracle: what a perfect critic would keep) it reports the Spearman correlation of the
 score with the measured error (mean over samples) and the kept candidates' median
 error, share within 1 semitone and worst. The law is used to measure, never to choose.
@@ -108,6 +109,7 @@ def run(model: Path | None = None, samples: int = 24, candidates: int = 16, seed
     with torch_threads(threads):
         pipe = SoundingVideoPipeline.from_pretrained(model)
         critics = ("generator", "contrastive") if pipe.autoencoder.cfg.loss.contrastive > 0 else ("generator",)
+        critics = ("sync", *critics) if pipe.sync_critic is not None else critics
         if task == "a2v":
             errors, pool_scores = a2v_pools(pipe, samples, seconds, data_seed, candidates, critics, decoder_steps)
         else:

@@ -148,10 +148,10 @@ def export_student(checkpoint: str | Path, model_dir: str | Path, default: bool 
     import torch
 
     from .autoencoder.distill import DecoderDistillConfig
-    from .autoencoder.student import STUDENT_NAME, StudentInfo, save_student
     from .autoencoder.model import HierarchicalAVAutoencoder
     from .autoencoder.signal_decoder import SignalDecoder
     from .autoencoder.stage import load_autoencoder
+    from .autoencoder.student import STUDENT_NAME, StudentInfo, save_student
     from .errors import WeightsError, warn
     from .pipeline.folder import INDEX_NAME
     from .training.checkpoint import load_trained_weights
@@ -183,10 +183,12 @@ def export_student(checkpoint: str | Path, model_dir: str | Path, default: bool 
 
 
 def _add_component(model_dir: Path, index: dict, name: str, save: Any,
-                   default_sampling: dict[str, Any] | None) -> Path:
+                   default_sampling: dict[str, Any] | None,
+                   task_sampling: dict[str, dict[str, Any]] | None = None) -> Path:
     """Write an optional component (``save(folder)``) into ``model_dir/name`` (a temporary folder
     renamed into place when complete), list it in ``model_index.json``, and with
-    ``default_sampling`` set those fields of the folder's sampling defaults (``generation.json``)."""
+    ``default_sampling`` set those fields of the folder's sampling defaults (``generation.json``),
+    with ``task_sampling`` those of the named tasks' defaults."""
     import shutil
     import tempfile
 
@@ -207,10 +209,14 @@ def _add_component(model_dir: Path, index: dict, name: str, save: Any,
             shutil.rmtree(tmp, ignore_errors=True)
     index["components"][name] = name
     atomic_write_text(model_dir / INDEX_NAME, json.dumps(index, indent=2) + "\n")
-    if default_sampling:
+    if default_sampling or task_sampling:
         generation_path = model_dir / index["components"]["generator"] / GENERATION_NAME
         generation = read_generation_config(generation_path)
-        generation = dataclasses.replace(generation, sampling=generation.sampling.replace(**default_sampling))
+        per_task = {**generation.task_sampling}
+        for task, fields in (task_sampling or {}).items():
+            per_task[task] = {**per_task.get(task, {}), **fields}
+        generation = dataclasses.replace(generation, sampling=generation.sampling.replace(**(default_sampling or {})),
+                                         task_sampling=per_task)
         atomic_write_text(generation_path, json.dumps(to_dict(generation), indent=2) + "\n")
     return model_dir / name
 
@@ -271,5 +277,60 @@ def export_frame_decoder(checkpoint: str | Path, model_dir: str | Path, default:
                           {"frame_decoder": "light"} if default else None)
 
 
-__all__ = ["clip_timing_of", "export_frame_decoder", "export_generator", "export_model", "export_student",
-           "exported_generation"]
+#: the tasks ``export_sync_critic(default=True)`` gives the sync critic: those given a modality, whose
+#: pools it ranks best; svg and long keep the latent critics (decoding every candidate would cost
+#: them their speed)
+SYNC_CRITIC_TASKS = ("a2v", "v2a", "audio-continuation", "video-continuation")
+
+
+def export_sync_critic(checkpoint: str | Path, model_dir: str | Path, default: bool = False,
+                       critics: tuple[str, ...] = ("sync",), use_ema: bool = True) -> Path:
+    """Add a ``mmldm train sync-critic`` checkpoint's critic to a model folder (``sync_critic/``,
+    listed in ``model_index.json``); ``--critics sync`` selects it, and ``default`` makes ``critics``
+    the folder's default critics of :data:`SYNC_CRITIC_TASKS` (``generation.json``'s ``task_sampling``).
+
+    It must judge the clips the model makes: the frame count, frame rate, sample rate and frame size
+    it was trained on are checked against the folder's."""
+    from .critic.network import (
+        SYNC_CRITIC_NAME,
+        SyncCritic,
+        SyncCriticInfo,
+        save_sync_critic,
+    )
+    from .critic.stage import SyncCriticTrainConfig
+    from .errors import WeightsError
+    from .pipeline.folder import INDEX_NAME
+    from .training.checkpoint import load_trained_weights
+    from .weights import read_config_json
+
+    checkpoint, model_dir = Path(checkpoint), Path(model_dir)
+    index = read_config_json(model_dir / INDEX_NAME, "model index")
+    if not (checkpoint / "config.yaml").is_file():
+        raise WeightsError(checkpoint, "sync-critic checkpoint", "config.yaml is missing (give a checkpoint "
+                           "folder of `mmldm train sync-critic`)")
+    cfg = load_config(SyncCriticTrainConfig, checkpoint / "config.yaml")
+    critic = SyncCritic(cfg.critic)
+    load_trained_weights(critic, checkpoint, SYNC_CRITIC_NAME.replace("_", " "), use_ema=use_ema)
+    info = SyncCriticInfo(critic=cfg.critic, num_frames=cfg.data.num_frames, fps=cfg.data.fps,
+                          sample_rate=cfg.data.sample_rate)
+    from .pipeline import SoundingVideoPipeline
+
+    pipe = SoundingVideoPipeline.from_pretrained(model_dir)
+    unfit = info.fits(pipe.num_frames, pipe.fps, pipe.audio_cfg.sample_rate, pipe.frame_size)
+    if unfit:
+        raise ConfigError(f"{checkpoint}: the sync critic {unfit}")
+    defaults = {task: {"critics": list(critics)} for task in SYNC_CRITIC_TASKS} if default else None
+    return _add_component(model_dir, index, SYNC_CRITIC_NAME, lambda folder: save_sync_critic(critic, info, folder),
+                          None, defaults)
+
+
+__all__ = [
+    "SYNC_CRITIC_TASKS",
+    "clip_timing_of",
+    "export_frame_decoder",
+    "export_generator",
+    "export_model",
+    "export_student",
+    "export_sync_critic",
+    "exported_generation",
+]

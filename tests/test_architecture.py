@@ -35,6 +35,7 @@ def test_the_pipeline_imports_nothing_from_training_or_evaluation():
 
 
 @pytest.mark.parametrize("network", ["mmldm.generator.dit", "mmldm.autoencoder.model", "mmldm.vae.kl_vae",
+                                     "mmldm.critic.network",
                                      "mmldm.diffusion.samplers", "mmldm.diffusion.guidance"])
 def test_networks_and_diffusion_import_neither_pipeline_nor_training(network):
     modules = _modules_after(f"import {network}")

@@ -5,6 +5,7 @@
     mmldm export model --generator CKPT --vae PATH --autoencoder PATH --out DIR [--vocoder V]
     mmldm export decoder-student CKPT --model DIR [--default]
     mmldm export frame-decoder CKPT --model DIR [--default]
+    mmldm export sync-critic CKPT --model DIR [--default [--critics NAME ...]]
 
 ``model`` writes the complete folder ``mmldm generate --model`` loads.
 """
@@ -68,6 +69,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     light.add_argument("--no-ema", action="store_true")
     light.set_defaults(func=_frame_decoder)
 
+    critic = esub.add_parser("sync-critic", help="add a `mmldm train sync-critic` sync critic to a model folder")
+    critic.add_argument("checkpoint", type=Path)
+    critic.add_argument("--model", type=Path, required=True, help="the model folder whose clips it judges")
+    critic.add_argument("--default", action="store_true",
+                        help="make --critics the default critics of the tasks given audio or video (generation.json)")
+    critic.add_argument("--critics", nargs="+", default=["sync"],
+                        help="with --default: the critics those tasks rank with (default: sync)")
+    critic.add_argument("--no-ema", action="store_true")
+    critic.set_defaults(func=_sync_critic)
+
     export.set_defaults(func=lambda args: export.print_help())
 
 
@@ -122,4 +133,17 @@ def _frame_decoder(args: argparse.Namespace) -> int:
     out = export_frame_decoder(args.checkpoint, args.model, default=args.default, use_ema=not args.no_ema)
     print(f"light frame decoder written to {out}"
           + (" (the model's default frame decoder now)" if args.default else " (select it with --frame-decoder light)"))
+    return 0
+
+
+def _sync_critic(args: argparse.Namespace) -> int:
+    from ..export import SYNC_CRITIC_TASKS, export_sync_critic
+    from ..generator.generation import SamplingSettings
+
+    critics = SamplingSettings().replace(critics=args.critics).critics  # checked before anything is read
+    out = export_sync_critic(args.checkpoint, args.model, default=args.default, critics=critics,
+                             use_ema=not args.no_ema)
+    print(f"sync critic written to {out}"
+          + (f" (the default critics of {', '.join(SYNC_CRITIC_TASKS)} now: {', '.join(critics)})" if args.default
+             else " (select it with --critics sync)"))
     return 0

@@ -29,8 +29,9 @@ GENERATION_NAME = "generation.json"
 
 #: candidate critics (``SamplingSettings.critics``): "generator", the generator's own error in
 #: predicting a candidate's audio from its video; "contrastive", the autoencoder's audio-video
-#: contrastive similarity (its Eq. 1 head) of the candidate's two latents
-CRITICS = ("generator", "contrastive")
+#: contrastive similarity (its Eq. 1 head) of the candidate's two latents; "sync", the model folder's
+#: pixel-domain sync critic (``sync_critic/``, :mod:`mmldm.critic`) on every candidate decoded
+CRITICS = ("generator", "contrastive", "sync")
 
 #: the frame decoders (``SamplingSettings.frame_decoder``): "full", the KL-VAE decoder; "light", the
 #: model folder's light frame decoder distilled from it (``frame_decoder/``, :mod:`mmldm.vae.light_decoder`)
@@ -177,6 +178,9 @@ class GenerationConfig:
     #: "openai/clip-vit-large-patch14"); a model folder without ``text_encoder/`` needs that folder
     #: passed (``--text-encoder DIR``)
     text_encoder: str = ""
+    #: per task, sampling defaults that replace those of ``sampling`` (``{"a2v": {"critics": ["sync"]}}``):
+    #: a setting worth its cost on one task may not be on another
+    task_sampling: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.audio_latent_scale <= 0 or self.video_latent_scale <= 0:
@@ -185,6 +189,18 @@ class GenerationConfig:
                                  or sum(self.class_prior) <= 0):
             raise ConfigError(f"generation: class_prior must be weights >= 0 with a positive sum, "
                               f"got {list(self.class_prior)}")
+        from .tasks import TASKS
+
+        for task, overrides in self.task_sampling.items():
+            if task not in TASKS:
+                raise ConfigError(f"generation: task_sampling names unknown task {task!r} (tasks: {', '.join(TASKS)})")
+            if not isinstance(overrides, dict):
+                raise ConfigError(f"generation: task_sampling.{task} must map sampling settings to values")
+            self.sampling_for(task)  # every override names a setting and gives it a valid value
+
+    def sampling_for(self, task: str) -> SamplingSettings:
+        """The model's sampling defaults for ``task``: ``sampling`` with the task's ``task_sampling``."""
+        return self.sampling.replace(**self.task_sampling.get(task, {}))
 
     @staticmethod
     def upgrade_keys(data: dict[str, Any]) -> dict[str, Any]:

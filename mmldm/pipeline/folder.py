@@ -14,6 +14,8 @@ Layout (``docs/generation.md`` explains every file)::
                              (config.json + model.safetensors; ``mmldm export decoder-student``)
     DIR/frame_decoder/       optional light frame decoder distilled from the KL-VAE's decoder
                              (config.json + model.safetensors; ``mmldm export frame-decoder``)
+    DIR/sync_critic/         optional pixel-domain sync critic that ranks decoded candidates
+                             (config.json + model.safetensors; ``mmldm export sync-critic``)
     DIR/config.yaml          resolved configs of all stages (for people; the files above rule)
 
 Every problem (missing folder or file, corrupt JSON/YAML, weights that do not fit)
@@ -34,17 +36,33 @@ from typing import TYPE_CHECKING
 import yaml
 
 from .. import __version__
-from ..assets import HIFIGAN_UNIVERSAL, HIFIGAN_UNIVERSAL_NAME, assets_folder, find_asset
-from ..autoencoder.student import STUDENT_NAME, StudentInfo, load_student, save_student
+from ..assets import (
+    HIFIGAN_UNIVERSAL,
+    HIFIGAN_UNIVERSAL_NAME,
+    assets_folder,
+    find_asset,
+)
 from ..autoencoder.model import HierarchicalAVAutoencoder
 from ..autoencoder.signal_decoder import SignalDecoder
+from ..autoencoder.student import STUDENT_NAME, StudentInfo, load_student, save_student
 from ..config import atomic_write_text, dump_yaml, from_dict, make_folder, to_dict
+from ..critic.network import (
+    SYNC_CRITIC_NAME,
+    SyncCritic,
+    SyncCriticInfo,
+    load_sync_critic,
+    save_sync_critic,
+)
 from ..data.audio_image import AudioConfig
 from ..data.vocoders import GriffinLim, HiFiGAN, Vocoder, build_vocoder, save_hifigan
 from ..errors import ConfigError, MMLDMError, WeightsError, warn
 from ..files import give_new_modes_under
 from ..generator.dit import AVDiT
-from ..generator.generation import GENERATION_NAME, GenerationConfig, read_generation_config
+from ..generator.generation import (
+    GENERATION_NAME,
+    GenerationConfig,
+    read_generation_config,
+)
 from ..vae.kl_vae import KLVAE
 from ..vae.light_decoder import (
     FRAME_DECODER_NAME,
@@ -113,6 +131,8 @@ class FolderParts:
     decoder_student: tuple[SignalDecoder, StudentInfo] | None = None
     #: the light frame decoder and what it decodes, where the folder has one
     frame_decoder: tuple[LightFrameDecoder, FrameDecoderInfo] | None = None
+    #: the pixel-domain sync critic and the clips it judges, where the folder has one
+    sync_critic: tuple[SyncCritic, SyncCriticInfo] | None = None
 
 
 def _component(directory: Path, index: dict, name: str) -> Path:
@@ -179,7 +199,15 @@ def load_folder(directory: Path) -> FolderParts:
                      if FRAME_DECODER_NAME in index.get("components", {}) else None)
 
     audio_cfg, vocoder, spec = read_audio(directory)
-    return FolderParts(vae, autoencoder, generator, generation, audio_cfg, vocoder, spec, student, frame_decoder)
+    return FolderParts(vae, autoencoder, generator, generation, audio_cfg, vocoder, spec, student, frame_decoder,
+                       read_sync_critic(directory, index))
+
+
+def read_sync_critic(directory: Path, index: dict) -> tuple[SyncCritic, SyncCriticInfo] | None:
+    """The folder's sync critic (``sync_critic/``), or None where it has none."""
+    if SYNC_CRITIC_NAME not in index.get("components", {}):
+        return None
+    return load_sync_critic(_component(directory, index, SYNC_CRITIC_NAME))
 
 
 # --------------------------------------------------------------------------- saving
@@ -222,6 +250,9 @@ def save_folder(pipe: SoundingVideoPipeline, directory: Path, text_encoder: bool
         if pipe.frame_decoder is not None:
             save_frame_decoder(*pipe.frame_decoder, tmp / FRAME_DECODER_NAME)
             components[FRAME_DECODER_NAME] = FRAME_DECODER_NAME
+        if pipe.sync_critic is not None:
+            save_sync_critic(*pipe.sync_critic, tmp / SYNC_CRITIC_NAME)
+            components[SYNC_CRITIC_NAME] = SYNC_CRITIC_NAME
         if pipe.text_encoder is not None and text_encoder:
             pipe.text_encoder.save_pretrained(tmp)  # text_encoder/ and tokenizer/
         spec = pipe.vocoder_spec

@@ -354,8 +354,9 @@ def read_parked_folder(directory: Path) -> ParkedFolder:
         check_weight_file(frame_decoder[0], files["frame_decoder"], FRAME_DECODER_WHAT)
 
     audio_cfg, vocoder, spec = folder.read_audio(directory)
+    # the sync critic is small: read whole, resident beside whichever stage runs
     parts = folder.FolderParts(vae, autoencoder, generator, generation, audio_cfg, vocoder, spec, student,
-                               frame_decoder)
+                               frame_decoder, folder.read_sync_critic(directory, index))
     return ParkedFolder(parts, files)
 
 

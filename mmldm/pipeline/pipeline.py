@@ -44,6 +44,7 @@ from ..autoencoder.model import HierarchicalAVAutoencoder
 from ..autoencoder.signal_decoder import SignalDecoder
 from ..autoencoder.student import StudentInfo
 from ..config import to_dict
+from ..critic.network import SyncCritic, SyncCriticInfo
 from ..data.audio_image import AudioConfig, waveform_to_audio_image
 from ..data.vocoders import HiFiGAN, Vocoder
 from ..diffusion import (
@@ -59,6 +60,7 @@ from ..errors import ConfigError, check_positive_int, warn
 from ..generator.dit import AVDiT
 from ..generator.generation import GenerationConfig, SamplingSettings
 from ..generator.tasks import (
+    TASKS,
     TaskSpec,
     branch_conditions,
     continuation_frames,
@@ -93,6 +95,8 @@ from .reranking import (
 
 #: clip-length windows of a given span encoded at a time
 WINDOW_BATCH = 16
+#: candidates decoded to pixels at a time for the sync critic
+SYNC_CRITIC_CHUNK = 16
 
 #: the models shipped with the package, by the name ``--model NAME`` / ``from_pretrained(NAME)`` takes:
 #: ``shapes``, the built-in Sounding Shapes model (``mmldm recipe sounding-shapes``), and ``bbb``, the
@@ -171,7 +175,8 @@ class SoundingVideoPipeline:
                  weight_files: dict[str, Path] | None = None,
                  decoder_student: tuple[SignalDecoder, StudentInfo] | None = None,
                  frame_decoder: tuple[LightFrameDecoder, FrameDecoderInfo] | None = None,
-                 text_encoder: TextEncoder | None = None):
+                 text_encoder: TextEncoder | None = None,
+                 sync_critic: tuple[SyncCritic, SyncCriticInfo] | None = None):
         """``text_encoder``: the frozen text encoder of a text-conditioned generator (generator
         ``context_dim`` > 0; it runs once per generation, on the device; in low-memory mode on the
         CPU). ``low_memory``: the stages take the device one at a time, with bf16 weights where it is
@@ -181,7 +186,8 @@ class SoundingVideoPipeline:
         samples (:mod:`mmldm.autoencoder.distill`), used when the decoder steps are its steps;
         ``frame_decoder``: a light frame decoder distilled from the KL-VAE's decoder and what it decodes
         (:mod:`mmldm.vae.light_decoder`), used for the video frames when the settings' ``frame_decoder``
-        is "light"."""
+        is "light"; ``sync_critic``: a pixel-domain sync critic and what it judges (:mod:`mmldm.critic`),
+        the critic "sync" (small: resident on the device in every mode)."""
         self.vae = vae
         self.autoencoder = autoencoder
         self.generator = generator
@@ -195,6 +201,9 @@ class SoundingVideoPipeline:
         self.dtype = dtype
         self.decoder_student = decoder_student
         self.frame_decoder = frame_decoder
+        self.sync_critic = sync_critic
+        if sync_critic is not None:
+            sync_critic[0].to(self.device).eval().requires_grad_(False)
         self._check_components()
         #: the frozen text encoder (None: the generator takes no text)
         self.text_encoder = text_encoder
@@ -235,7 +244,8 @@ class SoundingVideoPipeline:
                  low_memory: bool = False,
                  decoder_student: tuple[SignalDecoder, StudentInfo] | None = None,
                  frame_decoder: tuple[LightFrameDecoder, FrameDecoderInfo] | None = None,
-                 text_encoder: TextEncoder | None = None) -> SoundingVideoPipeline:
+                 text_encoder: TextEncoder | None = None,
+                 sync_critic: tuple[SyncCritic, SyncCriticInfo] | None = None) -> SoundingVideoPipeline:
         """A pipeline from trained modules (what training code calls to export a model folder).
 
         :param objective: the generator's training objective (an :class:`Objective`, its name
@@ -254,7 +264,7 @@ class SoundingVideoPipeline:
         return cls(vae, autoencoder, generator, generation, audio_cfg, vocoder_module, spec,
                    device=device, dtype=dtype, low_memory=low_memory, decoder_student=decoder_student,
                    frame_decoder=frame_decoder,
-                   text_encoder=text_encoder)
+                   text_encoder=text_encoder, sync_critic=sync_critic)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path | None = None, device: torch.device | str = "cpu",
@@ -299,7 +309,7 @@ class SoundingVideoPipeline:
         return cls(parts.vae, parts.autoencoder, parts.generator, parts.generation, parts.audio_cfg,
                    vocoder_module, spec, model_dir=directory, device=device, dtype=dtype, low_memory=low_memory,
                    weight_files=weight_files, decoder_student=parts.decoder_student,
-                   frame_decoder=parts.frame_decoder, text_encoder=text)
+                   frame_decoder=parts.frame_decoder, text_encoder=text, sync_critic=parts.sync_critic)
 
     def save_pretrained(self, directory: str | Path, text_encoder: bool = True) -> Path:
         """Write the model folder atomically (a temporary folder beside it, then renamed).
@@ -379,6 +389,7 @@ class SoundingVideoPipeline:
             "vocoder": self.vocoder_spec,
             "decoder_student": None if self.decoder_student is None else to_dict(self.decoder_student[1]),
             "frame_decoder": None if self.frame_decoder is None else to_dict(self.frame_decoder[1]),
+            "sync_critic": None if self.sync_critic is None else to_dict(self.sync_critic[1]),
         }
 
     @property
@@ -424,13 +435,18 @@ class SoundingVideoPipeline:
         elif self.generation.sampling.frame_decoder == "light":
             problems.append("generation's default frame decoder is 'light' but the model has no light frame "
                             "decoder (frame_decoder/)")
+        if self.sync_critic is not None:
+            unfit = self.sync_critic[1].fits(self.num_frames, self.fps, self.audio_cfg.sample_rate, self.frame_size)
+            if unfit:
+                problems.append(f"the sync critic {unfit}")
         prior = self.generation.class_prior
         if prior and len(prior) != dit.num_classes:
             problems.append(f"generation class_prior has {len(prior)} weights, the generator "
                             f"{dit.num_classes} classes")
         if problems:
             raise ConfigError("pipeline components do not fit: " + "; ".join(problems))
-        self._check_critics(self.generation.sampling)  # the model's own critics must fit its autoencoder too
+        for task in TASKS:  # the model's own critics must fit its autoencoder and components too
+            self._check_critics(self.generation.sampling_for(task))
         timing = AVTiming(self.fps, self.num_frames, self.audio_cfg.sample_rate)
         if timing.samples_per_clip != self.audio_cfg.clip_samples:
             raise ConfigError(f"pipeline: {self.num_frames} frames at {self.fps:g} fps need "
@@ -475,7 +491,7 @@ class SoundingVideoPipeline:
         this model's defaults (the objective's sampler, the signal decoder's steps) and checked
         against it. Sync guidance applies to a2v only: asked for by an override on another task it is
         an error, coming from ``settings`` it is switched off."""
-        resolved = (self.generation.sampling if settings is None else settings).replace(**overrides)
+        resolved = (self.generation.sampling_for(task) if settings is None else settings).replace(**overrides)
         if not self.takes_text:
             if overrides.get("text_guidance") not in (None, 1, 1.0):
                 raise ConfigError("text guidance needs a text-conditioned model; this one takes no prompt")
@@ -586,7 +602,9 @@ class SoundingVideoPipeline:
                    dynamic_ncols=True)
         kept: list[dict[str, torch.Tensor]] = []
         picks: list[torch.Tensor] = []  # [n] per clip: the candidate decoded
+        judged: list[tuple[torch.Tensor, torch.Tensor] | None] = []  # per clip: the sync critic's decode of it
         guided = False
+        judging = settings.candidates > 1 and "sync" in settings.critics
         for index in range(clips):
             inputs = {}
             in_span = windows is not None and index < len(windows)
@@ -596,17 +614,21 @@ class SoundingVideoPipeline:
                 inputs.update(prev_audio=kept[-1]["audio"], prev_video=kept[-1]["video"])
             # the given modality's x_t is its forward-noised latent (paper Sec. 3.3)
             known = {spec.given: inputs[spec.model_input]} if in_span and spec.keeps_given else {}
-            latents, clip_picks, clip_guided = self._sample_clip(index, inputs, known, labels, generators,
-                                                                 settings, notify, text)
+            judge = (self._judged_window(spec.given if in_span else None, given_audio, given_video, starts, index,
+                                         total_frames) if judging else None)
+            latents, clip_picks, clip_guided, clip_decoded = self._sample_clip(index, inputs, known, labels,
+                                                                               generators, settings, notify, text,
+                                                                               judge)
             bar.update(1)
             notify({"stage": "latents", "clip": index, "latents": latents})
             kept.append(latents)
+            judged.append(clip_decoded)
             picks.append(clip_picks)
             guided = guided or clip_guided
 
         with bar:
             frames_out, waves_out = self._decode_clips(kept, labels, generators, settings, bar, given_audio,
-                                                       given_video, total_frames, starts)
+                                                       given_video, total_frames, starts, judged)
         record = {
             "task": task, "n": n, "seed": int(seed), "sample_seeds": [int(seed) + i for i in range(n)],
             "steps": settings.steps, "sampler": settings.sampler, "decoder_steps": settings.decoder_steps,
@@ -682,16 +704,44 @@ class SoundingVideoPipeline:
             return None, frames, latents, starts
         return None, None, None, []
 
+    def _judged_window(self, given: str | None, given_audio: torch.Tensor | None, given_video: torch.Tensor | None,
+                       starts: list[int], index: int, total_frames: int) -> dict[str, Any]:
+        """What the sync critic needs of clip ``index`` besides its candidates: ``given``, the clip's
+        window of the given modality in pixels (``{"audio_image": [1, 3, H, W]}`` or ``{"frames":
+        [1, T, 3, H, W]}``; empty where the clip generates both), padded as :meth:`_given_inputs` pads
+        it (silence; the first or last frame repeated), and ``frames``, the clip's frames that reach
+        the output (where clips overlap the earlier one's are kept), which alone are scored."""
+        clip_frames, first = self.num_frames, starts[index]
+        previous_end = starts[index - 1] + clip_frames if index else first
+        begin, end = max(first, previous_end, 0), min(first + clip_frames, total_frames)
+        scored = slice(begin - first, end - first) if end > begin else slice(0, clip_frames)
+        window: dict[str, torch.Tensor] = {}
+        if given == "audio":
+            rate = self.samples_per_frame
+            wave = torch.zeros(self.clip_samples)
+            lo, hi = max(first * rate, 0), min((first + clip_frames) * rate, len(given_audio))
+            wave[lo - first * rate:hi - first * rate] = given_audio[lo:hi]
+            window["audio_image"] = waveform_to_audio_image(wave[None], self.audio_cfg, self.frame_size) * 2.0 - 1.0
+        elif given == "video":
+            rows = torch.arange(first, first + clip_frames).clamp(0, len(given_video) - 1)
+            window["frames"] = given_video[rows][None]
+        return {"given": window, "frames": scored}
+
     def _sample_clip(self, index: int, inputs: dict[str, torch.Tensor], known: dict[str, torch.Tensor],
                      labels: torch.Tensor | None, generators: list[torch.Generator], settings: SamplingSettings,
-                     notify: Callback, text: tuple[torch.Tensor, torch.Tensor] | None = None
-                     ) -> tuple[dict[str, torch.Tensor], torch.Tensor, bool]:
+                     notify: Callback, text: tuple[torch.Tensor, torch.Tensor] | None = None,
+                     judge: dict[str, Any] | None = None
+                     ) -> tuple[dict[str, torch.Tensor], torch.Tensor, bool, tuple[torch.Tensor, torch.Tensor] | None]:
         """One clip's perceptual latents ``{"audio": [n, Ca, Ha, Wa], "video": [n, Cv, Hv, Wv]}`` in the
-        generator's (scaled) space, the candidate kept per sample ``[n]`` and whether guidance applied.
+        generator's (scaled) space, the candidate kept per sample ``[n]``, whether guidance applied, and
+        the kept candidates' signal-decoder output where the sync critic decoded them (KL-VAE latents of
+        the frames ``[n, F, C, s, s]`` and of the audio image ``[n, C, s, s]``; else None).
 
         ``settings.candidates`` K > 1: ``n * K`` latents are sampled in one batch, candidate ``j``
         of sample ``i`` at row ``i * K + j``, drawing its noise from ``generators[i]`` after
-        candidate ``j - 1``; the critics keep one per sample.
+        candidate ``j - 1``; the critics keep one per sample. The sync critic (``judge``:
+        :meth:`_judged_window`) decodes every candidate, each drawing the decoder's noise from its
+        sample's generator in turn, and the kept one's decode is what the output shows.
 
         ``text``: a text model's (prompt, null text) tokens ``[n, n_ctx, context_dim]`` each; text
         guidance (``settings.text_guidance``) runs inside the guidance over the other conditions, so
@@ -712,7 +762,7 @@ class SoundingVideoPipeline:
         if cond:  # something to drop: per-modality classifier-free guidance
             denoise = guided_denoiser(network, cond, uncond, settings.guidance)
         else:  # svg without a class: the unconditional branch would be the same model call
-            denoise = lambda x, t: network(x, t)  # noqa: E731
+            denoise = lambda x, t: network(x, t)
         if settings.sync_guidance:
             critic = generator_critic(self._critic_network(text), self.objective, known["audio"],
                                       self.latent_noise(generators),
@@ -721,17 +771,50 @@ class SoundingVideoPipeline:
         latents = sample(denoise, noise, self.objective, sampler=settings.sampler, steps=settings.steps, known=known,
                          callback=lambda step: notify({"stage": "step", "clip": index, **step}))
         if candidates == 1:
-            return latents, torch.zeros(n, dtype=torch.long), bool(cond)
+            return latents, torch.zeros(n, dtype=torch.long), bool(cond), None
         scores = self.critic_scores(latents, labels, generators, settings, None if text is None else text[0])
+        decoded = None
+        if "sync" in settings.critics:
+            scores["sync"], decoded = self._sync_scores(latents, labels, generators, settings, judge)
+        scores = {name: scores[name] for name in settings.critics}
         kept, picks = pick_candidates(latents, list(scores.values()))
         notify({"stage": "candidates", "clip": index, "pool": latents, "labels": labels, "scores": scores,
                 "picks": picks})
-        return kept, picks, bool(cond)
+        if decoded is not None:
+            rows = torch.arange(n) * candidates + picks
+            decoded = tuple(part[rows.to(part.device)] for part in decoded)
+        return kept, picks, bool(cond), decoded
+
+    def _sync_scores(self, latents: dict[str, torch.Tensor], labels: torch.Tensor | None,
+                     generators: list[torch.Generator], settings: SamplingSettings, judge: dict[str, Any]
+                     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """The sync critic's score of every candidate ``[n, K]`` (CPU; minus the mean cosine over the
+        clip's scored frames, lower = more in sync) and the signal decoder's output for all of them.
+
+        Every candidate is decoded as the output would be (``decoder_steps``, ``frame_decoder``; the
+        frames only where the clip generates them) and judged against the given modality's window
+        where there is one; the pixels, ``SYNC_CRITIC_CHUNK`` candidates at a time."""
+        given = judge["given"]
+        video_latents, audio_latents = self._signal_decode(latents, labels, generators,
+                                                           frames=[0] if "frames" in given else None,
+                                                           steps=settings.decoder_steps)
+        critic = self.sync_critic[0]
+        scores = []
+        for begin in range(0, len(generators), SYNC_CRITIC_CHUNK):
+            part = slice(begin, begin + SYNC_CRITIC_CHUNK)
+            frames, image = self._pixels(video_latents[part], audio_latents[part], settings.frame_decoder)
+            frames = given["frames"].expand(len(image), -1, -1, -1, -1) if "frames" in given else frames
+            image = given["audio_image"].expand(len(image), -1, -1, -1) if "audio_image" in given else image
+            with self._autocast():
+                similarity = critic.frame_similarity(frames.to(self.device), image.to(self.device)).float()
+            scores.append(-similarity[:, judge["frames"]].mean(1).cpu())  # [chunk]
+        return torch.cat(scores).view(-1, settings.candidates), (video_latents, audio_latents)
 
     def critic_scores(self, latents: dict[str, torch.Tensor], labels: torch.Tensor | None,
                       generators: list[torch.Generator], settings: SamplingSettings,
                       context: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Each critic's score of every candidate, ``{critic: [n, K]}`` (CPU), lower = more in sync.
+        """Each latent critic's score of every candidate, ``{critic: [n, K]}`` (CPU), lower = more in sync
+        (the sync critic, which decodes the candidates, is :meth:`_sync_scores`).
 
         ``latents``: ``[n * K, ...]`` each, sample-major; ``generators``: one per row (a sample's
         rows hold the sample's generator). The generator's critic draws one noise per critic time
@@ -742,6 +825,8 @@ class SoundingVideoPipeline:
         candidates = settings.candidates
         scores = {}
         for name in settings.critics:
+            if name == "sync":
+                continue
             if name == "generator":
                 noises = [self.latent_noise(generators[::candidates], repeat=candidates)
                           for _ in settings.critic_times]
@@ -802,12 +887,15 @@ class SoundingVideoPipeline:
     def _decode_clips(self, kept: list[dict[str, torch.Tensor]], labels: torch.Tensor | None,
                       generators: list[torch.Generator], settings: SamplingSettings, bar: tqdm,
                       given_audio: torch.Tensor | None, given_video: torch.Tensor | None,
-                      total_frames: int, starts: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+                      total_frames: int, starts: list[int],
+                      judged: list[tuple[torch.Tensor, torch.Tensor] | None] | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
         """Every sample's clips decoded and joined: frames [n, T', 3, H, W] and waves [n, N'], float32
         on the CPU. Clip ``k`` covers the output's frames ``[starts[k], starts[k] + T)`` (``starts``
         increasing; the first may be < 0, a padded window); where clips overlap, the earlier one is
         kept. The given modality (a2v, v2a, a continuation's span) fills the output's start as given,
-        the decoded clips the rest.
+        the decoded clips the rest. ``judged``: per clip, the signal decoder's output the sync critic
+        already made of it (None: decode it here).
 
         The outputs are allocated once and filled clip by clip, so a long generation holds one
         copy of its frames (not the clips, their join and a trimmed copy)."""
@@ -833,9 +921,17 @@ class SoundingVideoPipeline:
         # sample of a clip in one batch. Each sample draws the signal decoder's noise from its own generator,
         # clip after clip, as it would decoded alone, so neither the batching nor the order of the stages
         # changes what a sample gets (up to the arithmetic of batched kernels).
-        signal_latents = [self._signal_decode(latents, labels, generators, frames=None if fills(index) else [0],
-                                              steps=settings.decoder_steps)
-                          for index, latents in enumerate(kept)]  # [clips] of ([n, F, C, s, s], [n, C, s, s])
+        judged = judged or [None] * len(kept)
+
+        def signal(index: int, latents: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+            decoded = judged[index]
+            if decoded is not None and (decoded[0].shape[1] == clip_frames or not fills(index)):
+                return decoded
+            return self._signal_decode(latents, labels, generators, frames=None if fills(index) else [0],
+                                       steps=settings.decoder_steps)
+
+        signal_latents = [signal(index, latents) for index, latents in enumerate(kept)]  # [clips] of
+        # ([n, F, C, s, s], [n, C, s, s])
         images = []  # [clips] audio images [n, 3, H, W]
         for index, (video_latents, audio_latents) in enumerate(signal_latents):
             frames, image = self._pixels(video_latents, audio_latents, settings.frame_decoder)
@@ -902,6 +998,9 @@ class SoundingVideoPipeline:
         if "contrastive" in settings.critics and self.autoencoder.cfg.loss.contrastive <= 0:
             raise ConfigError("the contrastive critic needs an autoencoder trained with a contrastive loss "
                               "(this one's loss.contrastive is 0)")
+        if "sync" in settings.critics and self.sync_critic is None:
+            raise ConfigError("the sync critic needs a model folder with one (sync_critic/: `mmldm train "
+                              "sync-critic`, then `mmldm export sync-critic`); this model has none")
 
     def _class_labels(self, class_label: int | None, n: int) -> torch.Tensor | None:
         """``[n]`` labels of the asked class, checked here where the class enters (the network does not

@@ -16,8 +16,11 @@ Steps (:mod:`mmldm.recipes.base`: each skipped when its output is there)::
     DIR/latents        perceptual latents of every window of DIR/data/generator  mmldm cache --autoencoder
     DIR/runs/generator AVDiT with frame tokens, rectified flow (configs/recipe/generator.yaml)
                                                                                  mmldm train generator
+    DIR/runs/sync-critic  the pixel-domain sync critic, on the generator's clips (configs/recipe/sync-critic.yaml)
+                                                                                 mmldm train sync-critic
     DIR/model          the model folder (SoundingVideoPipeline.save_pretrained) with both fast decoders as
-                       its defaults                                              what `mmldm generate --model` reads
+                       its defaults and the sync critic as the critic of a2v, v2a and the continuations
+                                                                                 what `mmldm generate --model` reads
     DIR/eval           svg / a2v / v2a / long samples and DIR/eval/results.json  mmldm evaluate --metrics shapes
     DIR/recipe.json    scale, per-step wall times
 
@@ -77,6 +80,9 @@ class RecipeScale:
     #: model folder uses each by default (docs/speed.md measured both against the full decoders)
     student_steps: int = 2000
     frame_decoder_steps: int = 2000
+    #: training steps of the sync critic (``mmldm train sync-critic`` on the generator's clips), which
+    #: the export makes the critic of the tasks given audio or video
+    sync_critic_steps: int = 3000
     student_default: bool = True
     frame_decoder_default: bool = True
     #: batch sizes (None: the config's)
@@ -89,6 +95,7 @@ SCALES: dict[str, RecipeScale] = {
     "smoke": RecipeScale(train_files=12, test_files=4, generator_files=16, vae_steps=3, autoencoder_steps=3,
                          generator_steps=4, eval_clips=2, long_clips=1, long_seconds=3.2, calibration_clips=4,
                          generator_sampling_steps=2, candidates=2, student_steps=3, frame_decoder_steps=3,
+                         sync_critic_steps=3,
                          batch_size=4),
 }
 
@@ -98,9 +105,10 @@ class SoundingShapesRecipe(FastDecoderSteps, Recipe):
 
     name = "sounding-shapes"
     steps = ("data", "vae", "vae_latents", "autoencoder", "decoder_student", "frame_decoder", "latents", "generator",
-             "export", "evaluate")
+             "sync_critic", "export", "evaluate")
     config_dir = CONFIGS
-    trained = {"vae": "vae", "autoencoder": "autoencoder", "generator": "generator", **FAST_DECODER_STAGES}
+    trained = {"vae": "vae", "autoencoder": "autoencoder", "generator": "generator", "sync_critic": "sync-critic",
+               **FAST_DECODER_STAGES}
 
     def __init__(self, out: Path, scale: RecipeScale, progress: bool = True):
         super().__init__(out, scale, progress)
@@ -192,15 +200,22 @@ class SoundingShapesRecipe(FastDecoderSteps, Recipe):
         return self._train("generator", self.scale.generator_steps, self._generator_data(),
                            sources=(self._checkpoint("autoencoder"), self.generator_data))
 
+    def step_sync_critic(self) -> bool:
+        """The pixel-domain sync critic, on the generator's clips (real frames and sound)."""
+        self._need(self.generator_data / "manifest.jsonl", "the generator's training data")
+        return self._train("sync_critic", self.scale.sync_critic_steps,
+                           [f"data.root={self.generator_data}"], sources=(self.generator_data,))
+
     # ------------------------------------------------------------------ export
 
     def step_export(self) -> bool:
-        from ..export import export_model
+        from ..export import export_model, export_sync_critic
         from ..generator.generation import SamplingSettings
 
         checkpoint = self._checkpoint("generator")
         fast_decoders = self._fast_decoder_checkpoints()
-        if self._up_to_date(self.model, checkpoint, *fast_decoders):
+        critic = self._checkpoint("sync-critic")
+        if self._up_to_date(self.model, checkpoint, *fast_decoders, critic):
             return False
         scale = self.scale
         sampling = SamplingSettings(steps=scale.generator_sampling_steps, audio_guidance=scale.guidance,
@@ -211,7 +226,8 @@ class SoundingShapesRecipe(FastDecoderSteps, Recipe):
                      decoder_sampling={"steps": scale.decoder_steps, "video_guidance": scale.decoder_guidance,
                                        "audio_guidance": scale.decoder_guidance})
         self._add_fast_decoders(self.model, fast_decoders)
-        self._stamp(self.model, checkpoint, *fast_decoders)
+        export_sync_critic(critic, self.model, default=True)
+        self._stamp(self.model, checkpoint, *fast_decoders, critic)
         return True
 
     # ------------------------------------------------------------------ evaluation

@@ -467,6 +467,8 @@ class Trainer:
         if "image" in media:  # [B,3,H,W] -> one row
             image = ((media["image"].float().clamp(-1, 1) + 1) / 2).cpu()
             writer.add_image("preview/image", rearrange(image, "b c h w -> c h (b w)"), step)
+        for name, value in media.get("scalars", {}).items():  # numbers the stage measures on the batch
+            writer.add_scalar(f"preview/{name}", value, step)
         if "audio" in media:  # [B,N]
             rate = int(media.get("audio_sample_rate", 16000))
             for i, wave in enumerate(media["audio"].float().clamp(-1, 1).cpu()):

@@ -16,6 +16,7 @@ _STAGES: dict[str, str | type] = {
     "generator": "mmldm.generator.stage:GeneratorStage",
     "decoder-distill": "mmldm.autoencoder.distill:DecoderDistillStage",
     "frame-decoder-distill": "mmldm.vae.light_decoder_distill:FrameDecoderDistillStage",
+    "sync-critic": "mmldm.critic.stage:SyncCriticStage",
 }
 
 

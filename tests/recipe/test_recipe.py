@@ -11,6 +11,7 @@ import pytest
 from mmldm.autoencoder.stage import AutoencoderStageConfig
 from mmldm.cli.main import main
 from mmldm.config import load_config
+from mmldm.critic.stage import SyncCriticTrainConfig
 from mmldm.generator.stage import GeneratorStageConfig
 from mmldm.recipes.base import CONFIGS as CONFIG_DIR
 from mmldm.recipes.sounding_shapes import SCALES, SoundingShapesRecipe
@@ -20,7 +21,7 @@ FPS, RATE = 10.0, 16000
 
 
 @pytest.mark.parametrize("name, cls", [("vae", VAEStageConfig), ("autoencoder", AutoencoderStageConfig),
-                                       ("generator", GeneratorStageConfig)])
+                                       ("generator", GeneratorStageConfig), ("sync-critic", SyncCriticTrainConfig)])
 def test_stage_configs_load_strictly_and_train_in_a_precision_the_cpu_multiplies(name: str, cls: type) -> None:
     from mmldm.training.precision import cpu_has_native_bf16, resolve_mixed_precision
 
@@ -41,6 +42,9 @@ def test_stage_configs_fit_together() -> None:
     assert (dit.audio_channels, *dit.audio_size) == ae.model.audio_latent_shape
     assert dit.previous_clip and gen.conditioning.uses_previous  # task long needs continuation training
     assert dit.num_classes == ae.model.semantic.num_classes == 3
+    critic = load_config(SyncCriticTrainConfig, CONFIG_DIR / "sync-critic.yaml")  # it judges the clips they make
+    assert (critic.data.size, critic.data.num_frames, critic.data.fps, critic.data.sample_rate) == (
+        ae.data.size, ae.data.num_frames, ae.data.fps, ae.data.sample_rate)
 
 
 def test_default_scale_meets_the_evaluation_floor() -> None:
@@ -76,7 +80,7 @@ def test_smoke_scale_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[st
     generator_config = (out / "runs" / "generator" / "config.yaml").read_text()
     assert "video_tokenization: frames" in generator_config and f"cache: {out / 'latents'}" in generator_config
     model_sources = (out / "model.source").read_text()  # the model folder is made again when any of these change
-    for run in ("generator", "decoder-distill", "frame-decoder-distill"):
+    for run in ("generator", "decoder-distill", "frame-decoder-distill", "sync-critic"):
         assert str((out / "runs" / run).resolve()) in model_sources, run
     results = json.loads((out / "eval" / "results.json").read_text())
     for task in ("svg", "a2v", "v2a"):
@@ -96,6 +100,11 @@ def test_smoke_scale_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[st
     index = json.loads((out / "model" / "model_index.json").read_text())["components"]
     assert index["decoder_student"] == "decoder_student" and index["frame_decoder"] == "frame_decoder"
     assert generation["decoder_steps"] == 4 and generation["frame_decoder"] == "light"
+    # and its sync critic, trained on the generator's clips, the critic of the tasks given a modality
+    assert index["sync_critic"] == "sync_critic"
+    task_sampling = json.loads((out / "model" / "generator" / "generation.json").read_text())["task_sampling"]
+    assert all(task_sampling[task]["critics"] == ["sync"] for task in ("a2v", "v2a"))
+    assert f"root: {out / 'data' / 'generator'}" in (out / "runs" / "sync-critic" / "config.yaml").read_text()
     student_config = (out / "runs" / "decoder-distill" / "config.yaml").read_text()
     assert f"teacher: {out / 'parts' / 'autoencoder'}" in student_config
 
@@ -107,9 +116,9 @@ def test_smoke_scale_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[st
     capsys.readouterr()
     assert main(["recipe", "sounding-shapes", "--out", str(out), "--scale", "smoke", "--quiet",
                  "--only", "data", "vae", "vae_latents", "autoencoder", "decoder_student", "frame_decoder", "latents",
-                 "generator", "export"]) == 0
+                 "generator", "sync_critic", "export"]) == 0
     log = capsys.readouterr().out
-    assert log.count("already there, skipped") == 9
+    assert log.count("already there, skipped") == 10
     assert json.loads((out / "recipe.json").read_text())["wall_seconds"] == record["wall_seconds"]
 
 
