@@ -610,7 +610,10 @@ class SoundingVideoPipeline:
             in_span = windows is not None and index < len(windows)
             if in_span:  # the clip's window of the given modality
                 inputs[spec.model_input] = windows[index:index + 1].to(self.device).expand(n, -1, -1, -1)
-            if index > 0 and self.generator.cfg.previous_clip:  # and the clip generated before it
+            # and the clip generated before it, where that clip ends where this window starts: an
+            # overlapping window (the last of a span that is not a whole number of clips) would read its
+            # previous clip shifted, which the generator never saw in training; it is given none
+            if index > 0 and self.generator.cfg.previous_clip and starts[index] == starts[index - 1] + self.num_frames:
                 inputs.update(prev_audio=kept[-1]["audio"], prev_video=kept[-1]["video"])
             # the given modality's x_t is its forward-noised latent (paper Sec. 3.3)
             known = {spec.given: inputs[spec.model_input]} if in_span and spec.keeps_given else {}

@@ -86,13 +86,19 @@ def test_a2v_keeps_all_of_a_file_bit_exact_and_generates_a_clip_per_clip(pipe, k
     assert out.frames.shape[1] == frames == 12 and out.settings["clips"] == 2
     assert torch.equal(out.waveforms[0], torch.from_numpy(audio[: frames * kit.clip_samples // kit.frames]))
     assert out.settings["input"] == str(media["sounding"])
-    # clip 2 is conditioned on clip 1 and on its window of the audio: real audio, no padding, the
-    # window ending where the file's whole frames end (so it overlaps clip 1's by half a clip)
+    # clip 2 is conditioned on its window of the audio: real audio, no padding, the window ending where
+    # the file's whole frames end (so it overlaps clip 1's by half a clip); clip 1 does not end where that
+    # window starts, so clip 2 is given no previous clip (it would read it shifted by half a clip)
+    second = events["clip"][1]["conditions"]
+    assert "prev_video" not in second and "prev_audio" not in second
+    last = torch.from_numpy(audio[(frames - kit.frames) * 1600:frames * 1600])
+    torch.testing.assert_close(second["audio_cond"], pipe.encode_audio(last[None]))
+    # two whole clips: the second window starts where the first clip ends, and is conditioned on it
+    out, events = generate_observed(pipe, task="a2v", audio=torch.from_numpy(np.concatenate(
+        [kit.tone(300), kit.tone(900)])), steps=2)
     second = events["clip"][1]["conditions"]
     assert torch.equal(second["prev_video"], events["latents"][0]["latents"]["video"])
     assert torch.equal(second["prev_audio"], events["clip"][0]["conditions"]["audio_cond"])
-    last = torch.from_numpy(audio[(frames - kit.frames) * 1600:frames * 1600])
-    torch.testing.assert_close(second["audio_cond"], pipe.encode_audio(last[None]))
 
 
 def test_overlapping_last_window_fills_only_what_the_clip_before_left(pipe, kit, monkeypatch):
@@ -193,7 +199,7 @@ def test_audio_continuation_goes_over_the_span_clip_after_clip_then_continues(pi
     torch.testing.assert_close(clips[1]["conditions"]["audio_cond"],
                                pipe.encode_audio(wave[None, kit.clip_samples // 2:]))
     assert "prev_audio" not in clips[0]["conditions"] and set(clips[0]["known"]) == {"audio"}
-    assert torch.equal(clips[1]["conditions"]["prev_video"], kept[0]["video"])
+    assert "prev_video" not in clips[1]["conditions"]  # it overlaps clip 1: no shifted previous clip
     for index in (2, 3):  # the new clips follow the clip before, in both modalities, nothing given
         assert set(clips[index]["conditions"]) == {"prev_audio", "prev_video"} and clips[index]["known"] == {}
         assert torch.equal(clips[index]["conditions"]["prev_audio"], kept[index - 1]["audio"])
