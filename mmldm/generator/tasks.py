@@ -44,6 +44,8 @@ given modality as given, trimmed to whole frames. The windows are whole clips of
 span (:func:`window_starts`): when the span is not a whole number of clips the last
 window ends where the span ends, overlapping the one before, and its clip fills only
 the frames after that one's (the generator never sees padding it was not trained on);
+an overlapping window is given no previous clip (the clip before does not end where it
+starts: read as its previous clip, it would stand shifted in time);
 only a span shorter than one clip is padded (audio with silence, video by repeating its
 last frame) and the output trimmed back. Continuations go over the given span in the
 same way (as a2v / v2a: the given modality kept, the other generated, each clip
