@@ -140,10 +140,11 @@ def generated_pool(pipe: Any, task: str, samples: int, candidates: int, seed: in
     from mmldm.pipeline.audio import vocode_clips
 
     ranked: list[dict[str, Any]] = []  # the candidate pools and each critic's scores, as generation ranks
-    # the decode inside generate is discarded: one decoder step keeps it cheap. long: two clips,
-    # and the pool kept is the last one ranked, the second clip's
+    # the decode inside generate is discarded: one decoder step keeps it cheap, unless the sync critic
+    # judges the candidates by it. long: two clips, and the pool kept is the last one ranked, the second clip's
     seconds = {"seconds": 2 * pipe.num_frames / pipe.fps} if task == "long" else {}
-    pipe.generate(task, n=samples, seed=seed, candidates=candidates, critics=critics, decoder_steps=1,
+    inner_steps = decoder_steps if "sync" in critics else 1
+    pipe.generate(task, n=samples, seed=seed, candidates=candidates, critics=critics, decoder_steps=inner_steps,
                   progress=False, callback=lambda event: ranked.append(event)
                   if event["stage"] == "candidates" else None, **seconds)
     pool = ranked[-1]

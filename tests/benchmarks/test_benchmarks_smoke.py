@@ -228,7 +228,8 @@ def test_critic_ranking_benchmark_measures_every_candidate(tmp_path):
     errors = np.asarray(record["sync_errors"])
     assert errors.shape == (2, 3) and (errors >= 0).all()
     rows = {row["kept_by"]: row for row in record["tables"]["critics"]}
-    assert set(rows) == {"generator", "contrastive", "generator + contrastive (rank sum)",
+    # the built-in model's critics: its sync critic and the two latent ones
+    assert set(rows) == {"sync", "generator", "contrastive", "sync + generator + contrastive (rank sum)",
                          "first candidate (no reranking)", "oracle (the law's best)"}
     for row in rows.values():  # each row's numbers are those of the candidates it kept
         kept = errors[np.arange(2), row["picks"]]
