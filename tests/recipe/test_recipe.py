@@ -68,7 +68,8 @@ def test_smoke_scale_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert main(["recipe", "sounding-shapes", "--out", str(out), "--scale", "smoke", "--threads", "1", "--quiet"]) == 0
     record = json.loads((out / "recipe.json").read_text())
     assert set(record["wall_seconds"]) == {"data", "vae", "vae_latents", "autoencoder", "decoder_student",
-                                           "frame_decoder", "latents", "generator", "export", "evaluate"}
+                                           "frame_decoder", "latents", "generator", "sync_critic", "export",
+                                           "evaluate"}
     assert [run["steps_done"] for run in record["invocations"]] == [list(record["wall_seconds"])]
     assert record["invocations"][0]["scale"]["generator_steps"] == SCALES["smoke"].generator_steps
     # the generator trains on the latents of its own, larger clip set, the first clips being the training ones
