@@ -152,17 +152,14 @@ def export_student(checkpoint: str | Path, model_dir: str | Path, default: bool 
     from .autoencoder.signal_decoder import SignalDecoder
     from .autoencoder.stage import load_autoencoder
     from .autoencoder.student import STUDENT_NAME, StudentInfo, save_student
-    from .errors import WeightsError, warn
+    from .errors import warn
     from .pipeline.folder import INDEX_NAME
     from .training.checkpoint import load_trained_weights
     from .weights import read_config_json
 
     checkpoint, model_dir = Path(checkpoint), Path(model_dir)
     index = read_config_json(model_dir / INDEX_NAME, "model index")
-    if not (checkpoint / "config.yaml").is_file():
-        raise WeightsError(checkpoint, "decoder-distill checkpoint", "config.yaml is missing (give a checkpoint "
-                           "folder of `mmldm train decoder-distill`)")
-    cfg = load_config(DecoderDistillConfig, checkpoint / "config.yaml")
+    cfg = _component_checkpoint_config(checkpoint, DecoderDistillConfig, "decoder-distill")
     autoencoder = HierarchicalAVAutoencoder.from_pretrained(model_dir / index["components"]["autoencoder"])
     teacher_path = Path(cfg.teacher)
     if teacher_path.exists():
@@ -180,6 +177,17 @@ def export_student(checkpoint: str | Path, model_dir: str | Path, default: bool 
                        video_guidance=sampling.video_guidance, audio_guidance=sampling.audio_guidance)
     return _add_component(model_dir, index, STUDENT_NAME, lambda folder: save_student(student, info, folder),
                           {"decoder_steps": info.steps} if default else None)
+
+
+def _component_checkpoint_config(checkpoint: Path, cls: type, stage: str) -> Any:
+    """The training config (``cls``) of a ``mmldm train STAGE`` checkpoint whose part is added to a model
+    folder; a folder without one is one WeightsError line naming the command that makes it."""
+    from .errors import WeightsError
+
+    if not (checkpoint / "config.yaml").is_file():
+        raise WeightsError(checkpoint, f"{stage} checkpoint", "config.yaml is missing (give a checkpoint "
+                           f"folder of `mmldm train {stage}`)")
+    return load_config(cls, checkpoint / "config.yaml")
 
 
 def _add_component(model_dir: Path, index: dict, name: str, save: Any,
@@ -234,7 +242,7 @@ def export_frame_decoder(checkpoint: str | Path, model_dir: str | Path, default:
 
     import torch
 
-    from .errors import WeightsError, warn
+    from .errors import warn
     from .pipeline.folder import INDEX_NAME
     from .training.checkpoint import load_trained_weights
     from .vae.kl_vae import KLVAE
@@ -249,10 +257,7 @@ def export_frame_decoder(checkpoint: str | Path, model_dir: str | Path, default:
 
     checkpoint, model_dir = Path(checkpoint), Path(model_dir)
     index = read_config_json(model_dir / INDEX_NAME, "model index")
-    if not (checkpoint / "config.yaml").is_file():
-        raise WeightsError(checkpoint, "frame-decoder-distill checkpoint", "config.yaml is missing (give a "
-                           "checkpoint folder of `mmldm train frame-decoder-distill`)")
-    cfg = load_config(FrameDecoderDistillConfig, checkpoint / "config.yaml")
+    cfg = _component_checkpoint_config(checkpoint, FrameDecoderDistillConfig, "frame-decoder-distill")
     vae = KLVAE.from_pretrained(model_dir / index["components"]["vae"])
     teacher_path = Path(cfg.vae)
     if teacher_path.exists():
@@ -298,17 +303,13 @@ def export_sync_critic(checkpoint: str | Path, model_dir: str | Path, default: b
         save_sync_critic,
     )
     from .critic.stage import SyncCriticTrainConfig
-    from .errors import WeightsError
     from .pipeline.folder import INDEX_NAME
     from .training.checkpoint import load_trained_weights
     from .weights import read_config_json
 
     checkpoint, model_dir = Path(checkpoint), Path(model_dir)
     index = read_config_json(model_dir / INDEX_NAME, "model index")
-    if not (checkpoint / "config.yaml").is_file():
-        raise WeightsError(checkpoint, "sync-critic checkpoint", "config.yaml is missing (give a checkpoint "
-                           "folder of `mmldm train sync-critic`)")
-    cfg = load_config(SyncCriticTrainConfig, checkpoint / "config.yaml")
+    cfg = _component_checkpoint_config(checkpoint, SyncCriticTrainConfig, "sync-critic")
     critic = SyncCritic(cfg.critic)
     load_trained_weights(critic, checkpoint, SYNC_CRITIC_NAME.replace("_", " "), use_ema=use_ema)
     info = SyncCriticInfo(critic=cfg.critic, num_frames=cfg.data.num_frames, fps=cfg.data.fps,

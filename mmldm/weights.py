@@ -125,6 +125,28 @@ def read_folder_config(directory: str | Path, what: str, config_name: str = CONF
     return read_config_json(directory / config_name, what)
 
 
+def read_folder_info(directory: str | Path, cls: type, what: str) -> Any:
+    """The ``config.json`` of a :func:`save_pretrained_folder` folder as the dataclass ``cls``
+    (:func:`mmldm.config.from_dict`); a missing, corrupt or wrong config is one WeightsError line."""
+    from .config import from_dict
+    from .errors import MMLDMError
+
+    config = read_folder_config(directory, what)
+    try:
+        return from_dict(cls, config)
+    except (MMLDMError, TypeError, ValueError) as exc:
+        raise WeightsError(Path(directory) / CONFIG_NAME, what, str(exc)) from None
+
+
+def load_folder_module(module: nn.Module, directory: str | Path, what: str,
+                       device: torch.device | str = "cpu") -> nn.Module:
+    """``module`` with the checked weights of a :func:`save_pretrained_folder` folder, on ``device``,
+    frozen and in eval mode (an optional part of a model folder, ready to run)."""
+    state, path = read_folder_weights(directory, what, device=device)
+    load_state_checked(module, state, path, what)
+    return module.to(device).eval().requires_grad_(False)
+
+
 def read_folder_weights(directory: str | Path, what: str, weights_name: str = WEIGHTS_NAME,
                         device: torch.device | str = "cpu") -> tuple[dict[str, torch.Tensor], Path]:
     """``(tensors, path)`` of the safetensors file of a folder written by :func:`save_pretrained_folder`;

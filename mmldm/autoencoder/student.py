@@ -41,19 +41,10 @@ def save_student(student: SignalDecoder, info: StudentInfo, directory: Path) -> 
 def load_student(directory: Path, autoencoder: HierarchicalAVAutoencoder,
                  device: torch.device | str = "cpu") -> tuple[SignalDecoder, StudentInfo]:
     """The student of ``autoencoder`` (its decoder's architecture) from a :func:`save_student` folder."""
-    from ..config import from_dict
-    from ..errors import MMLDMError, WeightsError
-    from ..weights import load_state_checked, read_folder_config, read_folder_weights
+    from ..weights import load_folder_module, read_folder_info
 
-    config = read_folder_config(directory, STUDENT_WHAT)
-    try:
-        info = from_dict(StudentInfo, config)
-    except MMLDMError as exc:
-        raise WeightsError(Path(directory) / "config.json", STUDENT_WHAT, str(exc)) from None
-    student = SignalDecoder(autoencoder.resolved_config())
-    state, path = read_folder_weights(directory, STUDENT_WHAT, device=device)
-    load_state_checked(student, state, path, STUDENT_WHAT)
-    return student.to(device).eval().requires_grad_(False), info
+    info = read_folder_info(directory, StudentInfo, STUDENT_WHAT)
+    return load_folder_module(SignalDecoder(autoencoder.resolved_config()), directory, STUDENT_WHAT, device), info
 
 
 __all__ = ["STUDENT_NAME", "STUDENT_WHAT", "StudentInfo", "load_student", "save_student"]

@@ -157,26 +157,17 @@ def save_sync_critic(critic: SyncCritic, info: SyncCriticInfo, directory: Path) 
 
 def read_sync_critic_info(directory: Path) -> SyncCriticInfo:
     """``config.json`` of a :func:`save_sync_critic` folder; one :class:`WeightsError` line when bad."""
-    from ..config import from_dict
-    from ..errors import MMLDMError, WeightsError
-    from ..weights import read_folder_config
+    from ..weights import read_folder_info
 
-    config = read_folder_config(directory, SYNC_CRITIC_WHAT)
-    try:
-        return from_dict(SyncCriticInfo, config)
-    except (MMLDMError, TypeError, ValueError) as exc:
-        raise WeightsError(Path(directory) / "config.json", SYNC_CRITIC_WHAT, str(exc)) from None
+    return read_folder_info(directory, SyncCriticInfo, SYNC_CRITIC_WHAT)
 
 
 def load_sync_critic(directory: Path, device: torch.device | str = "cpu") -> tuple[SyncCritic, SyncCriticInfo]:
     """The critic and its info from a :func:`save_sync_critic` folder (frozen, eval mode)."""
-    from ..weights import load_state_checked, read_folder_weights
+    from ..weights import load_folder_module
 
     info = read_sync_critic_info(directory)
-    critic = SyncCritic(info.critic)
-    state, path = read_folder_weights(directory, SYNC_CRITIC_WHAT, device=device)
-    load_state_checked(critic, state, path, SYNC_CRITIC_WHAT)
-    return critic.to(device).eval().requires_grad_(False), info
+    return load_folder_module(SyncCritic(info.critic), directory, SYNC_CRITIC_WHAT, device), info
 
 
 __all__ = ["SYNC_CRITIC_NAME", "SYNC_CRITIC_WHAT", "SyncCritic", "SyncCriticConfig", "SyncCriticInfo",

@@ -715,8 +715,7 @@ class SoundingVideoPipeline:
         it (silence; the first or last frame repeated), and ``frames``, the clip's frames that reach
         the output (where clips overlap the earlier one's are kept), which alone are scored."""
         clip_frames, first = self.num_frames, starts[index]
-        previous_end = starts[index - 1] + clip_frames if index else first
-        begin, end = max(first, previous_end, 0), min(first + clip_frames, total_frames)
+        begin, end = _clip_output_frames(starts, index, clip_frames, total_frames)
         scored = slice(begin - first, end - first) if end > begin else slice(0, clip_frames)
         window: dict[str, torch.Tensor] = {}
         if given == "audio":
@@ -912,9 +911,7 @@ class SoundingVideoPipeline:
         waves_out[:, :given_samples] = given_audio if given_samples else 0
         def written(index: int) -> tuple[int, int, int]:
             """(the output frame of clip ``index``'s first frame, the output frames it fills [begin, end))"""
-            first = starts[index]
-            previous_end = starts[index - 1] + clip_frames if index else first
-            return first, max(first, given_frames, previous_end), min(first + clip_frames, total_frames)
+            return starts[index], *_clip_output_frames(starts, index, clip_frames, total_frames, given_frames)
 
         def fills(index: int) -> bool:
             _, begin, end = written(index)
@@ -1135,6 +1132,16 @@ def _folder_text_encoder(directory: Path, generator: AVDiT, generation: Generati
     raise ConfigError(f"{directory}: the generator is conditioned on text ({dit.n_ctx} x {dit.context_dim} tokens) "
                       f"and the folder carries no {TEXT_ENCODER_SUBFOLDER}/: pass the text encoder's local folder"
                       f"{named} with --text-encoder DIR (from_pretrained(text_encoder=DIR))")
+
+
+def _clip_output_frames(starts: list[int], index: int, clip_frames: int, total_frames: int,
+                       given_frames: int = 0) -> tuple[int, int]:
+    """The output frames ``[begin, end)`` clip ``index`` fills: its window (``starts[index]``, ``clip_frames``
+    long) after the clip before it (where clips overlap the earlier one is kept), after the first
+    ``given_frames`` (frames the output keeps as given) and within the output's ``total_frames``."""
+    first = starts[index]
+    previous_end = starts[index - 1] + clip_frames if index else first
+    return max(first, previous_end, given_frames, 0), min(first + clip_frames, total_frames)
 
 
 def _groups(items: list[int], size: int) -> list[list[int]]:

@@ -148,27 +148,18 @@ def save_frame_decoder(decoder: LightFrameDecoder, info: FrameDecoderInfo, direc
 
 def read_frame_decoder_info(directory: Path) -> FrameDecoderInfo:
     """``config.json`` of a :func:`save_frame_decoder` folder; one :class:`WeightsError` line when bad."""
-    from ..config import from_dict
-    from ..errors import MMLDMError, WeightsError
-    from ..weights import read_folder_config
+    from ..weights import read_folder_info
 
-    config = read_folder_config(directory, FRAME_DECODER_WHAT)
-    try:
-        return from_dict(FrameDecoderInfo, config)
-    except (MMLDMError, TypeError, ValueError) as exc:
-        raise WeightsError(Path(directory) / "config.json", FRAME_DECODER_WHAT, str(exc)) from None
+    return read_folder_info(directory, FrameDecoderInfo, FRAME_DECODER_WHAT)
 
 
 def load_frame_decoder(directory: Path, device: torch.device | str = "cpu"
                        ) -> tuple[LightFrameDecoder, FrameDecoderInfo]:
     """The decoder and its info from a :func:`save_frame_decoder` folder (frozen, eval mode)."""
-    from ..weights import load_state_checked, read_folder_weights
+    from ..weights import load_folder_module
 
     info = read_frame_decoder_info(directory)
-    decoder = LightFrameDecoder(info.decoder)
-    state, path = read_folder_weights(directory, FRAME_DECODER_WHAT, device=device)
-    load_state_checked(decoder, state, path, FRAME_DECODER_WHAT)
-    return decoder.to(device).eval().requires_grad_(False), info
+    return load_folder_module(LightFrameDecoder(info.decoder), directory, FRAME_DECODER_WHAT, device), info
 
 
 __all__ = [
