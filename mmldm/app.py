@@ -136,7 +136,6 @@ class WebApp:
         self.output_root = Path(self._tmp.name if self._tmp else output_root)
         self.output_root.mkdir(parents=True, exist_ok=True)
         self._folders: list[Path] = []  # this app's request folders, oldest first
-        self.defaults = pipe.generation.sampling
         self.clip_seconds = pipe.num_frames / pipe.fps
 
     def close(self) -> None:
@@ -151,7 +150,7 @@ class WebApp:
 
     def build(self) -> gr.Blocks:
         """The page: task, inputs and settings on the left, the result on the right."""
-        pipe, defaults = self.pipe, self.defaults
+        pipe, defaults = self.pipe, self.pipe.generation.sampling_for("svg")
         model = f"Model **{pipe.model_dir.name}**" if pipe.model_dir else "An in-memory model"
         classes = pipe.generator.cfg.num_classes
         # one hour after a file was made, Gradio's copies of uploads and results are removed
@@ -182,7 +181,7 @@ class WebApp:
                         video_guidance = gr.Slider(0, 20, value=defaults.video_guidance, step=0.5,
                                                    label="Video guidance (1 = none)")
                     with gr.Row():
-                        candidates = gr.Slider(1, 16, value=defaults.candidates, step=1,
+                        candidates = gr.Slider(1, max(16, defaults.candidates), value=defaults.candidates, step=1,
                                                label="Candidates (the most in sync is kept)")
                         class_choice = gr.Dropdown(["any", *map(str, range(classes))], value="any", label="Class",
                                                    visible=classes > 0)
@@ -192,7 +191,8 @@ class WebApp:
                     downloads = gr.File(label="Download", file_count="multiple", interactive=False,
                                         elem_id=IDS["downloads"])
                     info = gr.Markdown(elem_id=IDS["info"])
-            task.change(self._task_inputs, task, [task_help, audio, video, start, seconds], queue=False)
+            task.change(self._task_inputs, task, [task_help, audio, video, start, seconds, steps, audio_guidance,
+                                                  video_guidance, candidates], queue=False)
             button.click(self.generate, [task, audio, video, start, seconds, seed, steps, audio_guidance,
                                          video_guidance, candidates, class_choice, prompt],
                          [result, downloads, info], concurrency_id="generate")
@@ -203,15 +203,20 @@ class WebApp:
         return f"*{TASKS[task].help.replace('--start/--seconds', 'a span: start and seconds')}.*"
 
     def _task_inputs(self, task: str) -> tuple[Any, ...]:
-        """Show the inputs ``task`` takes: its upload, the span of it, or the length of ``long``."""
+        """Show the inputs ``task`` takes (its upload, the span of it, or the length of ``long``) and the
+        model's sampling defaults for it (a model may have its own per task: ``task_sampling``)."""
         spec = TASKS[task]
         span = spec.given is not None
         if task == "long":
             seconds = gr.update(visible=True, label="Seconds to generate", value=round(3 * self.clip_seconds, 3))
         else:
             seconds = gr.update(visible=span, label="Seconds of it (0: to its end)", value=0)
+        defaults = self.pipe.generation.sampling_for(task)
         return (self._task_help(task), gr.update(visible=spec.given == "audio"),
-                gr.update(visible=spec.given == "video"), gr.update(visible=span), seconds)
+                gr.update(visible=spec.given == "video"), gr.update(visible=span), seconds,
+                gr.update(value=defaults.steps), gr.update(value=defaults.audio_guidance),
+                gr.update(value=defaults.video_guidance),
+                gr.update(value=defaults.candidates, maximum=max(16, defaults.candidates)))
 
     # ------------------------------------------------------------------ a request
 

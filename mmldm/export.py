@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .config import atomic_write_text, load_config, to_dict
+from .config import atomic_write_text, dump_yaml, load_config, read_yaml, to_dict
 from .diffusion import DiffusionConfig
 from .errors import ConfigError, DataError
 from .generator.generation import GENERATION_NAME, GenerationConfig, SamplingSettings
@@ -175,7 +175,7 @@ def export_student(checkpoint: str | Path, model_dir: str | Path, default: bool 
     sampling = autoencoder.cfg.sampling
     info = StudentInfo(steps=cfg.student.steps, teacher_steps_per_step=cfg.student.teacher_steps_per_step,
                        video_guidance=sampling.video_guidance, audio_guidance=sampling.audio_guidance)
-    return _add_component(model_dir, index, STUDENT_NAME, lambda folder: save_student(student, info, folder),
+    return _add_component(model_dir, index, STUDENT_NAME, lambda folder: save_student(student, info, folder), info,
                           {"decoder_steps": info.steps} if default else None)
 
 
@@ -190,19 +190,20 @@ def _component_checkpoint_config(checkpoint: Path, cls: type, stage: str) -> Any
     return load_config(cls, checkpoint / "config.yaml")
 
 
-def _add_component(model_dir: Path, index: dict, name: str, save: Any,
+def _add_component(model_dir: Path, index: dict, name: str, save: Any, info: Any,
                    default_sampling: dict[str, Any] | None,
                    task_sampling: dict[str, dict[str, Any]] | None = None) -> Path:
     """Write an optional component (``save(folder)``) into ``model_dir/name`` (a temporary folder
     renamed into place when complete), list it in ``model_index.json``, and with
     ``default_sampling`` set those fields of the folder's sampling defaults (``generation.json``),
-    with ``task_sampling`` those of the named tasks' defaults."""
+    with ``task_sampling`` those of the named tasks' defaults. The folder's resolved config
+    (``config.yaml``, for people) gets the component's ``info`` and the generation defaults."""
     import shutil
     import tempfile
 
     from .files import give_new_modes_under
     from .generator.generation import read_generation_config
-    from .pipeline.folder import INDEX_NAME
+    from .pipeline.folder import CONFIG_NAME, INDEX_NAME
 
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=model_dir))
     try:
@@ -226,6 +227,13 @@ def _add_component(model_dir: Path, index: dict, name: str, save: Any,
         generation = dataclasses.replace(generation, sampling=generation.sampling.replace(**(default_sampling or {})),
                                          task_sampling=per_task)
         atomic_write_text(generation_path, json.dumps(to_dict(generation), indent=2) + "\n")
+    config_path = model_dir / index.get("config", CONFIG_NAME)
+    if config_path.is_file():
+        config = read_yaml(config_path)
+        config[name] = to_dict(info)
+        config["generation"] = to_dict(read_generation_config(model_dir / index["components"]["generator"]
+                                                              / GENERATION_NAME))
+        atomic_write_text(config_path, dump_yaml(config))
     return model_dir / name
 
 
@@ -278,7 +286,7 @@ def export_frame_decoder(checkpoint: str | Path, model_dir: str | Path, default:
     if unfit:
         raise ConfigError(f"{checkpoint}: the light frame decoder {unfit} of {model_dir}")
     return _add_component(model_dir, index, FRAME_DECODER_NAME,
-                          lambda folder: save_frame_decoder(decoder, info, folder),
+                          lambda folder: save_frame_decoder(decoder, info, folder), info,
                           {"frame_decoder": "light"} if default else None)
 
 
@@ -322,7 +330,7 @@ def export_sync_critic(checkpoint: str | Path, model_dir: str | Path, default: b
         raise ConfigError(f"{checkpoint}: the sync critic {unfit}")
     defaults = {task: {"critics": list(critics)} for task in SYNC_CRITIC_TASKS} if default else None
     return _add_component(model_dir, index, SYNC_CRITIC_NAME, lambda folder: save_sync_critic(critic, info, folder),
-                          None, defaults)
+                          info, None, defaults)
 
 
 __all__ = [

@@ -42,3 +42,20 @@ def shapes_manifest(shapes_dir):
     from mmldm.data.sounding_shapes import read_manifest
 
     return read_manifest(shapes_dir)
+
+
+@pytest.fixture
+def config_yaml_describes():
+    """``check(folder, pipe, part)``: a model folder's ``config.yaml`` (for people) carries the loaded
+    pipeline's config of the optional ``part`` and its generation defaults, as a fresh save would."""
+    import yaml
+
+    from mmldm.config import dump_yaml, read_yaml
+
+    def check(folder: Path, pipe, part: str) -> None:
+        written = read_yaml(folder / "config.yaml")
+        resolved = yaml.safe_load(dump_yaml(pipe.resolved_config()))
+        assert written[part] is not None and written[part] == resolved[part]
+        assert written["generation"] == resolved["generation"]
+
+    return check

@@ -577,7 +577,7 @@ class SoundingVideoPipeline:
             labels = labels.to(self.device)
             notify({"stage": "classes", "classes": labels})
 
-        self._check_rows(n, settings.candidates)
+        self._check_rows(n, settings)
         max_frames = self._max_frames(n)
         if task == "long":
             clips, total_frames = long_clip_count(seconds, self.fps, self.num_frames)
@@ -967,12 +967,15 @@ class SoundingVideoPipeline:
                               f"available here ({max_frames / self.fps:.1f} s at most); generate fewer seconds "
                               "or fewer samples at a time (--batch-size)")
 
-    def _max_rows(self) -> int:
+    def _max_rows(self, decodes_candidates: bool = False) -> int:
         """The most latent rows (samples x candidates) one sampling batch may hold in the memory
         available on the generator's device: per row, one guided generator call's transient
         activations (conditional and unconditional rows side by side: its residual stream, q/k/v,
         attention scores and MLP hidden state at float32) and the sampler's few latent copies,
-        within half the available memory (the estimate ignores what the allocator keeps)."""
+        within half the available memory (the estimate ignores what the allocator keeps).
+
+        ``decodes_candidates`` (the sync critic): every candidate's KL-VAE latents (its frames and
+        audio image, float32) also stay until the clip is ranked."""
         import psutil
 
         dit = self.generator.cfg
@@ -980,15 +983,19 @@ class SoundingVideoPipeline:
         forward = tokens * dit.width * (dit.mlp_ratio + 6) + dit.num_heads * tokens * tokens
         latent = dit.audio_channels * math.prod(dit.audio_size) + dit.video_channels * math.prod(dit.video_size)
         per_row = 4 * (2 * forward + 16 * latent)
+        if decodes_candidates:
+            side = self.frame_size // self.vae.downsample_factor
+            per_row += 4 * (self.num_frames + 1) * self.vae.latent_channels * side * side
         if self.device.type == "cuda":
             available = torch.cuda.mem_get_info(self.device)[0]
         else:
             available = psutil.virtual_memory().available
         return max(1, int(0.5 * available // per_row))
 
-    def _check_rows(self, n: int, candidates: int) -> None:
+    def _check_rows(self, n: int, settings: SamplingSettings) -> None:
         """Refuse, before any work, more candidates than one sampling batch can hold."""
-        max_rows = self._max_rows()
+        candidates = settings.candidates
+        max_rows = self._max_rows(decodes_candidates=candidates > 1 and "sync" in settings.critics)
         if n * candidates > max_rows:
             raise ConfigError(f"{n} sample(s) x {candidates} candidates do not fit in the memory available here "
                               f"({max_rows} latent rows at most in one batch); use fewer candidates or fewer "

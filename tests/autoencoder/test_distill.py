@@ -85,7 +85,7 @@ def test_the_stage_trains_and_the_student_decodes_in_its_steps(make_config, make
     assert len(calls) == 2 * 2 and max(calls) <= 4  # 2 steps per chunk (frames, audio), never a doubled batch
 
 
-def test_export_adds_the_student_to_its_teachers_model_folder_only(tmp_path):
+def test_export_adds_the_student_to_its_teachers_model_folder_only(tmp_path, config_yaml_describes):
     """A decoder-distill checkpoint (config + student weights) goes into the model folder whose
     autoencoder taught it; another model folder is refused in one line."""
     import copy
@@ -129,6 +129,9 @@ def test_export_adds_the_student_to_its_teachers_model_folder_only(tmp_path):
     assert torch.equal(next(loaded.parameters()), next(student.parameters()))
     sampling = json.loads((model / "generator" / "generation.json").read_text())["sampling"]
     assert sampling["decoder_steps"] == 4
+    from mmldm.pipeline import SoundingVideoPipeline
+
+    config_yaml_describes(model, SoundingVideoPipeline.from_pretrained(model), STUDENT_NAME)
 
     other = tmp_path / "other"
     without_student(other)

@@ -156,7 +156,7 @@ def _checkpoint(tmp_path, teacher: str, decoder: LightFrameDecoder):
     return checkpoint
 
 
-def test_export_adds_it_to_a_model_folder_of_its_vae(pipe, model_dir, tmp_path):
+def test_export_adds_it_to_a_model_folder_of_its_vae(pipe, model_dir, tmp_path, config_yaml_describes):
     target = tmp_path / "model"
     shutil.copytree(model_dir, target)
     decoder, _ = light_for(pipe, seed=4)
@@ -167,6 +167,7 @@ def test_export_adds_it_to_a_model_folder_of_its_vae(pipe, model_dir, tmp_path):
     loaded = SoundingVideoPipeline.from_pretrained(target)
     assert loaded.generation.sampling.frame_decoder == "light"
     assert all(torch.equal(v, decoder.state_dict()[k]) for k, v in loaded.frame_decoder[0].state_dict().items())
+    config_yaml_describes(target, loaded, FRAME_DECODER_NAME)
     # distilled from another KL-VAE: refused, and the folder is left as it was
     other = pipe.vae.save_pretrained(tmp_path / "other-vae")
     from mmldm.vae.kl_vae import KLVAE

@@ -661,7 +661,25 @@ def test_more_candidates_than_memory_holds_are_refused_before_any_work(pipe, mon
     assert f"2 sample(s) x {rows // 2 + 1} candidates" in message and "--batch-size" in message
     assert "\n" not in message
     assert not any(event["stage"] in ("clip", "step") for event in events)  # nothing was sampled
-    pipe._check_rows(1, rows)  # what fits passes
+    pipe._check_rows(1, pipe.resolve_settings("svg", None, candidates=rows))  # what fits passes
+
+
+def test_the_candidate_bound_counts_the_decodes_the_sync_critic_keeps(pipe, monkeypatch):
+    import collections
+    import dataclasses
+
+    import psutil
+
+    memory = collections.namedtuple("memory", "available")
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: memory(2**40))
+    plain, decoding = pipe._max_rows(), pipe._max_rows(decodes_candidates=True)
+    side = pipe.frame_size // pipe.vae.downsample_factor
+    kept = 4 * (pipe.num_frames + 1) * pipe.vae.latent_channels * side * side  # bytes a candidate keeps
+    assert 0.5 * 2**40 / decoding - 0.5 * 2**40 / plain == pytest.approx(kept, rel=0.01)
+    settings = pipe.resolve_settings("svg", None, candidates=plain)
+    pipe._check_rows(1, settings)  # the latent critics keep no decodes: the plain bound holds
+    with pytest.raises(ConfigError, match="candidates do not fit"):
+        pipe._check_rows(1, dataclasses.replace(settings, critics=("sync",)))
 
 
 def test_a_continuation_too_long_for_memory_is_refused_before_any_work(pipe, kit, monkeypatch):

@@ -28,6 +28,18 @@ def test_model_names_resolve_to_shipped_folders(tmp_path, monkeypatch):
     assert model_folder("bbb").resolve() == (tmp_path / "bbb").resolve()  # a folder of that name wins
 
 
+@pytest.mark.parametrize("name", ["shapes", "bbb"])
+def test_a_shipped_folders_config_yaml_describes_what_it_loads(name):
+    """config.yaml is for people: it must say what the folder really holds (its optional parts too)."""
+    from mmldm.config import dump_yaml, read_yaml
+
+    folder = model_folder(name)
+    if not (folder / "model_index.json").is_file():
+        pytest.skip(f"the {name} model is not in this installation")
+    pipe = SoundingVideoPipeline.from_pretrained(name)
+    assert read_yaml(folder / "config.yaml") == yaml.safe_load(dump_yaml(pipe.resolved_config()))
+
+
 def test_a_vocoder_named_hifigan_universal_is_found_among_the_assets_or_falls_back(model_dir, tmp_path,
                                                                                    monkeypatch, recwarn):
     """The name stays in audio.yaml (the release is 55 MB); without the assets, Griffin-Lim with a warning."""

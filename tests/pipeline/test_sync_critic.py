@@ -197,7 +197,7 @@ def _checkpoint(tmp_path, critic: SyncCritic, **data):
     return checkpoint
 
 
-def test_export_adds_it_and_makes_it_the_given_tasks_default(model_dir, tmp_path):
+def test_export_adds_it_and_makes_it_the_given_tasks_default(model_dir, tmp_path, config_yaml_describes):
     target = tmp_path / "model"
     shutil.copytree(model_dir, target)
     critic, _ = critic_for(seed=4)
@@ -209,6 +209,7 @@ def test_export_adds_it_and_makes_it_the_given_tasks_default(model_dir, tmp_path
     for task in ("a2v", "v2a", "audio-continuation", "video-continuation"):
         assert loaded.resolve_settings(task).critics == ("sync", "generator")
     assert "sync" not in loaded.resolve_settings("svg").critics
+    config_yaml_describes(target, loaded, SYNC_CRITIC_NAME)
     # a critic of other clips: refused in one line, the folder left as it was
     plain = tmp_path / "plain"
     shutil.copytree(model_dir, plain)

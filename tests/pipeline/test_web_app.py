@@ -76,7 +76,7 @@ def test_the_page_offers_every_task_with_the_model_defaults_and_no_prompt(pipe):
 
 @pytest.mark.parametrize("task", list(TASKS))
 def test_each_task_shows_the_inputs_it_takes(app, task):
-    help_text, audio, video, start, seconds = app._task_inputs(task)
+    help_text, audio, video, start, seconds, *_ = app._task_inputs(task)
     spec = TASKS[task]
     assert TASKS[task].help.split()[0] in help_text
     assert audio["visible"] == (spec.given == "audio") and video["visible"] == (spec.given == "video")
@@ -84,6 +84,21 @@ def test_each_task_shows_the_inputs_it_takes(app, task):
     assert seconds["visible"] == (spec.given is not None or task == "long")
     if task == "long":
         assert seconds["value"] >= app.clip_seconds
+
+
+def test_picking_a_task_sets_the_knobs_to_the_models_defaults_for_it(app, pipe, monkeypatch):
+    # a model may sample a task its own way (generation.json task_sampling): the page must not send
+    # the global default for a knob the task sets otherwise
+    monkeypatch.setattr(pipe.generation, "task_sampling", {"a2v": {"candidates": 24, "steps": 7,
+                                                                   "audio_guidance": 3.0}})
+    *_, steps, audio_guidance, video_guidance, candidates = app._task_inputs("a2v")
+    assert (steps["value"], audio_guidance["value"], candidates["value"]) == (7, 3.0, 24)
+    assert video_guidance["value"] == pipe.generation.sampling.video_guidance
+    assert candidates["maximum"] >= 24  # the slider reaches the default
+    *_, steps, audio_guidance, video_guidance, candidates = app._task_inputs("svg")
+    sampling = pipe.generation.sampling
+    assert (steps["value"], audio_guidance["value"], candidates["value"]) == (
+        sampling.steps, sampling.audio_guidance, sampling.candidates)
 
 
 def test_a2v_returns_the_given_audio_with_a_video_and_reports_progress(app, media, kit, tmp_path):
