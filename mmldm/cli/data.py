@@ -127,8 +127,12 @@ def _prepare(args: argparse.Namespace) -> int:
     test = f", test {summary.clips['test']} ({args.out / TEST_MANIFEST_NAME})" if args.test_fraction > 0 else ""
     rate = f", {summary.written / summary.seconds:.1f} clips/s" if summary.written and summary.seconds > 0 else ""
     kept = f", {clips - summary.written} were there already" if clips > summary.written else ""
+    left_out = [f"{count} {why}" for count, why in (
+        (summary.skipped_audio, "reaching past the end of their source's audio (--incomplete-audio flag keeps them)"),
+        (summary.skipped_quiet, f"quieter than --min-audio-rms {args.min_audio_rms:g}")) if count]
+    left = f"; left out {' and '.join(left_out)}" if left_out else ""
     print(f"prepared {clips} clips from {summary.sources_used} source(s): train {summary.clips['train']} "
-          f"({args.out / MANIFEST_NAME}){test}; wrote {summary.written} in {summary.seconds:.1f} s{rate}{kept}")
+          f"({args.out / MANIFEST_NAME}){test}; wrote {summary.written} in {summary.seconds:.1f} s{rate}{kept}{left}")
     return 0
 
 

@@ -345,6 +345,25 @@ def test_silent_track_is_flagged_and_min_audio_rms_leaves_it_out(tmp_path):
     assert not (tmp_path / "loud" / "train" / "silent").exists()
 
 
+def test_the_summary_line_says_what_was_left_out_and_why(tmp_path, capsys):
+    short = make_source(tmp_path / "short" / "short-audio.mp4", seconds=4.0, audio_seconds=2.0)
+    silent = make_source(tmp_path / "silent" / "silent.mp4", seconds=1.6, audio="zeros")
+    small = ["--num-frames", "8", "--size", "32", "--no-progress"]
+    assert main(["data", "prepare", str(short), "--out", str(tmp_path / "a"), *small]) == 0
+    line = capsys.readouterr().out.strip()  # 3 of its 5 windows reach past its 2 s of audio
+    assert "\n" not in line and line.endswith(
+        "; left out 3 reaching past the end of their source's audio (--incomplete-audio flag keeps them)")
+    assert main(["data", "prepare", str(short), str(silent), "--out", str(tmp_path / "b"), "--min-audio-rms",
+                 "0.001", *small]) == 0
+    # the two windows wholly past the end of the audio are silent: the loudness check, which comes first,
+    # takes them with the silent source's two; the one with 0.4 s of sound reaches past the audio's end
+    assert capsys.readouterr().out.strip().endswith(
+        "; left out 1 reaching past the end of their source's audio (--incomplete-audio flag keeps them) "
+        "and 4 quieter than --min-audio-rms 0.001")
+    assert main(["data", "prepare", str(silent), "--out", str(tmp_path / "c"), *small]) == 0
+    assert "left out" not in capsys.readouterr().out  # silent clips are kept (flagged) by default
+
+
 @pytest.mark.parametrize("policy", ["skip", "flag"])
 def test_audio_shorter_than_the_video(tmp_path, policy):
     src = make_source(tmp_path / "short-audio.mp4", seconds=4.0, audio_seconds=2.0)
