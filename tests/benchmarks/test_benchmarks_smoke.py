@@ -329,3 +329,37 @@ def test_any_length_positions_are_the_frames_each_clip_fills(monkeypatch):
     assert any_length.position_bounds(56, 16, 16, at_end=True) == [(0, 16), (16, 24), (24, 40), (40, 56),
                                                                    (56, 72)]
     assert any_length.position_bounds(10, 16, 16, at_end=True) == [(0, 10), (10, 26)]
+
+
+def test_sync_critic_generalisation_benchmark_reads_fresh_clips_and_a_training_run(tmp_path):
+    """benchmarks/sync_critic_generalisation.py: the built-in critic judges Sounding Shapes clips it never
+    saw far above chance; a folder and manifest given are read as the critic trained on them."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    script = str(BENCHMARKS / "sync_critic_generalisation.py")
+    proc = subprocess.run([sys.executable, script, "--clips", "32", "--threads", "1", "--out", str(tmp_path / "g.json")],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    (row,) = json.loads((tmp_path / "g.json").read_text())["tables"]["critic"]
+    assert row["clips"] == 32 and row["chance"] == pytest.approx(1 / (32 * 16))
+    assert row["frame_retrieval"] > 50 * row["chance"] and row["beats_other"] > 0.8
+    assert row["own_cosine"] > row["shifted_cosine"]
+    assert "| fresh Sounding Shapes clips" in proc.stdout
+    bad = subprocess.run([sys.executable, script, "--clips", "33"], capture_output=True, text=True, timeout=120, env=env)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "multiple of 32" in bad.stderr
+
+    from mmldm.cli.main import main
+    from mmldm.recipes.base import CONFIGS
+
+    clips, run = tmp_path / "clips", tmp_path / "run"
+    assert main(["data", "synth", "--out", str(clips), "--n", "32", "--seed", "5"]) == 0
+    assert main(["train", "sync-critic", "--config", str(CONFIGS / "sync-critic.yaml"), "--out", str(run),
+                 "--set", f"data.root={clips}", "train.max_steps=2", "train.batch_size=4", "train.log.every=1"]) == 0
+    proc = subprocess.run([sys.executable, script, "--critic", str(run), "--data", str(clips), "--manifest",
+                           "manifest.jsonl", "--clips", "32", "--threads", "1", "--out", str(tmp_path / "r.json")],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["settings"]["critic"].endswith("step_000002")  # the run's newest checkpoint
+    (row,) = result["tables"]["critic"]
+    assert row["data"] == f"{clips} (manifest.jsonl)" and row["windows"] == 32
+    assert 0.0 <= row["frame_retrieval"] <= 1.0
