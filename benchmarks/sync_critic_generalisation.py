@@ -25,7 +25,6 @@ newest checkpoint). A quality measure, not a speed one.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import tempfile
 from pathlib import Path
 from typing import Any
