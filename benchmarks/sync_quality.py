@@ -4,13 +4,14 @@
     python benchmarks/sync_quality.py --task long --samples 16 --seed 100 \\
         --variants defaults guidance=1 guidance=3 --out long-guidance.json
     python benchmarks/sync_quality.py --variants candidates=1 steps=24,decoder_steps=25
+    python benchmarks/sync_quality.py --samples 64 --variants defaults critics=sync     # the sync critic on svg
     python benchmarks/sync_quality.py --model runs/recipe/model
     python benchmarks/sync_quality.py --samples 64 --precision fp32 bf16    # bf16 autocast against float32
     python benchmarks/sync_quality.py --samples 64 --precision auto --compile both   # torch.compile against eager
 
 For each variant (``defaults``, or comma-joined ``key=value`` pairs of
 :meth:`mmldm.pipeline.SoundingVideoPipeline.generate` settings: steps, sampler, guidance,
-decoder_steps, candidates, frame_decoder) it generates the samples through the pipeline, as
+decoder_steps, candidates, frame_decoder, critics joined by ``+``, e.g. ``critics=sync+generator``) it generates the samples through the pipeline, as
 ``mmldm generate`` does, and measures them with the Sounding Shapes law (the model must be
 trained on Sounding Shapes, like the built-in one). svg: per clip sync error, class
 agreement and one-object frames. long: every 1.6 s clip of each video (the issue's long
@@ -38,9 +39,16 @@ from mmldm.errors import ConfigError, check_positive_int
 TASKS = ("svg", "long")
 #: --compile: which pipelines each precision samples with (eager, compiled)
 COMPILE = {"no": (False,), "yes": (True,), "both": (False, True)}
+
+
+def critic_names(text: str) -> tuple[str, ...]:
+    """``"sync+generator"`` -> ``("sync", "generator")``."""
+    return tuple(text.split("+"))
+
+
 #: generate() settings a variant may set, and how their values are read
 SETTINGS = {"steps": int, "sampler": str, "guidance": float, "decoder_steps": int, "candidates": int,
-            "frame_decoder": str}
+            "frame_decoder": str, "critics": critic_names}
 DEFAULT_SEED = {"svg": 1000, "long": 100}
 COLUMNS: list[Column] = [
     ("variant", "variant", ""), ("clips", "clips", ""), ("median sync error (st)", "median", ".2f"),

@@ -312,10 +312,17 @@ def test_sync_quality_benchmark_measures_each_variant(tmp_path):
     assert row["clips"] == 2 and len(row["median_per_position"]) == 2  # every 1.6 s clip of the 3.2 s video
     assert row["median_per_position"] == [round(e, 2) for e in row["sync_errors"]]  # one video: its clips
 
-    for variant, words in (("foo=1", "foo=1"), ("guidance=x", "guidance")):
+    for variant, words in (("foo=1", "foo=1"), ("guidance=x", "guidance"), ("critics=nope", "nope")):
         bad = subprocess.run([sys.executable, script, "--variants", variant], capture_output=True, text=True,
                              timeout=120, env=env)
         assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and words in bad.stderr
+
+
+def test_sync_quality_variants_name_critics(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    sync_quality = importlib.import_module("sync_quality")
+    assert sync_quality.parse_variant("critics=sync+generator,candidates=4") == {
+        "critics": ("sync", "generator"), "candidates": 4}
 
 
 def test_any_length_positions_are_the_frames_each_clip_fills(monkeypatch):
