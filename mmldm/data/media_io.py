@@ -163,7 +163,7 @@ def probe(path: str | Path, max_side: int = MAX_SIDE) -> MediaInfo:
         raise MediaError(path, "empty file (0 bytes)")
     with _open(path) as container:
         video = _video_stream(container)
-        audio = container.streams.audio[0] if container.streams.audio else None
+        audio = _audio_stream(container)
         if video is None and audio is None:
             raise MediaError(path, "no video or audio stream")
         container_duration = (
@@ -210,6 +210,14 @@ def _video_stream(container: Any) -> Any:
     music files and some downloads carry) is not the video."""
     attached = av.stream.Disposition.attached_pic
     return next((s for s in container.streams.video if not s.disposition & attached), None)
+
+
+def _audio_stream(container: Any) -> Any:
+    """The file's sound track, or None: of several (languages, commentary), the one marked default,
+    as players pick it; else the first."""
+    streams = list(container.streams.audio)
+    default = av.stream.Disposition.default
+    return next((s for s in streams if s.disposition & default), streams[0] if streams else None)
 
 
 def _shown_width(width: int, pixel_aspect: Fraction) -> int:
@@ -500,7 +508,7 @@ def _decode(
     with _open(path) as container:
         vstream = _video_stream(container)
         vstream.thread_type = "AUTO"
-        astream = container.streams.audio[0] if container.streams.audio else None
+        astream = _audio_stream(container)
         origin = _seconds(vstream.start_time, vstream.time_base)
         if origin is None:
             origin = Fraction(0)
@@ -675,7 +683,7 @@ class _AudioReader:
     """The audio stream of an open file, decoded on demand into an :class:`_AudioTrack`."""
 
     def __init__(self, container: Any, origin: Fraction, start: Fraction, path: Path):
-        stream = container.streams.audio[0]
+        stream = _audio_stream(container)
         self.track = _AudioTrack(origin)
         self.path = path
         if start > 1:  # a second early: the decoder settles (AAC overlap, MP3 bit reservoir, Opus pre-roll)
@@ -947,7 +955,7 @@ def read_wav(path: str | Path, sample_rate: int | None = None) -> tuple[np.ndarr
     rate = sample_rate or info.sample_rate
     try:
         with _open(path) as container:
-            astream = container.streams.audio[0]
+            astream = _audio_stream(container)
             track = _AudioTrack(_seconds(astream.start_time, astream.time_base) or Fraction(0))
             for frame in container.decode(astream):
                 track.add(frame)

@@ -461,6 +461,34 @@ def test_a_cover_picture_is_not_a_video(tmp_path):
     assert wave.shape[0] >= 15000 and np.abs(wave).max() > 0.3
 
 
+@pytest.mark.parametrize("default_track", [0, 1, None])
+def test_of_several_sound_tracks_the_default_one_is_read(tmp_path, default_track):
+    """A file with two sound tracks (a silent one and a tone, as languages or commentary come): the
+    track marked default is the file's sound, as a player picks it; none marked: the first."""
+    path = tmp_path / "tracks.mkv"
+    tone = (0.5 * np.sin(2 * np.pi * 440 * np.arange(16000) / 16000)).astype(np.float32)
+    sounds = {0: np.zeros_like(tone), 1: tone}
+    with av.open(str(path), "w", format="matroska") as container:
+        video = container.add_stream("libx264", rate=10)
+        video.width, video.height, video.pix_fmt = 32, 32, "yuv420p"
+        tracks = [container.add_stream("flac", rate=16000, layout="mono") for _ in sounds]
+        for index, track in enumerate(tracks):
+            track.disposition = av.stream.Disposition(av.stream.Disposition.default if index == default_track else 0)
+        for frame in coded_frames(10):
+            container.mux(video.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(video.encode(None))
+        for index, track in enumerate(tracks):
+            samples = av.AudioFrame.from_ndarray(sounds[index][None], format="flt", layout="mono")
+            samples.sample_rate, samples.pts = 16000, 0
+            container.mux(track.encode(samples))
+            container.mux(track.encode(None))
+    expected = tone if default_track == 1 else np.zeros_like(tone)
+    wave, _ = read_wav(path, sample_rate=16000)
+    clip = read_av(path, fps=10, sample_rate=16000)
+    for read in (wave, clip.audio):
+        assert np.abs(read[:15000] - expected[:15000]).max() < 0.05, default_track
+
+
 def test_clip_shorter_than_one_window(tmp_path):
     path = write_av(tmp_path / "short.mp4", coded_frames(8), np.zeros(12800, np.float32), 10.0, 16000)
     with pytest.raises(MediaError, match=r"shorter than one window \(8 frames < 16\)") as info:
