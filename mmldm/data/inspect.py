@@ -48,8 +48,10 @@ def inspect_file(path: str | Path, sheet_dir: str | Path | None = None, sheet: b
     else:
         lines.append("  video: none")
     if info.has_audio:
+        track = (f" (track {info.audio_track + 1} of {info.audio_tracks}, the one read)"
+                 if info.audio_tracks > 1 else "")
         lines.append(f"  audio: {info.audio_codec}, {info.sample_rate} Hz, {info.channels} channel(s), "
-                     f"{info.audio_duration or 0.0:.3f} s")
+                     f"{info.audio_duration or 0.0:.3f} s{track}")
     else:
         lines.append("  audio: none")
     if sheet:

@@ -83,6 +83,9 @@ class MediaInfo:
     audio_duration: float | None
     #: the video's sample aspect ratio (1 for square pixels; readers show frames at width x this)
     pixel_aspect: Fraction = Fraction(1)
+    #: the sound tracks in the file, and which of them (0-based) is read (:func:`_audio_stream`)
+    audio_tracks: int = 0
+    audio_track: int | None = None
 
     @property
     def shown_width(self) -> int | None:
@@ -202,6 +205,8 @@ def probe(path: str | Path, max_side: int = MAX_SIDE) -> MediaInfo:
             audio_codec=audio.codec_context.name if audio is not None else None,
             audio_duration=None if audio_duration is None else float(audio_duration),
             pixel_aspect=_pixel_aspect(video),
+            audio_tracks=len(container.streams.audio),
+            audio_track=None if audio is None else list(container.streams.audio).index(audio),
         )
 
 

@@ -487,6 +487,11 @@ def test_of_several_sound_tracks_the_default_one_is_read(tmp_path, default_track
     clip = read_av(path, fps=10, sample_rate=16000)
     for read in (wave, clip.audio):
         assert np.abs(read[:15000] - expected[:15000]).max() < 0.05, default_track
+    info = probe(path)
+    assert info.audio_tracks == 2 and info.audio_track == (1 if default_track == 1 else 0)
+    from mmldm.data.inspect import inspect_file
+
+    assert f"(track {info.audio_track + 1} of 2, the one read)" in inspect_file(path, sheet=False)
 
 
 def test_clip_shorter_than_one_window(tmp_path):
