@@ -1,7 +1,8 @@
 """``mmldm recipe NAME --out DIR [--scale default|smoke] [--only STEP ...]``: a shipped model, end to end.
 
 The recipes live in :mod:`mmldm.recipes` (``sounding-shapes``: the built-in model; ``bbb``:
-the real-data model of Big Buck Bunny); each step is skipped when its output exists, so an
+the real-data model of Big Buck Bunny; ``videos``: the same steps on your own videos, ``--source``);
+each step is skipped when its output exists, so an
 interrupted recipe resumes by running the same command again.
 """
 
@@ -14,7 +15,9 @@ from ..errors import ConfigError
 from .commands import COMMANDS
 
 #: the recipes and their modules under mmldm.recipes (imported when one runs)
-RECIPES = {"sounding-shapes": "sounding_shapes", "bbb": "real_video"}
+RECIPES = {"sounding-shapes": "sounding_shapes", "bbb": "real_video", "videos": "own_videos"}
+#: the recipes that learn from the videos of --source
+FROM_SOURCES = ("videos",)
 #: training steps whose length ``--STEP-steps`` overrides (scale fields ``STEP_steps``)
 TRAINED_STEPS = ("vae", "autoencoder", "generator")
 
@@ -23,7 +26,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("recipe", help=COMMANDS["recipe"],
                             description="Run a training recipe; each step is skipped when its output exists.")
     parser.add_argument("recipe", choices=list(RECIPES), help="sounding-shapes: the built-in model; bbb: the "
-                        "real-data model of Big Buck Bunny (needs `make assets`)")
+                        "real-data model of Big Buck Bunny (needs `make assets`); videos: the bbb recipe on your "
+                        "own sounding videos (--source)")
+    parser.add_argument("--source", type=Path, nargs="+", default=None, metavar="PATH",
+                        help="recipe videos: video files or folders of them (the last 20 %% of each is held out)")
     parser.add_argument("--out", type=Path, required=True, help="working folder (data, runs, model, evaluation)")
     parser.add_argument("--scale", choices=["default", "smoke"], default="default",
                         help="default: the shipped model; smoke: a micro run checking the chain")
@@ -49,6 +55,10 @@ def run(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise ConfigError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
+    if (args.source is not None) != (args.recipe in FROM_SOURCES):
+        raise ConfigError(f"recipe {args.recipe}: " + ("give the videos to learn from (--source FILE_OR_FOLDER ...)"
+                                                       if args.recipe in FROM_SOURCES else
+                                                       "--source is for recipe videos; this recipe has its own data"))
     module = importlib.import_module(f"mmldm.recipes.{RECIPES[args.recipe]}")
     overrides = {f"{step}_steps": getattr(args, f"{step}_steps") for step in TRAINED_STEPS}
     overrides["eval_clips"] = args.eval_clips
@@ -56,5 +66,6 @@ def run(args: argparse.Namespace) -> int:
     for name, value in dataclasses.asdict(scale).items():
         if isinstance(value, int) and not isinstance(value, bool) and value < 1:
             raise ConfigError(f"recipe: {name} must be >= 1, got {value}")
-    module.RECIPE(args.out, scale, progress=not args.quiet).run(args.only)
+    sources = {"sources": args.source} if args.source is not None else {}
+    module.RECIPE(args.out, scale, progress=not args.quiet, **sources).run(args.only)
     return 0

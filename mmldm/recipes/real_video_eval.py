@@ -200,7 +200,7 @@ class _Evaluation:
         ablation = self.recipe._need(self.recipe.parts / "autoencoder-ablation", "exported ablation autoencoder")
         self._build("reconstruction", self._reconstruct, model=True, inputs=[*self.held_out, ablation],
                     outputs=[s.name for s in reconstructions])
-        sets.append(EvalSet("baseline-real", "baseline", "real held-out clips (the last 20 % of the film)",
+        sets.append(EvalSet("baseline-real", "baseline", "real held-out clips (the last 20 % of every source)",
                             sync=True, memorisation=True))
         self._build("baseline-real", self._copy_held_out, inputs=self.held_out)
         for name, kind, strength in CORRUPTIONS:
@@ -425,7 +425,7 @@ class _Evaluation:
                 "av_align": f"held-out clips {self.test_dir}: N random windows (real pairs) and the same windows "
                             "with the audio of another (shuffled pairs)",
                 "memorisation": f"held-out clips {self.test_dir} (N random windows) against every training window "
-                                f"of {self.recipe.data / 'manifest.jsonl'} on the film's 1.6 s grid",
+                                f"of {self.recipe.data / 'manifest.jsonl'} on the sources' 1.6 s grid",
                 "training_windows": self.training_record,
             },
             "held_out_clips": [str(p) for p in self.held_out],
@@ -539,7 +539,7 @@ def results_table(results: dict[str, Any]) -> str:
              f"(BatchNorm eps {results['i3d']['batchnorm_eps']:g}). FVD / KVD against N random windows of the "
              f"training clips, the mean over {results['references'].get('reference_draws', 1)} independent draws of "
              "them (± their standard deviation); AV-Align, offset and memorisation against the held-out clips "
-             "(the last 20 % of the film, never trained on); memorisation: share of a set's clips nearer (I3D L2) "
+             "(the last 20 % of every source, never trained on); memorisation: share of a set's clips nearer (I3D L2) "
              "to a training window than the 5th percentile of the held-out clips' nearest-training distances, and "
              "the median of that distance. FAD: " + results["fad"] + ".", "",
              "## Generation (paper Table 1) and baselines", "",

@@ -167,3 +167,29 @@ def test_results_table_gives_each_reconstruction_its_sync_ceiling():
     assert audio_image.split(" | ")[1:] == ["64", "-", "-", "0.312", "6.5 / 4.2 |"]
     vae = next(line for line in lines if line.startswith("| the KL-VAE"))
     assert vae.split(" | ")[1:] == ["64", "1265.9", "57.30", "-", "- |"]
+
+
+@pytest.mark.slow
+def test_the_videos_recipe_runs_end_to_end_on_your_own_videos(tmp_path: Path) -> None:
+    """`mmldm recipe videos --source DIR --scale smoke`: every step of the bbb recipe on two 20 s videos
+    (Sounding Shapes at 22.05 kHz), a model folder without the film's attribution, and its evaluation."""
+    from mmldm.assets import assets_folder, find_asset
+
+    missing = [name for name in ASSETS[1:] if find_asset(name) is None]  # not the film
+    if missing:
+        pytest.skip(f"needs {', '.join(str(assets_folder() / m) for m in missing)}: run `make assets`")
+    src = tmp_path / "src"
+    assert main(["data", "synth", "--out", str(src), "--n", "2", "--num-frames", "200", "--seed", "1",
+                 "--sample-rate", "22050"]) == 0
+    out = tmp_path / "videos"
+    assert main(["recipe", "videos", "--source", str(src), "--out", str(out), "--scale", "smoke", "--threads", "1",
+                 "--quiet"]) == 0
+    assert (out / "model" / "model_index.json").is_file() and not (out / "model" / "ATTRIBUTION.md").exists()
+    results = json.loads((out / "eval" / "results.json").read_text())
+    assert set(GENERATED) <= set(results["sets"]) and results["sets"]["svg"]["fvd"] > 0
+    assert "last 20 % of every source" in (out / "eval" / "results.md").read_text()
+    samples = tmp_path / "samples"
+    assert main(["generate", "--model", str(out / "model"), "--task", "a2v", "--audio",
+                 str(sorted(src.rglob("*.mp4"))[0]), "--seconds", "1.6", "--out", str(samples), "--quiet",
+                 "--no-preview"]) == 0
+    assert len(list(samples.glob("*.mp4"))) == 1

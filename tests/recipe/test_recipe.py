@@ -302,3 +302,40 @@ def test_fast_decoders_distil_from_the_recipes_own_parts_and_again_when_they_cha
                                                                                   "frame-decoder-distill"]
     checkpoint("autoencoder", 9)  # a new teacher: the student learns again, the frame decoder (of the VAE) stays
     assert recipe.step_decoder_student() and not recipe.step_frame_decoder() and len(trainings) == 3
+
+
+def _long_sources(folder: Path) -> Path:
+    """Two 20 s sounding videos (Sounding Shapes at 22.05 kHz): each holds a held-out clip at 20 %."""
+    assert main(["data", "synth", "--out", str(folder), "--n", "2", "--num-frames", "200", "--seed", "1",
+                 "--sample-rate", "22050"]) == 0
+    return folder
+
+
+def test_the_videos_recipe_prepares_the_given_sources_and_no_others(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """`mmldm recipe videos --source ...`: the bbb recipe's data step on your own videos; the folder
+    remembers its sources, and the recipe's other inputs are one-line errors."""
+    src = _long_sources(tmp_path / "src")
+    out = tmp_path / "run"
+    assert main(["recipe", "videos", "--source", str(src), "--out", str(out), "--only", "data", "--quiet"]) == 0
+    prepared = json.loads((out / "data" / "prepare.json").read_text())
+    assert len(prepared["sources"]) == 2 and prepared["settings"]["sample_rate"] == 22050
+    assert prepared["settings"]["split"] == "time" and prepared["settings"]["test_fraction"] == 0.2
+    train = (out / "data" / "manifest.jsonl").read_text().splitlines()
+    test = (out / "data" / "test-manifest.jsonl").read_text().splitlines()
+    assert len(train) >= 4 and len(test) == 2  # the last 20 % of each source held out
+    assert json.loads((out / "recipe.json").read_text())["recipe"] == "videos"
+    capsys.readouterr()
+    assert main(["recipe", "videos", "--source", str(src), "--out", str(out), "--only", "data", "--quiet"]) == 0
+    assert "prepared" not in capsys.readouterr().out  # the same sources: nothing to do
+    one = sorted(src.rglob("*.mp4"))[0]
+    for argv, words in (
+        (["videos", "--source", str(one), "--out", str(out)], "was prepared from other sources"),
+        (["videos", "--source", str(tmp_path / "nowhere"), "--out", str(tmp_path / "new")], "nowhere does not exist"),
+        (["videos", "--out", str(tmp_path / "new")], "give the videos to learn from"),
+        (["bbb", "--source", str(src), "--out", str(tmp_path / "new")], "--source is for recipe videos"),
+    ):
+        assert main(["recipe", *argv, "--only", "data", "--quiet"]) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and words in err, (argv, err)
+    assert train == (out / "data" / "manifest.jsonl").read_text().splitlines()  # left as it was
