@@ -133,7 +133,8 @@ class RealVideoRecipe(FastDecoderSteps, Recipe):
         # that a prepare interrupted half-way resumes only on the same sources
         named = json.dumps(sorted(str(path.resolve()) for path in sources)) + "\n"
         stamp = self._stamp_path(self.data)  # a folder without one was prepared before stamps
-        if stamp.is_file() and stamp.read_text() != named:
+        # a prepare that wrote nothing (an empty folder given) holds the stamp of no data
+        if stamp.is_file() and self.data.exists() and stamp.read_text() != named:
             raise ConfigError(f"recipe {self.name}: {self.data} was prepared from other sources than "
                               f"{', '.join(map(str, sources))}; give another --out")
         if (self.data / "manifest.jsonl").is_file() and (self.data / "test-manifest.jsonl").is_file():

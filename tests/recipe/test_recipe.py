@@ -317,6 +317,11 @@ def test_the_videos_recipe_prepares_the_given_sources_and_no_others(tmp_path: Pa
     remembers its sources, and the recipe's other inputs are one-line errors."""
     src = _long_sources(tmp_path / "src")
     out = tmp_path / "run"
+    (tmp_path / "empty").mkdir()
+    assert main(["recipe", "videos", "--source", str(tmp_path / "empty"), "--out", str(out), "--only", "data",
+                 "--quiet"]) == 2
+    assert "no video files" in capsys.readouterr().err
+    # nothing was prepared from the empty folder: the same --out takes the right sources
     assert main(["recipe", "videos", "--source", str(src), "--out", str(out), "--only", "data", "--quiet"]) == 0
     prepared = json.loads((out / "data" / "prepare.json").read_text())
     assert len(prepared["sources"]) == 2 and prepared["settings"]["sample_rate"] == 22050
