@@ -218,9 +218,9 @@ def _add_component(model_dir: Path, index: dict, name: str, save: Any, info: Any
             shutil.rmtree(tmp, ignore_errors=True)
     index["components"][name] = name
     atomic_write_text(model_dir / INDEX_NAME, json.dumps(index, indent=2) + "\n")
+    generation_path = model_dir / index["components"]["generator"] / GENERATION_NAME
+    generation = read_generation_config(generation_path)
     if default_sampling or task_sampling:
-        generation_path = model_dir / index["components"]["generator"] / GENERATION_NAME
-        generation = read_generation_config(generation_path)
         per_task = {**generation.task_sampling}
         for task, fields in (task_sampling or {}).items():
             per_task[task] = {**per_task.get(task, {}), **fields}
@@ -231,8 +231,7 @@ def _add_component(model_dir: Path, index: dict, name: str, save: Any, info: Any
     if config_path.is_file():
         config = read_yaml(config_path)
         config[name] = to_dict(info)
-        config["generation"] = to_dict(read_generation_config(model_dir / index["components"]["generator"]
-                                                              / GENERATION_NAME))
+        config["generation"] = to_dict(generation)
         atomic_write_text(config_path, dump_yaml(config))
     return model_dir / name
 

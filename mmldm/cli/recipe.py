@@ -55,10 +55,8 @@ def run(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise ConfigError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
-    if (args.source is not None) != (args.recipe in FROM_SOURCES):
-        raise ConfigError(f"recipe {args.recipe}: " + ("give the videos to learn from (--source FILE_OR_FOLDER ...)"
-                                                       if args.recipe in FROM_SOURCES else
-                                                       "--source is for recipe videos; this recipe has its own data"))
+    if args.source is not None and args.recipe not in FROM_SOURCES:  # a recipe of sources says when it has none
+        raise ConfigError(f"recipe {args.recipe}: --source is for recipe videos; this recipe has its own data")
     module = importlib.import_module(f"mmldm.recipes.{RECIPES[args.recipe]}")
     overrides = {f"{step}_steps": getattr(args, f"{step}_steps") for step in TRAINED_STEPS}
     overrides["eval_clips"] = args.eval_clips
